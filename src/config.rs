@@ -1,0 +1,173 @@
+//! `Config`: every limit of an engine with its default, produced only by [`Builder::build`].
+//!
+//! # Invariants
+//!
+//! A `Config` is always in range: `Builder::build` checks every field once, so the shards never
+//! re-check a limit at run time (parse, don't validate).
+//!
+//! [`Builder::build`]: crate::Builder::build
+
+use std::time::Duration;
+
+/// What a shard does when a client's outbound queue would exceed
+/// [`Config::client_queue_bytes_max`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SlowConsumerPolicy {
+    /// Evict the client with close code 4008 ("slow consumer"). The default: a client that cannot
+    /// keep up is told so, and every message it did receive was complete and in order.
+    #[default]
+    Disconnect,
+    /// Keep the queue, drop the frame that does not fit. Counted in `frames_dropped`.
+    DropNewest,
+    /// Drop the oldest queued frames (never one already partly written) until the new one fits.
+    /// Counted in `frames_dropped`.
+    DropOldest,
+}
+
+/// When a shard writes a client's queued frames to its socket.
+///
+/// The default, [`Coalescing::PER_TICK`], writes each touched client once per shard tick (after
+/// the shard drained every queued command), which adds no latency. The presets delay a client's
+/// flush until `frames_max` frames or `bytes_max` bytes are queued or `delay` has passed since the
+/// first unwritten frame, trading latency for fewer `write` calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Coalescing {
+    /// Flush as soon as this many frames are queued.
+    pub frames_max: usize,
+    /// Flush at the latest this long after the oldest unwritten frame was queued. Zero: per tick.
+    pub delay: Duration,
+    /// Flush as soon as this many bytes are queued.
+    pub bytes_max: usize,
+}
+
+impl Coalescing {
+    /// Flush every touched client once per shard tick: no added latency (the default).
+    pub const PER_TICK: Coalescing = Coalescing {
+        frames_max: 1,
+        delay: Duration::ZERO,
+        bytes_max: 0,
+    };
+    /// 100 frames, 1 ms, 64 KiB.
+    pub const LOW_LATENCY: Coalescing = Coalescing {
+        frames_max: 100,
+        delay: Duration::from_millis(1),
+        bytes_max: 64 << 10,
+    };
+    /// 300 frames, 2 ms, 128 KiB.
+    pub const BALANCED: Coalescing = Coalescing {
+        frames_max: 300,
+        delay: Duration::from_millis(2),
+        bytes_max: 128 << 10,
+    };
+    /// 500 frames, 2 ms, 256 KiB.
+    pub const HIGH_THROUGHPUT: Coalescing = Coalescing {
+        frames_max: 500,
+        delay: Duration::from_millis(2),
+        bytes_max: 256 << 10,
+    };
+    /// 1000 frames, 5 ms, 512 KiB.
+    pub const AGGRESSIVE: Coalescing = Coalescing {
+        frames_max: 1000,
+        delay: Duration::from_millis(5),
+        bytes_max: 512 << 10,
+    };
+
+    /// Whether this setting ever holds frames back past the current tick.
+    pub fn delays(&self) -> bool {
+        !self.delay.is_zero()
+    }
+}
+
+impl Default for Coalescing {
+    fn default() -> Self {
+        Coalescing::PER_TICK
+    }
+}
+
+/// Every limit and setting of an engine. Built by [`crate::Builder`]; read with
+/// [`crate::Engine::config`].
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Config {
+    /// Number of shards (threads). Default: the number of cores.
+    pub shards: usize,
+    /// Bind shard `i` to core `i % cores`. Default: off.
+    pub pin_cores: bool,
+    /// Commands each shard's queue holds before publishers wait. Default: 1024.
+    pub shard_queue_capacity: usize,
+    /// Most clients (registered or handshaking) the engine holds. Default: 1,048,576.
+    pub clients_max: usize,
+    /// Bytes a client's outbound queue may hold. Default: 1 MiB.
+    pub client_queue_bytes_max: usize,
+    /// What happens when a client's queue is full. Default: [`SlowConsumerPolicy::Disconnect`].
+    pub slow_consumer: SlowConsumerPolicy,
+    /// A client whose socket accepts no byte for this long is disconnected (checked at each
+    /// sweep). Default: 10 s.
+    pub write_deadline: Duration,
+    /// A client silent for longer is closed with 4002. Default: 20 s.
+    pub heartbeat_timeout: Duration,
+    /// How often each shard sweeps its clients for heartbeat, auth and write deadlines.
+    /// Default: 5 s.
+    pub sweep_interval: Duration,
+    /// An unauthenticated client older than this is closed with 4001. Default: none.
+    pub auth_deadline: Option<Duration>,
+    /// Largest inbound frame payload. Default: 64 KiB.
+    pub frame_bytes_max: usize,
+    /// Largest inbound (reassembled) message. Default: 64 KiB.
+    pub message_bytes_max: usize,
+    /// Time a client has to complete the HTTP upgrade. Default: 10 s.
+    pub handshake_deadline: Duration,
+    /// Largest HTTP upgrade request (request line and headers). Default: 8 KiB.
+    pub handshake_bytes_max: usize,
+    /// If set, only upgrade requests whose `Origin` is in this list are accepted (others get 403,
+    /// as do requests without `Origin`). Default: any origin.
+    pub allowed_origins: Option<Vec<String>>,
+    /// When queued frames are written. Default: [`Coalescing::PER_TICK`].
+    pub coalescing: Coalescing,
+    /// Send runs of two or more broadcasts of one shard tick with the same audience as one binary
+    /// batch envelope (`u32le count | (u32le len | bytes)*`), built once per shard. Default: off.
+    pub batch_envelope: bool,
+    /// Largest envelope body; a longer run is split. Default: 64 KiB.
+    pub envelope_bytes_max: usize,
+    /// Size of each shard's reused read buffer. Default: 64 KiB.
+    pub read_buffer_bytes: usize,
+    /// Size of each shard's reused write buffer, into which small frames are copied so that many
+    /// go out in one `write`. Default: 64 KiB.
+    pub write_buffer_bytes: usize,
+    /// Frames up to this size are copied into the write buffer; longer ones are written vectored
+    /// from the shared payload. Default: 2 KiB.
+    pub copy_bytes_max: usize,
+    /// After sending a close frame, how long to wait for the peer to close before dropping the
+    /// socket. Default: 2 s.
+    pub close_timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            shards: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            pin_cores: false,
+            shard_queue_capacity: 1024,
+            clients_max: 1 << 20,
+            client_queue_bytes_max: 1 << 20,
+            slow_consumer: SlowConsumerPolicy::Disconnect,
+            write_deadline: Duration::from_secs(10),
+            heartbeat_timeout: Duration::from_secs(20),
+            sweep_interval: Duration::from_secs(5),
+            auth_deadline: None,
+            frame_bytes_max: 64 << 10,
+            message_bytes_max: 64 << 10,
+            handshake_deadline: Duration::from_secs(10),
+            handshake_bytes_max: 8 << 10,
+            allowed_origins: None,
+            coalescing: Coalescing::PER_TICK,
+            batch_envelope: false,
+            envelope_bytes_max: 64 << 10,
+            read_buffer_bytes: 64 << 10,
+            write_buffer_bytes: 64 << 10,
+            copy_bytes_max: 2 << 10,
+            close_timeout: Duration::from_secs(2),
+        }
+    }
+}

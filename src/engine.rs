@@ -1,0 +1,757 @@
+//! `Engine`: the public handle to a running set of shards, and its `Builder`.
+//!
+//! # Ordering
+//!
+//! A healthy client receives every broadcast accepted after its registration completed, exactly
+//! once, in the order each publisher issued them. There is no total order across concurrent
+//! publishers: each shard applies its queue in order.
+//!
+//! # Back-pressure
+//!
+//! Each shard's queue holds [`Config::shard_queue_capacity`] commands. `broadcast().await`
+//! waits for room in each shard's queue in turn; `try_broadcast` never waits and reports the
+//! shards that were full.
+//!
+//! # Shutdown
+//!
+//! [`Engine::shutdown`] drains, closes every client with 1001 and joins every shard thread. An
+//! engine dropped without it stops its shards at once, without close frames.
+
+use crate::client::{ClientInfo, Principal};
+use crate::config::{Coalescing, Config, SlowConsumerPolicy};
+use crate::error::{
+    BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
+};
+use crate::handler::Handler;
+use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream};
+use crate::stats::{ShardCounters, Stats};
+use crate::{Audience, ClientId, Payload, ShardId};
+use arc_swap::ArcSwap;
+use smallvec::{SmallVec, smallvec};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// A running broadcast engine: N shard threads and their clients. Cheap to clone; every clone
+/// drives the same shards, from any thread or runtime.
+///
+/// ```
+/// use shardcast::{Audience, Engine, Payload};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().shards(2).build()?;
+/// let addr = engine.listen("127.0.0.1:0").await?;
+/// // ... clients connect to ws://{addr}/ ...
+/// engine.broadcast(Payload::text("hello"), Audience::ALL).await?;
+/// assert_eq!(engine.client_count(), 0);
+/// engine.shutdown(Duration::from_secs(1)).await;
+/// # let _ = addr;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    /// The limits, fixed at build time.
+    config: Arc<Config>,
+    /// The shards; swapped for an empty table at shutdown, so later calls fail fast.
+    shards: ArcSwap<Vec<Handle>>,
+    /// Every shard's counters, readable after shutdown too.
+    counters: Vec<Arc<ShardCounters>>,
+    /// Connection count and id sequence.
+    admission: Arc<Admission>,
+    /// Round-robin cursor for `register`.
+    next_shard: AtomicUsize,
+    /// Shard threads, joined by `shutdown`.
+    threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
+    /// Cancelled on drop: shards stop at once.
+    hard_stop: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.hard_stop.cancel();
+    }
+}
+
+impl Engine {
+    /// A builder with every setting at its default.
+    pub fn builder() -> Builder {
+        Builder::default()
+    }
+
+    /// The settings this engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    fn shards(&self) -> arc_swap::Guard<Arc<Vec<Handle>>> {
+        self.inner.shards.load()
+    }
+
+    /// Hands a stream to the engine; the HTTP upgrade runs on the client's shard, within
+    /// [`Config::handshake_deadline`]. Returns once the stream is queued to its shard; the
+    /// client receives broadcasts from the moment its upgrade completes
+    /// ([`Handler::on_registered`]). For a `tokio::net::TcpStream`, prefer
+    /// [`Engine::register_tcp`].
+    ///
+    /// # Errors
+    ///
+    /// [`RegisterError::Closed`] after shutdown; [`RegisterError::TooManyClients`] at
+    /// [`Config::clients_max`].
+    ///
+    /// # Cancel safety
+    ///
+    /// If cancelled while waiting for room in the shard queue, the stream is dropped.
+    pub async fn register<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
+        self.adopt(Stream::Boxed(Box::new(stream)), false).await
+    }
+
+    /// Like [`Engine::register`], for a stream on which the embedder already completed the
+    /// upgrade: the client is registered as soon as its shard takes it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::register`].
+    pub async fn register_upgraded<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
+        self.adopt(Stream::Boxed(Box::new(stream)), true).await
+    }
+
+    /// Like [`Engine::register`] for a TCP stream accepted on any runtime: the socket is moved
+    /// to its shard's own reactor (a socket polled from another thread's reactor would pay a
+    /// cross-thread wake-up per event), and `TCP_NODELAY` is set.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::register`], and [`RegisterError::Io`] if the socket cannot be detached.
+    pub async fn register_tcp(
+        &self,
+        stream: tokio::net::TcpStream,
+    ) -> Result<ClientId, RegisterError> {
+        let std = stream.into_std().map_err(RegisterError::Io)?;
+        self.adopt(Stream::Tcp(std), false).await
+    }
+
+    async fn adopt(&self, stream: Stream, upgraded: bool) -> Result<ClientId, RegisterError> {
+        let shards = self.shards();
+        if shards.is_empty() {
+            return Err(RegisterError::Closed);
+        }
+        let index = self.inner.next_shard.fetch_add(1, Relaxed) % shards.len();
+        let handle = &shards[index];
+        let id = self
+            .inner
+            .admission
+            .admit_on(handle.id)
+            .ok_or(RegisterError::TooManyClients)?;
+        let command = Command::Register {
+            id,
+            stream,
+            upgraded,
+        };
+        match handle.tx.send(command).await {
+            Ok(()) => Ok(id),
+            Err(_) => {
+                self.inner.admission.release();
+                Err(RegisterError::Closed)
+            }
+        }
+    }
+
+    /// Listens on `addr` with one `SO_REUSEPORT` listener per shard, so connections are
+    /// accepted on the shard that will own them. Returns the bound address (useful with port
+    /// 0). Accepting stops at shutdown.
+    ///
+    /// # Errors
+    ///
+    /// [`ListenError::Io`] if the address cannot be bound; [`ListenError::Closed`] after
+    /// shutdown.
+    pub async fn listen(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+    ) -> Result<SocketAddr, ListenError> {
+        let shards = self.shards().clone();
+        if shards.is_empty() {
+            return Err(ListenError::Closed);
+        }
+        let mut resolved = tokio::net::lookup_host(addr).await?;
+        let mut addr = resolved
+            .next()
+            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        let mut listeners = Vec::with_capacity(shards.len());
+        for _ in 0..shards.len() {
+            let socket = if addr.is_ipv4() {
+                tokio::net::TcpSocket::new_v4()?
+            } else {
+                tokio::net::TcpSocket::new_v6()?
+            };
+            socket.set_reuseaddr(true)?;
+            #[cfg(unix)]
+            socket.set_reuseport(true)?;
+            socket.bind(addr)?;
+            let listener = socket.listen(1024)?;
+            // Later listeners join the port the first one got (port 0 picks one).
+            addr = listener.local_addr()?;
+            listeners.push(listener.into_std()?);
+            #[cfg(not(unix))]
+            break;
+        }
+        for (handle, listener) in shards.iter().zip(listeners) {
+            handle
+                .tx
+                .send(Command::Listen { listener })
+                .await
+                .map_err(|_| ListenError::Closed)?;
+        }
+        Ok(addr)
+    }
+
+    /// Closes `id` with 1000 after its queued frames and forgets it. Returns what was known of
+    /// it, or `None` if it was not registered.
+    pub async fn remove(&self, id: ClientId) -> Option<ClientInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.command(
+            id.shard(),
+            Command::Remove {
+                id,
+                reply: Some(reply),
+            },
+        )
+        .await
+        .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// A snapshot of `id`, or `None` if it is not registered.
+    pub async fn client(&self, id: ClientId) -> Option<ClientInfo> {
+        let (reply, rx) = oneshot::channel();
+        self.command(id.shard(), Command::Query { id, reply })
+            .await
+            .ok()?;
+        rx.await.ok().flatten()
+    }
+
+    /// Registered clients now, summed over shards without a round trip (each shard's count is
+    /// exact; the sum is a moment's snapshot).
+    pub fn client_count(&self) -> usize {
+        self.inner
+            .counters
+            .iter()
+            .map(|c| c.clients.load(Relaxed) as usize)
+            .sum()
+    }
+
+    /// Connections now, including those still in their upgrade.
+    pub fn connection_count(&self) -> usize {
+        self.inner.admission.connections()
+    }
+
+    /// Marks `id` authenticated as `principal`: it now receives
+    /// [`Audience::AUTHENTICATED`] broadcasts and is exempt from the auth deadline.
+    ///
+    /// # Errors
+    ///
+    /// [`BroadcastError::Closed`] after shutdown.
+    pub async fn set_authenticated(
+        &self,
+        id: ClientId,
+        principal: Principal,
+    ) -> Result<(), BroadcastError> {
+        self.command(
+            id.shard(),
+            Command::SetAuthenticated {
+                id,
+                principal: Some(principal),
+            },
+        )
+        .await
+    }
+
+    /// Refreshes `id`'s last-seen time, as an inbound frame would.
+    ///
+    /// # Errors
+    ///
+    /// [`BroadcastError::Closed`] after shutdown.
+    pub async fn update_last_ping(&self, id: ClientId) -> Result<(), BroadcastError> {
+        self.command(id.shard(), Command::UpdateLastPing { id })
+            .await
+    }
+
+    /// Whether `id` is registered and was heard from within the heartbeat timeout. An unknown
+    /// client is not alive.
+    pub async fn is_alive(&self, id: ClientId) -> bool {
+        let timeout = self.inner.config.heartbeat_timeout;
+        self.client(id).await.is_some_and(|c| c.idle < timeout)
+    }
+
+    /// Time since `id` was last heard from; `Duration::MAX` for an unknown client.
+    pub async fn idle_time(&self, id: ClientId) -> Duration {
+        self.client(id).await.map_or(Duration::MAX, |c| c.idle)
+    }
+
+    /// Broadcasts `payload` to `audience` on every shard, waiting for room in each shard's
+    /// queue.
+    ///
+    /// # Errors
+    ///
+    /// [`BroadcastError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Not cancel safe: if cancelled, some shards may have taken the payload and others not.
+    pub async fn broadcast(
+        &self,
+        payload: Payload,
+        audience: Audience,
+    ) -> Result<(), BroadcastError> {
+        self.fan_out(smallvec![payload], audience).await
+    }
+
+    /// Broadcasts several frames as one batch: every client of `audience` receives them
+    /// adjacent and in order, and they go to its socket together.
+    ///
+    /// # Errors
+    ///
+    /// [`BroadcastError::Closed`] after shutdown.
+    pub async fn broadcast_batch(
+        &self,
+        payloads: impl IntoIterator<Item = Payload>,
+        audience: Audience,
+    ) -> Result<(), BroadcastError> {
+        let payloads: Payloads = payloads.into_iter().collect();
+        if payloads.is_empty() {
+            return Ok(());
+        }
+        self.fan_out(payloads, audience).await
+    }
+
+    async fn fan_out(&self, payloads: Payloads, audience: Audience) -> Result<(), BroadcastError> {
+        let shards = self.shards().clone();
+        let Some((last, rest)) = shards.split_last() else {
+            return Err(BroadcastError::Closed);
+        };
+        for handle in rest {
+            let command = Command::Broadcast {
+                payloads: payloads.clone(),
+                audience,
+            };
+            handle
+                .tx
+                .send(command)
+                .await
+                .map_err(|_| BroadcastError::Closed)?;
+        }
+        let command = Command::Broadcast { payloads, audience };
+        last.tx
+            .send(command)
+            .await
+            .map_err(|_| BroadcastError::Closed)
+    }
+
+    /// Broadcasts without waiting: every shard with room takes the payload.
+    ///
+    /// # Errors
+    ///
+    /// [`TryBroadcastError::Full`] names the shards whose queues were full (the others took the
+    /// payload); [`TryBroadcastError::Closed`] after shutdown.
+    pub fn try_broadcast(
+        &self,
+        payload: Payload,
+        audience: Audience,
+    ) -> Result<(), TryBroadcastError> {
+        let shards = self.shards();
+        if shards.is_empty() {
+            return Err(TryBroadcastError::Closed(payload));
+        }
+        let mut full: SmallVec<[ShardId; 4]> = SmallVec::new();
+        for handle in shards.iter() {
+            let command = Command::Broadcast {
+                payloads: smallvec![payload.clone()],
+                audience,
+            };
+            match handle.tx.try_send(command) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => full.push(handle.id),
+                Err(mpsc::error::TrySendError::Closed(_)) => {
+                    return Err(TryBroadcastError::Closed(payload));
+                }
+            }
+        }
+        if full.is_empty() {
+            Ok(())
+        } else {
+            Err(TryBroadcastError::Full {
+                shards: full,
+                payload,
+            })
+        }
+    }
+
+    /// Sends `payload` to one client (dropped silently if `id` is not registered).
+    ///
+    /// # Errors
+    ///
+    /// [`BroadcastError::Closed`] after shutdown.
+    pub async fn send(&self, id: ClientId, payload: Payload) -> Result<(), BroadcastError> {
+        self.command(id.shard(), Command::Send { id, payload })
+            .await
+    }
+
+    /// Sends `payload` to one client without waiting.
+    ///
+    /// # Errors
+    ///
+    /// [`TrySendError::Full`] if its shard's queue is full; [`TrySendError::Closed`] after
+    /// shutdown.
+    pub fn try_send(&self, id: ClientId, payload: Payload) -> Result<(), TrySendError> {
+        let shards = self.shards();
+        let Some(handle) = shards.get(id.shard().index()) else {
+            return Err(TrySendError::Closed(payload));
+        };
+        match handle.tx.try_send(Command::Send { id, payload }) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(Command::Send { payload, .. })) => {
+                Err(TrySendError::Full(payload))
+            }
+            Err(mpsc::error::TrySendError::Closed(Command::Send { payload, .. })) => {
+                Err(TrySendError::Closed(payload))
+            }
+            Err(_) => unreachable!("try_send hands back the command it was given"),
+        }
+    }
+
+    async fn command(&self, shard: ShardId, command: Command) -> Result<(), BroadcastError> {
+        let handle = self
+            .shards()
+            .get(shard.index())
+            .cloned()
+            .ok_or(BroadcastError::Closed)?;
+        handle
+            .tx
+            .send(command)
+            .await
+            .map_err(|_| BroadcastError::Closed)
+    }
+
+    /// Counters of every shard and their total.
+    pub fn stats(&self) -> Stats {
+        let shards = self.shards();
+        let per_shard = self
+            .inner
+            .counters
+            .iter()
+            .enumerate()
+            .map(|(i, counters)| match shards.get(i) {
+                Some(handle) => handle.stats(),
+                None => crate::stats::ShardStats::read(counters, 0),
+            })
+            .collect();
+        Stats::from_shards(per_shard)
+    }
+
+    /// Number of shards.
+    pub fn shard_count(&self) -> usize {
+        self.inner.counters.len()
+    }
+
+    /// Drains queued frames, sends close 1001 to every client, and joins every shard thread,
+    /// all within `deadline` (past it, what is left is dropped). Later calls on any clone fail
+    /// with `Closed`. Calling it twice is harmless.
+    pub async fn shutdown(&self, deadline: Duration) {
+        let shards = self.inner.shards.swap(Arc::new(Vec::new()));
+        let at = Instant::now() + deadline;
+        let mut waits = Vec::with_capacity(shards.len());
+        for handle in shards.iter() {
+            let (done, rx) = oneshot::channel();
+            if handle
+                .tx
+                .send(Command::Shutdown { deadline: at, done })
+                .await
+                .is_ok()
+            {
+                waits.push(rx);
+            }
+        }
+        drop(shards);
+        for rx in waits {
+            // The shard stops by `at` and then signals; the margin covers dropping its runtime.
+            let _ = tokio::time::timeout_at(at + Duration::from_secs(1), rx).await;
+        }
+        let threads =
+            std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
+        for thread in threads {
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+/// Builds an [`Engine`]: every setting has a documented default (see [`Config`]).
+///
+/// ```
+/// use shardcast::{Coalescing, Engine, SlowConsumerPolicy};
+/// use std::time::Duration;
+///
+/// let engine = Engine::builder()
+///     .shards(2)
+///     .client_queue_bytes_max(256 << 10)
+///     .slow_consumer(SlowConsumerPolicy::DropOldest)
+///     .heartbeat_timeout(Duration::from_secs(30))
+///     .coalescing(Coalescing::BALANCED)
+///     .build()
+///     .unwrap();
+/// assert_eq!(engine.shard_count(), 2);
+/// ```
+#[derive(Default)]
+pub struct Builder {
+    config: Config,
+    handler: Option<Arc<dyn Handler>>,
+}
+
+impl std::fmt::Debug for Builder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Builder")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+macro_rules! setters {
+    ($($(#[$doc:meta])* $name:ident: $ty:ty),* $(,)?) => {
+        $(
+            $(#[$doc])*
+            pub fn $name(mut self, value: $ty) -> Self {
+                self.config.$name = value;
+                self
+            }
+        )*
+    };
+}
+
+impl Builder {
+    setters! {
+        /// Number of shards (threads), 1 to 1024. Default: the number of cores.
+        shards: usize,
+        /// Bind each shard thread to a core. Default: off.
+        pin_cores: bool,
+        /// Commands each shard queue holds. Default: 1024.
+        shard_queue_capacity: usize,
+        /// Most connections at once. Default: 1,048,576.
+        clients_max: usize,
+        /// Bytes a client's outbound queue may hold. Default: 1 MiB.
+        client_queue_bytes_max: usize,
+        /// What to do when a client's queue is full. Default: disconnect (4008).
+        slow_consumer: SlowConsumerPolicy,
+        /// Disconnect a client whose socket accepts nothing for this long. Default: 10 s.
+        write_deadline: Duration,
+        /// Close clients silent for longer (4002). Default: 20 s.
+        heartbeat_timeout: Duration,
+        /// How often shards sweep for heartbeat, auth and write deadlines. Default: 5 s.
+        sweep_interval: Duration,
+        /// Close unauthenticated clients older than this (4001). Default: none.
+        auth_deadline: Option<Duration>,
+        /// Largest inbound frame payload. Default: 64 KiB.
+        frame_bytes_max: usize,
+        /// Largest inbound message. Default: 64 KiB.
+        message_bytes_max: usize,
+        /// Time allowed for the HTTP upgrade. Default: 10 s.
+        handshake_deadline: Duration,
+        /// Largest upgrade request. Default: 8 KiB.
+        handshake_bytes_max: usize,
+        /// Accept only these `Origin`s. Default: any.
+        allowed_origins: Option<Vec<String>>,
+        /// When queued frames are flushed. Default: once per shard tick.
+        coalescing: Coalescing,
+        /// Send runs of broadcasts as one batch envelope. Default: off.
+        batch_envelope: bool,
+        /// Largest envelope body. Default: 64 KiB.
+        envelope_bytes_max: usize,
+        /// Each shard's read buffer. Default: 64 KiB.
+        read_buffer_bytes: usize,
+        /// Each shard's write buffer. Default: 64 KiB.
+        write_buffer_bytes: usize,
+        /// Frames up to this size are copied into the write buffer. Default: 2 KiB.
+        copy_bytes_max: usize,
+        /// How long to wait for the peer after sending a close frame. Default: 2 s.
+        close_timeout: Duration,
+    }
+
+    /// Sets the maximum inbound message and frame size together.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.config.message_bytes_max = bytes;
+        self.config.frame_bytes_max = bytes;
+        self
+    }
+
+    /// The embedder's hooks. Default: `()` (accept everyone, ignore their messages).
+    pub fn handler(mut self, handler: impl Handler) -> Self {
+        self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Checks every setting and starts the shard threads.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] names the first setting out of range; [`BuildError::Spawn`] if
+    /// a thread or runtime cannot start.
+    pub fn build(self) -> Result<Engine, BuildError> {
+        let config = Arc::new(check(self.config)?);
+        let handler = self.handler.unwrap_or_else(|| Arc::new(()));
+        let admission = Arc::new(Admission::new(config.clients_max));
+        let hard_stop = CancellationToken::new();
+        let mut handles = Vec::with_capacity(config.shards);
+        let mut receivers = Vec::with_capacity(config.shards);
+        let mut counters = Vec::with_capacity(config.shards);
+        for i in 0..config.shards {
+            let (tx, rx) = mpsc::channel(config.shard_queue_capacity);
+            let c = Arc::new(ShardCounters::default());
+            handles.push(Handle {
+                id: ShardId(i as u16),
+                tx,
+                counters: c.clone(),
+            });
+            receivers.push(rx);
+            counters.push(c);
+        }
+        let table: Arc<[Handle]> = handles.clone().into();
+        let mut threads = Vec::with_capacity(config.shards);
+        for (i, rx) in receivers.into_iter().enumerate() {
+            let startup = shard::Startup {
+                id: ShardId(i as u16),
+                config: config.clone(),
+                handler: handler.clone(),
+                shards: table.clone(),
+                rx,
+                counters: counters[i].clone(),
+                admission: admission.clone(),
+                hard_stop: hard_stop.clone(),
+            };
+            match shard::spawn(startup) {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    hard_stop.cancel();
+                    return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                shards: ArcSwap::from_pointee(handles),
+                counters,
+                admission,
+                next_shard: AtomicUsize::new(0),
+                threads: Mutex::new(threads),
+                hard_stop,
+            }),
+        })
+    }
+}
+
+/// Checks every field once, so shards never re-check a limit.
+fn check(config: Config) -> Result<Config, BuildError> {
+    fn require(ok: bool, field: &'static str, reason: &'static str) -> Result<(), BuildError> {
+        if ok {
+            Ok(())
+        } else {
+            Err(BuildError::Invalid { field, reason })
+        }
+    }
+    require(
+        (1..=1024).contains(&config.shards),
+        "shards",
+        "must be 1 to 1024",
+    )?;
+    require(
+        config.shard_queue_capacity > 0,
+        "shard_queue_capacity",
+        "must be positive",
+    )?;
+    require(config.clients_max > 0, "clients_max", "must be positive")?;
+    require(
+        config.client_queue_bytes_max >= 1024,
+        "client_queue_bytes_max",
+        "must be at least 1 KiB",
+    )?;
+    require(
+        !config.write_deadline.is_zero(),
+        "write_deadline",
+        "must be positive",
+    )?;
+    require(
+        !config.heartbeat_timeout.is_zero(),
+        "heartbeat_timeout",
+        "must be positive",
+    )?;
+    require(
+        !config.sweep_interval.is_zero(),
+        "sweep_interval",
+        "must be positive",
+    )?;
+    require(
+        config.auth_deadline.is_none_or(|d| !d.is_zero()),
+        "auth_deadline",
+        "must be positive",
+    )?;
+    require(
+        config.frame_bytes_max >= 125,
+        "frame_bytes_max",
+        "must be at least 125",
+    )?;
+    require(
+        config.message_bytes_max >= config.frame_bytes_max.min(1 << 30),
+        "message_bytes_max",
+        "must be at least frame_bytes_max",
+    )?;
+    require(
+        !config.handshake_deadline.is_zero(),
+        "handshake_deadline",
+        "must be positive",
+    )?;
+    require(
+        config.handshake_bytes_max >= 256,
+        "handshake_bytes_max",
+        "must be at least 256",
+    )?;
+    require(
+        config.coalescing.frames_max >= 1,
+        "coalescing",
+        "frames_max must be at least 1",
+    )?;
+    require(
+        config.envelope_bytes_max >= 64,
+        "envelope_bytes_max",
+        "must be at least 64",
+    )?;
+    require(
+        config.read_buffer_bytes >= 1024,
+        "read_buffer_bytes",
+        "must be at least 1 KiB",
+    )?;
+    require(
+        config.write_buffer_bytes >= config.copy_bytes_max,
+        "write_buffer_bytes",
+        "must be at least copy_bytes_max",
+    )?;
+    require(
+        config
+            .allowed_origins
+            .as_ref()
+            .is_none_or(|o| !o.is_empty()),
+        "allowed_origins",
+        "must not be empty (use None to allow any)",
+    )?;
+    Ok(config)
+}

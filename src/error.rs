@@ -1,0 +1,100 @@
+//! Every public error type of shardcast.
+//!
+//! Each variant says what happened and what the caller should do. Variants of errors from calls
+//! that never wait hand back what is needed to retry.
+
+use crate::{Payload, ShardId};
+use smallvec::SmallVec;
+
+/// [`crate::Builder::build`] refused a setting, or could not start a shard.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// A setting is out of range; fix it and build again.
+    #[error("invalid {field}: {reason}")]
+    Invalid {
+        /// The `Config` field.
+        field: &'static str,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The operating system refused to start a shard thread or its runtime.
+    #[error("cannot start shard: {0}")]
+    Spawn(#[source] std::io::Error),
+}
+
+/// [`crate::Engine::register`] did not take the stream; the stream has been dropped.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegisterError {
+    /// The engine is shut down.
+    #[error("engine is shut down")]
+    Closed,
+    /// [`crate::Config::clients_max`] clients are connected; retry when some have left.
+    #[error("too many clients")]
+    TooManyClients,
+    /// The stream could not be moved to its shard (e.g. `into_std` failed).
+    #[error("cannot move stream to its shard: {0}")]
+    Io(#[source] std::io::Error),
+}
+
+/// [`crate::Engine::listen`] could not bind the listeners.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ListenError {
+    /// The engine is shut down.
+    #[error("engine is shut down")]
+    Closed,
+    /// Binding or listening failed (address in use, permission).
+    #[error("cannot listen: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// [`crate::Engine::broadcast`] and [`crate::Engine::send`] failed: the engine is shut down.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BroadcastError {
+    /// The engine is shut down; nothing was sent.
+    #[error("engine is shut down")]
+    Closed,
+}
+
+/// [`crate::Engine::try_broadcast`] could not reach every shard without waiting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TryBroadcastError {
+    /// These shards' queues were full; every other shard took the payload. Retry with
+    /// [`crate::Engine::broadcast`], or count the loss.
+    #[error("{} shard queue(s) full", shards.len())]
+    Full {
+        /// The shards that did not take the payload.
+        shards: SmallVec<[ShardId; 4]>,
+        /// The payload, to retry.
+        payload: Payload,
+    },
+    /// The engine is shut down; nothing was sent.
+    #[error("engine is shut down")]
+    Closed(Payload),
+}
+
+/// [`crate::Engine::try_send`] could not queue the payload without waiting.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrySendError {
+    /// The client's shard queue is full; retry later or with [`crate::Engine::send`].
+    #[error("shard queue full")]
+    Full(Payload),
+    /// The engine is shut down.
+    #[error("engine is shut down")]
+    Closed(Payload),
+}
+
+/// [`crate::Payload::from_frame`] was given bytes that are not one complete server frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The bytes are not exactly one final, unmasked frame with a valid opcode; build the frame
+    /// with [`crate::wire::frame::encode`].
+    #[error("not a complete server frame: {0}")]
+    NotAFrame(&'static str),
+}

@@ -1,0 +1,233 @@
+//! `Handler`: the embedder's code, run on the shard threads.
+//!
+//! # Back-pressure
+//!
+//! A handler runs on the shard thread that owns the client, synchronously: while it runs, that
+//! shard does nothing else, so it must not block. [`Context::broadcast`] never waits: the frame
+//! is delivered at once to the handler's own shard, and pushed without waiting into every other
+//! shard's queue. If one of those queues is full, the engine stops reading from the client whose
+//! message is being handled until the queue has room, so back-pressure reaches that client
+//! through TCP and no shard ever waits for another.
+
+use crate::client::{Principal, RemoveReason};
+use crate::shard::{Blocked, Command, Handle, State};
+use crate::wire::Inbound;
+use crate::wire::handshake::Request;
+use crate::{Audience, ClientId, Payload, ShardId};
+use smallvec::smallvec;
+use std::fmt;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// The embedder's hooks. Every method has a default that does nothing (or accepts), so an
+/// implementation overrides only what it needs.
+///
+/// ```
+/// use shardcast::{Audience, Context, Handler, Payload, wire::Inbound};
+///
+/// /// Relays every text message to everyone else.
+/// struct Chat;
+///
+/// impl Handler for Chat {
+///     fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+///         if let Inbound::Text(text) = message {
+///             let from = ctx.id();
+///             ctx.broadcast(Payload::text(text), Audience::ALL.except(from));
+///         }
+///     }
+/// }
+/// ```
+pub trait Handler: Send + Sync + 'static {
+    /// Decides on an upgrade request (after the engine checked it and its `Origin`): inspect
+    /// auth headers or pick a subprotocol. Default: accept.
+    fn on_upgrade(&self, request: &Request<'_>) -> Decision {
+        let _ = request;
+        Decision::accept()
+    }
+
+    /// A client completed its upgrade and now receives broadcasts.
+    fn on_registered(&self, ctx: &mut Context<'_>) {
+        let _ = ctx;
+    }
+
+    /// A client sent a complete text or binary message. Pings, pongs and close frames are
+    /// handled by the engine.
+    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+        let _ = (ctx, message);
+    }
+
+    /// A registered client left; called exactly once per registered client.
+    fn on_removed(&self, id: ClientId, reason: RemoveReason) {
+        let _ = (id, reason);
+    }
+}
+
+/// The handler that accepts every client and ignores what they send.
+impl Handler for () {}
+
+/// The answer to an upgrade request, from [`Handler::on_upgrade`].
+#[derive(Debug)]
+pub struct Decision(pub(crate) Verdict);
+
+#[derive(Debug)]
+pub(crate) enum Verdict {
+    Accept {
+        protocol: Option<String>,
+        principal: Option<Principal>,
+    },
+    Reject {
+        status: u16,
+        body: String,
+    },
+}
+
+impl Decision {
+    /// Accept, with no subprotocol, unauthenticated.
+    pub fn accept() -> Decision {
+        Decision(Verdict::Accept {
+            protocol: None,
+            principal: None,
+        })
+    }
+
+    /// Accept and answer with this subprotocol (one the client offered).
+    pub fn with_protocol(self, protocol: impl Into<String>) -> Decision {
+        match self.0 {
+            Verdict::Accept { principal, .. } => Decision(Verdict::Accept {
+                protocol: Some(protocol.into()),
+                principal,
+            }),
+            reject => Decision(reject),
+        }
+    }
+
+    /// Accept and mark the client authenticated as `principal` from the start.
+    pub fn authenticated(self, principal: Principal) -> Decision {
+        match self.0 {
+            Verdict::Accept { protocol, .. } => Decision(Verdict::Accept {
+                protocol,
+                principal: Some(principal),
+            }),
+            reject => Decision(reject),
+        }
+    }
+
+    /// Refuse with this HTTP status (clamped to 400..=599) and a short text body.
+    pub fn reject(status: u16, body: impl Into<String>) -> Decision {
+        Decision(Verdict::Reject {
+            status: status.clamp(400, 599),
+            body: body.into(),
+        })
+    }
+}
+
+/// What a handler can do from the shard thread, about the client at hand and the others.
+pub struct Context<'a> {
+    /// The client this call is about.
+    pub(crate) id: ClientId,
+    /// Its slot in the shard state.
+    pub(crate) slot: usize,
+    /// The shard's clients.
+    pub(crate) state: &'a mut State,
+    /// Every shard, indexed by shard id.
+    pub(crate) shards: &'a [Handle],
+    /// Commands other shards had no room for, in order; the connection sends them (waiting)
+    /// before it reads again.
+    pub(crate) blocked: &'a mut Blocked,
+}
+
+impl fmt::Debug for Context<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Context")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Context<'_> {
+    /// The client this call is about.
+    pub fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// The shard running this call.
+    pub fn shard(&self) -> ShardId {
+        self.id.shard()
+    }
+
+    /// The client's principal, if authenticated.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.state.principal(self.slot)
+    }
+
+    /// Broadcasts `payload` to `audience` on every shard. Never waits (see the module docs for
+    /// back-pressure).
+    pub fn broadcast(&mut self, payload: Payload, audience: Audience) {
+        self.fan_out(smallvec![payload], audience);
+    }
+
+    /// Broadcasts several frames; each client receives them adjacent and in order.
+    pub fn broadcast_batch(
+        &mut self,
+        payloads: impl IntoIterator<Item = Payload>,
+        audience: Audience,
+    ) {
+        self.fan_out(payloads.into_iter().collect(), audience);
+    }
+
+    fn fan_out(&mut self, payloads: crate::shard::Payloads, audience: Audience) {
+        if payloads.is_empty() {
+            return;
+        }
+        let own = self.id.shard().index();
+        for handle in self.shards {
+            let index = handle.id.index();
+            if index == own {
+                continue;
+            }
+            let cmd = Command::Broadcast {
+                payloads: payloads.clone(),
+                audience,
+            };
+            self.push(index, cmd);
+        }
+        if self.shards.get(own).is_some() {
+            self.state.deliver(&payloads, audience);
+        }
+    }
+
+    /// Sends `payload` to one client, on any shard. Never waits.
+    pub fn send(&mut self, to: ClientId, payload: Payload) {
+        let index = to.shard().index();
+        if index == self.id.shard().index() {
+            self.state.send(to, &payload);
+        } else if self.shards.get(index).is_some() {
+            self.push(index, Command::Send { id: to, payload });
+        }
+    }
+
+    /// Marks this client authenticated as `principal`.
+    pub fn set_authenticated(&mut self, principal: Principal) {
+        self.state.set_authenticated(self.id, Some(principal));
+    }
+
+    /// Closes this client with `code` once its queued frames are written.
+    pub fn close(&mut self, code: u16) {
+        self.state.close(self.slot, RemoveReason::Closed(code));
+    }
+
+    /// Queues `cmd` for shard `index` without waiting; keeps it, in order, if the shard is full
+    /// or already has commands waiting from this call.
+    fn push(&mut self, index: usize, cmd: Command) {
+        if self.blocked.iter().any(|(i, _)| *i == index) {
+            self.blocked.push((index, cmd));
+            return;
+        }
+        let Some(handle) = self.shards.get(index) else {
+            return;
+        };
+        match handle.tx.try_send(cmd) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(cmd)) => self.blocked.push((index, cmd)),
+        }
+    }
+}

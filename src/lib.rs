@@ -1,0 +1,83 @@
+//! shardcast: a lock-free, sharded WebSocket broadcast engine.
+//!
+//! Clients live in N shards; each shard is one thread that owns its slice of the clients. A
+//! broadcast is encoded once into a [`bytes::Bytes`] frame and fanned out through one bounded
+//! queue per shard; each shard appends it (by reference count) to every matching client's
+//! byte-bounded queue, then writes each touched client once, many frames per `write`.
+//!
+//! ```text
+//!            Engine::broadcast(payload)        any thread, any runtime
+//!                     │  frame encoded once
+//!        ┌────────────┼─────────────┐          one push per shard (bounded queues)
+//!        ▼            ▼             ▼
+//!     shard 0      shard 1   …   shard N-1     one thread + current-thread runtime each
+//!     clients      clients       clients       deliver: refcount into client queues
+//!        │            │             │          flush: each touched client once per tick
+//!     sockets      sockets       sockets
+//! ```
+//!
+//! # Example
+//!
+//! ```no_run
+//! use shardcast::{Audience, Context, Engine, Handler, Payload, wire::Inbound};
+//!
+//! /// Relays every message to every client, with its opcode.
+//! struct Relay;
+//!
+//! impl Handler for Relay {
+//!     fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+//!         let payload = match message {
+//!             Inbound::Text(text) => Payload::text(text),
+//!             Inbound::Binary(bytes) => Payload::binary(bytes),
+//!             _ => return,
+//!         };
+//!         ctx.broadcast(payload, Audience::ALL);
+//!     }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let engine = Engine::builder().handler(Relay).build()?;
+//!     let addr = engine.listen("127.0.0.1:9001").await?;
+//!     println!("listening on ws://{addr}");
+//!     tokio::signal::ctrl_c().await?;
+//!     engine.shutdown(std::time::Duration::from_secs(5)).await;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! # Guarantees
+//!
+//! - A healthy client receives every broadcast accepted after its registration completed,
+//!   exactly once, in the order each publisher issued them.
+//! - Every queue and buffer is bounded by a [`Config`] limit with a default.
+//! - A slow or hostile client costs the others nothing but its own bounded queue: it is evicted
+//!   (or dropped from) by [`SlowConsumerPolicy`], and protocol violations close it with the RFC
+//!   6455 code.
+#![forbid(unsafe_code)]
+
+mod audience;
+mod client;
+mod config;
+mod engine;
+mod error;
+mod handler;
+mod id;
+mod payload;
+mod shard;
+mod stats;
+pub mod wire;
+
+pub use audience::Audience;
+pub use client::{ClientInfo, Principal, RemoveReason, close_code};
+pub use config::{Coalescing, Config, SlowConsumerPolicy};
+pub use engine::{Builder, Engine};
+pub use error::{
+    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, TryBroadcastError,
+    TrySendError,
+};
+pub use handler::{Context, Decision, Handler};
+pub use id::{ClientId, ShardId};
+pub use payload::Payload;
+pub use shard::Io;
+pub use stats::{Evictions, ShardStats, Stats};

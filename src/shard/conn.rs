@@ -1,0 +1,364 @@
+//! One connection's task: upgrade, then read, parse and flush until closed.
+//!
+//! # Invariants
+//!
+//! - Between reads a connection keeps only what the parser holds of an unfinished frame, plus
+//!   bytes it had read but could not yet parse because it was waiting for room in another
+//!   shard's queue. Reads land in the shard's shared buffer, which is never borrowed across an
+//!   `.await`, so it is free for the next connection as soon as a read is parsed.
+//! - Every queued frame is written by this task only, in [`Outbound`] order.
+//!
+//! # Back-pressure
+//!
+//! A connection reads only while it has nothing waiting to go to a full shard queue, so a
+//! client that sends faster than the engine can relay is slowed by TCP.
+//!
+//! [`Outbound`]: super::outbound::Outbound
+
+use super::command::Io;
+use super::outbound::IoSlices;
+use super::state::Phase;
+use super::worker::{Blocked, Shared};
+use crate::ClientId;
+use crate::client::RemoveReason;
+use crate::handler::{Context, Verdict};
+use crate::stats::bump;
+use crate::wire::{Inbound, Limits, Parser, handshake};
+use bytes::Bytes;
+use std::future::poll_fn;
+use std::io::{self, IoSlice};
+use std::ops::ControlFlow;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context as TaskContext, Poll};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, Sleep};
+
+/// What one poll of the socket produced.
+enum Event {
+    /// `n` bytes landed in the shard's read buffer.
+    Read(usize),
+    /// The close frame is written: finish the closing handshake.
+    Closed,
+    /// The connection is over (EOF, error, abort).
+    Done,
+}
+
+/// Runs one connection to its end.
+pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, mut io: Box<dyn Io>, upgraded: bool) {
+    let admitted = if upgraded {
+        Some((shared.state.borrow_mut().admit(id, None, None), Vec::new()))
+    } else {
+        match tokio::time::timeout(
+            shared.config.handshake_deadline,
+            upgrade(&shared, id, &mut io),
+        )
+        .await
+        {
+            Ok(Some(admitted)) => Some(admitted),
+            Ok(None) | Err(_) => {
+                bump(&shared.state.borrow().counters().handshakes_failed, 1);
+                None
+            }
+        }
+    };
+    if let Some((slot, pending)) = admitted {
+        serve(&shared, id, slot, &mut io, pending).await;
+        shared.state.borrow_mut().release(slot);
+        let mut removed = Vec::new();
+        shared.dispatch_removed(&mut removed);
+    }
+    drop(io);
+    shared.connection_ended();
+}
+
+/// Reads and answers the upgrade request. Returns the client's slot and any bytes the client
+/// sent after its request, or `None` if the request was refused or the peer left.
+async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<(usize, Vec<u8>)> {
+    let config = &shared.config;
+    let max = config.handshake_bytes_max;
+    let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
+    loop {
+        if buf.len() == buf.capacity() {
+            buf.reserve(buf.len().clamp(256, max.saturating_sub(buf.len()).max(1)));
+        }
+        if io.read_buf(&mut buf).await.ok()? == 0 {
+            return None;
+        }
+        let (request, used) = match handshake::parse(&buf, max) {
+            Ok(None) => continue,
+            Ok(Some(parsed)) => parsed,
+            Err(e) => {
+                refuse(io, e.status(), &e.to_string()).await;
+                return None;
+            }
+        };
+        if let Some(allowed) = &config.allowed_origins
+            && !request
+                .origin()
+                .is_some_and(|o| allowed.iter().any(|a| a == o))
+        {
+            refuse(io, 403, "origin not allowed").await;
+            return None;
+        }
+        if shared.state.borrow().shutting_down {
+            refuse(io, 503, "shutting down").await;
+            return None;
+        }
+        match shared.handler.on_upgrade(&request).0 {
+            Verdict::Reject { status, body } => {
+                refuse(io, status, &body).await;
+                return None;
+            }
+            Verdict::Accept {
+                protocol,
+                principal,
+            } => {
+                let response = handshake::accept_response(request.key(), protocol.as_deref());
+                let pending = buf.get(used..).unwrap_or_default().to_vec();
+                let slot =
+                    shared
+                        .state
+                        .borrow_mut()
+                        .admit(id, principal, Some(Bytes::from(response)));
+                return Some((slot, pending));
+            }
+        }
+    }
+}
+
+/// Writes an HTTP error response and closes.
+async fn refuse(io: &mut Box<dyn Io>, status: u16, body: &str) {
+    let _ = io
+        .write_all(&handshake::reject_response(status, body))
+        .await;
+    let _ = io.shutdown().await;
+}
+
+/// The registered life of a connection.
+async fn serve(
+    shared: &Rc<Shared>,
+    id: ClientId,
+    slot: usize,
+    io: &mut Box<dyn Io>,
+    mut pending: Vec<u8>,
+) {
+    let config = &shared.config;
+    let mut parser = Parser::new(Limits {
+        frame_bytes_max: config.frame_bytes_max,
+        message_bytes_max: config.message_bytes_max,
+    });
+    let mut blocked = Blocked::new();
+    let mut timer: Option<Pin<Box<Sleep>>> = None;
+    {
+        let mut state = shared.state.borrow_mut();
+        let mut ctx = Context {
+            id,
+            slot,
+            state: &mut state,
+            shards: &shared.shards,
+            blocked: &mut blocked,
+        };
+        shared.handler.on_registered(&mut ctx);
+    }
+    loop {
+        if !pending.is_empty() {
+            let consumed = ingest(shared, id, slot, &mut parser, &mut pending, &mut blocked);
+            pending.drain(..consumed);
+            if pending.is_empty() {
+                pending = Vec::new();
+            }
+        }
+        if !blocked.is_empty() {
+            for (index, command) in blocked.drain(..) {
+                if let Some(handle) = shared.shards.get(index) {
+                    let _ = handle.tx.send(command).await;
+                }
+            }
+            continue;
+        }
+        let reading = pending.is_empty();
+        let event = poll_fn(|cx| poll_io(shared, cx, slot, io, reading, &mut timer)).await;
+        match event {
+            Event::Read(n) => {
+                let mut buf = shared.read_buf.borrow_mut();
+                let input = buf.get_mut(..n).unwrap_or_default();
+                let consumed = ingest(shared, id, slot, &mut parser, input, &mut blocked);
+                if let Some(rest) = input.get(consumed..)
+                    && !rest.is_empty()
+                {
+                    pending.extend_from_slice(rest);
+                }
+            }
+            Event::Closed => {
+                linger(shared, io).await;
+                return;
+            }
+            Event::Done => return,
+        }
+        if parser.buffered_bytes() == 0 {
+            parser.shrink();
+        }
+    }
+}
+
+/// Parses `input`, answering pings and closes and calling the handler for each message. Stops
+/// early (returning the bytes consumed) when a message's fan-out must wait or the client closed.
+fn ingest(
+    shared: &Shared,
+    id: ClientId,
+    slot: usize,
+    parser: &mut Parser,
+    input: &mut [u8],
+    blocked: &mut Blocked,
+) -> usize {
+    let mut state = shared.state.borrow_mut();
+    if state.phase(slot) != Phase::Open {
+        return input.len();
+    }
+    state.touch(slot, Instant::now());
+    let state = &mut *state;
+    let handler = &*shared.handler;
+    let shards = &shared.shards[..];
+    let result = parser.feed(input, |message| {
+        match message {
+            Inbound::Ping(ping) => state.pong(slot, ping),
+            Inbound::Pong(_) => {}
+            Inbound::Close { code, .. } => {
+                state.close(slot, RemoveReason::ClientClosed(code));
+                return ControlFlow::Break(());
+            }
+            message => {
+                let mut ctx = Context {
+                    id,
+                    slot,
+                    state: &mut *state,
+                    shards,
+                    blocked: &mut *blocked,
+                };
+                handler.on_message(&mut ctx, message);
+                if !blocked.is_empty() || state.phase(slot) != Phase::Open {
+                    return ControlFlow::Break(());
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    });
+    match result {
+        Ok(consumed) => consumed,
+        Err(e) => {
+            state.close(slot, RemoveReason::Protocol(e.close_code()));
+            input.len()
+        }
+    }
+}
+
+/// Flushes what is queued (subject to coalescing), then tries one read.
+fn poll_io(
+    shared: &Shared,
+    cx: &mut TaskContext<'_>,
+    slot: usize,
+    io: &mut Box<dyn Io>,
+    reading: bool,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+) -> Poll<Event> {
+    let mut state = shared.state.borrow_mut();
+    loop {
+        let Some(client) = state.client(slot) else {
+            return Poll::Ready(Event::Done);
+        };
+        match client.phase {
+            Phase::Abort => return Poll::Ready(Event::Done),
+            Phase::Closing if client.out.is_empty() => return Poll::Ready(Event::Closed),
+            _ if client.out.is_empty() => break,
+            _ => {}
+        }
+        if shared.config.coalescing.delays()
+            && let Some(wait) = state.flush_delay(slot, Instant::now())
+        {
+            let due = Instant::now() + wait;
+            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            sleep.as_mut().reset(due);
+            if sleep.as_mut().poll(cx).is_pending() {
+                break;
+            }
+        }
+        let Some(client) = state.client(slot) else {
+            return Poll::Ready(Event::Done);
+        };
+        let written = {
+            let mut buf = shared.write_buf.borrow_mut();
+            let mut slices = IoSlices::new();
+            client
+                .out
+                .gather(&mut buf, shared.config.copy_bytes_max, &mut slices);
+            write(io, cx, &slices)
+        };
+        match written {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
+            Poll::Ready(Ok(n)) => state.wrote(slot, n),
+            Poll::Pending => {
+                if client.blocked_since.is_none() {
+                    client.blocked_since = Some(Instant::now());
+                }
+                break;
+            }
+        }
+    }
+    if reading && state.phase(slot) == Phase::Open {
+        let mut buf = shared.read_buf.borrow_mut();
+        let mut read = ReadBuf::new(&mut buf[..]);
+        match Pin::new(&mut **io).poll_read(cx, &mut read) {
+            Poll::Ready(Ok(())) => {
+                let n = read.filled().len();
+                return Poll::Ready(if n == 0 { Event::Done } else { Event::Read(n) });
+            }
+            Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
+            Poll::Pending => {}
+        }
+    }
+    if let Some(client) = state.client(slot)
+        && !client
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(cx.waker()))
+    {
+        client.waker = Some(cx.waker().clone());
+    }
+    Poll::Pending
+}
+
+/// One `write` (one slice) or `writev` (several).
+fn write(
+    io: &mut Box<dyn Io>,
+    cx: &mut TaskContext<'_>,
+    slices: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    let io = Pin::new(&mut **io);
+    match slices {
+        [] => Poll::Ready(Ok(0)),
+        [one] => io.poll_write(cx, one),
+        many => io.poll_write_vectored(cx, many),
+    }
+}
+
+/// After our close frame is out: half-close, then discard what the peer still sends until it
+/// closes too (so that it reads our close instead of a reset), within `close_timeout`.
+async fn linger(shared: &Shared, io: &mut Box<dyn Io>) {
+    let drain = async {
+        let _ = io.shutdown().await;
+        poll_fn(|cx| {
+            let mut buf = shared.read_buf.borrow_mut();
+            loop {
+                let mut read = ReadBuf::new(&mut buf[..]);
+                match Pin::new(&mut **io).poll_read(cx, &mut read) {
+                    Poll::Ready(Ok(())) if !read.filled().is_empty() => continue,
+                    Poll::Ready(_) => return Poll::Ready(()),
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await;
+    };
+    let _ = tokio::time::timeout(shared.config.close_timeout, drain).await;
+}

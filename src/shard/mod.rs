@@ -1,0 +1,42 @@
+//! Shards: one OS thread each, owning a slice of the clients.
+//!
+//! # Ownership
+//!
+//! A shard is one OS thread running a current-thread tokio runtime and a `LocalSet`. Everything
+//! it owns (its [`State`]: client map, outbound queues, counters it writes) lives in an `Rc` on
+//! that thread and is touched by nothing else, so the hot path takes no lock and no atomic
+//! read-modify-write. Each connection is a local task on its shard; sockets are registered with
+//! the shard's own reactor.
+//!
+//! The only way in from outside is the shard's bounded command queue ([`Handle`]). A shard
+//! drains every queued command in one go (one tick), delivering into client queues and waking
+//! each touched connection once; the woken connections then flush, many frames per `write`.
+//!
+//! # Invariants
+//!
+//! - No shard ever waits for another. Inside a shard, fan-out to other shards is try-only; when a
+//!   target queue is full, only the connection whose message is being relayed waits (it stops
+//!   reading), never the shard's worker, which keeps draining its own queue. So every queue
+//!   keeps draining and no cycle of waits can form.
+//! - A `RefCell` borrow of the state is never held across an `.await`.
+//!
+//! # Shutdown
+//!
+//! `Shutdown` closes every client with 1001 after its queued data and stops accepting; the
+//! worker returns when every connection task has ended or at the deadline, whichever comes first.
+//! Dropping the runtime then drops whatever is left (sockets, queued payloads).
+
+mod admission;
+mod command;
+mod conn;
+mod handle;
+mod outbound;
+mod state;
+mod worker;
+
+pub(crate) use admission::Admission;
+pub use command::Io;
+pub(crate) use command::{Command, Payloads, Stream};
+pub(crate) use handle::Handle;
+pub(crate) use state::State;
+pub(crate) use worker::{Blocked, Startup, spawn};

@@ -1,0 +1,720 @@
+//! `State`: one shard's clients and every decision about them: deliver, evict, count.
+//!
+//! No I/O and no `async` here: the connection tasks and the worker call in, this code decides.
+//! Waking a connection task (so that it flushes) is the only effect on the outside.
+//!
+//! # Invariants
+//!
+//! - `index` maps exactly the ids of clients in phase `Open` to their slab slot. A client
+//!   leaves `index` (and the `clients` gauge, and the audience of every later broadcast) the
+//!   moment it is closed, while its slot stays until its connection task has flushed the close
+//!   frame and released it.
+//! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
+//! - Every registered client produces exactly one `removed` event.
+
+use super::outbound::Outbound;
+use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
+use crate::config::{Config, SlowConsumerPolicy};
+use crate::stats::{ShardCounters, bump, drop_by};
+use crate::wire::{Opcode, frame};
+use crate::{Audience, ClientId, Payload};
+use bytes::Bytes;
+use slab::Slab;
+use smallvec::SmallVec;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Most control frames (pongs) a client may have queued; pings past this get no pong (RFC 6455
+/// allows answering only the latest ping).
+pub(crate) const CONTROL_FRAMES_MAX: usize = 16;
+
+/// Where a client is in its life.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Registered: receives broadcasts, its frames are read.
+    Open,
+    /// Closed by either side: its close frame (and maybe queued data) is being flushed.
+    Closing,
+    /// To be dropped without writing anything more.
+    Abort,
+}
+
+/// One client, as its shard sees it.
+#[derive(Debug)]
+pub(crate) struct Client {
+    /// Its id.
+    pub(crate) id: ClientId,
+    /// Where it is in its life.
+    pub(crate) phase: Phase,
+    /// Whether it may receive `Audience::AUTHENTICATED` broadcasts.
+    authenticated: bool,
+    /// Who it is, once authenticated.
+    principal: Option<Principal>,
+    /// Last inbound frame (or registration, or `update_last_ping`).
+    last_seen: Instant,
+    /// When its upgrade completed.
+    registered_at: Instant,
+    /// Since when its socket has refused bytes that are queued; `None` while writes progress.
+    pub(crate) blocked_since: Option<Instant>,
+    /// Shard tick at which the oldest unwritten frame was queued (for delayed coalescing).
+    pub(crate) first_queued: Option<Instant>,
+    /// Its unwritten frames, bounded by `client_queue_bytes_max`.
+    pub(crate) out: Outbound,
+    /// Wakes its connection task to flush; taken on the first delivery of a tick, so a client
+    /// is woken at most once however many frames it gets.
+    pub(crate) waker: Option<Waker>,
+}
+
+impl Client {
+    fn wake(&mut self) {
+        if let Some(waker) = self.waker.take() {
+            waker.wake();
+        }
+    }
+}
+
+/// A hasher for `ClientId`s: one folded multiply, so that ids which differ only in their high
+/// (sequence) bits spread over the table.
+#[derive(Default)]
+pub(crate) struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0 ^ u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        let p = u128::from(n ^ self.0).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835);
+        self.0 = (p as u64) ^ ((p >> 64) as u64);
+    }
+}
+
+/// A shard's clients and counters.
+#[derive(Debug)]
+pub(crate) struct State {
+    /// The engine's limits.
+    config: Arc<Config>,
+    /// This shard's counters (this thread is the only writer).
+    counters: Arc<ShardCounters>,
+    /// Every client with a live connection task past its upgrade.
+    clients: Slab<Client>,
+    /// Open clients by id.
+    index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
+    /// Clients that left since the last dispatch, for the handler; bounded by the client count.
+    removed: Vec<(ClientId, RemoveReason)>,
+    /// Time at the start of the current tick.
+    pub(crate) now: Instant,
+    /// Connection tasks alive, including those still in their upgrade.
+    pub(crate) live: usize,
+    /// Set once by `shutdown`: no new client is admitted.
+    pub(crate) shutting_down: bool,
+}
+
+/// How a client is closed, by reason.
+struct Closing {
+    /// Close frame to send, if any.
+    frame: Option<Bytes>,
+    /// Keep queued data and send the close after it (graceful), or drop it and send the close
+    /// first.
+    keep_data: bool,
+}
+
+impl State {
+    pub(crate) fn new(config: Arc<Config>, counters: Arc<ShardCounters>) -> State {
+        State {
+            config,
+            counters,
+            clients: Slab::new(),
+            index: HashMap::default(),
+            removed: Vec::new(),
+            now: Instant::now(),
+            live: 0,
+            shutting_down: false,
+        }
+    }
+
+    /// This shard's counters.
+    pub(crate) fn counters(&self) -> &ShardCounters {
+        &self.counters
+    }
+
+    /// Admits a client whose upgrade succeeded; `response` (the 101, if the engine did the
+    /// upgrade) is queued first so that
+    /// every broadcast delivered from now on follows it. Returns its slot.
+    pub(crate) fn admit(
+        &mut self,
+        id: ClientId,
+        principal: Option<Principal>,
+        response: Option<Bytes>,
+    ) -> usize {
+        let now = Instant::now();
+        let mut out = Outbound::default();
+        if let Some(response) = response {
+            bump(&self.counters.queued_bytes, response.len() as u64);
+            out.push(response);
+        }
+        let slot = self.clients.insert(Client {
+            id,
+            phase: Phase::Open,
+            authenticated: principal.is_some(),
+            principal,
+            last_seen: now,
+            registered_at: now,
+            blocked_since: None,
+            first_queued: None,
+            out,
+            waker: None,
+        });
+        self.index.insert(id, slot);
+        bump(&self.counters.clients, 1);
+        slot
+    }
+
+    /// The client in `slot`.
+    pub(crate) fn client(&mut self, slot: usize) -> Option<&mut Client> {
+        self.clients.get_mut(slot)
+    }
+
+    /// The phase of the client in `slot` (`Abort` if the slot is empty).
+    pub(crate) fn phase(&self, slot: usize) -> Phase {
+        self.clients.get(slot).map_or(Phase::Abort, |c| c.phase)
+    }
+
+    /// Delivers `payloads` (one broadcast, or the frames of one batch, kept adjacent) to every
+    /// open client of `audience`.
+    pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: Audience) {
+        let total: usize = payloads.iter().map(Payload::len).sum();
+        let mut evict: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut tally = Tally::default();
+        for (slot, client) in self.clients.iter_mut() {
+            if client.phase != Phase::Open || !audience.admits(client.id, client.authenticated) {
+                continue;
+            }
+            if !offer(&self.config, client, payloads, total, self.now, &mut tally) {
+                evict.push(slot);
+            }
+        }
+        tally.publish(&self.counters);
+        for slot in evict {
+            self.close(slot, RemoveReason::SlowConsumer);
+        }
+    }
+
+    /// Delivers one payload to one client, if it is open.
+    pub(crate) fn send(&mut self, id: ClientId, payload: &Payload) {
+        let Some(&slot) = self.index.get(&id) else {
+            return;
+        };
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        let mut tally = Tally::default();
+        let ok = offer(
+            &self.config,
+            client,
+            std::slice::from_ref(payload),
+            payload.len(),
+            self.now,
+            &mut tally,
+        );
+        tally.publish(&self.counters);
+        if !ok {
+            self.close(slot, RemoveReason::SlowConsumer);
+        }
+    }
+
+    /// Queues a pong answering `ping`, ahead of queued data.
+    pub(crate) fn pong(&mut self, slot: usize, ping: &[u8]) {
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        if client.phase == Phase::Open && client.out.control_frames() < CONTROL_FRAMES_MAX {
+            let pong = frame::encode(Opcode::Pong, ping);
+            bump(&self.counters.queued_bytes, pong.len() as u64);
+            client.out.push_control(pong);
+        }
+    }
+
+    /// Refreshes the last-seen time of the client in `slot`.
+    pub(crate) fn touch(&mut self, slot: usize, now: Instant) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.last_seen = now;
+        }
+    }
+
+    /// Refreshes the last-seen time of `id`.
+    pub(crate) fn update_last_ping(&mut self, id: ClientId) {
+        if let Some(&slot) = self.index.get(&id) {
+            self.touch(slot, Instant::now());
+        }
+    }
+
+    /// Marks `id` authenticated as `principal`, or unauthenticated with `None`.
+    pub(crate) fn set_authenticated(&mut self, id: ClientId, principal: Option<Principal>) {
+        let Some(&slot) = self.index.get(&id) else {
+            return;
+        };
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.authenticated = principal.is_some();
+            client.principal = principal;
+        }
+    }
+
+    /// The principal of the client in `slot`.
+    pub(crate) fn principal(&self, slot: usize) -> Option<&Principal> {
+        self.clients.get(slot).and_then(|c| c.principal.as_ref())
+    }
+
+    /// A snapshot of `id`, if it is open.
+    pub(crate) fn info(&self, id: ClientId) -> Option<ClientInfo> {
+        let client = self.clients.get(*self.index.get(&id)?)?;
+        Some(ClientInfo {
+            id,
+            principal: client.principal.clone(),
+            authenticated: client.authenticated,
+            idle: Instant::now().saturating_duration_since(client.last_seen),
+            queued_bytes: client.out.bytes(),
+        })
+    }
+
+    /// Closes `id` with 1000 after its queued data; returns what was known of it.
+    pub(crate) fn remove(&mut self, id: ClientId) -> Option<ClientInfo> {
+        let info = self.info(id)?;
+        if let Some(&slot) = self.index.get(&id) {
+            self.close(slot, RemoveReason::Removed);
+        }
+        Some(info)
+    }
+
+    /// Closes the client in `slot` for `reason`: it leaves the audience now, and its connection
+    /// task flushes the close frame (if any) and releases the slot. Does nothing unless open.
+    pub(crate) fn close(&mut self, slot: usize, reason: RemoveReason) {
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        if client.phase != Phase::Open {
+            return;
+        }
+        let closing = match reason {
+            RemoveReason::Removed | RemoveReason::Shutdown | RemoveReason::Closed(_) => Closing {
+                frame: reason
+                    .close_code()
+                    .map(|code| frame::encode_close(code, "")),
+                keep_data: true,
+            },
+            RemoveReason::ClientClosed(code) => Closing {
+                frame: Some(match code {
+                    Some(code) => frame::encode_close(code, ""),
+                    None => frame::encode(Opcode::Close, &[]),
+                }),
+                keep_data: false,
+            },
+            RemoveReason::SlowConsumer => Closing {
+                frame: Some(frame::encode_close(
+                    close_code::SLOW_CONSUMER,
+                    "slow consumer",
+                )),
+                keep_data: false,
+            },
+            RemoveReason::HeartbeatTimeout => Closing {
+                frame: Some(frame::encode_close(close_code::HEARTBEAT_TIMEOUT, "idle")),
+                keep_data: false,
+            },
+            RemoveReason::AuthDeadline => Closing {
+                frame: Some(frame::encode_close(
+                    close_code::AUTH_DEADLINE,
+                    "not authenticated",
+                )),
+                keep_data: false,
+            },
+            RemoveReason::Protocol(code) => Closing {
+                frame: Some(frame::encode_close(code, "")),
+                keep_data: false,
+            },
+            RemoveReason::WriteDeadline | RemoveReason::Disconnected => Closing {
+                frame: None,
+                keep_data: false,
+            },
+        };
+        let counters = &*self.counters;
+        match reason {
+            RemoveReason::SlowConsumer => bump(&counters.evicted_slow_consumer, 1),
+            RemoveReason::HeartbeatTimeout => bump(&counters.evicted_heartbeat, 1),
+            RemoveReason::AuthDeadline => bump(&counters.evicted_auth_deadline, 1),
+            RemoveReason::WriteDeadline => bump(&counters.evicted_write_deadline, 1),
+            RemoveReason::Protocol(_) => bump(&counters.protocol_errors, 1),
+            _ => {}
+        }
+        if !closing.keep_data {
+            drop_by(&counters.queued_bytes, client.out.clear_unstarted() as u64);
+        }
+        match closing.frame {
+            Some(frame) => {
+                bump(&counters.queued_bytes, frame.len() as u64);
+                if closing.keep_data {
+                    client.out.push(frame);
+                } else {
+                    client.out.push_control(frame);
+                }
+                client.phase = Phase::Closing;
+            }
+            None => client.phase = Phase::Abort,
+        }
+        client.wake();
+        self.index.remove(&client.id);
+        drop_by(&counters.clients, 1);
+        self.removed.push((client.id, reason));
+    }
+
+    /// Records that `n` bytes of `slot`'s queue were written.
+    pub(crate) fn wrote(&mut self, slot: usize, n: usize) {
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        client.out.advance(n);
+        client.blocked_since = None;
+        if client.out.is_empty() {
+            client.first_queued = None;
+        }
+        let counters = &*self.counters;
+        drop_by(&counters.queued_bytes, n as u64);
+        bump(&counters.bytes_written, n as u64);
+        bump(&counters.write_syscalls, 1);
+    }
+
+    /// Frees `slot` once its connection task is done. A client still open left without a close
+    /// frame (EOF, I/O error).
+    pub(crate) fn release(&mut self, slot: usize) {
+        self.close(slot, RemoveReason::Disconnected);
+        if let Some(client) = self.clients.try_remove(slot) {
+            drop_by(&self.counters.queued_bytes, client.out.bytes() as u64);
+        }
+    }
+
+    /// Closes every client idle past the heartbeat timeout (4002), unauthenticated past the
+    /// auth deadline (4001), or whose socket accepted nothing for the write deadline.
+    pub(crate) fn sweep(&mut self, now: Instant) {
+        let config = &self.config;
+        let mut doomed: SmallVec<[(usize, RemoveReason); 8]> = SmallVec::new();
+        let mut stuck: SmallVec<[usize; 8]> = SmallVec::new();
+        for (slot, c) in self.clients.iter() {
+            let blocked = c
+                .blocked_since
+                .is_some_and(|t| now.saturating_duration_since(t) >= config.write_deadline);
+            if c.phase != Phase::Open {
+                if blocked && c.phase == Phase::Closing {
+                    stuck.push(slot);
+                }
+                continue;
+            }
+            if blocked {
+                doomed.push((slot, RemoveReason::WriteDeadline));
+            } else if now.saturating_duration_since(c.last_seen) > config.heartbeat_timeout {
+                doomed.push((slot, RemoveReason::HeartbeatTimeout));
+            } else if let Some(deadline) = config.auth_deadline
+                && !c.authenticated
+                && now.saturating_duration_since(c.registered_at) >= deadline
+            {
+                doomed.push((slot, RemoveReason::AuthDeadline));
+            }
+        }
+        for (slot, reason) in doomed {
+            self.close(slot, reason);
+        }
+        for slot in stuck {
+            if let Some(client) = self.clients.get_mut(slot) {
+                client.phase = Phase::Abort;
+                client.wake();
+            }
+        }
+    }
+
+    /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.
+    pub(crate) fn shutdown(&mut self) {
+        self.shutting_down = true;
+        let open: Vec<usize> = self.index.values().copied().collect();
+        for slot in open {
+            self.close(slot, RemoveReason::Shutdown);
+        }
+    }
+
+    /// Takes the clients removed since the last call (for the handler).
+    pub(crate) fn take_removed(&mut self, into: &mut Vec<(ClientId, RemoveReason)>) {
+        into.append(&mut self.removed);
+    }
+
+    /// Time left before `slot`'s delayed flush is due, or `None` if it is due now.
+    pub(crate) fn flush_delay(&self, slot: usize, now: Instant) -> Option<Duration> {
+        let c = self.clients.get(slot)?;
+        let co = &self.config.coalescing;
+        if !co.delays() || c.phase != Phase::Open {
+            return None;
+        }
+        if c.out.frames() >= co.frames_max || c.out.bytes() >= co.bytes_max {
+            return None;
+        }
+        let due = c.first_queued? + co.delay;
+        due.checked_duration_since(now).filter(|d| !d.is_zero())
+    }
+}
+
+/// Counts gathered over one delivery loop and published once.
+#[derive(Default)]
+struct Tally {
+    deliveries: u64,
+    dropped: u64,
+    queued: u64,
+    unqueued: u64,
+}
+
+impl Tally {
+    fn publish(&self, counters: &ShardCounters) {
+        if self.deliveries > 0 {
+            bump(&counters.deliveries, self.deliveries);
+        }
+        if self.dropped > 0 {
+            bump(&counters.frames_dropped, self.dropped);
+        }
+        if self.queued != self.unqueued {
+            bump(&counters.queued_bytes, self.queued);
+            drop_by(&counters.queued_bytes, self.unqueued);
+        }
+    }
+}
+
+/// Appends `payloads` (`total` bytes) to `client`'s queue under its byte cap and policy.
+/// Returns false if the client must be evicted.
+fn offer(
+    config: &Config,
+    client: &mut Client,
+    payloads: &[Payload],
+    total: usize,
+    tick: Instant,
+    tally: &mut Tally,
+) -> bool {
+    let cap = config.client_queue_bytes_max;
+    if client.out.bytes() + total > cap {
+        match config.slow_consumer {
+            SlowConsumerPolicy::Disconnect => return false,
+            SlowConsumerPolicy::DropNewest => {
+                tally.dropped += payloads.len() as u64;
+                return true;
+            }
+            SlowConsumerPolicy::DropOldest => {
+                let (frames, bytes) = client.out.drop_oldest(total, cap);
+                tally.dropped += frames as u64;
+                tally.unqueued += bytes as u64;
+                if client.out.bytes() + total > cap {
+                    tally.dropped += payloads.len() as u64;
+                    return true;
+                }
+            }
+        }
+    }
+    for payload in payloads {
+        client.out.push(payload.frame().clone());
+    }
+    tally.deliveries += payloads.len() as u64;
+    tally.queued += total as u64;
+    if client.first_queued.is_none() {
+        client.first_queued = Some(tick);
+    }
+    client.wake();
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ShardId;
+    use crate::stats::Counters;
+    use std::sync::atomic::Ordering::Relaxed;
+
+    fn state(config: Config) -> State {
+        State::new(
+            Arc::new(config),
+            Arc::new(ShardCounters::new(Counters::default())),
+        )
+    }
+
+    fn id(n: u64) -> ClientId {
+        ClientId::new(n, ShardId(0))
+    }
+
+    /// Every queued frame of `slot`, in write order, as written to the wire (and accounted
+    /// as written).
+    fn wire(state: &mut State, slot: usize) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(1 << 16);
+        let mut out = Vec::new();
+        while !state.client(slot).expect("slot").out.is_empty() {
+            let client = state.client(slot).expect("slot");
+            let mut slices = super::super::outbound::IoSlices::new();
+            client.out.gather(&mut buf, 1 << 10, &mut slices);
+            let before = out.len();
+            for s in &slices {
+                out.extend_from_slice(s);
+            }
+            drop(slices);
+            state.wrote(slot, out.len() - before);
+        }
+        out
+    }
+
+    fn removed(state: &mut State) -> Vec<(ClientId, RemoveReason)> {
+        let mut v = Vec::new();
+        state.take_removed(&mut v);
+        v
+    }
+
+    #[test]
+    fn heartbeat_sweep_closes_only_clients_idle_past_the_timeout() {
+        let mut s = state(Config::default());
+        let quiet = s.admit(id(1), None, None);
+        let chatty = s.admit(id(2), None, None);
+        let t0 = Instant::now();
+        s.touch(quiet, t0);
+        s.touch(chatty, t0 + Duration::from_secs(15));
+        s.sweep(t0 + Duration::from_secs(19));
+        assert!(removed(&mut s).is_empty());
+        s.sweep(t0 + Duration::from_secs(21));
+        assert_eq!(
+            removed(&mut s),
+            vec![(id(1), RemoveReason::HeartbeatTimeout)]
+        );
+        assert_eq!(
+            wire(&mut s, quiet),
+            frame::encode_close(4002, "idle").to_vec()
+        );
+        assert_eq!(s.phase(chatty), Phase::Open);
+        assert_eq!(s.counters().evicted_heartbeat.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn auth_deadline_closes_unauthenticated_clients_with_4001() {
+        let config = Config {
+            auth_deadline: Some(Duration::from_secs(3)),
+            ..Config::default()
+        };
+        let mut s = state(config);
+        let anon = s.admit(id(1), None, None);
+        let known = s.admit(id(2), None, None);
+        s.set_authenticated(id(2), Some(Principal::new("bob")));
+        let t0 = Instant::now();
+        s.touch(anon, t0 + Duration::from_secs(4));
+        s.touch(known, t0 + Duration::from_secs(4));
+        s.sweep(t0 + Duration::from_secs(4));
+        assert_eq!(removed(&mut s), vec![(id(1), RemoveReason::AuthDeadline)]);
+        assert_eq!(s.phase(known), Phase::Open);
+    }
+
+    #[test]
+    fn write_deadline_aborts_a_client_whose_socket_takes_nothing() {
+        let mut s = state(Config::default());
+        let stuck = s.admit(id(1), None, None);
+        let t0 = Instant::now();
+        s.touch(stuck, t0 + Duration::from_secs(11));
+        s.client(stuck).expect("slot").blocked_since = Some(t0);
+        s.sweep(t0 + Duration::from_secs(9));
+        assert!(removed(&mut s).is_empty());
+        s.sweep(t0 + Duration::from_secs(11));
+        assert_eq!(removed(&mut s), vec![(id(1), RemoveReason::WriteDeadline)]);
+        assert_eq!(s.phase(stuck), Phase::Abort);
+    }
+
+    #[test]
+    fn audience_filters_by_authentication_and_exclusion() {
+        let mut s = state(Config::default());
+        let a = s.admit(id(1), None, None);
+        let b = s.admit(id(2), Some(Principal::new(2u32)), None);
+        let c = s.admit(id(3), Some(Principal::new(3u32)), None);
+        s.deliver(&[Payload::text("all")], Audience::ALL);
+        s.deliver(
+            &[Payload::text("auth")],
+            Audience::AUTHENTICATED.except(id(3)),
+        );
+        let text = |p: &str| Payload::text(p).frame().to_vec();
+        assert_eq!(wire(&mut s, a), text("all"));
+        assert_eq!(wire(&mut s, b), [text("all"), text("auth")].concat());
+        assert_eq!(wire(&mut s, c), text("all"));
+        assert_eq!(s.counters().deliveries.load(Relaxed), 4);
+    }
+
+    #[test]
+    fn full_queue_evicts_under_disconnect_and_drops_under_drop_policies() {
+        let body = vec![b'x'; 600];
+        let payload = Payload::binary(&body);
+        for (policy, survives) in [
+            (SlowConsumerPolicy::Disconnect, false),
+            (SlowConsumerPolicy::DropNewest, true),
+            (SlowConsumerPolicy::DropOldest, true),
+        ] {
+            let config = Config {
+                client_queue_bytes_max: 1024,
+                slow_consumer: policy,
+                ..Config::default()
+            };
+            let mut s = state(config);
+            let slot = s.admit(id(1), None, None);
+            s.deliver(std::slice::from_ref(&payload), Audience::ALL);
+            s.deliver(std::slice::from_ref(&payload), Audience::ALL);
+            assert_eq!(s.phase(slot) == Phase::Open, survives, "{policy:?}");
+            if survives {
+                assert_eq!(s.counters().frames_dropped.load(Relaxed), 1, "{policy:?}");
+                assert_eq!(s.client(slot).expect("slot").out.bytes(), payload.len());
+            } else {
+                assert_eq!(removed(&mut s), vec![(id(1), RemoveReason::SlowConsumer)]);
+                assert_eq!(
+                    wire(&mut s, slot),
+                    frame::encode_close(4008, "slow consumer").to_vec()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn batch_is_delivered_whole_or_not_at_all() {
+        let config = Config {
+            client_queue_bytes_max: 1024,
+            slow_consumer: SlowConsumerPolicy::DropNewest,
+            ..Config::default()
+        };
+        let mut s = state(config);
+        let slot = s.admit(id(1), None, None);
+        let batch = [
+            Payload::binary(vec![0u8; 400]),
+            Payload::binary(vec![1u8; 400]),
+        ];
+        s.deliver(&batch, Audience::ALL);
+        s.deliver(&batch, Audience::ALL);
+        assert_eq!(s.client(slot).expect("slot").out.frames(), 2);
+        assert_eq!(s.counters().frames_dropped.load(Relaxed), 2);
+    }
+
+    #[test]
+    fn queued_bytes_gauge_returns_to_zero_when_clients_leave() {
+        let mut s = state(Config::default());
+        let a = s.admit(
+            id(1),
+            None,
+            Some(Bytes::from_static(b"HTTP/1.1 101\r\n\r\n")),
+        );
+        let b = s.admit(id(2), None, None);
+        s.deliver(&[Payload::text("x")], Audience::ALL);
+        s.pong(a, b"p");
+        assert!(s.counters().queued_bytes.load(Relaxed) > 0);
+        assert_eq!(wire(&mut s, b), Payload::text("x").frame().to_vec());
+        s.release(a);
+        s.release(b);
+        assert_eq!(s.counters().queued_bytes.load(Relaxed), 0);
+        assert_eq!(s.counters().clients.load(Relaxed), 0);
+        assert_eq!(removed(&mut s).len(), 2);
+    }
+}

@@ -1,0 +1,363 @@
+//! The shard thread and its loop: drain commands, apply them, sweep. Thin: `State` decides.
+//!
+//! # Shutdown
+//!
+//! The loop ends on `Shutdown` once every connection task is gone or its deadline passed, or at
+//! once when the engine is dropped (`hard_stop`). The runtime and `LocalSet` are dropped before
+//! `done` is signalled, so by then every socket and queued payload of the shard is dropped.
+
+use super::admission::Admission;
+use super::command::{Command, Io, Stream};
+use super::conn;
+use super::handle::Handle;
+use super::state::State;
+use crate::config::Config;
+use crate::handler::Handler;
+use crate::stats::ShardCounters;
+use crate::wire::envelope;
+use crate::{Audience, ClientId, Payload, ShardId};
+use smallvec::SmallVec;
+use std::cell::RefCell;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{Notify, mpsc, oneshot};
+use tokio::task::LocalSet;
+use tokio::time::{Instant, MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+/// Commands a connection could not push without waiting, with the index of their shard, in
+/// order. Sent (waiting) before the connection reads again.
+pub(crate) type Blocked = Vec<(usize, Command)>;
+
+/// Everything a shard thread needs to start.
+pub(crate) struct Startup {
+    /// This shard.
+    pub(crate) id: ShardId,
+    /// The engine's limits.
+    pub(crate) config: Arc<Config>,
+    /// The embedder's hooks.
+    pub(crate) handler: Arc<dyn Handler>,
+    /// Every shard's handle, this one included.
+    pub(crate) shards: Arc<[Handle]>,
+    /// This shard's command queue.
+    pub(crate) rx: mpsc::Receiver<Command>,
+    /// This shard's counters.
+    pub(crate) counters: Arc<ShardCounters>,
+    /// Engine-wide connection count and ids.
+    pub(crate) admission: Arc<Admission>,
+    /// Cancelled when the engine is dropped without a shutdown.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// What the tasks of one shard share; lives on the shard thread only.
+pub(crate) struct Shared {
+    /// This shard.
+    pub(crate) id: ShardId,
+    /// Clients and decisions. Never borrowed across an `.await`.
+    pub(crate) state: RefCell<State>,
+    /// Reused read buffer (`read_buffer_bytes`): connections keep only unfinished frames.
+    pub(crate) read_buf: RefCell<Box<[u8]>>,
+    /// Reused write buffer (`write_buffer_bytes`) into which small frames are copied.
+    pub(crate) write_buf: RefCell<Vec<u8>>,
+    /// The engine's limits.
+    pub(crate) config: Arc<Config>,
+    /// The embedder's hooks.
+    pub(crate) handler: Arc<dyn Handler>,
+    /// Every shard's handle.
+    pub(crate) shards: Arc<[Handle]>,
+    /// Engine-wide connection count and ids.
+    pub(crate) admission: Arc<Admission>,
+    /// Signalled when the last connection task ends during shutdown.
+    pub(crate) idle: Notify,
+    /// Cancelled at shutdown: accept loops stop.
+    pub(crate) stop_accepting: CancellationToken,
+}
+
+/// Starts the shard thread; returns once its runtime is running.
+pub(crate) fn spawn(startup: Startup) -> io::Result<std::thread::JoinHandle<()>> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
+    let name = format!("shardcast-{}", startup.id.0);
+    let pin = startup.config.pin_cores;
+    let thread = std::thread::Builder::new().name(name).spawn(move || {
+        if pin {
+            pin_to_core(startup.id);
+        }
+        let runtime = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                let _ = ready_tx.send(Err(e));
+                return;
+            }
+        };
+        let _ = ready_tx.send(Ok(()));
+        let local = LocalSet::new();
+        let done = local.block_on(&runtime, run(startup));
+        drop(local);
+        drop(runtime);
+        if let Some(done) = done {
+            let _ = done.send(());
+        }
+    })?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err(io::Error::other("shard thread died while starting")),
+    }
+}
+
+fn pin_to_core(id: ShardId) {
+    if let Some(cores) = core_affinity::get_core_ids()
+        && !cores.is_empty()
+    {
+        let core = cores[id.index() % cores.len()];
+        if !core_affinity::set_for_current(core) {
+            tracing::warn!(shard = id.0, "could not pin shard thread to a core");
+        }
+    }
+}
+
+async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
+    let Startup {
+        id,
+        config,
+        handler,
+        shards,
+        mut rx,
+        counters,
+        admission,
+        hard_stop,
+    } = startup;
+    let shared = Rc::new(Shared {
+        id,
+        state: RefCell::new(State::new(config.clone(), counters)),
+        read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
+        write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
+        config: config.clone(),
+        handler,
+        shards,
+        admission,
+        idle: Notify::new(),
+        stop_accepting: CancellationToken::new(),
+    });
+    let capacity = config.shard_queue_capacity;
+    let mut commands = Vec::with_capacity(capacity);
+    let mut sweep = tokio::time::interval_at(
+        Instant::now() + config.sweep_interval,
+        config.sweep_interval,
+    );
+    sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut stopping: Option<(Instant, oneshot::Sender<()>)> = None;
+    let mut removed = Vec::new();
+    loop {
+        let deadline = stopping.as_ref().map(|(at, _)| *at);
+        tokio::select! {
+            biased;
+            () = hard_stop.cancelled() => break,
+            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
+            () = shared.idle.notified(), if deadline.is_some() => {}
+            n = rx.recv_many(&mut commands, capacity) => {
+                if n == 0 {
+                    break;
+                }
+                shared.state.borrow_mut().now = Instant::now();
+                apply_all(&shared, &mut commands, &mut stopping);
+            }
+            _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
+        }
+        shared.dispatch_removed(&mut removed);
+        if stopping.is_some() && shared.state.borrow().live == 0 {
+            break;
+        }
+    }
+    stopping.map(|(_, done)| done)
+}
+
+/// Applies one tick's commands in order. With `batch_envelope`, consecutive broadcasts to the
+/// same audience are delivered as envelopes built once for the whole shard.
+fn apply_all(
+    shared: &Rc<Shared>,
+    commands: &mut Vec<Command>,
+    stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
+) {
+    let envelope = shared.config.batch_envelope;
+    let mut run: SmallVec<[Payload; 16]> = SmallVec::new();
+    let mut run_audience = Audience::ALL;
+    for command in commands.drain(..) {
+        match command {
+            Command::Broadcast { payloads, audience } if envelope => {
+                if run_audience != audience {
+                    shared.deliver_run(&mut run, run_audience);
+                    run_audience = audience;
+                }
+                run.extend(payloads);
+            }
+            command => {
+                shared.deliver_run(&mut run, run_audience);
+                shared.apply(command, stopping);
+            }
+        }
+    }
+    shared.deliver_run(&mut run, run_audience);
+}
+
+impl Shared {
+    /// Applies one command.
+    fn apply(
+        self: &Rc<Self>,
+        command: Command,
+        stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
+    ) {
+        let mut state = self.state.borrow_mut();
+        match command {
+            Command::Register {
+                id,
+                stream,
+                upgraded,
+            } => {
+                if state.shutting_down {
+                    self.admission.release();
+                    return;
+                }
+                match into_io(stream) {
+                    Ok(io) => {
+                        state.live += 1;
+                        tokio::task::spawn_local(conn::run(self.clone(), id, io, upgraded));
+                    }
+                    Err(e) => {
+                        tracing::debug!(%id, error = %e, "cannot adopt stream");
+                        self.admission.release();
+                    }
+                }
+            }
+            Command::Listen { listener } => {
+                tokio::task::spawn_local(accept(self.clone(), listener));
+            }
+            Command::Broadcast { payloads, audience } => {
+                crate::stats::bump(&state.counters().broadcasts, payloads.len() as u64);
+                state.deliver(&payloads, audience);
+            }
+            Command::Send { id, payload } => state.send(id, &payload),
+            Command::Remove { id, reply } => {
+                let info = state.remove(id);
+                if let Some(reply) = reply {
+                    let _ = reply.send(info);
+                }
+            }
+            Command::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
+            Command::UpdateLastPing { id } => state.update_last_ping(id),
+            Command::Query { id, reply } => {
+                let _ = reply.send(state.info(id));
+            }
+            Command::Shutdown { deadline, done } => {
+                state.shutdown();
+                self.stop_accepting.cancel();
+                match stopping {
+                    // A second shutdown: keep the earlier deadline, signal both.
+                    Some(_) => drop(done),
+                    None => *stopping = Some((deadline, done)),
+                }
+            }
+        }
+    }
+
+    /// Delivers a run of broadcasts to the same audience (envelope mode), then empties it.
+    fn deliver_run(&self, run: &mut SmallVec<[Payload; 16]>, audience: Audience) {
+        if run.is_empty() {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        crate::stats::bump(&state.counters().broadcasts, run.len() as u64);
+        if run.len() == 1 {
+            state.deliver(run.as_slice(), audience);
+            run.clear();
+            return;
+        }
+        let max = self.config.envelope_bytes_max;
+        let mut start = 0;
+        while start < run.len() {
+            let mut end = start;
+            let mut size = 4;
+            while end < run.len() && (end == start || size + 4 + run[end].body().len() <= max) {
+                size += 4 + run[end].body().len();
+                end += 1;
+            }
+            let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
+            match Payload::from_frame(frame) {
+                Ok(payload) => state.deliver(std::slice::from_ref(&payload), audience),
+                Err(_) => state.deliver(&run[start..end], audience),
+            }
+            start = end;
+        }
+        run.clear();
+    }
+
+    /// Calls the handler for every client removed since the last call.
+    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, crate::RemoveReason)>) {
+        self.state.borrow_mut().take_removed(buf);
+        for (id, reason) in buf.drain(..) {
+            self.handler.on_removed(id, reason);
+        }
+    }
+
+    /// A connection task ended.
+    pub(crate) fn connection_ended(&self) {
+        self.admission.release();
+        let mut state = self.state.borrow_mut();
+        state.live -= 1;
+        if state.shutting_down && state.live == 0 {
+            self.idle.notify_one();
+        }
+    }
+}
+
+/// Adopts a stream on this shard's runtime.
+fn into_io(stream: Stream) -> io::Result<Box<dyn Io>> {
+    match stream {
+        Stream::Tcp(std) => {
+            let tcp = tokio::net::TcpStream::from_std(std)?;
+            tcp.set_nodelay(true)?;
+            Ok(Box::new(tcp))
+        }
+        Stream::Boxed(io) => Ok(io),
+    }
+}
+
+/// Accepts connections born on this shard until shutdown.
+async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(shard = shared.id.0, error = %e, "cannot adopt listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = shared.stop_accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let Some(id) = shared.admission.admit_on(shared.id) else {
+                    // Over `clients_max`: refuse by closing at once.
+                    drop(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                shared.state.borrow_mut().live += 1;
+                tokio::task::spawn_local(conn::run(shared.clone(), id, Box::new(tcp), false));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(shard = shared.id.0, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

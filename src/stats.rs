@@ -1,0 +1,159 @@
+//! `Stats`: what every shard has done, read from any thread without a round trip.
+//!
+//! # Invariants
+//!
+//! Each shard's [`Counters`] are written by that shard's thread only, so an increment is a plain
+//! load and store (no read-modify-write instruction) and readers on other threads see each value
+//! whole (Relaxed: a snapshot is per counter, not across counters). Each shard's block is
+//! cache-padded so that shards never share a cache line.
+
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// One shard's counters; the shard thread is the only writer.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Registered clients (gauge).
+    pub(crate) clients: AtomicU64,
+    /// Broadcast commands applied (a batch counts once per payload).
+    pub(crate) broadcasts: AtomicU64,
+    /// Frames appended to a client queue.
+    pub(crate) deliveries: AtomicU64,
+    /// Bytes written to sockets.
+    pub(crate) bytes_written: AtomicU64,
+    /// `write` / `writev` calls that wrote something.
+    pub(crate) write_syscalls: AtomicU64,
+    /// Frames dropped by a drop policy.
+    pub(crate) frames_dropped: AtomicU64,
+    /// Clients evicted for a full queue.
+    pub(crate) evicted_slow_consumer: AtomicU64,
+    /// Clients evicted for no write progress.
+    pub(crate) evicted_write_deadline: AtomicU64,
+    /// Clients evicted by the heartbeat sweep.
+    pub(crate) evicted_heartbeat: AtomicU64,
+    /// Clients evicted by the auth deadline.
+    pub(crate) evicted_auth_deadline: AtomicU64,
+    /// Clients closed for a protocol violation (1002, 1007, 1009).
+    pub(crate) protocol_errors: AtomicU64,
+    /// Upgrade requests refused or timed out.
+    pub(crate) handshakes_failed: AtomicU64,
+    /// Bytes in all client queues of the shard (gauge).
+    pub(crate) queued_bytes: AtomicU64,
+}
+
+/// Adds `n` to a counter that only the calling thread writes.
+#[inline]
+pub(crate) fn bump(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// Subtracts `n` from a gauge that only the calling thread writes.
+#[inline]
+pub(crate) fn drop_by(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_sub(n), Relaxed);
+}
+
+/// A shard's counters, padded to their own cache lines.
+pub(crate) type ShardCounters = CachePadded<Counters>;
+
+/// Evictions, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Evictions {
+    /// Outbound queue overflowed (policy `Disconnect`).
+    pub slow_consumer: u64,
+    /// No write progress for the write deadline.
+    pub write_deadline: u64,
+    /// Silent past the heartbeat timeout.
+    pub heartbeat: u64,
+    /// Unauthenticated past the auth deadline.
+    pub auth_deadline: u64,
+    /// Protocol violations (1002, 1007, 1009).
+    pub protocol: u64,
+}
+
+/// Counters of one shard, or their sum.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShardStats {
+    /// Registered clients now.
+    pub clients: u64,
+    /// Broadcast payloads applied.
+    pub broadcasts: u64,
+    /// Frames appended to client queues.
+    pub deliveries: u64,
+    /// Bytes written to sockets.
+    pub bytes_written: u64,
+    /// Write system calls that wrote something.
+    pub write_syscalls: u64,
+    /// Frames dropped by a drop policy.
+    pub frames_dropped: u64,
+    /// Clients evicted, by reason.
+    pub evicted: Evictions,
+    /// Upgrade requests refused or timed out.
+    pub handshakes_failed: u64,
+    /// Commands waiting in the shard's queue now.
+    pub queue_depth: u64,
+    /// Bytes waiting in the shard's client queues now.
+    pub queued_bytes: u64,
+}
+
+/// Every shard's counters and their total, from [`crate::Engine::stats`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// One entry per shard, by shard index.
+    pub shards: Vec<ShardStats>,
+    /// The sum over shards.
+    pub total: ShardStats,
+}
+
+impl ShardStats {
+    pub(crate) fn read(c: &Counters, queue_depth: u64) -> ShardStats {
+        ShardStats {
+            clients: c.clients.load(Relaxed),
+            broadcasts: c.broadcasts.load(Relaxed),
+            deliveries: c.deliveries.load(Relaxed),
+            bytes_written: c.bytes_written.load(Relaxed),
+            write_syscalls: c.write_syscalls.load(Relaxed),
+            frames_dropped: c.frames_dropped.load(Relaxed),
+            evicted: Evictions {
+                slow_consumer: c.evicted_slow_consumer.load(Relaxed),
+                write_deadline: c.evicted_write_deadline.load(Relaxed),
+                heartbeat: c.evicted_heartbeat.load(Relaxed),
+                auth_deadline: c.evicted_auth_deadline.load(Relaxed),
+                protocol: c.protocol_errors.load(Relaxed),
+            },
+            handshakes_failed: c.handshakes_failed.load(Relaxed),
+            queue_depth,
+            queued_bytes: c.queued_bytes.load(Relaxed),
+        }
+    }
+
+    fn add(&mut self, o: &ShardStats) {
+        self.clients += o.clients;
+        self.broadcasts += o.broadcasts;
+        self.deliveries += o.deliveries;
+        self.bytes_written += o.bytes_written;
+        self.write_syscalls += o.write_syscalls;
+        self.frames_dropped += o.frames_dropped;
+        self.evicted.slow_consumer += o.evicted.slow_consumer;
+        self.evicted.write_deadline += o.evicted.write_deadline;
+        self.evicted.heartbeat += o.evicted.heartbeat;
+        self.evicted.auth_deadline += o.evicted.auth_deadline;
+        self.evicted.protocol += o.evicted.protocol;
+        self.handshakes_failed += o.handshakes_failed;
+        self.queue_depth += o.queue_depth;
+        self.queued_bytes += o.queued_bytes;
+    }
+}
+
+impl Stats {
+    pub(crate) fn from_shards(shards: Vec<ShardStats>) -> Stats {
+        let mut total = ShardStats::default();
+        for s in &shards {
+            total.add(s);
+        }
+        Stats { shards, total }
+    }
+}

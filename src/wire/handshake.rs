@@ -1,0 +1,283 @@
+//! Server side of the HTTP/1.1 WebSocket upgrade (RFC 6455 4.2).
+//!
+//! [`parse`] reads the client's request from the connection's read buffer, [`accept_response`]
+//! and [`reject_response`] build the answer.
+//!
+//! # Invariants
+//!
+//! - Parsing never reads past `headers_bytes_max` bytes nor keeps more than 64 headers, so a
+//!   hostile client costs a bounded amount of work and memory.
+//! - A [`Request`] only exists for a request that is a valid upgrade: GET, HTTP/1.1 or later,
+//!   `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13` and a
+//!   well-formed `Sec-WebSocket-Key`.
+
+use std::fmt::Write as _;
+
+use smallvec::SmallVec;
+
+/// Most headers a request may carry.
+pub const HEADERS_MAX: usize = 64;
+
+/// A parsed, valid upgrade request. Header refs borrowed from the input buffer.
+#[derive(Debug)]
+pub struct Request<'b> {
+    /// The request target (path and query).
+    path: &'b str,
+    /// Every header as (name, value), in request order; at most [`HEADERS_MAX`].
+    headers: SmallVec<[(&'b str, &'b [u8]); 24]>,
+    /// The Sec-WebSocket-Key value, trimmed; 24 base64 characters.
+    key: &'b str,
+}
+
+impl<'b> Request<'b> {
+    /// The request target (path and query).
+    pub fn path(&self) -> &'b str {
+        self.path
+    }
+
+    /// First header with this name (ASCII case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&'b [u8]> {
+        header(&self.headers, name)
+    }
+
+    /// Every header as (name, value), in request order.
+    pub fn headers(&self) -> impl Iterator<Item = (&'b str, &'b [u8])> + '_ {
+        self.headers.iter().copied()
+    }
+
+    /// The Origin header, if present and UTF-8.
+    pub fn origin(&self) -> Option<&'b str> {
+        self.header("origin")
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// Values of Sec-WebSocket-Protocol, split on commas, trimmed (across every such header,
+    /// in order, skipping empty items).
+    pub fn protocols(&self) -> impl Iterator<Item = &'b str> + '_ {
+        self.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
+            .filter_map(|&(_, value)| std::str::from_utf8(value).ok())
+            .flat_map(|value| value.split(','))
+            .map(str::trim)
+            .filter(|p| !p.is_empty())
+    }
+
+    /// The Sec-WebSocket-Key value (24 base64 characters); pass it to [`accept_response`].
+    pub fn key(&self) -> &'b str {
+        self.key
+    }
+}
+
+/// Why an upgrade request was rejected. [`HandshakeError::status`] gives the answer's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HandshakeError {
+    /// The request did not end within the header budget, or has too many headers (431).
+    #[error("request headers too large")]
+    TooLarge,
+    /// Not valid HTTP/1.x (400).
+    #[error("malformed http request")]
+    Malformed,
+    /// The method is not GET (405).
+    #[error("method not GET")]
+    Method,
+    /// `Upgrade: websocket` or `Connection: upgrade` missing (400).
+    #[error("not an upgrade to websocket")]
+    NotUpgrade,
+    /// `Sec-WebSocket-Key` missing or not base64 of 16 bytes (400).
+    #[error("missing or invalid sec-websocket-key")]
+    Key,
+    /// `Sec-WebSocket-Version` missing or not 13 (426, answered with
+    /// `Sec-WebSocket-Version: 13`).
+    #[error("unsupported websocket version")]
+    Version,
+    /// HTTP/1.0 (400).
+    #[error("http version below 1.1")]
+    HttpVersion,
+}
+
+impl HandshakeError {
+    /// The HTTP status code to answer with; build the answer with [`reject_response`].
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::HandshakeError;
+    /// assert_eq!(HandshakeError::Version.status(), 426);
+    /// ```
+    pub fn status(self) -> u16 {
+        match self {
+            HandshakeError::TooLarge => 431,
+            HandshakeError::Method => 405,
+            HandshakeError::Version => 426,
+            HandshakeError::Malformed
+            | HandshakeError::NotUpgrade
+            | HandshakeError::Key
+            | HandshakeError::HttpVersion => 400,
+        }
+    }
+}
+
+/// Parses `buf`. `Ok(None)`: incomplete, read more. `Ok(Some((req, n)))`: request complete,
+/// `n` = bytes of it (bytes after `n` are the first WebSocket frames the client pipelined).
+///
+/// # Errors
+///
+/// [`HandshakeError::TooLarge`] when the request is still incomplete after
+/// `headers_bytes_max` bytes or has more than [`HEADERS_MAX`] headers; otherwise the first
+/// rule of RFC 6455 4.2.1 the request breaks.
+///
+/// ```
+/// use shardcast::wire::handshake;
+/// let buf = b"GET /chat HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\
+///             Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+///             Sec-WebSocket-Version: 13\r\n\r\n";
+/// let (req, n) = handshake::parse(buf, 8192)?.expect("complete");
+/// assert_eq!((req.path(), n), ("/chat", buf.len()));
+/// # Ok::<(), handshake::HandshakeError>(())
+/// ```
+pub fn parse(
+    buf: &[u8],
+    headers_bytes_max: usize,
+) -> Result<Option<(Request<'_>, usize)>, HandshakeError> {
+    let window = buf.get(..headers_bytes_max).unwrap_or(buf);
+    let mut slots = [httparse::EMPTY_HEADER; HEADERS_MAX];
+    let mut req = httparse::Request::new(&mut slots);
+    let n = match req.parse(window) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if window.len() >= headers_bytes_max => {
+            return Err(HandshakeError::TooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooLarge),
+        Err(_) => return Err(HandshakeError::Malformed),
+    };
+    let (Some(method), Some(path), Some(version)) = (req.method, req.path, req.version) else {
+        return Err(HandshakeError::Malformed);
+    };
+    if version < 1 {
+        return Err(HandshakeError::HttpVersion);
+    }
+    if method != "GET" {
+        return Err(HandshakeError::Method);
+    }
+    let headers: SmallVec<[(&str, &[u8]); 24]> =
+        req.headers.iter().map(|h| (h.name, h.value)).collect();
+    let has_token = |name: &str, token: &str| {
+        headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .flat_map(|(_, v)| v.split(|&b| b == b','))
+            .any(|item| item.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    };
+    if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
+        return Err(HandshakeError::NotUpgrade);
+    }
+    if header(&headers, "sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
+        return Err(HandshakeError::Version);
+    }
+    let key = header(&headers, "sec-websocket-key")
+        .map(<[u8]>::trim_ascii)
+        .filter(|k| is_key(k))
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .ok_or(HandshakeError::Key)?;
+    Ok(Some((Request { path, headers, key }, n)))
+}
+
+/// First header called `name` (ASCII case-insensitive).
+fn header<'b>(headers: &[(&'b str, &'b [u8])], name: &str) -> Option<&'b [u8]> {
+    headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|&(_, v)| v)
+}
+
+/// Whether `key` is base64 of 16 bytes: 22 alphabet characters then `==`.
+fn is_key(key: &[u8]) -> bool {
+    match key.split_last_chunk::<2>() {
+        Some((data, b"==")) => {
+            data.len() == 22
+                && data
+                    .iter()
+                    .all(|&b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/')
+        }
+        _ => false,
+    }
+}
+
+/// The 101 Switching Protocols response, with the chosen subprotocol if any.
+///
+/// `protocol` should be one the client offered ([`Request::protocols`]); it is written as is.
+///
+/// ```
+/// use shardcast::wire::handshake;
+/// let resp = handshake::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None);
+/// let text = String::from_utf8(resp).unwrap();
+/// assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+/// ```
+pub fn accept_response(key: &str, protocol: Option<&str>) -> Vec<u8> {
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let mut out = String::with_capacity(160);
+    out.push_str(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: ",
+    );
+    out.push_str(&accept);
+    out.push_str("\r\n");
+    if let Some(protocol) = protocol {
+        out.push_str("Sec-WebSocket-Protocol: ");
+        out.push_str(protocol);
+        out.push_str("\r\n");
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// An error response (`status` + reason phrase, Connection: close, Content-Length, short text
+/// body); for 426 includes `Sec-WebSocket-Version: 13` (and `Upgrade: websocket`), for 405
+/// `Allow: GET`.
+///
+/// ```
+/// use shardcast::wire::handshake;
+/// let resp = handshake::reject_response(403, "origin not allowed");
+/// assert!(resp.starts_with(b"HTTP/1.1 403 Forbidden\r\n"));
+/// assert!(resp.ends_with(b"\r\n\r\norigin not allowed"));
+/// ```
+pub fn reject_response(status: u16, body: &str) -> Vec<u8> {
+    let mut out = String::with_capacity(160 + body.len());
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "HTTP/1.1 {status} {}\r\nConnection: close\r\n\
+         Content-Type: text/plain; charset=utf-8\r\nContent-Length: {}\r\n",
+        reason_phrase(status),
+        body.len(),
+    );
+    match status {
+        405 => out.push_str("Allow: GET\r\n"),
+        426 => out.push_str("Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n"),
+        _ => {}
+    }
+    out.push_str("\r\n");
+    out.push_str(body);
+    out.into_bytes()
+}
+
+/// The reason phrase for `status` (RFC 9110), or a generic one.
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        402..=499 => "Client Error",
+        501..=599 => "Server Error",
+        _ => "Unknown",
+    }
+}
