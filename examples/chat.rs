@@ -27,7 +27,10 @@ impl Handler for Room {
             return;
         }
         let from = ctx.id();
-        let name = ctx.principal().and_then(|p| p.downcast_ref::<String>()).cloned();
+        let name = ctx
+            .principal()
+            .and_then(|p| p.downcast_ref::<String>())
+            .cloned();
         let line = format!("{}: {text}", name.unwrap_or_else(|| from.to_string()));
         ctx.broadcast(Payload::text(line), Audience::ALL.except(from));
     }
@@ -44,7 +47,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .heartbeat_timeout(Duration::from_secs(60))
         .build()?;
     let addr = engine.listen("127.0.0.1:9002").await?;
-    println!("chat on ws://{addr}/ ({} shards); Ctrl-C stops", engine.shard_count());
+    println!(
+        "chat on ws://{addr}/ ({} shards); Ctrl-C stops",
+        engine.shard_count()
+    );
     tokio::signal::ctrl_c().await?;
     engine.shutdown(Duration::from_secs(2)).await;
     Ok(())

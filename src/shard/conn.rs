@@ -24,7 +24,6 @@ use crate::client::RemoveReason;
 use crate::handler::{Context, Verdict};
 use crate::stats::bump;
 use crate::wire::{Inbound, Limits, Parser, handshake};
-use bytes::Bytes;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
@@ -47,14 +46,12 @@ enum Event {
 /// Runs one connection to its end.
 pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, mut io: Box<dyn Io>, upgraded: bool) {
     let admitted = if upgraded {
-        Some((shared.state.borrow_mut().admit(id, None, None), Vec::new()))
+        Some((shared.state.borrow_mut().admit(id, None), Vec::new()))
     } else {
-        match tokio::time::timeout(
-            shared.config.handshake_deadline,
-            upgrade(&shared, id, &mut io),
-        )
-        .await
-        {
+        // Boxed: the upgrade's state (request headers, buffers) is large and short-lived; held
+        // inline it would keep its size in every connection's task for good.
+        let upgrading = Box::pin(upgrade(&shared, id, &mut io));
+        match tokio::time::timeout(shared.config.handshake_deadline, upgrading).await {
             Ok(Some(admitted)) => Some(admitted),
             Ok(None) | Err(_) => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);
@@ -116,11 +113,11 @@ async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<
             } => {
                 let response = handshake::accept_response(request.key(), protocol.as_deref());
                 let pending = buf.get(used..).unwrap_or_default().to_vec();
-                let slot =
-                    shared
-                        .state
-                        .borrow_mut()
-                        .admit(id, principal, Some(Bytes::from(response)));
+                // Admitted in the same poll in which the 101 is fully written, so no broadcast
+                // can fall between the client seeing 101 and the client being in the audience;
+                // and the response never occupies the client's queue.
+                io.write_all(&response).await.ok()?;
+                let slot = shared.state.borrow_mut().admit(id, principal);
                 return Some((slot, pending));
             }
         }
@@ -172,7 +169,8 @@ async fn serve(
         if !blocked.is_empty() {
             for (index, command) in blocked.drain(..) {
                 if let Some(handle) = shared.shards.get(index) {
-                    let _ = handle.tx.send(command).await;
+                    // Boxed for the same reason: a rare wait should not grow every task.
+                    let _ = Box::pin(handle.tx.send(command)).await;
                 }
             }
             continue;
@@ -191,7 +189,7 @@ async fn serve(
                 }
             }
             Event::Closed => {
-                linger(shared, io).await;
+                Box::pin(linger(shared, io)).await;
                 return;
             }
             Event::Done => return,

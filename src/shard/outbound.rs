@@ -172,6 +172,15 @@ impl Outbound {
         completed
     }
 
+    /// Frees the queue's buffers if nothing is queued (after a burst, so that an idle client
+    /// costs no queue memory).
+    pub(crate) fn shrink_if_empty(&mut self) {
+        if self.bytes == 0 {
+            self.data = VecDeque::new();
+            self.control = Vec::new();
+        }
+    }
+
     /// Drops data frames not yet started, oldest first, until `room` more bytes fit under
     /// `cap` or none is left to drop. Returns (frames, bytes) dropped.
     pub(crate) fn drop_oldest(&mut self, room: usize, cap: usize) -> (usize, usize) {

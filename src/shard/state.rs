@@ -146,21 +146,11 @@ impl State {
         &self.counters
     }
 
-    /// Admits a client whose upgrade succeeded; `response` (the 101, if the engine did the
-    /// upgrade) is queued first so that
-    /// every broadcast delivered from now on follows it. Returns its slot.
-    pub(crate) fn admit(
-        &mut self,
-        id: ClientId,
-        principal: Option<Principal>,
-        response: Option<Bytes>,
-    ) -> usize {
+    /// Admits a client whose upgrade succeeded (its 101 response is already written, so every
+    /// broadcast delivered from now on reaches it). Returns its slot. During shutdown the client
+    /// is closed (1001) at once.
+    pub(crate) fn admit(&mut self, id: ClientId, principal: Option<Principal>) -> usize {
         let now = Instant::now();
-        let mut out = Outbound::default();
-        if let Some(response) = response {
-            bump(&self.counters.queued_bytes, response.len() as u64);
-            out.push(response);
-        }
         let slot = self.clients.insert(Client {
             id,
             phase: Phase::Open,
@@ -170,11 +160,14 @@ impl State {
             registered_at: now,
             blocked_since: None,
             first_queued: None,
-            out,
+            out: Outbound::default(),
             waker: None,
         });
         self.index.insert(id, slot);
         bump(&self.counters.clients, 1);
+        if self.shutting_down {
+            self.close(slot, RemoveReason::Shutdown);
+        }
         slot
     }
 
@@ -405,7 +398,9 @@ impl State {
         let config = &self.config;
         let mut doomed: SmallVec<[(usize, RemoveReason); 8]> = SmallVec::new();
         let mut stuck: SmallVec<[usize; 8]> = SmallVec::new();
-        for (slot, c) in self.clients.iter() {
+        for (slot, c) in self.clients.iter_mut() {
+            // An idle client gives back the queue capacity its last burst left behind.
+            c.out.shrink_if_empty();
             let blocked = c
                 .blocked_since
                 .is_some_and(|t| now.saturating_duration_since(t) >= config.write_deadline);
@@ -577,8 +572,8 @@ mod tests {
     #[test]
     fn heartbeat_sweep_closes_only_clients_idle_past_the_timeout() {
         let mut s = state(Config::default());
-        let quiet = s.admit(id(1), None, None);
-        let chatty = s.admit(id(2), None, None);
+        let quiet = s.admit(id(1), None);
+        let chatty = s.admit(id(2), None);
         let t0 = Instant::now();
         s.touch(quiet, t0);
         s.touch(chatty, t0 + Duration::from_secs(15));
@@ -604,8 +599,8 @@ mod tests {
             ..Config::default()
         };
         let mut s = state(config);
-        let anon = s.admit(id(1), None, None);
-        let known = s.admit(id(2), None, None);
+        let anon = s.admit(id(1), None);
+        let known = s.admit(id(2), None);
         s.set_authenticated(id(2), Some(Principal::new("bob")));
         let t0 = Instant::now();
         s.touch(anon, t0 + Duration::from_secs(4));
@@ -618,7 +613,7 @@ mod tests {
     #[test]
     fn write_deadline_aborts_a_client_whose_socket_takes_nothing() {
         let mut s = state(Config::default());
-        let stuck = s.admit(id(1), None, None);
+        let stuck = s.admit(id(1), None);
         let t0 = Instant::now();
         s.touch(stuck, t0 + Duration::from_secs(11));
         s.client(stuck).expect("slot").blocked_since = Some(t0);
@@ -632,9 +627,9 @@ mod tests {
     #[test]
     fn audience_filters_by_authentication_and_exclusion() {
         let mut s = state(Config::default());
-        let a = s.admit(id(1), None, None);
-        let b = s.admit(id(2), Some(Principal::new(2u32)), None);
-        let c = s.admit(id(3), Some(Principal::new(3u32)), None);
+        let a = s.admit(id(1), None);
+        let b = s.admit(id(2), Some(Principal::new(2u32)));
+        let c = s.admit(id(3), Some(Principal::new(3u32)));
         s.deliver(&[Payload::text("all")], Audience::ALL);
         s.deliver(
             &[Payload::text("auth")],
@@ -662,7 +657,7 @@ mod tests {
                 ..Config::default()
             };
             let mut s = state(config);
-            let slot = s.admit(id(1), None, None);
+            let slot = s.admit(id(1), None);
             s.deliver(std::slice::from_ref(&payload), Audience::ALL);
             s.deliver(std::slice::from_ref(&payload), Audience::ALL);
             assert_eq!(s.phase(slot) == Phase::Open, survives, "{policy:?}");
@@ -687,7 +682,7 @@ mod tests {
             ..Config::default()
         };
         let mut s = state(config);
-        let slot = s.admit(id(1), None, None);
+        let slot = s.admit(id(1), None);
         let batch = [
             Payload::binary(vec![0u8; 400]),
             Payload::binary(vec![1u8; 400]),
@@ -701,12 +696,8 @@ mod tests {
     #[test]
     fn queued_bytes_gauge_returns_to_zero_when_clients_leave() {
         let mut s = state(Config::default());
-        let a = s.admit(
-            id(1),
-            None,
-            Some(Bytes::from_static(b"HTTP/1.1 101\r\n\r\n")),
-        );
-        let b = s.admit(id(2), None, None);
+        let a = s.admit(id(1), None);
+        let b = s.admit(id(2), None);
         s.deliver(&[Payload::text("x")], Audience::ALL);
         s.pong(a, b"p");
         assert!(s.counters().queued_bytes.load(Relaxed) > 0);

@@ -1,9 +1,12 @@
-//! `shardcast`: run a relay server (`serve`) on the shardcast engine.
+//! `shardcast`: a relay server on the shardcast engine (`serve`), and its load generator
+//! (`bench`).
 #![forbid(unsafe_code)]
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod bench;
+mod naive;
 mod serve;
 
 #[global_allocator]
@@ -21,12 +24,15 @@ struct Cli {
 enum Command {
     /// Run a relay server: every message a client sends is broadcast to every client.
     Serve(serve::Args),
+    /// Measure fan-out throughput and latency (default: against an embedded server).
+    Bench(bench::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,36 +1,47 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
+use crate::naive;
 use shardcast::wire::Inbound;
 use shardcast::{Audience, Context, Engine, Handler, Payload};
 use std::error::Error;
+use std::io::BufRead;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 /// Options of `shardcast serve`.
-#[derive(Debug, clap::Args)]
+#[derive(Clone, Debug, clap::Args)]
 pub(crate) struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:9001")]
-    addr: SocketAddr,
+    pub(crate) addr: SocketAddr,
     /// Number of shards (threads). Default: the number of cores.
     #[arg(long)]
-    shards: Option<usize>,
+    pub(crate) shards: Option<usize>,
     /// Do not send a client's messages back to itself.
     #[arg(long, conflicts_with = "echo")]
-    exclude_sender: bool,
+    pub(crate) exclude_sender: bool,
     /// Send each message back to its sender only (an echo server, for conformance suites).
     #[arg(long)]
-    echo: bool,
+    pub(crate) echo: bool,
     /// Largest inbound message and frame, in bytes.
     #[arg(long, default_value_t = 64 << 10)]
-    max_message_size: usize,
+    pub(crate) max_message_size: usize,
     /// Bytes each client's outbound queue may hold. Default: 1 MiB, or twice the largest
     /// message if that is more.
     #[arg(long)]
-    client_queue_bytes: Option<usize>,
+    pub(crate) client_queue_bytes: Option<usize>,
     /// Bind each shard thread to a core.
     #[arg(long)]
-    pin_cores: bool,
+    pub(crate) pin_cores: bool,
+    /// Run the naive baseline (tokio-tungstenite, a task per client, a tokio broadcast
+    /// channel) instead of the shardcast engine, for side-by-side benchmarks.
+    #[arg(long, conflicts_with = "echo")]
+    pub(crate) naive: bool,
+    /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
+    #[arg(long, hide = true)]
+    pub(crate) control_stdin: bool,
 }
 
 /// Relays each message, opcode kept, to everyone (or back to its sender).
@@ -61,6 +72,11 @@ impl Handler for Relay {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    // Many connections need many descriptors; take what the hard limit allows.
+    let _ = rlimit::increase_nofile_limit(1 << 20);
+    if args.naive {
+        return run_naive(args);
+    }
     let queue = args
         .client_queue_bytes
         .unwrap_or((1 << 20).max(args.max_message_size.saturating_mul(2)));
@@ -81,15 +97,79 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .build()?;
     runtime.block_on(async {
         let addr = engine.listen(args.addr).await?;
-        println!(
-            "shardcast serving on ws://{addr}/ with {} shards",
-            engine.shard_count()
-        );
+        println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
+        if args.control_stdin {
+            let engine = engine.clone();
+            answer_stats(move || {
+                let t = engine.stats().total;
+                format!(
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{}}}",
+                    t.clients,
+                    t.deliveries,
+                    t.write_syscalls,
+                    t.bytes_written,
+                    t.frames_dropped,
+                    t.evicted.slow_consumer + t.evicted.write_deadline + t.evicted.heartbeat
+                        + t.evicted.auth_deadline + t.evicted.protocol,
+                )
+            });
+        }
         stop_signal().await?;
         eprintln!("shardcast: shutting down");
         engine.shutdown(Duration::from_secs(5)).await;
         Ok(())
     })
+}
+
+fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
+    let threads = args
+        .shards
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let addr = listener.local_addr()?;
+        println!("shardcast (naive baseline) serving on ws://{addr}/ with {threads} threads");
+        let counters = Arc::new(naive::Counters::default());
+        if args.control_stdin {
+            let counters = counters.clone();
+            answer_stats(move || {
+                format!(
+                    "{{\"clients\":{},\"deliveries\":{},\"lagged\":{}}}",
+                    counters.clients.load(Relaxed),
+                    counters.deliveries.load(Relaxed),
+                    counters.lagged.load(Relaxed),
+                )
+            });
+        }
+        let server = naive::serve(
+            listener,
+            args.max_message_size,
+            args.exclude_sender,
+            counters,
+        );
+        tokio::select! {
+            r = server => r?,
+            r = stop_signal() => r?,
+        }
+        Ok(())
+    })
+}
+
+/// Answers each `stats` line on standard input with `stats JSON` on standard output, from a
+/// thread of its own; ends at EOF.
+fn answer_stats(stats: impl Fn() -> String + Send + 'static) {
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lock().lines() {
+            let Ok(line) = line else { return };
+            if line.trim() == "stats" {
+                println!("stats {}", stats());
+            }
+        }
+    });
 }
 
 /// Waits for Ctrl-C or SIGTERM.

@@ -1,0 +1,349 @@
+//! The load generator's clients: raw TCP, our own server-frame parser, large reads, no
+//! allocation per frame, one `mio` poll loop per thread.
+//!
+//! Every data frame the bench sends carries `u64le send time (ns since the bench epoch) | u32le
+//! publisher | u32le sequence`; a receiver checks that each publisher's sequence numbers arrive
+//! consecutively (a gap, a duplicate or a reordering counts as lost) and records the latency.
+
+use crossbeam_utils::CachePadded;
+use hdrhistogram::Histogram;
+use mio::net::TcpStream;
+use mio::{Events, Interest, Poll, Token};
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+use std::thread::Thread;
+use std::time::{Duration, Instant};
+
+/// Bytes of the stamp at the start of every bench payload.
+pub(crate) const STAMP_BYTES: usize = 16;
+/// Size of each receiver thread's read buffer.
+const READ_BUFFER_BYTES: usize = 256 << 10;
+/// How often each client pings the server, so the heartbeat never evicts it.
+const PING_EVERY: Duration = Duration::from_secs(5);
+/// The mask of every frame the bench sends (servers must not care which).
+pub(crate) const MASK: [u8; 4] = [0x5a, 0xc3, 0x17, 0x8e];
+
+/// What receiver threads and the publisher share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// Frames received by the measured clients (not the publishers).
+    pub(crate) delivered: CachePadded<AtomicU64>,
+    /// Sequence anomalies seen.
+    pub(crate) lost: AtomicU64,
+    /// Connections the server closed or reset.
+    pub(crate) closed: AtomicU64,
+    /// The publisher is woken when `delivered` reaches this.
+    pub(crate) target: AtomicU64,
+    /// Receivers stop when set.
+    pub(crate) stop: AtomicBool,
+    /// The publisher thread, to wake.
+    pub(crate) publisher: OnceLock<Thread>,
+    /// Time zero for the stamps.
+    pub(crate) epoch: Instant,
+}
+
+impl Shared {
+    pub(crate) fn new() -> Shared {
+        Shared {
+            delivered: CachePadded::new(AtomicU64::new(0)),
+            lost: AtomicU64::new(0),
+            closed: AtomicU64::new(0),
+            target: AtomicU64::new(u64::MAX),
+            stop: AtomicBool::new(false),
+            publisher: OnceLock::new(),
+            epoch: Instant::now(),
+        }
+    }
+
+    /// Nanoseconds since the epoch.
+    pub(crate) fn now_ns(&self) -> u64 {
+        self.epoch.elapsed().as_nanos() as u64
+    }
+}
+
+/// A connected client before it joins a receiver thread.
+#[derive(Debug)]
+pub(crate) struct Connected {
+    /// The socket (blocking until adopted).
+    pub(crate) stream: std::net::TcpStream,
+    /// Bytes after the 101 response: the start of the first frames.
+    pub(crate) leftover: Vec<u8>,
+    /// Whether its deliveries are measured (false for publishers, whose echoes are drained).
+    pub(crate) measured: bool,
+}
+
+/// Opens a TCP connection from `source` (if given) and performs the WebSocket upgrade.
+pub(crate) fn connect(
+    addr: SocketAddr,
+    host: &str,
+    path: &str,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
+    let domain = socket2::Domain::for_address(addr);
+    let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if let Some(ip) = source {
+        socket.bind(&SocketAddr::new(ip, 0).into())?;
+    }
+    socket.connect_timeout(&addr.into(), timeout)?;
+    socket.set_tcp_nodelay(true)?;
+    let mut stream: std::net::TcpStream = socket.into();
+    stream.set_read_timeout(Some(timeout))?;
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes())?;
+    let mut response = Vec::with_capacity(256);
+    let mut chunk = [0u8; 1024];
+    let end = loop {
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed during upgrade",
+            ));
+        }
+        response.extend_from_slice(&chunk[..n]);
+        if let Some(i) = response.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        if response.len() > 16 << 10 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "upgrade response too long",
+            ));
+        }
+    };
+    let status = response.split(|&b| b == b'\r').next().unwrap_or_default();
+    if !status.windows(5).any(|w| w == b" 101 ") && !status.ends_with(b" 101") {
+        let line = String::from_utf8_lossy(status).into_owned();
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("upgrade refused: {line}"),
+        ));
+    }
+    stream.set_read_timeout(None)?;
+    Ok((stream, response.split_off(end)))
+}
+
+/// The source address of the `i`-th connection: spread over 127.0.0.1-127.0.0.32 when the
+/// target is loopback, so that tens of thousands of connections do not run out of ports.
+pub(crate) fn source_for(i: usize, target: SocketAddr) -> Option<IpAddr> {
+    match target.ip() {
+        IpAddr::V4(v4) if v4.is_loopback() => {
+            Some(IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + (i % 32) as u8)))
+        }
+        _ => None,
+    }
+}
+
+/// A masked binary client frame carrying `payload`, appended to `out`.
+pub(crate) fn put_frame(out: &mut Vec<u8>, payload: &[u8], opcode: u8) {
+    out.push(0x80 | opcode);
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xffff {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+}
+
+/// One client inside a receiver thread.
+struct Client {
+    stream: TcpStream,
+    /// Bytes of an unfinished frame from the previous read.
+    partial: Vec<u8>,
+    /// Next expected sequence number, per publisher.
+    next_seq: Vec<u32>,
+    measured: bool,
+    open: bool,
+}
+
+/// What a receiver thread measured.
+#[derive(Debug)]
+pub(crate) struct Received {
+    /// Latency of every measured delivery, in microseconds.
+    pub(crate) latency_us: Histogram<u64>,
+}
+
+/// Runs a receiver thread over `clients` until `shared.stop`.
+pub(crate) fn receive(
+    clients: Vec<Connected>,
+    publishers: usize,
+    shared: Arc<Shared>,
+) -> io::Result<Received> {
+    let mut poll = Poll::new()?;
+    let mut conns = Vec::with_capacity(clients.len());
+    for (i, c) in clients.into_iter().enumerate() {
+        c.stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(c.stream);
+        poll.registry()
+            .register(&mut stream, Token(i), Interest::READABLE)?;
+        conns.push(Client {
+            stream,
+            partial: c.leftover,
+            next_seq: vec![0; publishers],
+            measured: c.measured,
+            open: true,
+        });
+    }
+    let mut latency_us =
+        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(io::Error::other)?;
+    let mut events = Events::with_capacity(1024);
+    let mut buf = vec![0u8; READ_BUFFER_BYTES];
+    let mut ping = Vec::new();
+    put_frame(&mut ping, b"", 0x9);
+    let mut last_ping = Instant::now();
+    // Frames that were already in the upgrade response.
+    let mut tally = Tally::default();
+    let now = shared.now_ns();
+    for c in conns.iter_mut() {
+        let partial = std::mem::take(&mut c.partial);
+        ingest(c, &partial, now, &mut latency_us, &mut tally);
+    }
+    while !shared.stop.load(Relaxed) {
+        poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        for event in events.iter() {
+            let Some(c) = conns.get_mut(event.token().0) else {
+                continue;
+            };
+            while c.open {
+                match c.stream.read(&mut buf) {
+                    Ok(0) => close(c, &mut tally),
+                    Ok(n) => {
+                        let now = shared.now_ns();
+                        ingest(c, &buf[..n], now, &mut latency_us, &mut tally);
+                        if n < buf.len() {
+                            // A short read drained the socket: the next byte to arrive raises
+                            // a new edge, so a read that would only say EAGAIN is saved.
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(_) => close(c, &mut tally),
+                }
+            }
+        }
+        tally.publish(&shared);
+        if last_ping.elapsed() >= PING_EVERY {
+            last_ping = Instant::now();
+            for c in conns.iter_mut().filter(|c| c.open) {
+                let _ = c.stream.write(&ping);
+            }
+        }
+    }
+    Ok(Received { latency_us })
+}
+
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    lost: u64,
+    closed: u64,
+}
+
+impl Tally {
+    fn publish(&mut self, shared: &Shared) {
+        if self.delivered > 0 {
+            let total = shared.delivered.fetch_add(self.delivered, Relaxed) + self.delivered;
+            if total >= shared.target.load(Relaxed)
+                && let Some(t) = shared.publisher.get()
+            {
+                t.unpark();
+            }
+        }
+        if self.lost > 0 {
+            shared.lost.fetch_add(self.lost, Relaxed);
+        }
+        if self.closed > 0 {
+            shared.closed.fetch_add(self.closed, Relaxed);
+        }
+        *self = Tally::default();
+    }
+}
+
+fn close(c: &mut Client, tally: &mut Tally) {
+    c.open = false;
+    tally.closed += 1;
+}
+
+/// Parses server frames from `data` (after any partial frame kept from the last read).
+fn ingest(c: &mut Client, data: &[u8], now_ns: u64, hist: &mut Histogram<u64>, tally: &mut Tally) {
+    if c.partial.is_empty() {
+        let used = parse(c, data, now_ns, hist, tally);
+        c.partial.extend_from_slice(&data[used..]);
+    } else {
+        let mut joined = std::mem::take(&mut c.partial);
+        joined.extend_from_slice(data);
+        let used = parse(c, &joined, now_ns, hist, tally);
+        joined.drain(..used);
+        c.partial = joined;
+    }
+}
+
+/// Parses every complete frame of `data`; returns the bytes used.
+fn parse(
+    c: &mut Client,
+    data: &[u8],
+    now_ns: u64,
+    hist: &mut Histogram<u64>,
+    tally: &mut Tally,
+) -> usize {
+    let mut at = 0;
+    loop {
+        let rest = &data[at..];
+        let Some(&[b0, b1]) = rest.get(..2) else {
+            return at;
+        };
+        let (header, len) = match b1 & 0x7f {
+            126 => match rest.get(2..4) {
+                Some(&[a, b]) => (4, u16::from_be_bytes([a, b]) as usize),
+                _ => return at,
+            },
+            127 => match rest.get(2..10).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
+                Some(b) => (10, u64::from_be_bytes(b) as usize),
+                None => return at,
+            },
+            n => (2, n as usize),
+        };
+        let Some(payload) = rest.get(header..header + len) else {
+            return at;
+        };
+        at += header + len;
+        match b0 & 0x0f {
+            0x1 | 0x2 if c.measured && payload.len() >= STAMP_BYTES => {
+                let field = |r: std::ops::Range<usize>| -> u64 {
+                    payload[r]
+                        .iter()
+                        .rev()
+                        .fold(0u64, |v, &b| (v << 8) | u64::from(b))
+                };
+                let sent = field(0..8);
+                let publisher = field(8..12) as usize;
+                let seq = field(12..16) as u32;
+                match c.next_seq.get_mut(publisher) {
+                    Some(next) if *next == seq => *next = seq.wrapping_add(1),
+                    Some(next) => {
+                        tally.lost += 1;
+                        *next = seq.wrapping_add(1);
+                    }
+                    None => tally.lost += 1,
+                }
+                tally.delivered += 1;
+                hist.saturating_record((now_ns.saturating_sub(sent) / 1000).max(1));
+            }
+            0x8 => close(c, tally),
+            _ => {}
+        }
+    }
+}

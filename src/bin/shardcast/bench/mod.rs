@@ -1,0 +1,288 @@
+//! `shardcast bench`: fan-out throughput and latency against the embedded server, the naive
+//! baseline, or any relay server.
+//!
+//! The load generator must not be the bottleneck: its clients are raw TCP sockets read with
+//! large buffers by `mio` poll loops and parsed without allocation (see [`loadgen`]), and it
+//! reports its own CPU time next to the server's.
+
+mod loadgen;
+mod publish;
+mod report;
+mod server;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use loadgen::{Connected, Shared};
+use publish::{Length, Load};
+use report::Report;
+use server::{Kind, Target};
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::{Duration, Instant};
+
+/// Options of `shardcast bench`.
+#[derive(Clone, Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Receiving client connections.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    clients: u64,
+    /// Publisher connections (each sends `window` frames per round).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    publishers: u64,
+    /// Frames each publisher sends per round (frames in flight).
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    window: u64,
+    /// Payload bytes per frame (at least 16: send time, publisher, sequence).
+    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
+    payload: u64,
+    /// Seconds of load (ignored with --rounds).
+    #[arg(long, default_value_t = 5.0)]
+    duration: f64,
+    /// Stop after this many rounds instead of after --duration.
+    #[arg(long)]
+    rounds: Option<u64>,
+    /// Open loop: send this many frames per second in total, whatever the clients receive.
+    #[arg(long)]
+    rate: Option<u64>,
+    /// Which server the bench starts (ignored with --target).
+    #[arg(long, value_enum, default_value_t = Kind::Embedded)]
+    server: Kind,
+    /// Measure an external relay server at ws://HOST:PORT/PATH instead.
+    #[arg(long)]
+    target: Option<String>,
+    /// Shards (threads) of the server the bench starts. Default: the number of cores.
+    #[arg(long)]
+    shards: Option<usize>,
+    /// Load-generator receiver threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    loadgen_threads: u64,
+    /// Print one JSON object on standard output instead of the summary.
+    #[arg(long)]
+    json: bool,
+    /// Run a matrix of clients x window x payload against each of --sweep-servers, and print
+    /// one table with the ratio between servers on each row.
+    #[arg(long)]
+    sweep: bool,
+    /// Client counts of the sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    sweep_clients: Vec<u64>,
+    /// Windows of the sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    sweep_windows: Vec<u64>,
+    /// Payload sizes of the sweep.
+    #[arg(long, value_delimiter = ',', default_value = "32")]
+    sweep_payloads: Vec<u64>,
+    /// Servers of the sweep, the first being the one the others are compared to.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "embedded,naive"
+    )]
+    sweep_servers: Vec<Kind>,
+}
+
+/// One measured configuration.
+#[derive(Clone, Copy, Debug)]
+struct Shape {
+    clients: u64,
+    window: u64,
+    payload: u64,
+}
+
+pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if !(args.duration > 0.0 && args.duration <= 86_400.0) {
+        return Err("--duration must be between 0 and 86400 seconds".into());
+    }
+    let _ = rlimit::increase_nofile_limit(1 << 20);
+    let interactive = std::io::stdout().is_terminal() && !args.json;
+    if args.sweep {
+        let mut rows = Vec::new();
+        for &clients in &args.sweep_clients {
+            for &window in &args.sweep_windows {
+                for &payload in &args.sweep_payloads {
+                    let shape = Shape {
+                        clients,
+                        window,
+                        payload: payload.max(16),
+                    };
+                    let mut row = Vec::new();
+                    for &kind in &args.sweep_servers {
+                        let target = Target::start(kind, args.shards)?;
+                        row.push(measure(&args, shape, target, interactive)?);
+                    }
+                    if !args.json {
+                        eprintln!("{}", report::sweep_progress(&row));
+                    }
+                    rows.push(row);
+                }
+            }
+        }
+        if args.json {
+            println!("{}", report::sweep_json(&rows));
+        } else {
+            print!("{}", report::sweep_table(&rows));
+        }
+        return Ok(());
+    }
+    let target = match &args.target {
+        Some(url) => Target::external(url)?,
+        None => Target::start(args.server, args.shards)?,
+    };
+    let shape = Shape {
+        clients: args.clients,
+        window: args.window,
+        payload: args.payload,
+    };
+    let report = measure(&args, shape, target, interactive)?;
+    if args.json {
+        println!("{}", report.json());
+    } else {
+        print!("{}", report.human());
+    }
+    Ok(())
+}
+
+fn bar(interactive: bool, len: u64, message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(
+        Some(len),
+        if interactive {
+            ProgressDrawTarget::stderr()
+        } else {
+            ProgressDrawTarget::hidden()
+        },
+    );
+    if let Ok(style) = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed}") {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar.set_message(message);
+    bar
+}
+
+/// Connects, loads, measures and tears down one configuration against `target`.
+fn measure(
+    args: &Args,
+    shape: Shape,
+    mut target: Target,
+    interactive: bool,
+) -> Result<Report, Box<dyn std::error::Error>> {
+    let timeout = Duration::from_secs(10);
+    let pid = target.pid();
+    let rss_before = pid.and_then(|p| server::settled_rss(p, Duration::from_secs(2)));
+
+    let connecting = bar(interactive, shape.clients + args.publishers, "connecting");
+    let threads = args.loadgen_threads as usize;
+    let mut groups: Vec<Vec<Connected>> = (0..threads).map(|_| Vec::new()).collect();
+    for i in 0..shape.clients as usize {
+        let source = loadgen::source_for(i, target.addr);
+        let (stream, leftover) =
+            loadgen::connect(target.addr, &target.host, &target.path, source, timeout)
+                .map_err(|e| format!("client {i} cannot connect to {}: {e}", target.addr))?;
+        groups[i % threads].push(Connected {
+            stream,
+            leftover,
+            measured: true,
+        });
+        connecting.inc(1);
+    }
+    let mut publishers = Vec::new();
+    for p in 0..args.publishers as usize {
+        let (stream, leftover) =
+            loadgen::connect(target.addr, &target.host, &target.path, None, timeout)
+                .map_err(|e| format!("publisher {p} cannot connect to {}: {e}", target.addr))?;
+        let reader = stream.try_clone()?;
+        groups[p % threads].push(Connected {
+            stream: reader,
+            leftover,
+            measured: false,
+        });
+        publishers.push(stream);
+        connecting.inc(1);
+    }
+    connecting.finish_and_clear();
+    let rss_idle = pid.and_then(|p| server::settled_rss(p, Duration::from_secs(3)));
+
+    let shared = Arc::new(Shared::new());
+    let _ = shared.publisher.set(std::thread::current());
+    let mut receivers = Vec::new();
+    for group in groups {
+        let shared = shared.clone();
+        let publishers = args.publishers as usize;
+        receivers.push(
+            std::thread::Builder::new()
+                .name("bench-recv".into())
+                .spawn(move || loadgen::receive(group, publishers, shared))?,
+        );
+    }
+
+    let length = match args.rounds {
+        Some(r) => Length::Rounds(r.max(1)),
+        None => Length::Time(Duration::from_secs_f64(args.duration)),
+    };
+    let load = Load {
+        clients: shape.clients,
+        window: shape.window as usize,
+        payload: shape.payload as usize,
+        length,
+        rate: args.rate,
+    };
+    let counters_before = target.child.as_mut().and_then(|s| s.counters());
+    let server_cpu_before = pid.and_then(server::cpu_ns);
+    let own_cpu_before = server::cpu_ns(std::process::id());
+    let wall = Instant::now();
+    let running = bar(interactive, 1000, "running");
+    let published = publish::run(&mut publishers, load, &shared, |f| {
+        running.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+    })?;
+    running.finish_and_clear();
+    let wall = wall.elapsed();
+    let server_cpu = pid
+        .and_then(server::cpu_ns)
+        .zip(server_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let own_cpu = server::cpu_ns(std::process::id())
+        .zip(own_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
+    let counters_after = target.child.as_mut().and_then(|s| s.counters());
+    let rss_loaded = pid.and_then(server::rss_bytes);
+
+    shared.stop.store(true, Relaxed);
+    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    for r in receivers {
+        let received = r.join().map_err(|_| "a receiver thread panicked")??;
+        latency.add(&received.latency_us)?;
+    }
+    drop(publishers);
+    let label = target.label.clone();
+    drop(target);
+
+    let delivered = shared.delivered.load(Relaxed);
+    let syscalls = counters_before.zip(counters_after).and_then(|(b, a)| {
+        let writes = a
+            .get("write_syscalls")?
+            .checked_sub(b.get("write_syscalls")?)?;
+        let deliveries = a.get("deliveries")?.checked_sub(b.get("deliveries")?)?;
+        (deliveries > 0).then(|| writes as f64 / deliveries as f64)
+    });
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    Ok(Report {
+        server: label,
+        clients: shape.clients,
+        publishers: args.publishers,
+        window: shape.window,
+        payload_bytes: shape.payload,
+        duration_s: published.elapsed.as_secs_f64(),
+        deliveries: delivered,
+        publishes: published.frames,
+        lost: shared.lost.load(Relaxed) + published.missing,
+        closed: shared.closed.load(Relaxed),
+        latency_us: latency,
+        server_cpu_ns: server_cpu,
+        loadgen_cpu_ns: own_cpu,
+        loadgen_cpu_share: own_cpu.map(|c| c as f64 / (wall.as_nanos() as f64 * cores as f64)),
+        rss_before,
+        rss_idle,
+        rss_loaded,
+        write_syscalls_per_delivery: syscalls,
+    })
+}

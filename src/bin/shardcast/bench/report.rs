@@ -1,0 +1,270 @@
+//! What a run measured, as a readable summary, a JSON object, or a row of the sweep table.
+
+use hdrhistogram::Histogram;
+use std::fmt::Write;
+
+/// The figures of one run.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) server: String,
+    pub(crate) clients: u64,
+    pub(crate) publishers: u64,
+    pub(crate) window: u64,
+    pub(crate) payload_bytes: u64,
+    pub(crate) duration_s: f64,
+    pub(crate) deliveries: u64,
+    pub(crate) publishes: u64,
+    pub(crate) lost: u64,
+    pub(crate) closed: u64,
+    pub(crate) latency_us: Histogram<u64>,
+    pub(crate) server_cpu_ns: Option<u64>,
+    pub(crate) loadgen_cpu_ns: Option<u64>,
+    pub(crate) loadgen_cpu_share: Option<f64>,
+    pub(crate) rss_before: Option<u64>,
+    pub(crate) rss_idle: Option<u64>,
+    pub(crate) rss_loaded: Option<u64>,
+    pub(crate) write_syscalls_per_delivery: Option<f64>,
+}
+
+impl Report {
+    pub(crate) fn deliveries_per_sec(&self) -> f64 {
+        self.deliveries as f64 / self.duration_s.max(1e-9)
+    }
+
+    fn publishes_per_sec(&self) -> f64 {
+        self.publishes as f64 / self.duration_s.max(1e-9)
+    }
+
+    fn per_delivery(&self, ns: Option<u64>) -> Option<f64> {
+        ns.filter(|_| self.deliveries > 0)
+            .map(|ns| ns as f64 / self.deliveries as f64)
+    }
+
+    fn rss_per_conn(&self) -> Option<f64> {
+        let (before, idle) = (self.rss_before?, self.rss_idle?);
+        let conns = self.clients + self.publishers;
+        Some(idle.saturating_sub(before) as f64 / conns as f64)
+    }
+
+    fn percentile(&self, q: f64) -> u64 {
+        if self.latency_us.is_empty() {
+            0
+        } else {
+            self.latency_us.value_at_quantile(q)
+        }
+    }
+
+    /// The summary for a person.
+    pub(crate) fn human(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "shardcast bench: {} server, {} clients, {} publisher(s), window {}, {} B payload, {:.1} s",
+            self.server,
+            self.clients,
+            self.publishers,
+            self.window,
+            self.payload_bytes,
+            self.duration_s
+        );
+        let _ = writeln!(
+            s,
+            "  deliveries/s   {:>12}   (publishes/s {})",
+            thousands(self.deliveries_per_sec()),
+            thousands(self.publishes_per_sec())
+        );
+        let _ = writeln!(
+            s,
+            "  latency        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
+            micros(self.percentile(0.5)),
+            micros(self.percentile(0.9)),
+            micros(self.percentile(0.99)),
+            micros(self.percentile(0.999)),
+            micros(self.latency_us.max()),
+        );
+        let _ = writeln!(
+            s,
+            "  lost           {}{}",
+            self.lost,
+            if self.closed > 0 {
+                format!("   ({} connections closed by the server)", self.closed)
+            } else {
+                String::new()
+            }
+        );
+        let _ = writeln!(
+            s,
+            "  CPU            server {} ns/delivery   load generator {} ns/delivery ({} of the machine)",
+            opt(self.per_delivery(self.server_cpu_ns), 0),
+            opt(self.per_delivery(self.loadgen_cpu_ns), 0),
+            self.loadgen_cpu_share
+                .map_or("n/a".into(), |f| format!("{:.0}%", f * 100.0)),
+        );
+        let _ = writeln!(
+            s,
+            "  server memory  {} B/connection idle, {} MiB under load",
+            opt(self.rss_per_conn(), 0),
+            opt(self.rss_loaded.map(|b| b as f64 / (1 << 20) as f64), 1),
+        );
+        if let Some(w) = self.write_syscalls_per_delivery {
+            let _ = writeln!(s, "  write calls    {w:.4} per delivery");
+        }
+        s
+    }
+
+    /// One JSON object.
+    pub(crate) fn json(&self) -> String {
+        format!(
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{}}}",
+            quote(&self.server),
+            self.clients,
+            self.publishers,
+            self.window,
+            self.payload_bytes,
+            self.duration_s,
+            self.deliveries,
+            self.deliveries_per_sec(),
+            self.publishes,
+            self.publishes_per_sec(),
+            self.lost,
+            self.closed,
+            self.percentile(0.5),
+            self.percentile(0.9),
+            self.percentile(0.99),
+            self.percentile(0.999),
+            self.latency_us.max(),
+            json_num(self.per_delivery(self.server_cpu_ns)),
+            json_num(self.per_delivery(self.loadgen_cpu_ns)),
+            json_num(self.loadgen_cpu_share),
+            json_num(self.rss_per_conn()),
+            json_num(self.rss_loaded.map(|b| b as f64)),
+            json_num(self.write_syscalls_per_delivery),
+        )
+    }
+}
+
+/// One line of progress after a sweep row.
+pub(crate) fn sweep_progress(row: &[Report]) -> String {
+    let Some(first) = row.first() else {
+        return String::new();
+    };
+    let mut s = format!(
+        "sweep: {} clients, window {}, {} B:",
+        first.clients, first.window, first.payload_bytes
+    );
+    for r in row {
+        let _ = write!(
+            s,
+            " {} {}/s (lost {})",
+            r.server,
+            thousands(r.deliveries_per_sec()),
+            r.lost
+        );
+    }
+    s
+}
+
+/// The sweep as a Markdown table: each server's deliveries/s and p99, and the first server's
+/// ratio to each other one.
+pub(crate) fn sweep_table(rows: &[Vec<Report>]) -> String {
+    let Some(first) = rows.first() else {
+        return String::new();
+    };
+    let mut s = String::from("| clients | window | payload |");
+    for r in first {
+        let _ = write!(s, " {0} deliveries/s | {0} p99 | {0} lost |", r.server);
+    }
+    for r in first.iter().skip(1) {
+        let _ = write!(s, " {} / {} |", first[0].server, r.server);
+    }
+    s.push('\n');
+    let columns = 3 + first.len() * 3 + first.len().saturating_sub(1);
+    s.push_str(&"|---".repeat(columns));
+    s.push_str("|\n");
+    for row in rows {
+        let Some(base) = row.first() else { continue };
+        let _ = write!(
+            s,
+            "| {} | {} | {} B |",
+            base.clients, base.window, base.payload_bytes
+        );
+        for r in row {
+            let _ = write!(
+                s,
+                " {} | {} | {} |",
+                thousands(r.deliveries_per_sec()),
+                micros(r.percentile(0.99)),
+                r.lost
+            );
+        }
+        for r in row.iter().skip(1) {
+            let _ = write!(
+                s,
+                " {:.1}x |",
+                base.deliveries_per_sec() / r.deliveries_per_sec().max(1e-9)
+            );
+        }
+        s.push('\n');
+    }
+    s
+}
+
+/// The sweep as a JSON array of rows, each an array of run objects.
+pub(crate) fn sweep_json(rows: &[Vec<Report>]) -> String {
+    let rows: Vec<String> = rows
+        .iter()
+        .map(|row| {
+            format!(
+                "[{}]",
+                row.iter().map(Report::json).collect::<Vec<_>>().join(",")
+            )
+        })
+        .collect();
+    format!("[{}]", rows.join(","))
+}
+
+fn thousands(v: f64) -> String {
+    let n = v.round() as u64;
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn micros(us: u64) -> String {
+    if us >= 10_000 {
+        format!("{:.1} ms", us as f64 / 1000.0)
+    } else {
+        format!("{us} µs")
+    }
+}
+
+fn opt(v: Option<f64>, decimals: usize) -> String {
+    v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
+}
+
+fn json_num(v: Option<f64>) -> String {
+    v.filter(|v| v.is_finite())
+        .map_or("null".into(), |v| format!("{v:.3}"))
+}
+
+fn quote(s: &str) -> String {
+    let mut out = String::from("\"");
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            c if (c as u32) < 0x20 => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
