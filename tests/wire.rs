@@ -655,6 +655,25 @@ fn invalid_utf8_mid_frame_fails_in_the_call_that_delivers_it() {
 }
 
 #[test]
+fn invalid_utf8_in_a_later_piece_of_a_cut_frame_fails_in_that_call() {
+    let mut payload = "ok €".repeat(20).into_bytes();
+    payload[50] = 0xC0; // can never start a sequence
+    let mut bytes = masked(Opcode::Text, &payload);
+    let (first, rest) = bytes.split_at_mut(8 + 20);
+    let (second, third) = rest.split_at_mut(40);
+    let mut parser = Parser::new(Limits::default());
+    assert_eq!(parser.feed(first, |_| panic!()), Ok(28));
+    assert_eq!(
+        parser.feed(second, |_| panic!()),
+        Err(ParseError::InvalidUtf8)
+    );
+    assert_eq!(
+        parser.feed(third, |_| panic!()),
+        Err(ParseError::InvalidUtf8)
+    );
+}
+
+#[test]
 fn invalid_utf8_in_a_first_fragment_fails_before_the_message_ends() {
     let mut parser = Parser::new(Limits::default());
     let mut first = client_frame(false, 0x1, b"fine so far \xED\xA0\x80", MASK);

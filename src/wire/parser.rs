@@ -371,9 +371,8 @@ impl Parser {
         if let (0, &[b0, b1, ..]) = (have, rest) {
             let need = self.check_head(b0, b1)?;
             if let Some(header) = rest.get(..need) {
-                bytes[..need].copy_from_slice(header);
                 *pos += need;
-                return self.check_header(&bytes).map(Some);
+                return self.check_header(header).map(Some);
             }
         }
         // Slow path: assemble the header in `bytes`, checking its first two bytes as soon as
@@ -405,7 +404,9 @@ impl Parser {
             }
             *pos += taken;
             self.stage = Stage::IDLE;
-            return self.check_header(&bytes).map(Some);
+            return self
+                .check_header(bytes.get(..need).unwrap_or_default())
+                .map(Some);
         }
     }
 
@@ -442,19 +443,24 @@ impl Parser {
         })
     }
 
-    /// Parses a whole header (already passed [`Parser::check_head`]) and checks its length
-    /// against the limits, before any payload is read.
-    fn check_header(&self, h: &[u8; 14]) -> Result<Header, Fault> {
-        let (len, mask) = match h[1] & 0x7F {
-            126 => (
-                u64::from(u16::from_be_bytes([h[2], h[3]])),
-                [h[4], h[5], h[6], h[7]],
+    /// Parses a whole header (`h`: exactly the length [`Parser::check_head`] returned) and
+    /// checks its length against the limits, before any payload is read.
+    fn check_header(&self, h: &[u8]) -> Result<Header, Fault> {
+        // Fixed-length patterns: direct loads, no copy of the header.
+        let (b0, len, mask) = match *h {
+            [b0, b1, m0, m1, m2, m3] => (b0, u64::from(b1 & 0x7F), [m0, m1, m2, m3]),
+            [b0, _, l0, l1, m0, m1, m2, m3] => (
+                b0,
+                u64::from(u16::from_be_bytes([l0, l1])),
+                [m0, m1, m2, m3],
             ),
-            127 => (
-                u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
-                [h[10], h[11], h[12], h[13]],
+            [b0, _, l0, l1, l2, l3, l4, l5, l6, l7, m0, m1, m2, m3] => (
+                b0,
+                u64::from_be_bytes([l0, l1, l2, l3, l4, l5, l6, l7]),
+                [m0, m1, m2, m3],
             ),
-            n => (u64::from(n), [h[2], h[3], h[4], h[5]]),
+            // Unreachable: `check_head` returns 6, 8 or 14.
+            _ => return Err(Fault::Reserved),
         };
         if len >> 63 != 0 {
             return Err(Fault::LengthTopBit);
@@ -463,7 +469,7 @@ impl Parser {
         if len > self.limits.frame_bytes_max {
             return Err(Fault::TooBig);
         }
-        let opcode = Opcode::from_u8(h[0] & 0x0F).ok_or(Fault::UnknownOpcode)?;
+        let opcode = Opcode::from_u8(b0 & 0x0F).ok_or(Fault::UnknownOpcode)?;
         if !opcode.is_control() {
             // INVARIANT: at a header, `buf` holds exactly the open message (see module docs).
             let before = if opcode == Opcode::Continuation {
@@ -477,7 +483,7 @@ impl Parser {
         }
         Ok(Header {
             opcode,
-            fin: h[0] & 0x80 != 0,
+            fin: b0 & 0x80 != 0,
             len,
             mask,
         })
@@ -523,7 +529,8 @@ impl Parser {
             }
             0
         };
-        self.buf.reserve(len);
+        // Grow with what arrived, not with what the header announced: a peer that sends a
+        // header and stalls must not make the connection hold `frame_bytes_max`.
         self.buf.extend_from_slice(rest);
         self.stage = Stage::Payload {
             remaining: len - rest.len(),
@@ -612,9 +619,6 @@ impl Parser {
             _ => {
                 if self.is_text(opcode) && !fin {
                     self.utf8.push(payload).map_err(|_| Fault::Utf8)?;
-                }
-                if self.buf.is_empty() {
-                    self.buf.reserve(payload.len());
                 }
                 self.buf.extend_from_slice(payload);
                 if fin {
