@@ -18,7 +18,6 @@ use crate::config::{Config, SlowConsumerPolicy};
 use crate::stats::{ShardCounters, bump, drop_by};
 use crate::wire::{Opcode, frame};
 use crate::{Audience, ClientId, Payload};
-use bytes::Bytes;
 use slab::Slab;
 use smallvec::SmallVec;
 use std::collections::HashMap;
@@ -116,15 +115,6 @@ pub(crate) struct State {
     pub(crate) live: usize,
     /// Set once by `shutdown`: no new client is admitted.
     pub(crate) shutting_down: bool,
-}
-
-/// How a client is closed, by reason.
-struct Closing {
-    /// Close frame to send, if any.
-    frame: Option<Bytes>,
-    /// Keep queued data and send the close after it (graceful), or drop it and send the close
-    /// first.
-    keep_data: bool,
 }
 
 impl State {
@@ -296,46 +286,24 @@ impl State {
         if client.phase != Phase::Open {
             return;
         }
-        let closing = match reason {
-            RemoveReason::Removed | RemoveReason::Shutdown | RemoveReason::Closed(_) => Closing {
-                frame: reason
-                    .close_code()
-                    .map(|code| frame::encode_close(code, "")),
-                keep_data: true,
-            },
-            RemoveReason::ClientClosed(code) => Closing {
-                frame: Some(match code {
-                    Some(code) => frame::encode_close(code, ""),
-                    None => frame::encode(Opcode::Close, &[]),
-                }),
-                keep_data: false,
-            },
-            RemoveReason::SlowConsumer => Closing {
-                frame: Some(frame::encode_close(
-                    close_code::SLOW_CONSUMER,
-                    "slow consumer",
-                )),
-                keep_data: false,
-            },
-            RemoveReason::HeartbeatTimeout => Closing {
-                frame: Some(frame::encode_close(close_code::HEARTBEAT_TIMEOUT, "idle")),
-                keep_data: false,
-            },
-            RemoveReason::AuthDeadline => Closing {
-                frame: Some(frame::encode_close(
-                    close_code::AUTH_DEADLINE,
-                    "not authenticated",
-                )),
-                keep_data: false,
-            },
-            RemoveReason::Protocol(code) => Closing {
-                frame: Some(frame::encode_close(code, "")),
-                keep_data: false,
-            },
-            RemoveReason::WriteDeadline | RemoveReason::Disconnected => Closing {
-                frame: None,
-                keep_data: false,
-            },
+        // What was queued before the close still goes out, then the close frame: a peer that
+        // broke the protocol still receives the replies to what it sent correctly before
+        // (RFC 6455 strictness, as Autobahn checks it). Only a slow consumer loses its queue,
+        // because that queue is the problem; its close frame jumps ahead.
+        let keep_data = reason != RemoveReason::SlowConsumer;
+        let close = match reason {
+            RemoveReason::ClientClosed(Some(code)) => Some(frame::encode_close(code, "")),
+            RemoveReason::ClientClosed(None) => Some(frame::encode(Opcode::Close, &[])),
+            RemoveReason::SlowConsumer => {
+                Some(frame::encode_close(close_code::SLOW_CONSUMER, "slow consumer"))
+            }
+            RemoveReason::HeartbeatTimeout => {
+                Some(frame::encode_close(close_code::HEARTBEAT_TIMEOUT, "idle"))
+            }
+            RemoveReason::AuthDeadline => {
+                Some(frame::encode_close(close_code::AUTH_DEADLINE, "not authenticated"))
+            }
+            other => other.close_code().map(|code| frame::encode_close(code, "")),
         };
         let counters = &*self.counters;
         match reason {
@@ -346,13 +314,13 @@ impl State {
             RemoveReason::Protocol(_) => bump(&counters.protocol_errors, 1),
             _ => {}
         }
-        if !closing.keep_data {
+        if !keep_data {
             drop_by(&counters.queued_bytes, client.out.clear_unstarted() as u64);
         }
-        match closing.frame {
+        match close {
             Some(frame) => {
                 bump(&counters.queued_bytes, frame.len() as u64);
-                if closing.keep_data {
+                if keep_data {
                     client.out.push(frame);
                 } else {
                     client.out.push_control(frame);
