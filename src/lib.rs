@@ -61,6 +61,8 @@ mod client;
 mod config;
 mod engine;
 mod error;
+#[cfg(any(test, fuzzing))]
+pub mod fuzzing;
 mod handler;
 mod id;
 mod payload;

@@ -1,0 +1,1 @@
+//! Fuzz target bodies (compiled for tests and `cargo fuzz` only).
