@@ -500,9 +500,15 @@ fn buffered_bytes_count_what_is_held_and_shrink_frees_it_when_idle() {
     assert_eq!(parser.buffered_bytes(), 503 - 8, "partial payload");
     let held = parser.buffered_capacity();
     assert!(held >= 495, "the received part is held");
-    assert!(held < 1000, "the announced length was reserved before it arrived");
+    assert!(
+        held < 1000,
+        "the announced length was reserved before it arrived"
+    );
     parser.shrink();
-    assert!(parser.buffered_capacity() >= 495, "shrink freed a buffer in use");
+    assert!(
+        parser.buffered_capacity() >= 495,
+        "shrink freed a buffer in use"
+    );
     let mut got = Vec::new();
     parser
         .feed(c, |m| {

@@ -2,10 +2,15 @@
 #![allow(dead_code, unreachable_pub)]
 
 use futures_util::{SinkExt, StreamExt};
-use shardcast::{Builder, Engine};
+use shardcast::wire::Inbound;
+use shardcast::{Builder, ClientId, Context, Engine, Handler, RemoveReason};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -35,9 +40,10 @@ pub async fn connect(engine: &Engine, addr: SocketAddr) -> Client {
     .await
     .expect("connect in time")
     .expect("upgrade accepted");
-    // The 101 is queued after the client is admitted, so it is registered by now; the count
-    // is a gauge other clients also move, so only check it grew.
-    assert!(engine.client_count() > before || engine.client_count() > 0);
+    // The shard admits the client in the same poll in which it writes the 101, so no
+    // broadcast can fall in between; but this thread may read the count a moment before that
+    // shard thread has moved it, so wait for it to grow (it is a gauge other clients move too).
+    eventually(|| engine.client_count() > before).await;
     ws
 }
 
@@ -100,4 +106,417 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < WAIT, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handler that records what the engine tells it
+// ---------------------------------------------------------------------------------------------
+
+/// The text every test broadcasts last, so that a reader knows it has seen everything.
+pub const END: &str = "END";
+
+/// What a [`Recorder`] saw, in the order the shards reported it.
+#[derive(Debug, Default)]
+pub struct Events {
+    /// Ids passed to `on_registered`.
+    pub registered: Mutex<Vec<ClientId>>,
+    /// Every `on_removed` call.
+    pub removed: Mutex<Vec<(ClientId, RemoveReason)>>,
+    /// Text messages received by `on_message`, with their sender.
+    pub messages: Mutex<Vec<(ClientId, String)>>,
+}
+
+impl Events {
+    /// Ids registered so far, in registration order.
+    pub fn registered(&self) -> Vec<ClientId> {
+        lock(&self.registered).clone()
+    }
+
+    /// Every `on_removed` call so far.
+    pub fn removed(&self) -> Vec<(ClientId, RemoveReason)> {
+        lock(&self.removed).clone()
+    }
+
+    /// The reasons `id` was reported removed with (exactly one entry when all is well).
+    pub fn removals_of(&self, id: ClientId) -> Vec<RemoveReason> {
+        lock(&self.removed)
+            .iter()
+            .filter(|(i, _)| *i == id)
+            .map(|(_, r)| *r)
+            .collect()
+    }
+
+    /// Text messages received so far.
+    pub fn messages(&self) -> Vec<(ClientId, String)> {
+        lock(&self.messages).clone()
+    }
+}
+
+/// Locks `m`, ignoring poison (a panicking test thread must not hide the first failure).
+pub fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A handler that records registrations, removals and text messages into shared [`Events`].
+#[derive(Clone, Debug, Default)]
+pub struct Recorder(pub Arc<Events>);
+
+impl Recorder {
+    /// A recorder and the events it fills.
+    pub fn new() -> (Recorder, Arc<Events>) {
+        let events = Arc::new(Events::default());
+        (Recorder(events.clone()), events)
+    }
+}
+
+impl Handler for Recorder {
+    fn on_registered(&self, ctx: &mut Context<'_>) {
+        lock(&self.0.registered).push(ctx.id());
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+        if let Inbound::Text(text) = message {
+            lock(&self.0.messages).push((ctx.id(), text.to_owned()));
+        }
+    }
+
+    fn on_removed(&self, id: ClientId, reason: RemoveReason) {
+        lock(&self.0.removed).push((id, reason));
+    }
+}
+
+/// Waits until exactly `n` clients have been reported registered; returns the last one.
+/// `on_registered` runs on the shard thread just after it writes the 101, so a client may see
+/// its 101 a moment before the recorder does.
+pub async fn registered(events: &Events, n: usize) -> ClientId {
+    eventually(|| events.registered().len() >= n).await;
+    let ids = events.registered();
+    assert_eq!(ids.len(), n, "exactly one registration per connection");
+    ids[n - 1]
+}
+
+/// Connects one client and learns its id from the recorder (clients must connect one at a
+/// time, so that the new id is the last one).
+pub async fn connect_with_id(
+    engine: &Engine,
+    addr: SocketAddr,
+    events: &Events,
+) -> (Client, ClientId) {
+    let before = events.registered().len();
+    let ws = connect(engine, addr).await;
+    (ws, registered(events, before + 1).await)
+}
+
+/// Connects `n` clients one at a time, with their ids.
+pub async fn connect_many_with_ids(
+    engine: &Engine,
+    addr: SocketAddr,
+    events: &Events,
+    n: usize,
+) -> (Vec<Client>, Vec<ClientId>) {
+    let mut clients = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (ws, id) = connect_with_id(engine, addr, events).await;
+        clients.push(ws);
+        ids.push(id);
+    }
+    (clients, ids)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients read by their own task
+// ---------------------------------------------------------------------------------------------
+
+/// A client read by its own task until the text [`END`]; counts what it has read so far.
+#[derive(Debug)]
+pub struct Reader {
+    /// Data messages read so far (not counting `END`).
+    pub count: Arc<AtomicUsize>,
+    /// The reading task: every data message before `END`, and the client.
+    task: JoinHandle<(Vec<Message>, Client)>,
+}
+
+/// Spawns a task that reads `ws` until [`END`].
+pub fn spawn_reader(mut ws: Client) -> Reader {
+    let count = Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let task = tokio::spawn(async move {
+        let mut got = Vec::new();
+        loop {
+            let msg = next_data(&mut ws).await;
+            if matches!(&msg, Message::Text(t) if t.as_str() == END) {
+                return (got, ws);
+            }
+            got.push(msg);
+            seen.store(got.len(), Ordering::Release);
+        }
+    });
+    Reader { count, task }
+}
+
+impl Reader {
+    /// Messages read so far.
+    pub fn read(&self) -> usize {
+        self.count.load(Ordering::Acquire)
+    }
+
+    /// Waits for `END`; returns every data message before it, and the client.
+    pub async fn until_end(self) -> (Vec<Message>, Client) {
+        match tokio::time::timeout(WAIT * 2, self.task)
+            .await
+            .expect("reader finishes in time")
+        {
+            Ok(done) => done,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(e) => panic!("reader task failed: {e}"),
+        }
+    }
+}
+
+/// The texts of `messages`, panicking on anything else.
+pub fn texts(messages: &[Message]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m {
+            Message::Text(t) => t.to_string(),
+            other => panic!("expected text, got {other:?}"),
+        })
+        .collect()
+}
+
+/// Reads texts from `ws` until [`END`] (excluded).
+pub async fn texts_until_end(ws: &mut Client) -> Vec<String> {
+    let mut got = Vec::new();
+    loop {
+        let text = next_text(ws).await;
+        if text == END {
+            return got;
+        }
+        got.push(text);
+    }
+}
+
+/// Shuts `engine` down while each client reads to its close frame (and then hangs up, so
+/// that the engine need not wait out its close timeout). Returns each client's close code.
+pub async fn shutdown_reading(engine: &Engine, clients: Vec<Client>) -> Vec<Option<u16>> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { close_code(&mut ws).await }))
+        .collect();
+    tokio::time::timeout(WAIT, engine.shutdown(Duration::from_secs(5)))
+        .await
+        .expect("shutdown in time");
+    let mut codes = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        codes.push(task.await.expect("close reader"));
+    }
+    codes
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw clients: hand-made upgrade and frames, for what tungstenite will not send
+// ---------------------------------------------------------------------------------------------
+
+/// A minimal valid upgrade request.
+pub const UPGRADE_REQUEST: &str = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+    Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+    Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// The masking key of every frame the raw client builds.
+pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+
+/// A WebSocket client over a bare TCP stream: frames are built and parsed by hand.
+#[derive(Debug)]
+pub struct RawClient {
+    /// The socket.
+    pub stream: TcpStream,
+    /// Bytes read but not yet parsed.
+    buf: Vec<u8>,
+}
+
+/// A frame the server sent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RawFrame {
+    /// The FIN bit.
+    pub fin: bool,
+    /// The opcode (low 4 bits of the first byte).
+    pub opcode: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// How a raw read ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RawEnd {
+    /// A close frame, with its code if it had one.
+    Close(Option<u16>),
+    /// End of stream or reset, without a close frame.
+    Eof,
+}
+
+impl RawClient {
+    /// Connects and upgrades with [`UPGRADE_REQUEST`].
+    pub async fn connect(addr: SocketAddr) -> RawClient {
+        Self::connect_with_recv_buffer(addr, None).await
+    }
+
+    /// Connects with a small kernel receive buffer (so that it stalls sooner when it stops
+    /// reading), and upgrades.
+    pub async fn connect_with_recv_buffer(addr: SocketAddr, recv_buffer: Option<u32>) -> RawClient {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        if let Some(size) = recv_buffer {
+            socket
+                .set_recv_buffer_size(size)
+                .expect("set receive buffer");
+        }
+        let stream = tokio::time::timeout(WAIT, socket.connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut client = RawClient {
+            stream,
+            buf: Vec::new(),
+        };
+        client
+            .send(UPGRADE_REQUEST.as_bytes())
+            .await
+            .expect("send upgrade request");
+        let head = client.read_http_head().await;
+        assert!(head.starts_with("HTTP/1.1 101 "), "upgrade refused: {head}");
+        client
+    }
+
+    /// Reads an HTTP response head (through the blank line); keeps what follows it.
+    pub async fn read_http_head(&mut self) -> String {
+        loop {
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head: Vec<u8> = self.buf.drain(..end + 4).collect();
+                return String::from_utf8_lossy(&head).into_owned();
+            }
+            assert!(
+                self.fill().await,
+                "connection closed inside the response head"
+            );
+        }
+    }
+
+    /// Writes `bytes`.
+    pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        tokio::time::timeout(WAIT, self.stream.write_all(bytes))
+            .await
+            .expect("write in time")
+    }
+
+    /// Reads more bytes into the buffer; false at end of stream or on error.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = vec![0; 64 << 10];
+        match tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+            .await
+            .expect("read in time")
+        {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    /// The next frame, or `None` at end of stream (or reset).
+    pub async fn read_frame(&mut self) -> Option<RawFrame> {
+        loop {
+            if let Some((frame, used)) = parse_server_frame(&self.buf) {
+                self.buf.drain(..used);
+                return Some(frame);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    /// Half-closes the connection (FIN), as a client does once the closing handshake is over.
+    pub async fn hang_up(&mut self) {
+        let _ = tokio::time::timeout(WAIT, self.stream.shutdown()).await;
+    }
+
+    /// Reads frames until a close frame or the end of the stream; returns the frames before.
+    pub async fn read_to_close(&mut self) -> (Vec<RawFrame>, RawEnd) {
+        let mut frames = Vec::new();
+        loop {
+            match self.read_frame().await {
+                None => return (frames, RawEnd::Eof),
+                Some(frame) if frame.opcode == 0x8 => {
+                    let code = frame
+                        .payload
+                        .get(..2)
+                        .map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    return (frames, RawEnd::Close(code));
+                }
+                Some(frame) => frames.push(frame),
+            }
+        }
+    }
+}
+
+/// Parses one unmasked server frame off the front of `buf`: the frame and the bytes it took,
+/// or `None` if `buf` does not hold a whole frame yet.
+pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
+    let (&b0, rest) = buf.split_first()?;
+    let (&b1, rest) = rest.split_first()?;
+    assert_eq!(b1 & 0x80, 0, "server frames are never masked");
+    assert_eq!(b0 & 0x70, 0, "server frames have no reserved bits");
+    let (len, header) = match b1 & 0x7f {
+        126 => (
+            u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(rest.get(..8)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (usize::from(n), 2),
+    };
+    let payload = buf.get(header..header + len)?.to_vec();
+    Some((
+        RawFrame {
+            fin: b0 & 0x80 != 0,
+            opcode: b0 & 0x0f,
+            payload,
+        },
+        header + len,
+    ))
+}
+
+/// A frame as a client sends it: first byte `b0` (FIN, RSV, opcode) as given, masked with
+/// [`MASK`].
+pub fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(b0, 0x80, payload.len());
+    out.extend_from_slice(&MASK);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    out
+}
+
+/// A frame with the MASK bit clear (which a client must never send).
+pub fn unmasked(b0: u8, payload: &[u8]) -> Vec<u8> {
+    let mut out = header(b0, 0, payload.len());
+    out.extend_from_slice(payload);
+    out
+}
+
+fn header(b0: u8, mask_bit: u8, len: usize) -> Vec<u8> {
+    let mut out = vec![b0];
+    match len {
+        0..=125 => out.push(mask_bit | len as u8),
+        126..=0xffff => {
+            out.push(mask_bit | 126);
+            out.extend_from_slice(&(len as u16).to_be_bytes());
+        }
+        _ => {
+            out.push(mask_bit | 127);
+            out.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+    }
+    out
 }

@@ -97,6 +97,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .build()?;
     runtime.block_on(async {
         let addr = engine.listen(args.addr).await?;
+        let stop = StopSignal::install()?;
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
         if args.control_stdin {
             let engine = engine.clone();
@@ -114,7 +115,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 )
             });
         }
-        stop_signal().await?;
+        stop.wait().await?;
         eprintln!("shardcast: shutting down");
         engine.shutdown(Duration::from_secs(5)).await;
         Ok(())
@@ -132,6 +133,7 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.addr).await?;
         let addr = listener.local_addr()?;
+        let stop = StopSignal::install()?;
         println!("shardcast (naive baseline) serving on ws://{addr}/ with {threads} threads");
         let counters = Arc::new(naive::Counters::default());
         if args.control_stdin {
@@ -153,7 +155,7 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
         );
         tokio::select! {
             r = server => r?,
-            r = stop_signal() => r?,
+            r = stop.wait() => r?,
         }
         Ok(())
     })
@@ -172,16 +174,39 @@ fn answer_stats(stats: impl Fn() -> String + Send + 'static) {
     });
 }
 
-/// Waits for Ctrl-C or SIGTERM.
-async fn stop_signal() -> std::io::Result<()> {
+/// Ctrl-C or SIGTERM, with its handlers installed before the server says it is ready, so that a
+/// signal sent as soon as the address is printed already finds them.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r,
-            _ = term.recv() => Ok(()),
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl StopSignal {
+    fn install() -> std::io::Result<StopSignal> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(StopSignal {
+                term: signal(SignalKind::terminate())?,
+                interrupt: signal(SignalKind::interrupt())?,
+            })
         }
+        #[cfg(not(unix))]
+        Ok(StopSignal {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await
+
+    /// Waits for either signal.
+    async fn wait(mut self) -> std::io::Result<()> {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => Ok(()),
+                _ = self.term.recv() => Ok(()),
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await
+    }
 }

@@ -1,0 +1,613 @@
+//! Client lifecycle: registration paths, upgrade decisions, removal and its reasons, heartbeat
+//! and auth deadlines, and shutdown (close 1001, `Closed` errors, no payload left behind).
+
+mod common;
+
+use bytes::Bytes;
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use shardcast::wire::handshake::Request;
+use shardcast::{
+    Audience, BroadcastError, ClientId, Decision, Engine, Handler, ListenError, Payload, Principal,
+    RegisterError, RemoveReason, SlowConsumerPolicy, TryBroadcastError, TrySendError,
+};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
+
+/// The HTTP status of a refused upgrade.
+async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("answer in time")
+    {
+        Err(WsError::Http(response)) => response.status().as_u16(),
+        Err(e) => panic!("expected an HTTP error response, got {e}"),
+        Ok(_) => panic!("expected the upgrade to be refused"),
+    }
+}
+
+#[tokio::test]
+async fn remove_closes_the_client_with_1000_and_forgets_it() {
+    let (recorder, events) = Recorder::new();
+    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (mut ws, id) = connect_with_id(&engine, addr, &events).await;
+    let (mut other, other_id) = connect_with_id(&engine, addr, &events).await;
+    engine
+        .set_authenticated(id, Principal::new(7u32))
+        .await
+        .unwrap();
+
+    let info = engine.remove(id).await.expect("it was registered");
+    assert_eq!(info.id, id);
+    assert!(info.authenticated);
+    assert_eq!(
+        info.principal
+            .as_ref()
+            .and_then(|p| p.downcast_ref::<u32>()),
+        Some(&7)
+    );
+    assert_eq!(close_code(&mut ws).await, Some(1000));
+
+    assert!(engine.client(id).await.is_none());
+    assert!(!engine.is_alive(id).await);
+    assert_eq!(engine.idle_time(id).await, Duration::MAX);
+    assert!(
+        engine.remove(id).await.is_none(),
+        "a second remove finds nothing"
+    );
+    assert!(
+        engine.is_alive(other_id).await,
+        "the other client is untouched"
+    );
+    assert!(engine.idle_time(other_id).await < Duration::from_secs(5));
+    assert_eq!(engine.client_count(), 1);
+
+    engine
+        .broadcast(Payload::text("still here"), Audience::ALL)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut other).await, "still here");
+    eventually(|| !events.removals_of(id).is_empty()).await;
+    assert_eq!(events.removals_of(id), [RemoveReason::Removed]);
+    drop(ws);
+    shutdown_reading(&engine, vec![other]).await;
+}
+
+#[tokio::test]
+async fn on_removed_is_called_once_per_client_with_its_reason() {
+    let (recorder, events) = Recorder::new();
+    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
+    let shut = clients.pop().expect("four clients");
+    let dropped = clients.pop().expect("four clients");
+    let mut closing = clients.pop().expect("four clients");
+    let mut removed = clients.pop().expect("four clients");
+
+    engine.remove(ids[0]).await.expect("registered");
+    assert_eq!(close_code(&mut removed).await, Some(1000));
+    drop(removed);
+
+    let frame = CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    };
+    closing.send(Message::Close(Some(frame))).await.unwrap();
+    assert_eq!(
+        close_code(&mut closing).await,
+        Some(1000),
+        "the close is echoed"
+    );
+    drop(closing);
+
+    drop(dropped);
+    eventually(|| events.removed().len() == 3).await;
+
+    assert_eq!(shutdown_reading(&engine, vec![shut]).await, [Some(1001)]);
+
+    assert_eq!(events.removals_of(ids[0]), [RemoveReason::Removed]);
+    assert_eq!(
+        events.removals_of(ids[1]),
+        [RemoveReason::ClientClosed(Some(1000))]
+    );
+    assert_eq!(events.removals_of(ids[2]), [RemoveReason::Disconnected]);
+    assert_eq!(events.removals_of(ids[3]), [RemoveReason::Shutdown]);
+    assert_eq!(events.removed().len(), 4, "exactly once each");
+}
+
+#[tokio::test]
+async fn heartbeat_closes_silent_clients_with_4002_and_keeps_pinging_ones() {
+    let (recorder, events) = Recorder::new();
+    let builder = Engine::builder()
+        .shards(2)
+        .handler(recorder)
+        .heartbeat_timeout(Duration::from_millis(300))
+        .sweep_interval(Duration::from_millis(50));
+    let (engine, addr) = start(builder).await;
+    let (mut silent, silent_id) = connect_with_id(&engine, addr, &events).await;
+    let (mut pinging, pinging_id) = connect_with_id(&engine, addr, &events).await;
+    let (refreshed, refreshed_id) = connect_with_id(&engine, addr, &events).await;
+
+    // Keep two clients fresh: one by its pings, one by `update_last_ping`, until the silent one
+    // is closed and then for two more timeouts.
+    let keep_fresh = async {
+        let mut interval = tokio::time::interval(Duration::from_millis(50));
+        let start = tokio::time::Instant::now();
+        let mut evicted_at = None;
+        loop {
+            interval.tick().await;
+            pinging
+                .send(Message::Ping(Bytes::from_static(b"hb")))
+                .await
+                .unwrap();
+            engine.update_last_ping(refreshed_id).await.unwrap();
+            if evicted_at.is_none() && engine.stats().total.evicted.heartbeat > 0 {
+                evicted_at = Some(tokio::time::Instant::now());
+            }
+            if evicted_at.is_some_and(|t| t.elapsed() > Duration::from_millis(600)) {
+                return;
+            }
+            assert!(start.elapsed() < WAIT, "silent client not evicted in time");
+        }
+    };
+    let (code, ()) = tokio::join!(close_code(&mut silent), keep_fresh);
+    assert_eq!(code, Some(4002));
+
+    assert_eq!(
+        engine.stats().total.evicted.heartbeat,
+        1,
+        "only the silent client"
+    );
+    assert!(!engine.is_alive(silent_id).await);
+    assert!(engine.is_alive(pinging_id).await);
+    assert!(engine.is_alive(refreshed_id).await);
+    eventually(|| !events.removals_of(silent_id).is_empty()).await;
+    assert_eq!(
+        events.removals_of(silent_id),
+        [RemoveReason::HeartbeatTimeout]
+    );
+    drop(silent);
+    let codes = shutdown_reading(&engine, vec![pinging, refreshed]).await;
+    assert_eq!(codes, [Some(1001), Some(1001)]);
+}
+
+#[tokio::test]
+async fn auth_deadline_closes_unauthenticated_clients_with_4001_and_spares_authenticated_ones() {
+    let (recorder, events) = Recorder::new();
+    let builder = Engine::builder()
+        .shards(2)
+        .handler(recorder)
+        .auth_deadline(Some(Duration::from_millis(300)))
+        .sweep_interval(Duration::from_millis(50));
+    let (engine, addr) = start(builder).await;
+    let (mut anonymous, anonymous_id) = connect_with_id(&engine, addr, &events).await;
+    let (known, known_id) = connect_with_id(&engine, addr, &events).await;
+    engine
+        .set_authenticated(known_id, Principal::new("known"))
+        .await
+        .unwrap();
+
+    assert_eq!(close_code(&mut anonymous).await, Some(4001));
+    assert_eq!(engine.stats().total.evicted.auth_deadline, 1);
+    // The authenticated client registered after the anonymous one: let its own deadline pass
+    // twice over, then check it is still served.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        engine.stats().total.evicted.auth_deadline,
+        1,
+        "only the anonymous client"
+    );
+    assert!(engine.client(known_id).await.is_some());
+    assert!(engine.client(anonymous_id).await.is_none());
+    assert_eq!(
+        events.removals_of(anonymous_id),
+        [RemoveReason::AuthDeadline]
+    );
+
+    let mut known = known;
+    engine
+        .broadcast(Payload::text("welcome"), Audience::AUTHENTICATED)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut known).await, "welcome");
+    drop(anonymous);
+    shutdown_reading(&engine, vec![known]).await;
+}
+
+/// Accepts only requests with `Authorization: Bearer ok`; picks `chat` when offered.
+#[derive(Debug)]
+struct Gate;
+
+impl Handler for Gate {
+    fn on_upgrade(&self, request: &Request<'_>) -> Decision {
+        if request.header("authorization") != Some(b"Bearer ok".as_slice()) {
+            return Decision::reject(401, "token required");
+        }
+        let decision = Decision::accept().authenticated(Principal::new("bearer"));
+        if request.protocols().any(|p| p == "chat") {
+            decision.with_protocol("chat")
+        } else {
+            decision
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_rejected_upgrade_gets_its_http_status_and_an_accepted_one_is_authenticated() {
+    let (engine, addr) = start(Engine::builder().shards(2).handler(Gate)).await;
+    let url = format!("ws://{addr}/");
+    assert_eq!(refused_status(url.as_str()).await, 401);
+    let mut wrong = url.as_str().into_client_request().unwrap();
+    wrong
+        .headers_mut()
+        .insert("Authorization", HeaderValue::from_static("Bearer no"));
+    assert_eq!(refused_status(wrong).await, 401);
+    eventually(|| engine.stats().total.handshakes_failed == 2).await;
+    assert_eq!(engine.client_count(), 0);
+
+    let mut good = url.as_str().into_client_request().unwrap();
+    good.headers_mut()
+        .insert("Authorization", HeaderValue::from_static("Bearer ok"));
+    let (mut ws, response) = tokio_tungstenite::connect_async(good)
+        .await
+        .expect("accepted");
+    assert_eq!(response.status().as_u16(), 101);
+    assert!(
+        response.headers().get("sec-websocket-protocol").is_none(),
+        "none offered"
+    );
+    // Accepted as authenticated by the decision itself.
+    engine
+        .broadcast(Payload::text("members only"), Audience::AUTHENTICATED)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "members only");
+    shutdown_reading(&engine, vec![ws]).await;
+}
+
+#[tokio::test]
+async fn the_subprotocol_chosen_by_the_handler_is_in_the_response() {
+    let (engine, addr) = start(Engine::builder().shards(1).handler(Gate)).await;
+    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
+    let headers = request.headers_mut();
+    headers.insert("Authorization", HeaderValue::from_static("Bearer ok"));
+    headers.insert(
+        "Sec-WebSocket-Protocol",
+        HeaderValue::from_static("superchat, chat"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("accepted");
+    let protocol = response
+        .headers()
+        .get("sec-websocket-protocol")
+        .map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(protocol.as_deref(), Some("chat"));
+    engine
+        .broadcast(Payload::text("hi"), Audience::ALL)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "hi");
+    shutdown_reading(&engine, vec![ws]).await;
+}
+
+#[tokio::test]
+async fn allowed_origins_refuse_a_missing_or_unlisted_origin_with_403() {
+    let origins = vec![
+        "https://good.example".to_owned(),
+        "https://also.example".to_owned(),
+    ];
+    let (engine, addr) = start(Engine::builder().shards(2).allowed_origins(Some(origins))).await;
+    let url = format!("ws://{addr}/");
+
+    assert_eq!(refused_status(url.as_str()).await, 403, "no Origin");
+    let mut evil = url.as_str().into_client_request().unwrap();
+    evil.headers_mut()
+        .insert("Origin", HeaderValue::from_static("https://evil.example"));
+    assert_eq!(refused_status(evil).await, 403, "unlisted Origin");
+
+    let mut good = url.as_str().into_client_request().unwrap();
+    good.headers_mut()
+        .insert("Origin", HeaderValue::from_static("https://also.example"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(good)
+        .await
+        .expect("listed origin accepted");
+    engine
+        .broadcast(Payload::text("hello"), Audience::ALL)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "hello");
+    assert_eq!(engine.client_count(), 1);
+    eventually(|| engine.stats().total.handshakes_failed == 2).await;
+    shutdown_reading(&engine, vec![ws]).await;
+}
+
+#[tokio::test]
+async fn register_serves_an_in_memory_duplex_stream() {
+    let (recorder, events) = Recorder::new();
+    let engine = Engine::builder()
+        .shards(2)
+        .handler(recorder)
+        .build()
+        .unwrap();
+    let (client_half, server_half) = tokio::io::duplex(64 << 10);
+    let id = engine.register(server_half).await.expect("registered");
+    let (mut ws, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://localhost/", client_half),
+    )
+    .await
+    .expect("upgrade in time")
+    .expect("upgrade accepted");
+    assert_eq!(registered(&events, 1).await, id);
+    assert!(engine.client(id).await.is_some());
+
+    engine
+        .broadcast(Payload::text("over memory"), Audience::ALL)
+        .await
+        .unwrap();
+    engine.send(id, Payload::binary([1, 2, 3])).await.unwrap();
+    match next_data_of(&mut ws).await {
+        Message::Text(t) => assert_eq!(t.as_str(), "over memory"),
+        other => panic!("expected text, got {other:?}"),
+    }
+    assert_eq!(next_data_of(&mut ws).await, Message::binary(vec![1, 2, 3]));
+    ws.send(Message::text("from memory")).await.unwrap();
+    eventually(|| !events.messages().is_empty()).await;
+    assert_eq!(events.messages(), [(id, "from memory".to_owned())]);
+
+    let shutdown = engine.shutdown(Duration::from_secs(5));
+    let read_close = async move { close_code_of(&mut ws).await };
+    let (code, ()) = tokio::join!(read_close, shutdown);
+    assert_eq!(code, Some(1001));
+}
+
+/// The next data message of any client stream (the common helpers take TCP clients).
+async fn next_data_of<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("valid");
+        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
+            return msg;
+        }
+    }
+}
+
+/// The close code of any client stream.
+async fn close_code_of<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("close in time")
+        {
+            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("error before close frame: {e}"),
+            None => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn register_tcp_adopts_a_stream_accepted_by_the_embedder() {
+    let engine = Engine::builder().shards(2).build().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut clients = Vec::new();
+    for _ in 0..3 {
+        let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
+        let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+            .await
+            .unwrap()
+            .unwrap();
+        engine.register_tcp(tcp).await.expect("registered");
+        let (ws, _) = tokio::time::timeout(WAIT, connecting)
+            .await
+            .unwrap()
+            .unwrap()
+            .expect("upgrade accepted");
+        clients.push(ws);
+    }
+    // Each shard admits its client just after writing its 101: wait for the gauges to catch up.
+    eventually(|| engine.client_count() == 3).await;
+    assert!(
+        engine.stats().shards.iter().all(|s| s.clients > 0),
+        "spread over both shards"
+    );
+    engine
+        .broadcast(Payload::text("adopted"), Audience::ALL)
+        .await
+        .unwrap();
+    for ws in clients.iter_mut() {
+        assert_eq!(next_text(ws).await, "adopted");
+    }
+    shutdown_reading(&engine, clients).await;
+}
+
+#[tokio::test]
+async fn shutdown_closes_every_client_with_1001_and_later_calls_fail_with_closed() {
+    let (recorder, events) = Recorder::new();
+    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
+    engine
+        .broadcast(Payload::text("last words"), Audience::ALL)
+        .await
+        .unwrap();
+
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| {
+            tokio::spawn(async move {
+                let text = next_text(&mut ws).await;
+                (text, close_code(&mut ws).await)
+            })
+        })
+        .collect();
+    tokio::time::timeout(WAIT, engine.shutdown(Duration::from_secs(5)))
+        .await
+        .expect("shutdown in time");
+    for task in tasks {
+        assert_eq!(
+            task.await.unwrap(),
+            ("last words".to_owned(), Some(1001)),
+            "queued data, then 1001"
+        );
+    }
+    assert_eq!(engine.client_count(), 0);
+    assert_eq!(engine.stats().total.clients, 0);
+    let mut removed: Vec<RemoveReason> = events.removed().into_iter().map(|(_, r)| r).collect();
+    removed.dedup();
+    assert_eq!(removed, [RemoveReason::Shutdown]);
+    assert_eq!(events.removed().len(), 4);
+
+    let id = ids[0];
+    assert!(matches!(
+        engine.broadcast(Payload::text("x"), Audience::ALL).await,
+        Err(BroadcastError::Closed)
+    ));
+    assert!(matches!(
+        engine
+            .broadcast_batch([Payload::text("x")], Audience::ALL)
+            .await,
+        Err(BroadcastError::Closed)
+    ));
+    assert!(matches!(
+        engine.try_broadcast(Payload::text("x"), Audience::ALL),
+        Err(TryBroadcastError::Closed(_))
+    ));
+    assert!(matches!(
+        engine.send(id, Payload::text("x")).await,
+        Err(BroadcastError::Closed)
+    ));
+    assert!(matches!(
+        engine.try_send(id, Payload::text("x")),
+        Err(TrySendError::Closed(_))
+    ));
+    assert!(matches!(
+        engine.set_authenticated(id, Principal::new(())).await,
+        Err(BroadcastError::Closed)
+    ));
+    assert!(matches!(
+        engine.update_last_ping(id).await,
+        Err(BroadcastError::Closed)
+    ));
+    let (_, server_half) = tokio::io::duplex(1024);
+    assert!(matches!(
+        engine.register(server_half).await,
+        Err(RegisterError::Closed)
+    ));
+    assert!(matches!(
+        engine.listen("127.0.0.1:0").await,
+        Err(ListenError::Closed)
+    ));
+    assert!(engine.remove(id).await.is_none());
+    assert!(engine.client(id).await.is_none());
+    assert!(!engine.is_alive(id).await);
+    // A second shutdown is harmless.
+    tokio::time::timeout(WAIT, engine.shutdown(Duration::from_secs(1)))
+        .await
+        .expect("second shutdown returns");
+}
+
+/// A frame buffer that counts its own drop.
+#[derive(Debug)]
+struct FlagOnDrop(Vec<u8>, Arc<AtomicUsize>);
+
+impl AsRef<[u8]> for FlagOnDrop {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for FlagOnDrop {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+#[tokio::test]
+async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
+    const PAYLOADS: usize = 40;
+    let builder = Engine::builder()
+        .shards(2)
+        .client_queue_bytes_max(64 << 10)
+        .slow_consumer(SlowConsumerPolicy::DropNewest);
+    let (engine, addr) = start(builder).await;
+    let healthy = connect_many(&engine, addr, 3).await;
+    // The stalled client: an in-memory stream whose 4 KiB buffer fills at once, read by no one.
+    let (stalled_half, server_half) = tokio::io::duplex(4 << 10);
+    let stalled_id = engine.register(server_half).await.unwrap();
+    let (stalled, _) = tokio::time::timeout(
+        WAIT,
+        tokio_tungstenite::client_async("ws://localhost/", stalled_half),
+    )
+    .await
+    .unwrap()
+    .expect("upgrade");
+    let readers: Vec<_> = healthy
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { close_code(&mut ws).await }))
+        .collect();
+
+    let dropped = Arc::new(AtomicUsize::new(0));
+    for i in 0..PAYLOADS {
+        let mut body = vec![b'x'; 8 << 10];
+        body[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        let frame = shardcast::wire::frame::encode(shardcast::wire::Opcode::Binary, &body).to_vec();
+        let owner = FlagOnDrop(frame, dropped.clone());
+        let payload = Payload::from_frame(Bytes::from_owner(owner)).expect("a valid frame");
+        // Even payloads go out as plain broadcasts; odd ones take the other paths: a `send`,
+        // and a one-frame batch whose audience excludes an id that names no client.
+        if i % 2 == 0 {
+            engine.broadcast(payload, Audience::ALL).await.unwrap();
+        } else {
+            engine.send(stalled_id, payload.clone()).await.unwrap();
+            engine
+                .broadcast_batch(
+                    [payload],
+                    Audience::ALL.except(ClientId::from_u64(u64::MAX)),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    // The stalled client holds frames in its queue, so the engine still owns payloads.
+    eventually(|| engine.stats().total.frames_dropped > 0).await;
+    let queued = engine
+        .client(stalled_id)
+        .await
+        .expect("stalled client stays under DropNewest")
+        .queued_bytes;
+    assert!(queued > 0, "frames are queued for the stalled client");
+    assert!(
+        dropped.load(Ordering::SeqCst) < PAYLOADS,
+        "the engine still holds payloads"
+    );
+
+    tokio::time::timeout(WAIT, engine.shutdown(Duration::from_millis(500)))
+        .await
+        .expect("shutdown in time");
+    for reader in readers {
+        assert_eq!(reader.await.unwrap(), Some(1001));
+    }
+    assert_eq!(
+        dropped.load(Ordering::SeqCst),
+        PAYLOADS,
+        "every payload's owner was dropped"
+    );
+    drop(stalled);
+}

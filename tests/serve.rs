@@ -1,0 +1,231 @@
+//! `shardcast serve`, run as a child process: relaying keeps the opcode, the flags choose the
+//! audience, the size limit closes with 1009, and SIGTERM shuts it down cleanly.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A running `shardcast serve`; killed and reaped on drop, whatever the test's outcome.
+struct Server {
+    child: Child,
+    /// The address it announced.
+    addr: String,
+}
+
+impl Server {
+    /// Starts `shardcast serve` on an ephemeral loopback port with 2 shards and `flags`, and
+    /// reads the address from its first line of output.
+    fn start(flags: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+            .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn shardcast serve");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut server = Server {
+            child,
+            addr: String::new(),
+        };
+        // Read the first line on a thread, so that a server that never prints cannot hang us.
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx
+            .recv_timeout(WAIT)
+            .expect("the server announces its address in time");
+        let rest = line
+            .trim_end()
+            .strip_prefix("shardcast serving on ws://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        let (addr, shards) = rest
+            .split_once("/ with ")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+        assert_eq!(shards, "2 shards");
+        server.addr = addr.to_owned();
+        server
+    }
+
+    /// Connects a client.
+    async fn connect(&self) -> Client {
+        let url = format!("ws://{}/", self.addr);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("upgrade accepted");
+        ws
+    }
+
+    /// Connects `n` clients.
+    async fn connect_many(&self, n: usize) -> Vec<Client> {
+        let mut clients = Vec::with_capacity(n);
+        for _ in 0..n {
+            clients.push(self.connect().await);
+        }
+        clients
+    }
+
+    /// Sends SIGTERM.
+    fn terminate(&self) {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the process to exit; returns its status and what it wrote to stderr.
+    async fn exit_status(&mut self) -> (ExitStatus, String) {
+        let start = tokio::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = self.child.stderr.take() {
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                return (status, stderr);
+            }
+            assert!(start.elapsed() < WAIT, "the server did not exit in time");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn text_stays_text_and_binary_stays_binary_relayed_to_every_client_including_the_sender() {
+    let server = Server::start(&[]);
+    let mut clients = server.connect_many(3).await;
+
+    send_text(&mut clients[0], "hello").await;
+    for ws in clients.iter_mut() {
+        assert_eq!(next_data(ws).await, Message::text("hello"));
+    }
+    let bytes = vec![0u8, 1, 2, 255, 128];
+    clients[1]
+        .send(Message::binary(bytes.clone()))
+        .await
+        .unwrap();
+    for ws in clients.iter_mut() {
+        assert_eq!(next_data(ws).await, Message::binary(bytes.clone()));
+    }
+    let empty = Message::text("");
+    clients[2].send(empty.clone()).await.unwrap();
+    for ws in clients.iter_mut() {
+        assert_eq!(next_data(ws).await, empty);
+    }
+}
+
+#[tokio::test]
+async fn exclude_sender_relays_to_everyone_but_the_sender() {
+    let server = Server::start(&["--exclude-sender"]);
+    let mut clients = server.connect_many(3).await;
+
+    send_text(&mut clients[0], "from 0").await;
+    send_text(&mut clients[1], "from 1").await;
+    send_text(&mut clients[2], "from 2").await;
+    // Each client's messages arrive in its send order per sender; collect two of them.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        let mut got = vec![next_text(ws).await, next_text(ws).await];
+        got.sort();
+        let expected: Vec<String> = (0..3)
+            .filter(|&j| j != i)
+            .map(|j| format!("from {j}"))
+            .collect();
+        assert_eq!(
+            got, expected,
+            "client {i} got everyone's message but its own"
+        );
+    }
+    // Nothing else is pending: the next message each receives is this one.
+    send_text(&mut clients[0], "last").await;
+    assert_eq!(next_text(&mut clients[1]).await, "last");
+    assert_eq!(next_text(&mut clients[2]).await, "last");
+}
+
+#[tokio::test]
+async fn echo_sends_each_message_back_to_its_sender_only() {
+    let server = Server::start(&["--echo"]);
+    let mut clients = server.connect_many(3).await;
+
+    send_text(&mut clients[0], "zero").await;
+    send_text(&mut clients[1], "one").await;
+    clients[2]
+        .send(Message::binary(vec![2u8; 3]))
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut clients[0]).await, "zero");
+    assert_eq!(next_text(&mut clients[1]).await, "one");
+    assert_eq!(
+        next_data(&mut clients[2]).await,
+        Message::binary(vec![2u8; 3])
+    );
+    // Had anyone got another's message, it would come before this echo.
+    for (i, ws) in clients.iter_mut().enumerate() {
+        send_text(ws, &format!("again {i}")).await;
+        assert_eq!(next_text(ws).await, format!("again {i}"));
+    }
+}
+
+#[tokio::test]
+async fn max_message_size_closes_a_client_that_sends_more_with_1009() {
+    let server = Server::start(&["--max-message-size", "1000"]);
+    let mut clients = server.connect_many(2).await;
+
+    clients[0]
+        .send(Message::binary(vec![9u8; 1000]))
+        .await
+        .unwrap();
+    for ws in clients.iter_mut() {
+        assert_eq!(
+            next_data(ws).await,
+            Message::binary(vec![9u8; 1000]),
+            "the limit itself is allowed"
+        );
+    }
+    clients[0]
+        .send(Message::binary(vec![9u8; 2000]))
+        .await
+        .unwrap();
+    assert_eq!(close_code(&mut clients[0]).await, Some(1009));
+    // The other client is still served, and never saw the oversized message.
+    send_text(&mut clients[1], "still here").await;
+    assert_eq!(next_text(&mut clients[1]).await, "still here");
+}
+
+#[tokio::test]
+async fn sigterm_closes_clients_with_1001_and_exits_0() {
+    let mut server = Server::start(&[]);
+    let clients = server.connect_many(2).await;
+    let closing: Vec<_> = clients
+        .into_iter()
+        .map(|mut ws| tokio::spawn(async move { close_code(&mut ws).await }))
+        .collect();
+
+    server.terminate();
+    let (status, stderr) = server.exit_status().await;
+    assert!(
+        status.success(),
+        "exit status {status:?}, stderr: {stderr:?}"
+    );
+    for task in closing {
+        assert_eq!(task.await.unwrap(), Some(1001));
+    }
+}
