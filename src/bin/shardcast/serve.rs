@@ -2,7 +2,7 @@
 
 use crate::naive;
 use shardcast::wire::Inbound;
-use shardcast::{Audience, Context, Engine, Handler, Payload};
+use shardcast::{Audience, Context, Engine, Handler, Payload, SlowConsumerPolicy};
 use std::error::Error;
 use std::io::BufRead;
 use std::net::SocketAddr;
@@ -35,6 +35,9 @@ pub(crate) struct Args {
     /// Bind each shard thread to a core.
     #[arg(long)]
     pub(crate) pin_cores: bool,
+    /// What to do with a client whose queue is full.
+    #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
+    pub(crate) slow_consumer: Policy,
     /// Run the naive baseline (tokio-tungstenite, a task per client, a tokio broadcast
     /// channel) instead of the shardcast engine, for side-by-side benchmarks.
     #[arg(long, conflicts_with = "echo")]
@@ -42,6 +45,27 @@ pub(crate) struct Args {
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
+}
+
+/// `SlowConsumerPolicy`, as a command-line value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Policy {
+    /// Close the client with 4008.
+    Disconnect,
+    /// Drop the frame that does not fit.
+    DropNewest,
+    /// Drop the oldest queued frames.
+    DropOldest,
+}
+
+impl From<Policy> for SlowConsumerPolicy {
+    fn from(p: Policy) -> SlowConsumerPolicy {
+        match p {
+            Policy::Disconnect => SlowConsumerPolicy::Disconnect,
+            Policy::DropNewest => SlowConsumerPolicy::DropNewest,
+            Policy::DropOldest => SlowConsumerPolicy::DropOldest,
+        }
+    }
 }
 
 /// Relays each message, opcode kept, to everyone (or back to its sender).
@@ -87,6 +111,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         })
         .max_message_size(args.max_message_size)
         .client_queue_bytes_max(queue)
+        .slow_consumer(args.slow_consumer.into())
         .pin_cores(args.pin_cores);
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);

@@ -81,9 +81,14 @@ pub(crate) fn connect(
     path: &str,
     source: Option<IpAddr>,
     timeout: Duration,
+    recv_buffer: Option<usize>,
 ) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
+    if let Some(bytes) = recv_buffer {
+        // Before connect, so the window the server sees is small from the start.
+        socket.set_recv_buffer_size(bytes)?;
+    }
     if let Some(ip) = source {
         socket.bind(&SocketAddr::new(ip, 0).into())?;
     }

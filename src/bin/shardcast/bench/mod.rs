@@ -14,7 +14,7 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
 use publish::{Length, Load};
 use report::Report;
-use server::{Kind, Target};
+use server::{Kind, Policy, ServerOptions, Target};
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -53,6 +53,17 @@ pub(crate) struct Args {
     /// Shards (threads) of the server the bench starts. Default: the number of cores.
     #[arg(long)]
     shards: Option<usize>,
+    /// Bytes each client's queue may hold on the server the bench starts. Default: the
+    /// server's (1 MiB).
+    #[arg(long)]
+    client_queue_bytes: Option<usize>,
+    /// Slow-consumer policy of the server the bench starts.
+    #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
+    slow_consumer: Policy,
+    /// This fraction of the clients stops reading (with a 4 KiB receive buffer): the healthy
+    /// ones must still lose nothing; the stalled ones are evicted or dropped from, per policy.
+    #[arg(long, default_value_t = 0.0)]
+    stall: f64,
     /// Load-generator receiver threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     loadgen_threads: u64,
@@ -94,6 +105,14 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     if !(args.duration > 0.0 && args.duration <= 86_400.0) {
         return Err("--duration must be between 0 and 86400 seconds".into());
     }
+    if !(0.0..1.0).contains(&args.stall) {
+        return Err("--stall must be a fraction from 0 up to (not including) 1".into());
+    }
+    let options = ServerOptions {
+        shards: args.shards,
+        client_queue_bytes: args.client_queue_bytes,
+        slow_consumer: args.slow_consumer,
+    };
     let _ = rlimit::increase_nofile_limit(1 << 20);
     let interactive = std::io::stdout().is_terminal() && !args.json;
     if args.sweep {
@@ -108,7 +127,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     };
                     let mut row = Vec::new();
                     for &kind in &args.sweep_servers {
-                        let target = Target::start(kind, args.shards)?;
+                        let target = Target::start(kind, &options)?;
                         row.push(measure(&args, shape, target, interactive)?);
                     }
                     if !args.json {
@@ -127,7 +146,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     }
     let target = match &args.target {
         Some(url) => Target::external(url)?,
-        None => Target::start(args.server, args.shards)?,
+        None => Target::start(args.server, &options)?,
     };
     let shape = Shape {
         clients: args.clients,
@@ -173,22 +192,39 @@ fn measure(
     let connecting = bar(interactive, shape.clients + args.publishers, "connecting");
     let threads = args.loadgen_threads as usize;
     let mut groups: Vec<Vec<Connected>> = (0..threads).map(|_| Vec::new()).collect();
+    // Stalled clients are spread evenly; they are connected like the others, then never read.
+    let stalled_at =
+        |i: u64| (((i + 1) as f64 * args.stall) as u64) > ((i as f64 * args.stall) as u64);
+    let mut stalled = Vec::new();
     for i in 0..shape.clients as usize {
         let source = loadgen::source_for(i, target.addr);
-        let (stream, leftover) =
-            loadgen::connect(target.addr, &target.host, &target.path, source, timeout)
-                .map_err(|e| format!("client {i} cannot connect to {}: {e}", target.addr))?;
-        groups[i % threads].push(Connected {
-            stream,
-            leftover,
-            measured: true,
-        });
+        let stall = stalled_at(i as u64);
+        let recv_buffer = stall.then_some(4 << 10);
+        let (stream, leftover) = loadgen::connect(
+            target.addr,
+            &target.host,
+            &target.path,
+            source,
+            timeout,
+            recv_buffer,
+        )
+        .map_err(|e| format!("client {i} cannot connect to {}: {e}", target.addr))?;
+        if stall {
+            stalled.push(stream);
+        } else {
+            groups[i % threads].push(Connected {
+                stream,
+                leftover,
+                measured: true,
+            });
+        }
         connecting.inc(1);
     }
+    let healthy = shape.clients - stalled.len() as u64;
     let mut publishers = Vec::new();
     for p in 0..args.publishers as usize {
         let (stream, leftover) =
-            loadgen::connect(target.addr, &target.host, &target.path, None, timeout)
+            loadgen::connect(target.addr, &target.host, &target.path, None, timeout, None)
                 .map_err(|e| format!("publisher {p} cannot connect to {}: {e}", target.addr))?;
         let reader = stream.try_clone()?;
         groups[p % threads].push(Connected {
@@ -220,7 +256,7 @@ fn measure(
         None => Length::Time(Duration::from_secs_f64(args.duration)),
     };
     let load = Load {
-        clients: shape.clients,
+        clients: healthy,
         window: shape.window as usize,
         payload: shape.payload as usize,
         length,
@@ -231,8 +267,43 @@ fn measure(
     let own_cpu_before = server::cpu_ns(std::process::id());
     let wall = Instant::now();
     let running = bar(interactive, 1000, "running");
+    // With stalled clients, watch the server's counters to see when they are all dealt with.
+    let mut watch = Watch {
+        every: Duration::from_millis(100),
+        last: Instant::now(),
+        resolved_after: None,
+    };
+    let stalled_count = stalled.len() as u64;
+    let baseline = counters_before.as_ref().map(|c| {
+        (
+            c.get("evicted").unwrap_or(0),
+            c.get("frames_dropped").unwrap_or(0),
+        )
+    });
+    let started = Instant::now();
+    let child = &mut target.child;
     let published = publish::run(&mut publishers, load, &shared, |f| {
         running.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+        if stalled_count > 0
+            && watch.resolved_after.is_none()
+            && watch.last.elapsed() >= watch.every
+        {
+            watch.last = Instant::now();
+            if let (Some(server), Some((evicted0, dropped0))) = (child.as_mut(), baseline)
+                && let Some(c) = server.counters()
+            {
+                let evicted = c.get("evicted").unwrap_or(0).saturating_sub(evicted0);
+                let dropped = c
+                    .get("frames_dropped")
+                    .unwrap_or(0)
+                    .saturating_sub(dropped0);
+                if evicted >= stalled_count
+                    || (args.slow_consumer != Policy::Disconnect && dropped > 0)
+                {
+                    watch.resolved_after = Some(started.elapsed());
+                }
+            }
+        }
     })?;
     running.finish_and_clear();
     let wall = wall.elapsed();
@@ -256,18 +327,23 @@ fn measure(
     let label = target.label.clone();
     drop(target);
 
+    drop(stalled);
     let delivered = shared.delivered.load(Relaxed);
-    let syscalls = counters_before.zip(counters_after).and_then(|(b, a)| {
-        let writes = a
-            .get("write_syscalls")?
-            .checked_sub(b.get("write_syscalls")?)?;
-        let deliveries = a.get("deliveries")?.checked_sub(b.get("deliveries")?)?;
-        (deliveries > 0).then(|| writes as f64 / deliveries as f64)
-    });
+    let server_delta = |key: &str| {
+        counters_before
+            .as_ref()
+            .zip(counters_after.as_ref())
+            .and_then(|(b, a)| a.get(key)?.checked_sub(b.get(key)?))
+    };
+    let syscalls = server_delta("write_syscalls")
+        .zip(server_delta("deliveries"))
+        .and_then(|(writes, deliveries)| {
+            (deliveries > 0).then(|| writes as f64 / deliveries as f64)
+        });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Report {
         server: label,
-        clients: shape.clients,
+        clients: healthy,
         publishers: args.publishers,
         window: shape.window,
         payload_bytes: shape.payload,
@@ -284,5 +360,20 @@ fn measure(
         rss_idle,
         rss_loaded,
         write_syscalls_per_delivery: syscalls,
+        stall: (stalled_count > 0).then(|| report::Stall {
+            stalled: stalled_count,
+            evicted: server_delta("evicted"),
+            frames_dropped: server_delta("frames_dropped"),
+            resolved_after_s: watch.resolved_after.map(|d| d.as_secs_f64()),
+            queue_bytes_max: args.client_queue_bytes.unwrap_or(1 << 20) as u64,
+        }),
     })
+}
+
+/// When the bench last looked at the server's counters, and when the stalled clients were all
+/// evicted (or first dropped from).
+struct Watch {
+    every: Duration,
+    last: Instant,
+    resolved_after: Option<Duration>,
 }

@@ -24,6 +24,24 @@ pub(crate) struct Report {
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
     pub(crate) write_syscalls_per_delivery: Option<f64>,
+    /// What happened to the stalled clients, with `--stall`.
+    pub(crate) stall: Option<Stall>,
+}
+
+/// The stalled clients of a `--stall` run.
+#[derive(Debug)]
+pub(crate) struct Stall {
+    /// Clients that never read.
+    pub(crate) stalled: u64,
+    /// Clients the server evicted during the run.
+    pub(crate) evicted: Option<u64>,
+    /// Frames the server dropped during the run.
+    pub(crate) frames_dropped: Option<u64>,
+    /// Seconds from the first publish until every stalled client was evicted (or, under a drop
+    /// policy, until the first drop).
+    pub(crate) resolved_after_s: Option<f64>,
+    /// The server's per-client queue cap.
+    pub(crate) queue_bytes_max: u64,
 }
 
 impl Report {
@@ -44,6 +62,13 @@ impl Report {
         let (before, idle) = (self.rss_before?, self.rss_idle?);
         let conns = self.clients + self.publishers;
         Some(idle.saturating_sub(before) as f64 / conns as f64)
+    }
+
+    /// Resident memory the server may use with stalled clients: idle memory plus a full queue
+    /// per stalled client.
+    fn stall_bound(&self) -> Option<u64> {
+        let st = self.stall.as_ref()?;
+        Some(self.rss_idle? + st.queue_bytes_max * st.stalled)
     }
 
     fn percentile(&self, q: f64) -> u64 {
@@ -109,13 +134,25 @@ impl Report {
         if let Some(w) = self.write_syscalls_per_delivery {
             let _ = writeln!(s, "  write calls    {w:.4} per delivery");
         }
+        if let Some(st) = &self.stall {
+            let _ = writeln!(
+                s,
+                "  stalled        {} clients: {} evicted, {} frames dropped, after {} s; memory bound {} MiB (idle + cap x stalled), used {} MiB",
+                st.stalled,
+                st.evicted.map_or("n/a".into(), |v| v.to_string()),
+                st.frames_dropped.map_or("n/a".into(), |v| v.to_string()),
+                opt(st.resolved_after_s, 2),
+                opt(self.stall_bound().map(|b| b as f64 / (1 << 20) as f64), 1),
+                opt(self.rss_loaded.map(|b| b as f64 / (1 << 20) as f64), 1),
+            );
+        }
         s
     }
 
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"stall\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -139,6 +176,14 @@ impl Report {
             json_num(self.rss_per_conn()),
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
+            self.stall.as_ref().map_or("null".into(), |st| format!(
+                "{{\"stalled\":{},\"evicted\":{},\"frames_dropped\":{},\"resolved_after_s\":{},\"rss_bound_bytes\":{}}}",
+                st.stalled,
+                json_num(st.evicted.map(|v| v as f64)),
+                json_num(st.frames_dropped.map(|v| v as f64)),
+                json_num(st.resolved_after_s),
+                json_num(self.stall_bound().map(|v| v as f64)),
+            )),
         )
     }
 }

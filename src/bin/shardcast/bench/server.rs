@@ -24,6 +24,38 @@ impl Kind {
     }
 }
 
+/// How the bench starts its server.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ServerOptions {
+    /// Shards (threads).
+    pub(crate) shards: Option<usize>,
+    /// Each client's queue cap (embedded only).
+    pub(crate) client_queue_bytes: Option<usize>,
+    /// Slow-consumer policy (embedded only).
+    pub(crate) slow_consumer: Policy,
+}
+
+/// `serve --slow-consumer`, as the bench passes it on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Policy {
+    /// Close a full client with 4008.
+    Disconnect,
+    /// Drop the frame that does not fit.
+    DropNewest,
+    /// Drop the oldest queued frames.
+    DropOldest,
+}
+
+impl Policy {
+    fn name(self) -> &'static str {
+        match self {
+            Policy::Disconnect => "disconnect",
+            Policy::DropNewest => "drop-newest",
+            Policy::DropOldest => "drop-oldest",
+        }
+    }
+}
+
 /// Where the load goes.
 #[derive(Debug)]
 pub(crate) struct Target {
@@ -56,12 +88,21 @@ impl Drop for Server {
 
 impl Server {
     /// Starts `shardcast serve` (or `--naive`) on an ephemeral loopback port.
-    pub(crate) fn start(kind: Kind, shards: Option<usize>) -> Result<(Server, SocketAddr), String> {
+    pub(crate) fn start(
+        kind: Kind,
+        options: &ServerOptions,
+    ) -> Result<(Server, SocketAddr), String> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
         let mut cmd = Command::new(exe);
         cmd.args(["serve", "--addr", "127.0.0.1:0", "--control-stdin"]);
-        if let Some(n) = shards {
+        if let Some(n) = options.shards {
             cmd.args(["--shards", &n.to_string()]);
+        }
+        if kind == Kind::Embedded {
+            if let Some(bytes) = options.client_queue_bytes {
+                cmd.args(["--client-queue-bytes", &bytes.to_string()]);
+            }
+            cmd.args(["--slow-consumer", options.slow_consumer.name()]);
         }
         if kind == Kind::Naive {
             cmd.arg("--naive");
@@ -135,8 +176,8 @@ impl Counters {
 
 impl Target {
     /// Starts a server of `kind`.
-    pub(crate) fn start(kind: Kind, shards: Option<usize>) -> Result<Target, String> {
-        let (server, addr) = Server::start(kind, shards)?;
+    pub(crate) fn start(kind: Kind, options: &ServerOptions) -> Result<Target, String> {
+        let (server, addr) = Server::start(kind, options)?;
         Ok(Target {
             addr,
             host: addr.to_string(),
