@@ -23,7 +23,7 @@ use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
 };
 use crate::handler::Handler;
-use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream};
+use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream, Wrap};
 use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};
 use arc_swap::ArcSwap;
@@ -35,6 +35,9 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// Connections each listener lets the kernel queue before they are accepted.
+const LISTEN_BACKLOG: i32 = 1024;
 
 /// A running broadcast engine: N shard threads and their clients. Cheap to clone; every clone
 /// drives the same shards, from any thread or runtime.
@@ -139,7 +142,24 @@ impl Engine {
         stream: tokio::net::TcpStream,
     ) -> Result<ClientId, RegisterError> {
         let std = stream.into_std().map_err(RegisterError::Io)?;
-        self.adopt(Stream::Tcp(std), false).await
+        self.adopt(Stream::Tcp(std, None), false).await
+    }
+
+    /// Like [`Engine::register_tcp`], and `wrap` (a TLS acceptor, say) turns the raw stream into
+    /// the one the engine speaks WebSocket over, on the client's shard, within the handshake
+    /// deadline.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::register_tcp`]. A failed wrap counts in `handshakes_failed`.
+    pub async fn register_tcp_wrapped(
+        &self,
+        stream: tokio::net::TcpStream,
+        wrap: impl Wrap,
+    ) -> Result<ClientId, RegisterError> {
+        let std = stream.into_std().map_err(RegisterError::Io)?;
+        self.adopt(Stream::Tcp(std, Some(Arc::new(wrap))), false)
+            .await
     }
 
     async fn adopt(&self, stream: Stream, upgraded: bool) -> Result<ClientId, RegisterError> {
@@ -180,6 +200,28 @@ impl Engine {
         &self,
         addr: impl tokio::net::ToSocketAddrs,
     ) -> Result<SocketAddr, ListenError> {
+        self.listen_on(addr, None).await
+    }
+
+    /// Like [`Engine::listen`], wrapping every accepted stream with `wrap` (a TLS acceptor,
+    /// say) on the shard that accepted it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::listen`].
+    pub async fn listen_wrapped(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        wrap: impl Wrap,
+    ) -> Result<SocketAddr, ListenError> {
+        self.listen_on(addr, Some(Arc::new(wrap))).await
+    }
+
+    async fn listen_on(
+        &self,
+        addr: impl tokio::net::ToSocketAddrs,
+        wrap: Option<Arc<dyn Wrap>>,
+    ) -> Result<SocketAddr, ListenError> {
         let shards = self.shards().clone();
         if shards.is_empty() {
             return Err(ListenError::Closed);
@@ -190,26 +232,33 @@ impl Engine {
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
         let mut listeners = Vec::with_capacity(shards.len());
         for _ in 0..shards.len() {
-            let socket = if addr.is_ipv4() {
-                tokio::net::TcpSocket::new_v4()?
-            } else {
-                tokio::net::TcpSocket::new_v6()?
-            };
-            socket.set_reuseaddr(true)?;
+            // Plain sockets, not tokio's: each listener is adopted by its shard's own runtime,
+            // and this way `listen` needs no runtime of its own.
+            let socket = socket2::Socket::new(
+                socket2::Domain::for_address(addr),
+                socket2::Type::STREAM,
+                Some(socket2::Protocol::TCP),
+            )?;
+            socket.set_reuse_address(true)?;
             #[cfg(unix)]
-            socket.set_reuseport(true)?;
-            socket.bind(addr)?;
-            let listener = socket.listen(1024)?;
+            socket.set_reuse_port(true)?;
+            socket.set_nonblocking(true)?;
+            socket.bind(&addr.into())?;
+            socket.listen(LISTEN_BACKLOG)?;
+            let listener: std::net::TcpListener = socket.into();
             // Later listeners join the port the first one got (port 0 picks one).
             addr = listener.local_addr()?;
-            listeners.push(listener.into_std()?);
+            listeners.push(listener);
             #[cfg(not(unix))]
             break;
         }
         for (handle, listener) in shards.iter().zip(listeners) {
             handle
                 .tx
-                .send(Command::Listen { listener })
+                .send(Command::Listen {
+                    listener,
+                    wrap: wrap.clone(),
+                })
                 .await
                 .map_err(|_| ListenError::Closed)?;
         }

@@ -81,5 +81,5 @@ pub use error::{
 pub use handler::{Context, Decision, Handler};
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
-pub use shard::Io;
+pub use shard::{Io, Wrap, WrapFuture};
 pub use stats::{Evictions, ShardStats, Stats};

@@ -8,6 +8,9 @@
 use crate::client::{ClientInfo, Principal};
 use crate::{Audience, ClientId, Payload};
 use smallvec::SmallVec;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
@@ -17,11 +20,45 @@ pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}
 
+/// Wraps a raw TCP stream (TLS, PROXY protocol, ...) on the shard that will own it, so the
+/// wrapped stream is born on the shard's reactor. Any `Fn(TcpStream) -> Future` closure whose
+/// future yields an [`Io`] is a `Wrap`; the future runs on the shard thread (it need not be
+/// `Send`) within the handshake deadline.
+///
+/// ```
+/// # use shardcast::Wrap;
+/// // A wrap that adds nothing (a TLS acceptor would go here).
+/// fn plain() -> impl Wrap {
+///     |tcp: tokio::net::TcpStream| async move { Ok::<_, std::io::Error>(tcp) }
+/// }
+/// # let _ = plain();
+/// ```
+pub trait Wrap: Send + Sync + 'static {
+    /// Turns the raw stream into the one the engine reads and writes.
+    fn wrap(&self, tcp: tokio::net::TcpStream) -> WrapFuture;
+}
+
+/// The future a [`Wrap`] returns.
+pub type WrapFuture = Pin<Box<dyn Future<Output = std::io::Result<Box<dyn Io>>>>>;
+
+impl<F, Fut, S> Wrap for F
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::io::Result<S>> + 'static,
+    S: Io,
+{
+    fn wrap(&self, tcp: tokio::net::TcpStream) -> WrapFuture {
+        let wrapping = self(tcp);
+        Box::pin(async move { wrapping.await.map(|s| Box::new(s) as Box<dyn Io>) })
+    }
+}
+
 /// A stream on its way to its shard.
 pub(crate) enum Stream {
     /// A TCP stream detached from the runtime that accepted it, so that it registers with its
-    /// shard's reactor (a stream polled from another runtime pays a cross-thread wake per event).
-    Tcp(std::net::TcpStream),
+    /// shard's reactor (a stream polled from another runtime pays a cross-thread wake per event),
+    /// and optionally wrapped there.
+    Tcp(std::net::TcpStream, Option<Arc<dyn Wrap>>),
     /// Any other stream, polled where it was created.
     Boxed(Box<dyn Io>),
 }
@@ -37,8 +74,11 @@ pub(crate) enum Command {
         stream: Stream,
         upgraded: bool,
     },
-    /// Accept connections from this listener (one per shard, `SO_REUSEPORT`).
-    Listen { listener: std::net::TcpListener },
+    /// Accept connections from this listener (one per shard, `SO_REUSEPORT`), wrapping each.
+    Listen {
+        listener: std::net::TcpListener,
+        wrap: Option<Arc<dyn Wrap>>,
+    },
     /// Deliver to every client of the audience; a batch's frames stay adjacent.
     Broadcast {
         payloads: Payloads,

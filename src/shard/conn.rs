@@ -15,7 +15,7 @@
 //!
 //! [`Outbound`]: super::outbound::Outbound
 
-use super::command::Io;
+use super::command::{Io, Wrap};
 use super::outbound::IoSlices;
 use super::state::Phase;
 use super::worker::{Blocked, Shared};
@@ -29,6 +29,7 @@ use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
@@ -43,15 +44,37 @@ enum Event {
     Done,
 }
 
+/// How a connection's stream reaches its task.
+pub(crate) enum Source {
+    /// Ready to use.
+    Ready(Box<dyn Io>),
+    /// A raw TCP stream to wrap first (TLS, ...), on this shard.
+    Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
+}
+
 /// Runs one connection to its end.
-pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, mut io: Box<dyn Io>, upgraded: bool) {
+pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgraded: bool) {
+    // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
+    let deadline = Instant::now() + shared.config.handshake_deadline;
+    let io = match source {
+        Source::Ready(io) => Some(io),
+        Source::Wrap(tcp, wrap) => match tokio::time::timeout_at(deadline, wrap.wrap(tcp)).await {
+            Ok(Ok(io)) => Some(io),
+            Ok(Err(_)) | Err(_) => None,
+        },
+    };
+    let Some(mut io) = io else {
+        bump(&shared.state.borrow().counters().handshakes_failed, 1);
+        shared.connection_ended();
+        return;
+    };
     let admitted = if upgraded {
         Some((shared.state.borrow_mut().admit(id, None), Vec::new()))
     } else {
         // Boxed: the upgrade's state (request headers, buffers) is large and short-lived; held
         // inline it would keep its size in every connection's task for good.
         let upgrading = Box::pin(upgrade(&shared, id, &mut io));
-        match tokio::time::timeout(shared.config.handshake_deadline, upgrading).await {
+        match tokio::time::timeout_at(deadline, upgrading).await {
             Ok(Some(admitted)) => Some(admitted),
             Ok(None) | Err(_) => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);

@@ -35,8 +35,8 @@ mod state;
 mod worker;
 
 pub(crate) use admission::Admission;
-pub use command::Io;
 pub(crate) use command::{Command, Payloads, Stream};
+pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use handle::Handle;
 pub(crate) use state::State;
 pub(crate) use worker::{Blocked, Startup, spawn};

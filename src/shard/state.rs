@@ -294,15 +294,17 @@ impl State {
         let close = match reason {
             RemoveReason::ClientClosed(Some(code)) => Some(frame::encode_close(code, "")),
             RemoveReason::ClientClosed(None) => Some(frame::encode(Opcode::Close, &[])),
-            RemoveReason::SlowConsumer => {
-                Some(frame::encode_close(close_code::SLOW_CONSUMER, "slow consumer"))
-            }
+            RemoveReason::SlowConsumer => Some(frame::encode_close(
+                close_code::SLOW_CONSUMER,
+                "slow consumer",
+            )),
             RemoveReason::HeartbeatTimeout => {
                 Some(frame::encode_close(close_code::HEARTBEAT_TIMEOUT, "idle"))
             }
-            RemoveReason::AuthDeadline => {
-                Some(frame::encode_close(close_code::AUTH_DEADLINE, "not authenticated"))
-            }
+            RemoveReason::AuthDeadline => Some(frame::encode_close(
+                close_code::AUTH_DEADLINE,
+                "not authenticated",
+            )),
             other => other.close_code().map(|code| frame::encode_close(code, "")),
         };
         let counters = &*self.counters;
@@ -675,5 +677,46 @@ mod tests {
         assert_eq!(s.counters().queued_bytes.load(Relaxed), 0);
         assert_eq!(s.counters().clients.load(Relaxed), 0);
         assert_eq!(removed(&mut s).len(), 2);
+    }
+}
+
+#[cfg(any(test, fuzzing))]
+impl State {
+    /// [`State::admit`], with the client's registration and last-seen times set to `now`
+    /// instead of the wall clock, so that sweeps are deterministic under a simulated clock.
+    pub(crate) fn admit_at(
+        &mut self,
+        id: ClientId,
+        principal: Option<Principal>,
+        now: Instant,
+    ) -> usize {
+        let slot = self.admit(id, principal);
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.registered_at = now;
+            client.last_seen = now;
+        }
+        slot
+    }
+
+    /// Appends to `wire` the bytes the next write of `slot` would hand to its socket, gathered
+    /// as the connection task gathers them (through `buf`, frames up to `copy_max` copied);
+    /// returns how many. Nothing is marked written: follow with [`State::wrote`].
+    pub(crate) fn gather_into(
+        &self,
+        slot: usize,
+        buf: &mut Vec<u8>,
+        copy_max: usize,
+        wire: &mut Vec<u8>,
+    ) -> usize {
+        let Some(client) = self.clients.get(slot) else {
+            return 0;
+        };
+        let mut slices = super::outbound::IoSlices::new();
+        client.out.gather(buf, copy_max, &mut slices);
+        let before = wire.len();
+        for slice in &slices {
+            wire.extend_from_slice(slice);
+        }
+        wire.len() - before
     }
 }

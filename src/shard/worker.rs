@@ -7,8 +7,9 @@
 //! `done` is signalled, so by then every socket and queued payload of the shard is dropped.
 
 use super::admission::Admission;
-use super::command::{Command, Io, Stream};
+use super::command::{Command, Stream, Wrap};
 use super::conn;
+use super::conn::Source;
 use super::handle::Handle;
 use super::state::State;
 use crate::config::Config;
@@ -224,10 +225,10 @@ impl Shared {
                     self.admission.release();
                     return;
                 }
-                match into_io(stream) {
-                    Ok(io) => {
+                match adopt(stream) {
+                    Ok(source) => {
                         state.live += 1;
-                        tokio::task::spawn_local(conn::run(self.clone(), id, io, upgraded));
+                        tokio::task::spawn_local(conn::run(self.clone(), id, source, upgraded));
                     }
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "cannot adopt stream");
@@ -235,8 +236,8 @@ impl Shared {
                     }
                 }
             }
-            Command::Listen { listener } => {
-                tokio::task::spawn_local(accept(self.clone(), listener));
+            Command::Listen { listener, wrap } => {
+                tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
             Command::Broadcast { payloads, audience } => {
                 crate::stats::bump(&state.counters().broadcasts, payloads.len() as u64);
@@ -317,19 +318,27 @@ impl Shared {
 }
 
 /// Adopts a stream on this shard's runtime.
-fn into_io(stream: Stream) -> io::Result<Box<dyn Io>> {
+fn adopt(stream: Stream) -> io::Result<Source> {
     match stream {
-        Stream::Tcp(std) => {
+        Stream::Tcp(std, wrap) => {
             let tcp = tokio::net::TcpStream::from_std(std)?;
             tcp.set_nodelay(true)?;
-            Ok(Box::new(tcp))
+            Ok(source(tcp, wrap))
         }
-        Stream::Boxed(io) => Ok(io),
+        Stream::Boxed(io) => Ok(Source::Ready(io)),
+    }
+}
+
+/// A TCP stream born on this shard, to be wrapped or used as it is.
+fn source(tcp: tokio::net::TcpStream, wrap: Option<Arc<dyn Wrap>>) -> Source {
+    match wrap {
+        Some(wrap) => Source::Wrap(tcp, wrap),
+        None => Source::Ready(Box::new(tcp)),
     }
 }
 
 /// Accepts connections born on this shard until shutdown.
-async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener) {
+async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener, wrap: Option<Arc<dyn Wrap>>) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -351,7 +360,8 @@ async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener) {
                 };
                 let _ = tcp.set_nodelay(true);
                 shared.state.borrow_mut().live += 1;
-                tokio::task::spawn_local(conn::run(shared.clone(), id, Box::new(tcp), false));
+                let source = source(tcp, wrap.clone());
+                tokio::task::spawn_local(conn::run(shared.clone(), id, source, false));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
