@@ -251,7 +251,9 @@ proptest! {
 
     #[test]
     fn tungstenite_reads_our_close_frames_with_their_code_and_reason(
-        code in prop_oneof![1000u16..=1003, 1007u16..=1011, 3000u16..=4999],
+        // 1014 (IANA: Bad Gateway) is valid for us but tungstenite 0.30 treats it as a protocol
+        // error, so the oracle can only speak for the codes below it.
+        code in prop_oneof![1000u16..=1003, 1007u16..=1013, 3000u16..=4999],
         reason in ".{0,80}",
     ) {
         let bytes = frame::encode_close(code, &reason).to_vec();
@@ -389,7 +391,7 @@ fn close_frames_carry_their_code_and_reason() {
 #[test]
 fn valid_close_codes_are_accepted() {
     for code in [
-        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 4000, 4999,
+        1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014, 3000, 4000, 4999,
     ] {
         let (got, end) = feed_whole(&masked(Opcode::Close, &u16::to_be_bytes(code)));
         assert_eq!(end, Ok(()), "code {code}");
@@ -609,7 +611,7 @@ fn one_byte_close_payload_is_a_protocol_error() {
 #[test]
 fn invalid_close_codes_are_a_protocol_error() {
     for code in [
-        0, 999, 1004, 1005, 1006, 1012, 1015, 1016, 2000, 2999, 5000, 65535,
+        0, 999, 1004, 1005, 1006, 1015, 1016, 2000, 2999, 5000, 65535,
     ] {
         assert!(
             protocol(error_of(&masked(Opcode::Close, &u16::to_be_bytes(code)))),

@@ -52,8 +52,32 @@ pub(crate) enum Source {
     Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
 }
 
+/// Tells the shard a connection task ended, however it ended: normally, or by a panic (which
+/// the runtime contains to this task), so that a bug can never leave a client registered, leak
+/// a connection slot, or hold up shutdown.
+struct Ended {
+    shared: Rc<Shared>,
+    /// The client's slot once it is registered.
+    slot: Option<usize>,
+}
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot {
+            self.shared.state.borrow_mut().release(slot);
+            let mut removed = Vec::new();
+            self.shared.dispatch_removed(&mut removed);
+        }
+        self.shared.connection_ended();
+    }
+}
+
 /// Runs one connection to its end.
 pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgraded: bool) {
+    let mut ended = Ended {
+        shared: shared.clone(),
+        slot: None,
+    };
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
     let io = match source {
@@ -65,7 +89,6 @@ pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgrad
     };
     let Some(mut io) = io else {
         bump(&shared.state.borrow().counters().handshakes_failed, 1);
-        shared.connection_ended();
         return;
     };
     let admitted = if upgraded {
@@ -83,13 +106,9 @@ pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgrad
         }
     };
     if let Some((slot, pending)) = admitted {
+        ended.slot = Some(slot);
         serve(&shared, id, slot, &mut io, pending).await;
-        shared.state.borrow_mut().release(slot);
-        let mut removed = Vec::new();
-        shared.dispatch_removed(&mut removed);
     }
-    drop(io);
-    shared.connection_ended();
 }
 
 /// Reads and answers the upgrade request. Returns the client's slot and any bytes the client
@@ -100,7 +119,10 @@ async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<
     let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
     loop {
         if buf.len() == buf.capacity() {
-            buf.reserve(buf.len().clamp(256, max.saturating_sub(buf.len()).max(1)));
+            // Double, from 256 bytes, but never past the budget (plus one byte, so that a request
+            // over it is seen and refused as too large).
+            let room = max.saturating_sub(buf.len()).max(1);
+            buf.reserve(buf.len().max(256).min(room));
         }
         if io.read_buf(&mut buf).await.ok()? == 0 {
             return None;

@@ -688,7 +688,7 @@ fn deliver_control(
             [_] => return Err(Fault::ShortClose),
             [hi, lo, ref reason @ ..] => {
                 let code = u16::from_be_bytes([hi, lo]);
-                if !matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999) {
+                if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
                     return Err(Fault::CloseCode);
                 }
                 let reason = str::from_utf8(reason).map_err(|_| Fault::Utf8)?;
