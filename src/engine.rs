@@ -121,7 +121,8 @@ impl Engine {
     }
 
     /// Like [`Engine::register`], for a stream on which the embedder already completed the
-    /// upgrade: the client is registered as soon as its shard takes it.
+    /// upgrade: the client is registered as soon as its shard takes it, so it receives every
+    /// broadcast this caller issues after this call returns.
     ///
     /// # Errors
     ///

@@ -611,3 +611,35 @@ async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
     );
     drop(stalled);
 }
+
+#[tokio::test]
+async fn register_upgraded_receives_a_broadcast_issued_right_after_it_returns() {
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    let engine = Engine::builder().shards(2).build().expect("engine");
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        let (server_half, client_half) = tokio::io::duplex(64 << 10);
+        engine
+            .register_upgraded(server_half)
+            .await
+            .expect("register");
+        clients.push(
+            tokio_tungstenite::WebSocketStream::from_raw_socket(client_half, Role::Client, None)
+                .await,
+        );
+    }
+    // No waiting for the count: the registration is ordered before this broadcast.
+    engine
+        .broadcast(Payload::text("first"), Audience::ALL)
+        .await
+        .expect("broadcast");
+    for ws in clients.iter_mut() {
+        let msg = tokio::time::timeout(WAIT, futures_util::StreamExt::next(ws))
+            .await
+            .expect("in time")
+            .expect("open")
+            .expect("valid");
+        assert_eq!(msg.into_text().expect("text").as_str(), "first");
+    }
+    engine.shutdown(Duration::from_millis(100)).await;
+}

@@ -73,10 +73,14 @@ impl Drop for Ended {
 }
 
 /// Runs one connection to its end.
-pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgraded: bool) {
+///
+/// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
+/// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
+/// queued after the registration can never miss it.
+pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, admitted: Option<usize>) {
     let mut ended = Ended {
         shared: shared.clone(),
-        slot: None,
+        slot: admitted,
     };
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
@@ -91,8 +95,8 @@ pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, upgrad
         bump(&shared.state.borrow().counters().handshakes_failed, 1);
         return;
     };
-    let admitted = if upgraded {
-        Some((shared.state.borrow_mut().admit(id, None), Vec::new()))
+    let admitted = if let Some(slot) = admitted {
+        Some((slot, Vec::new()))
     } else {
         // Boxed: the upgrade's state (request headers, buffers) is large and short-lived; held
         // inline it would keep its size in every connection's task for good.

@@ -228,7 +228,8 @@ impl Shared {
                 match adopt(stream) {
                     Ok(source) => {
                         state.live += 1;
-                        tokio::task::spawn_local(conn::run(self.clone(), id, source, upgraded));
+                        let admitted = upgraded.then(|| state.admit(id, None));
+                        tokio::task::spawn_local(conn::run(self.clone(), id, source, admitted));
                     }
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "cannot adopt stream");
@@ -361,7 +362,7 @@ async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener, wrap: Optio
                 let _ = tcp.set_nodelay(true);
                 shared.state.borrow_mut().live += 1;
                 let source = source(tcp, wrap.clone());
-                tokio::task::spawn_local(conn::run(shared.clone(), id, source, false));
+                tokio::task::spawn_local(conn::run(shared.clone(), id, source, None));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.
