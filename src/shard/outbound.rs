@@ -181,6 +181,15 @@ impl Outbound {
         }
     }
 
+    /// Bytes of the data frames not yet started: what `drop_oldest` could drop.
+    pub(crate) fn droppable_bytes(&self) -> usize {
+        self.data
+            .iter()
+            .skip(self.data_started as usize)
+            .map(Bytes::len)
+            .sum()
+    }
+
     /// Drops data frames not yet started, oldest first, until `room` more bytes fit under
     /// `cap` or none is left to drop. Returns (frames, bytes) dropped.
     pub(crate) fn drop_oldest(&mut self, room: usize, cap: usize) -> (usize, usize) {

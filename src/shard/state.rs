@@ -474,13 +474,15 @@ fn offer(
                 return true;
             }
             SlowConsumerPolicy::DropOldest => {
-                let (frames, bytes) = client.out.drop_oldest(total, cap);
-                tally.dropped += frames as u64;
-                tally.unqueued += bytes as u64;
-                if client.out.bytes() + total > cap {
+                if client.out.bytes() - client.out.droppable_bytes() + total > cap {
+                    // It would not fit even with every droppable frame gone: dropping them
+                    // would lose the queue for nothing, so only this delivery is dropped.
                     tally.dropped += payloads.len() as u64;
                     return true;
                 }
+                let (frames, bytes) = client.out.drop_oldest(total, cap);
+                tally.dropped += frames as u64;
+                tally.unqueued += bytes as u64;
             }
         }
     }
@@ -645,6 +647,22 @@ mod tests {
     }
 
     #[test]
+    fn drop_oldest_keeps_the_queue_when_a_delivery_could_never_fit() {
+        let config = Config {
+            client_queue_bytes_max: 1024,
+            slow_consumer: SlowConsumerPolicy::DropOldest,
+            ..Config::default()
+        };
+        let mut s = state(config);
+        let slot = s.admit(id(1), None);
+        let small = Payload::binary(vec![1u8; 500]);
+        s.deliver(std::slice::from_ref(&small), Audience::ALL);
+        s.deliver(&[Payload::binary(vec![2u8; 1100])], Audience::ALL);
+        assert_eq!(s.counters().frames_dropped.load(Relaxed), 1);
+        assert_eq!(wire(&mut s, slot), small.frame().to_vec());
+    }
+
+    #[test]
     fn batch_is_delivered_whole_or_not_at_all() {
         let config = Config {
             client_queue_bytes_max: 1024,
@@ -680,7 +698,9 @@ mod tests {
     }
 }
 
+// After the tests so that test and fuzz helpers stay out of the way of the shard's own code.
 #[cfg(any(test, fuzzing))]
+#[allow(clippy::items_after_test_module)]
 impl State {
     /// [`State::admit`], with the client's registration and last-seen times set to `now`
     /// instead of the wall clock, so that sweeps are deterministic under a simulated clock.

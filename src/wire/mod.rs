@@ -5,8 +5,9 @@
 //!
 //! # Invariants
 //!
-//! - Peer-controlled input never panics and never causes an allocation larger than the
-//!   configured limits.
+//! - Peer-controlled input never panics. What the parser holds is bounded by the configured
+//!   message limit plus one control frame; its buffer grows by doubling as bytes arrive, so its
+//!   capacity stays under twice that.
 //! - Server frames are always final (FIN) and unmasked; client frames must be masked.
 
 pub mod envelope;

@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Writes the hand-made seed inputs under fuzz/seeds/<target>/.
+
+Each seed is laid out as the target's body in src/fuzzing.rs reads it (see the docs of each
+`shardcast::fuzzing::<target>`). Run from anywhere: `python3 fuzz/make_seeds.py`.
+"""
+
+import os
+import struct
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
+MASK = b"\x37\xfa\x21\x3d"
+
+
+def write(target, name, data):
+    d = os.path.join(ROOT, target)
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, name), "wb") as f:
+        f.write(bytes(data))
+
+
+# --- client_frames: [limits, plan_len | pause << 3, plan.., stream..] ------------------------
+
+def cf(opcode, payload=b"", fin=True, rsv=0, masked=True, ext=None):
+    """A client frame; `ext` forces a 16- or 64-bit length field."""
+    out = bytearray([(0x80 if fin else 0) | rsv | opcode])
+    n = len(payload)
+    m = 0x80 if masked else 0
+    if ext == 64 or (ext is None and n > 0xFFFF):
+        out += bytes([m | 127]) + struct.pack(">Q", n)
+    elif ext == 16 or (ext is None and n > 125):
+        out += bytes([m | 126]) + struct.pack(">H", n)
+    else:
+        out += bytes([m | n])
+    if masked:
+        out += MASK
+        out += bytes(b ^ MASK[i % 4] for i, b in enumerate(payload))
+    else:
+        out += payload
+    return bytes(out)
+
+
+def client(name, stream, limits=0, plan=(), pause=False):
+    write("client_frames", name, bytes([limits, len(plan) | (8 if pause else 0)]) + bytes(plan) + stream)
+
+
+client("text_whole", cf(1, b"Hello"))
+client("binary_300_chunked", cf(2, bytes(range(256)) + b"x" * 44), plan=(0, 2, 6))
+client("fragmented_text_with_ping",
+       cf(1, b"Hel", fin=False) + cf(9, b"p") + cf(0, b"lo \xc3", fin=False) + cf(0, b"\xa9", fin=True),
+       plan=(4,))
+client("fragmented_binary_paused",
+       cf(2, b"ab", fin=False) + cf(10, b"") + cf(0, b"cd", fin=False) + cf(0, b"e") + cf(2, b"next"),
+       plan=(1, 9), pause=True)
+client("bad_utf8_text", cf(1, b"ok\xff\xfe"))
+client("bad_utf8_fragment", cf(1, b"a\xc3", fin=False) + cf(0, b"(", fin=True), plan=(2,))
+client("utf8_cut_at_end", cf(1, b"a\xe2\x82", fin=False) + cf(0, b"", fin=True))
+client("close_normal_then_junk", cf(1, b"hi") + cf(8, b"\x03\xe8bye") + b"\xff\xff junk")
+client("close_empty", cf(8))
+client("close_code_1005", cf(8, b"\x03\xed"))
+client("close_code_1012", cf(8, b"\x03\xf4again"))
+client("close_code_1014", cf(8, b"\x03\xf6gw"))
+client("close_code_1012_bad_reason", cf(8, b"\x03\xf4!=7\xfa!"))
+client("close_bad_code_bad_reason", cf(8, b"\x00\x00\xff"))
+client("close_one_byte", cf(8, b"\x03"))
+client("close_bad_reason", cf(8, b"\x03\xe8\xc3"))
+client("ping_pong", cf(9, b"ping") + cf(10, b"pong") + cf(9, b"x" * 125))
+client("unmasked", cf(1, b"plain", masked=False))
+client("reserved_bits", cf(1, b"x", rsv=0x40))
+client("unknown_opcode", cf(3, b"x") + cf(11))
+client("stray_continuation", cf(0, b"x"))
+client("interleaved_data", cf(1, b"a", fin=False) + cf(2, b"b"))
+client("fragmented_ping", cf(9, b"x", fin=False))
+client("long_ping", cf(9, b"y" * 126))
+client("ping_extended_length", cf(9, b"short", ext=16))
+client("frame_over_limit", cf(2, b"z" * 1100)[:40])
+client("message_over_limit",
+       b"".join(cf(2 if i == 0 else 0, b"m" * 1000, fin=(i == 4)) for i in range(5)), plan=(255, 255))
+client("single_frame_over_message_limit", cf(2, b"q" * 1500), limits=2)
+client("length_top_bit", bytes([0x82, 0xFF, 0x80, 0, 0, 0, 0, 0, 0, 5]) + MASK + b"abcde")
+client("extended_64_bit_length", cf(2, b"w" * 20, ext=64), plan=(3,))
+client("cut_mid_header", cf(1, b"complete") + cf(2, b"x" * 200)[:3])
+client("cut_mid_payload", cf(1, b"complete") + cf(1, b"\xc3\xa9t\xc3\xa9 " * 10)[:30], limits=3)
+
+# --- server_frames: items [kind, ...] ----------------------------------------------------------
+# kind 0: [0, opcode index (text, binary, ping, pong, close, continuation), body]
+# kind 1: [1, code u16 le, body] (encode_close)   kind 2: [2, body] (text)   kind 3: [3, body]
+# body: [mode, len.., fill_len, fill..]; mode 0: len u8; 4: 126 + (len u16 le % 1024);
+#       6: 65536 + len u8; 7 | i << 3: len = [0, 1, 2, 123, 124, 125, 126, 127, 65535][i]
+
+
+def body(fill, n=None, mode=None):
+    fill = bytes(fill)
+    if n is None:
+        n = len(fill)
+    if mode is None:
+        mode = 0 if n < 256 else 4
+    if mode == 0:
+        head = bytes([0, n])
+    elif mode == 4:
+        head = bytes([4]) + struct.pack("<H", n - 126)
+    elif mode == 6:
+        head = bytes([6, n - 65536])
+    else:
+        head = bytes([mode])
+    return head + bytes([len(fill)]) + fill
+
+
+write("server_frames", "text_binary_ping",
+      bytes([0, 0]) + body(b"hello") + bytes([0, 1]) + body(b"\x00\x01\x02") + bytes([0, 2]) + body(b"p"))
+write("server_frames", "payload_text_and_binary",
+      bytes([2]) + body("héllo wörld".encode()) + bytes([3]) + body(b"abc", 300))
+write("server_frames", "binary_64_bit_length", bytes([3]) + body(b"z", 65536 + 7, mode=6))
+write("server_frames", "length_boundaries",
+      b"".join(bytes([3]) + body(b"ab", mode=7 | (i << 3)) for i in range(9)))
+write("server_frames", "close_with_reason", bytes([1]) + struct.pack("<H", 1000) + body(b"bye"))
+write("server_frames", "close_long_multibyte_reason",
+      bytes([1]) + struct.pack("<H", 4000) + body("é".encode(), 200))
+write("server_frames", "close_disallowed_code", bytes([1]) + struct.pack("<H", 1005) + body(b"x"))
+write("server_frames", "raw_text_bad_utf8", bytes([0, 0]) + body(b"\xff"))
+write("server_frames", "raw_long_ping", bytes([0, 2]) + body(b"p", 126))
+write("server_frames", "raw_continuation", bytes([0, 5]) + body(b"c"))
+write("server_frames", "raw_close_one_byte", bytes([0, 4]) + body(b"\x03"))
+
+# --- batch_envelope: arbitrary bytes -----------------------------------------------------------
+write("batch_envelope", "two_bodies", b"\x02\0\0\0\x02\0\0\0ab\x01\0\0\0c")
+write("batch_envelope", "empty", b"\0\0\0\0")
+write("batch_envelope", "empty_bodies", b"\x03\0\0\0" + b"\0\0\0\0" * 3)
+write("batch_envelope", "truncated_body", b"\x01\0\0\0\x05\0\0\0ab")
+write("batch_envelope", "count_too_large", b"\xff\xff\xff\xff\0\0\0\0")
+write("batch_envelope", "trailing", b"\x01\0\0\0\x01\0\0\0a!")
+write("batch_envelope", "huge_length", b"\x01\0\0\0\xff\xff\xff\xffabc")
+write("batch_envelope", "text", b"The quick brown fox jumps over the lazy dog")
+
+# --- handshake: [budget (16 + 4 * b), cut (of 255), request..] ---------------------------------
+REQ = (b"GET /chat?room=1 HTTP/1.1\r\nHost: example.com\r\nUpgrade: websocket\r\n"
+       b"Connection: keep-alive, Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+       b"Sec-WebSocket-Version: 13\r\n")
+write("handshake", "valid", bytes([200, 128]) + REQ + b"\r\n")
+write("handshake", "valid_with_protocols_and_frame",
+      bytes([200, 200]) + REQ + b"Origin: https://example.com\r\nSec-WebSocket-Protocol: chat, , superchat\r\n"
+      b"Sec-WebSocket-Protocol: v2\r\n\r\n" + cf(1, b"early"))
+write("handshake", "incomplete", bytes([200, 100]) + REQ)
+write("handshake", "over_budget", bytes([10, 50]) + REQ + b"\r\n")
+write("handshake", "http_1_0", bytes([200, 10]) + REQ.replace(b"HTTP/1.1", b"HTTP/1.0") + b"\r\n")
+write("handshake", "post", bytes([200, 10]) + REQ.replace(b"GET", b"POST") + b"\r\n")
+write("handshake", "no_upgrade", bytes([200, 10]) + REQ.replace(b"Upgrade: websocket\r\n", b"") + b"\r\n")
+write("handshake", "bad_key", bytes([200, 10]) + REQ.replace(b"dGhlIHNhbXBsZSBub25jZQ==", b"short==") + b"\r\n")
+write("handshake", "version_8", bytes([200, 10]) + REQ.replace(b"Version: 13", b"Version: 8") + b"\r\n")
+write("handshake", "malformed", bytes([200, 10]) + b"GET / HTTP/1.1\r\nBad Header\r\n\r\n")
+write("handshake", "too_many_headers",
+      bytes([255, 10]) + b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(70)) + b"\r\n")
+
+# --- shard_ops: [mode, cap, timeouts, auth, copy_max, write buffer, ops..] ----------------------
+# mode: policy (0 Disconnect, 1 DropNewest, 2 DropOldest) | 4 (auth deadline on)
+# ops: 0 admit [auth]; 1 close [reason, client]; 2 auth [on, client];
+#      3 deliver [batch?, (n), audience, (client), payload..]; 4 send [payload, client];
+#      6 write [k, client]; 7 stall [client]; 8 tick [steps]; 9 sweep; 10 release [client];
+#      11 touch [client]; 12 ping [len, bytes.., client]; 13 shutdown
+# payload byte: len (or (len & 0x7f) * 8 with the top bit); audience: 1 auth only, 2 except
+ADMIT, CLOSE, AUTH, DELIVER, SEND, WRITE, STALL, TICK, SWEEP, RELEASE, TOUCH, PING, SHUTDOWN = (
+    0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13)
+
+
+def shard(name, header, ops):
+    write("shard_ops", name, bytes(header) + bytes(ops))
+
+
+shard("audiences_and_writes", [0, 250, 0x33, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 1, ADMIT, 1,
+    DELIVER, 0, 0, 10,            # to all
+    DELIVER, 0, 1, 20,            # to authenticated
+    DELIVER, 0, 2, 1, 30,         # to all but client 1
+    DELIVER, 0, 3, 2, 0x85,       # to authenticated but client 2, 40 bytes
+    SEND, 5, 0,
+    WRITE, 3, 0, WRITE, 0xff, 0, WRITE, 0xff, 1, WRITE, 0xff, 2,
+    AUTH, 1, 0, AUTH, 0, 1, DELIVER, 0, 1, 7,
+    CLOSE, 0, 1, CLOSE, 9, 2, WRITE, 0xff, 2, RELEASE, 2,
+])
+shard("slow_consumer_disconnect", [0, 10, 0x33, 0, 8, 16], [
+    ADMIT, 0, ADMIT, 0,
+    DELIVER, 0, 0, 30, WRITE, 4, 0,
+    DELIVER, 0, 0, 30,            # client 0 has a started frame: evicted, keeps it
+    PING, 2, 0x70, 0x71, 1,
+    WRITE, 0xff, 0, WRITE, 0xff, 1,
+])
+shard("drop_newest", [1, 20, 0x33, 0, 255, 255], [
+    ADMIT, 0, DELIVER, 0, 0, 50, DELIVER, 0, 0, 50, DELIVER, 1, 1, 0, 10, 10, 10,
+    WRITE, 0xff, 0, DELIVER, 0, 0, 50,
+])
+shard("drop_oldest_with_pongs", [2, 30, 0x33, 0, 0, 0], [
+    ADMIT, 0, DELIVER, 0, 0, 40, DELIVER, 0, 0, 40, WRITE, 5, 0,
+    PING, 3, 1, 2, 3, 0, WRITE, 40, 0,  # the pong goes right after the started frame
+    DELIVER, 0, 0, 60, WRITE, 3, 0, PING, 0, 0,
+    DELIVER, 0, 0, 0x92,          # 148 bytes, over the cap of 136: drops everything, then itself
+    WRITE, 0xff, 0,
+])
+shard("heartbeat_and_touch", [0, 100, 0x13, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 5,
+    TICK, 4, TOUCH, 1, SWEEP, TICK, 4, SWEEP, TICK, 1, SWEEP,
+    WRITE, 0xff, 0, WRITE, 0xff, 1,
+])
+shard("auth_deadline", [4, 100, 0xff, 0x03, 64, 64], [
+    ADMIT, 0, ADMIT, 1, ADMIT, 0, AUTH, 1, 2,
+    TICK, 7, SWEEP, TICK, 1, SWEEP, WRITE, 0xff, 0,
+])
+shard("write_deadline", [0, 100, 0x1f, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 20, STALL, 0, STALL, 1,
+    TICK, 2, WRITE, 3, 1, TICK, 2, SWEEP,
+    CLOSE, 0, 1, STALL, 1, TICK, 4, SWEEP, RELEASE, 0,
+])
+shard("shutdown_then_admit", [0, 100, 0x33, 0, 64, 64], [
+    ADMIT, 0, DELIVER, 0, 0, 9, SHUTDOWN, ADMIT, 1, SEND, 3, 1, WRITE, 0xff, 0, WRITE, 0xff, 1,
+    RELEASE, 0, ADMIT, 0,
+])
+shard("release_and_reuse_slots", [1, 60, 0x33, 0, 16, 32], [
+    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 9, RELEASE, 0, ADMIT, 1, DELIVER, 0, 2, 0, 9,
+    SEND, 4, 0, CLOSE, 4, 1, WRITE, 0xff, 2,
+])
