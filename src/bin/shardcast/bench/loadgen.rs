@@ -180,11 +180,16 @@ pub(crate) struct Received {
     pub(crate) latency_us: Histogram<u64>,
 }
 
-/// Runs a receiver thread over `clients` until `shared.stop`.
+/// Runs a receiver thread over `clients` until `shared.stop`; with `busy_poll`, it polls
+/// without sleeping while frames keep coming.
+/// Empty polls in a row after which a busy-polling receiver sleeps in `epoll_wait` again.
+const BUSY_POLLS_MAX: u32 = 2000;
+
 pub(crate) fn receive(
     clients: Vec<Connected>,
     publishers: usize,
     shared: Arc<Shared>,
+    busy_poll: bool,
 ) -> io::Result<Received> {
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(clients.len());
@@ -215,8 +220,22 @@ pub(crate) fn receive(
         let partial = std::mem::take(&mut c.partial);
         ingest(c, &partial, now, &mut latency_us, &mut tally);
     }
+    let mut idle_polls = 0u32;
     while !shared.stop.load(Relaxed) {
-        poll.poll(&mut events, Some(Duration::from_millis(20)))?;
+        // Busy polling (while frames keep coming) spares the sender a wake-up per send, at the
+        // price of this thread's core.
+        let spin = busy_poll && idle_polls < BUSY_POLLS_MAX;
+        let timeout = if spin {
+            Duration::ZERO
+        } else {
+            Duration::from_millis(20)
+        };
+        poll.poll(&mut events, Some(timeout))?;
+        idle_polls = if events.is_empty() {
+            idle_polls.saturating_add(1)
+        } else {
+            0
+        };
         for event in events.iter() {
             let Some(c) = conns.get_mut(event.token().0) else {
                 continue;

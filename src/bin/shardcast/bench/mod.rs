@@ -67,6 +67,10 @@ pub(crate) struct Args {
     /// Load-generator receiver threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     loadgen_threads: u64,
+    /// Receiver threads poll without sleeping while frames keep coming: senders are spared a
+    /// wake-up per send, at the price of a core.
+    #[arg(long)]
+    busy_poll: bool,
     /// Print one JSON object on standard output instead of the summary.
     #[arg(long)]
     json: bool,
@@ -244,10 +248,11 @@ fn measure(
     for group in groups {
         let shared = shared.clone();
         let publishers = args.publishers as usize;
+        let busy_poll = args.busy_poll;
         receivers.push(
             std::thread::Builder::new()
                 .name("bench-recv".into())
-                .spawn(move || loadgen::receive(group, publishers, shared))?,
+                .spawn(move || loadgen::receive(group, publishers, shared, busy_poll))?,
         );
     }
 
