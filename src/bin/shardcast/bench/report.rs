@@ -59,9 +59,18 @@ impl Report {
     }
 
     fn rss_per_conn(&self) -> Option<f64> {
-        let (before, idle) = (self.rss_before?, self.rss_idle?);
-        let conns = self.clients + self.publishers;
-        Some(idle.saturating_sub(before) as f64 / conns as f64)
+        self.per_conn(self.rss_idle?)
+    }
+
+    /// Resident memory per connection under load (at the end of the run).
+    fn rss_per_conn_loaded(&self) -> Option<f64> {
+        self.per_conn(self.rss_loaded?)
+    }
+
+    /// Memory above the server's footprint before any client connected, per connection.
+    fn per_conn(&self, rss: u64) -> Option<f64> {
+        let conns = self.clients + self.publishers + self.stall.as_ref().map_or(0, |s| s.stalled);
+        Some(rss.saturating_sub(self.rss_before?) as f64 / conns as f64)
     }
 
     /// Resident memory the server may use with stalled clients: idle memory plus a full queue
@@ -127,8 +136,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  server memory  {} B/connection idle, {} MiB under load",
+            "  server memory  {} B/connection idle, {} B/connection under load ({} MiB)",
             opt(self.rss_per_conn(), 0),
+            opt(self.rss_per_conn_loaded(), 0),
             opt(self.rss_loaded.map(|b| b as f64 / (1 << 20) as f64), 1),
         );
         if let Some(w) = self.write_syscalls_per_delivery {
@@ -152,7 +162,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"stall\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"stall\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -174,6 +184,7 @@ impl Report {
             json_num(self.per_delivery(self.loadgen_cpu_ns)),
             json_num(self.loadgen_cpu_share),
             json_num(self.rss_per_conn()),
+            json_num(self.rss_per_conn_loaded()),
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
             self.stall.as_ref().map_or("null".into(), |st| format!(
