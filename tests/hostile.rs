@@ -9,8 +9,6 @@ use common::*;
 use shardcast::{Audience, Engine, Payload, RemoveReason};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -34,59 +32,6 @@ const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 // ---------------------------------------------------------------------------------------------
 // Healthy clients watching a broadcast stream
 // ---------------------------------------------------------------------------------------------
-
-/// Broadcasts `n0`, `n1`, ... about once a millisecond until told to stop.
-struct Publisher {
-    sent: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Publisher {
-    fn start(engine: &Engine) -> Publisher {
-        let (sent, stop) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (engine, count, halt) = (engine.clone(), sent.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(1));
-            for i in 0.. {
-                if halt.load(Ordering::Acquire) {
-                    return;
-                }
-                interval.tick().await;
-                engine
-                    .broadcast(Payload::text(format!("n{i}")), Audience::ALL)
-                    .await
-                    .unwrap();
-                count.store(i + 1, Ordering::Release);
-            }
-        });
-        Publisher { sent, stop, task }
-    }
-
-    fn sent(&self) -> usize {
-        self.sent.load(Ordering::Acquire)
-    }
-
-    /// Waits until `n` more broadcasts went out.
-    async fn wait_for(&self, n: usize) {
-        let target = self.sent() + n;
-        eventually(|| self.sent() >= target).await;
-    }
-
-    /// Stops; returns how many broadcasts went out.
-    async fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Release);
-        let Publisher { sent, task, .. } = self;
-        tokio::time::timeout(WAIT, task)
-            .await
-            .expect("publisher stops")
-            .expect("publisher");
-        sent.load(Ordering::Acquire)
-    }
-}
 
 /// Healthy clients, registered before the publisher starts, so that each must receive every
 /// broadcast it issues, in order.

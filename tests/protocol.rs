@@ -6,65 +6,10 @@ mod common;
 
 use common::*;
 use shardcast::{Audience, Engine, Payload, RemoveReason};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 /// Largest inbound message and frame in these tests.
 const MAX_MESSAGE: usize = 1000;
-
-/// Broadcasts `n0`, `n1`, ... about once a millisecond until told to stop.
-struct Publisher {
-    sent: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Publisher {
-    fn start(engine: &Engine) -> Publisher {
-        let (sent, stop) = (
-            Arc::new(AtomicUsize::new(0)),
-            Arc::new(AtomicBool::new(false)),
-        );
-        let (engine, count, halt) = (engine.clone(), sent.clone(), stop.clone());
-        let task = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(Duration::from_millis(1));
-            for i in 0.. {
-                if halt.load(Ordering::Acquire) {
-                    return;
-                }
-                interval.tick().await;
-                engine
-                    .broadcast(Payload::text(format!("n{i}")), Audience::ALL)
-                    .await
-                    .unwrap();
-                count.store(i + 1, Ordering::Release);
-            }
-        });
-        Publisher { sent, stop, task }
-    }
-
-    fn sent(&self) -> usize {
-        self.sent.load(Ordering::Acquire)
-    }
-
-    /// Waits until `n` more broadcasts went out.
-    async fn wait_for(&self, n: usize) {
-        let target = self.sent() + n;
-        eventually(|| self.sent() >= target).await;
-    }
-
-    /// Stops; returns how many broadcasts went out.
-    async fn stop(self) -> usize {
-        self.stop.store(true, Ordering::Release);
-        let Publisher { sent, task, .. } = self;
-        tokio::time::timeout(WAIT, task)
-            .await
-            .expect("publisher stops")
-            .expect("publisher");
-        sent.load(Ordering::Acquire)
-    }
-}
 
 /// Sends `chunks` (each in its own write) from a raw client while healthy clients receive a
 /// stream of broadcasts; checks that the raw client alone is closed with `code`.

@@ -3,9 +3,9 @@
 
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::Inbound;
-use shardcast::{Builder, ClientId, Context, Engine, Handler, RemoveReason};
+use shardcast::{Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -519,4 +519,57 @@ fn header(b0: u8, mask_bit: u8, len: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// Broadcasts `n0`, `n1`, ... about once a millisecond until told to stop.
+pub struct Publisher {
+    sent: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Publisher {
+    pub fn start(engine: &Engine) -> Publisher {
+        let (sent, stop) = (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let (engine, count, halt) = (engine.clone(), sent.clone(), stop.clone());
+        let task = tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_millis(1));
+            for i in 0.. {
+                if halt.load(Ordering::Acquire) {
+                    return;
+                }
+                interval.tick().await;
+                engine
+                    .broadcast(Payload::text(format!("n{i}")), Audience::ALL)
+                    .await
+                    .unwrap();
+                count.store(i + 1, Ordering::Release);
+            }
+        });
+        Publisher { sent, stop, task }
+    }
+
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::Acquire)
+    }
+
+    /// Waits until `n` more broadcasts went out.
+    pub async fn wait_for(&self, n: usize) {
+        let target = self.sent() + n;
+        eventually(|| self.sent() >= target).await;
+    }
+
+    /// Stops; returns how many broadcasts went out.
+    pub async fn stop(self) -> usize {
+        self.stop.store(true, Ordering::Release);
+        let Publisher { sent, task, .. } = self;
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("publisher stops")
+            .expect("publisher");
+        sent.load(Ordering::Acquire)
+    }
 }
