@@ -97,6 +97,9 @@ pub(crate) struct Args {
     sweep_servers: Vec<Kind>,
 }
 
+/// How often the bench samples the server's resident memory during a run.
+const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(5);
+
 /// One measured configuration.
 #[derive(Clone, Copy, Debug)]
 struct Shape {
@@ -287,8 +290,17 @@ fn measure(
     });
     let started = Instant::now();
     let child = &mut target.child;
+    // The server's memory every few seconds, to see whether it keeps growing (soak runs).
+    let mut rss_samples: Vec<(f64, u64)> = Vec::new();
+    let mut last_sample = Instant::now();
     let published = publish::run(&mut publishers, load, &shared, |f| {
         running.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
+        if last_sample.elapsed() >= RSS_SAMPLE_EVERY
+            && let Some(rss) = pid.and_then(server::rss_bytes)
+        {
+            last_sample = Instant::now();
+            rss_samples.push((started.elapsed().as_secs_f64(), rss));
+        }
         if stalled_count > 0
             && watch.resolved_after.is_none()
             && watch.last.elapsed() >= watch.every
@@ -365,6 +377,7 @@ fn measure(
         rss_idle,
         rss_loaded,
         write_syscalls_per_delivery: syscalls,
+        rss_samples,
         stall: (stalled_count > 0).then(|| report::Stall {
             stalled: stalled_count,
             evicted: server_delta("evicted"),

@@ -24,6 +24,8 @@ pub(crate) struct Report {
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
     pub(crate) write_syscalls_per_delivery: Option<f64>,
+    /// The server's resident memory during the run: (seconds since the first publish, bytes).
+    pub(crate) rss_samples: Vec<(f64, u64)>,
     /// What happened to the stalled clients, with `--stall`.
     pub(crate) stall: Option<Stall>,
 }
@@ -78,6 +80,17 @@ impl Report {
     fn stall_bound(&self) -> Option<u64> {
         let st = self.stall.as_ref()?;
         Some(self.rss_idle? + st.queue_bytes_max * st.stalled)
+    }
+
+    /// Growth of the server's memory from the first minute to the end of the run, in percent
+    /// (runs of more than two minutes only).
+    fn rss_growth_after_first_minute(&self) -> Option<(u64, u64, f64)> {
+        let after_minute = self.rss_samples.iter().find(|(t, _)| *t >= 60.0)?.1;
+        let last = self.rss_samples.last()?;
+        (last.0 >= 120.0).then(|| {
+            let growth = (last.1 as f64 - after_minute as f64) / after_minute as f64 * 100.0;
+            (after_minute, last.1, growth)
+        })
     }
 
     fn percentile(&self, q: f64) -> u64 {
@@ -144,6 +157,14 @@ impl Report {
         if let Some(w) = self.write_syscalls_per_delivery {
             let _ = writeln!(s, "  write calls    {w:.4} per delivery");
         }
+        if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
+            let _ = writeln!(
+                s,
+                "  soak           server memory {:.1} MiB after the first minute, {:.1} MiB at the end ({growth:+.2}%)",
+                minute as f64 / (1 << 20) as f64,
+                last as f64 / (1 << 20) as f64,
+            );
+        }
         if let Some(st) = &self.stall {
             let _ = writeln!(
                 s,
@@ -162,7 +183,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"stall\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"stall\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -187,6 +208,7 @@ impl Report {
             json_num(self.rss_per_conn_loaded()),
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
+            json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
             self.stall.as_ref().map_or("null".into(), |st| format!(
                 "{{\"stalled\":{},\"evicted\":{},\"frames_dropped\":{},\"resolved_after_s\":{},\"rss_bound_bytes\":{}}}",
                 st.stalled,
