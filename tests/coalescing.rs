@@ -1,0 +1,70 @@
+//! Delayed coalescing holds a client's frames until a threshold or the delay, then writes them
+//! together.
+
+mod common;
+
+use common::{WAIT, connect, eventually, next_text, start};
+use shardcast::{Audience, Coalescing, Engine, Payload};
+use std::time::Duration;
+
+#[tokio::test]
+async fn a_coalescing_delay_gathers_frames_sent_within_it_into_one_write() {
+    let coalescing = Coalescing {
+        frames_max: 1000,
+        delay: Duration::from_millis(400),
+        bytes_max: 1 << 20,
+    };
+    let (engine, addr) = start(Engine::builder().shards(1).coalescing(coalescing)).await;
+    let mut ws = connect(&engine, addr).await;
+    eventually(|| engine.client_count() == 1).await;
+    let before = engine.stats().total.write_syscalls;
+    let sent_at = tokio::time::Instant::now();
+    for i in 0..10 {
+        engine
+            .broadcast(Payload::text(format!("c{i}")), Audience::ALL)
+            .await
+            .expect("broadcast");
+    }
+    let queued_in = sent_at.elapsed();
+    for i in 0..10 {
+        assert_eq!(next_text(&mut ws).await, format!("c{i}"));
+    }
+    let writes = engine.stats().total.write_syscalls - before;
+    // Only meaningful if the ten broadcasts were all queued well within the delay.
+    if queued_in < Duration::from_millis(200) {
+        assert_eq!(
+            writes, 1,
+            "ten frames queued within the delay went out in {writes} writes"
+        );
+        assert!(
+            sent_at.elapsed() >= Duration::from_millis(400),
+            "flushed before the delay"
+        );
+    }
+    engine.shutdown(Duration::from_millis(100)).await;
+}
+
+#[tokio::test]
+async fn reaching_frames_max_flushes_at_once_without_waiting_for_the_delay() {
+    let coalescing = Coalescing {
+        frames_max: 4,
+        delay: Duration::from_secs(30),
+        bytes_max: 1 << 20,
+    };
+    let (engine, addr) = start(Engine::builder().shards(1).coalescing(coalescing)).await;
+    let mut ws = connect(&engine, addr).await;
+    eventually(|| engine.client_count() == 1).await;
+    let sent_at = tokio::time::Instant::now();
+    engine
+        .broadcast_batch(
+            (0..4).map(|i| Payload::text(format!("b{i}"))),
+            Audience::ALL,
+        )
+        .await
+        .expect("broadcast");
+    for i in 0..4 {
+        assert_eq!(next_text(&mut ws).await, format!("b{i}"));
+    }
+    assert!(sent_at.elapsed() < WAIT, "waited for the 30 s delay");
+    engine.shutdown(Duration::from_millis(100)).await;
+}
