@@ -285,9 +285,17 @@ impl Shared {
         while start < run.len() {
             let mut end = start;
             let mut size = 4;
-            while end < run.len() && (end == start || size + 4 + run[end].body().len() <= max) {
+            while end < run.len() && size + 4 + run[end].body().len() <= max {
                 size += 4 + run[end].body().len();
                 end += 1;
+            }
+            if end <= start + 1 {
+                // One frame alone, or one too large for any envelope (whose length fields are
+                // bounded): it goes out as itself.
+                let end = start + 1;
+                state.deliver(&run[start..end], audience);
+                start = end;
+                continue;
             }
             let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
             match Payload::from_frame(frame) {
