@@ -781,9 +781,9 @@ fn check(config: Config) -> Result<Config, BuildError> {
         "frames_max must be at least 1",
     )?;
     require(
-        config.envelope_bytes_max >= 64,
+        (64..=u32::MAX as usize).contains(&config.envelope_bytes_max),
         "envelope_bytes_max",
-        "must be at least 64",
+        "must be from 64 bytes to 4 GiB (the envelope's length fields are 32-bit)",
     )?;
     require(
         config.read_buffer_bytes >= 1024,
