@@ -25,7 +25,11 @@ fn thread_cpu_ns() -> std::io::Result<u64> {
 }
 
 fn main() -> std::io::Result<()> {
-    let conns: usize = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(1).max(1);
+    let conns: usize = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1)
+        .max(1);
     let listener = TcpListener::bind("127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let (mut writers, mut readers) = (Vec::new(), Vec::new());
@@ -55,7 +59,9 @@ fn main() -> std::io::Result<()> {
         writers[i % conns].write_all(&frame)?;
     }
     let (cpu, wall) = (thread_cpu_ns()? - cpu, wall.elapsed());
-    reader.join().map_err(|_| std::io::Error::other("reader panicked"))??;
+    reader
+        .join()
+        .map_err(|_| std::io::Error::other("reader panicked"))??;
     println!(
         "{conns} socket(s): {:.0} ns of CPU and {:.0} ns of wall time per write",
         cpu as f64 / writes as f64,
