@@ -28,6 +28,23 @@ enum Command {
     Bench(bench::Args),
 }
 
+/// File descriptors wanted: one per connection, with room to spare.
+const DESCRIPTORS_WANTED: u64 = 1 << 20;
+
+/// Raises the descriptor limit as far as allowed: the hard limit too where the process may (as
+/// root, up to the kernel's `nr_open`), else the soft limit up to the hard one. Servers and the
+/// bench with tens of thousands of connections need it; a failure only means fewer connections.
+pub(crate) fn raise_descriptor_limit() {
+    let raised = rlimit::setrlimit(
+        rlimit::Resource::NOFILE,
+        DESCRIPTORS_WANTED,
+        DESCRIPTORS_WANTED,
+    );
+    if raised.is_err() {
+        let _ = rlimit::increase_nofile_limit(DESCRIPTORS_WANTED);
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

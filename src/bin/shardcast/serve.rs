@@ -97,7 +97,7 @@ impl Handler for Relay {
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // Many connections need many descriptors; take what the hard limit allows.
-    let _ = rlimit::increase_nofile_limit(1 << 20);
+    crate::raise_descriptor_limit();
     if args.naive {
         return run_naive(args);
     }

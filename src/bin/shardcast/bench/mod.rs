@@ -97,6 +97,9 @@ pub(crate) struct Args {
     sweep_servers: Vec<Kind>,
 }
 
+/// Descriptors the bench and its server use besides connections (stdio, epoll, listeners).
+const DESCRIPTORS_SPARE: u64 = 64;
+
 /// How often the bench samples the server's resident memory during a run.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -120,7 +123,25 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         client_queue_bytes: args.client_queue_bytes,
         slow_consumer: args.slow_consumer,
     };
-    let _ = rlimit::increase_nofile_limit(1 << 20);
+    crate::raise_descriptor_limit();
+    // Each connection takes a descriptor here and one in the server (which inherits the limit):
+    // say so up front rather than fail with a cryptic error after connecting thousands.
+    let most_clients = if args.sweep {
+        args.sweep_clients.iter().copied().max().unwrap_or(0)
+    } else {
+        args.clients
+    };
+    let needed = most_clients + args.publishers * 2 + DESCRIPTORS_SPARE;
+    if let Ok((limit, hard)) = rlimit::Resource::NOFILE.get()
+        && needed > limit
+    {
+        return Err(format!(
+            "{most_clients} clients need about {needed} file descriptors in this process and in \
+             the server, but the limit here is {limit} (hard limit {hard}); raise it \
+             (ulimit -n) or use fewer clients"
+        )
+        .into());
+    }
     let interactive = std::io::stdout().is_terminal() && !args.json;
     if args.sweep {
         let mut rows = Vec::new();
