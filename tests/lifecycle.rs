@@ -362,7 +362,7 @@ async fn register_serves_an_in_memory_duplex_stream() {
     assert_eq!(events.messages(), [(id, "from memory".to_owned())]);
 
     let shutdown = engine.shutdown(Duration::from_secs(5));
-    let read_close = async move { close_code_of(&mut ws).await };
+    let read_close = async move { close_code(&mut ws).await };
     let (code, ()) = tokio::join!(read_close, shutdown);
     assert_eq!(code, Some(1001));
 }
@@ -380,24 +380,6 @@ where
             .expect("valid");
         if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
             return msg;
-        }
-    }
-}
-
-/// The close code of any client stream.
-async fn close_code_of<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Option<u16>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        match tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("close in time")
-        {
-            Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-            Some(Ok(_)) => continue,
-            Some(Err(e)) => panic!("error before close frame: {e}"),
-            None => return None,
         }
     }
 }

@@ -84,8 +84,12 @@ pub async fn send_text(ws: &mut Client, text: &str) {
     ws.send(Message::text(text)).await.expect("send");
 }
 
-/// Waits until the next thing the client sees is a close frame; returns its code.
-pub async fn close_code(ws: &mut Client) -> Option<u16> {
+/// Waits until the next thing the client sees is a close frame; returns its code. Works for any
+/// client stream (TCP, in-memory duplex).
+pub async fn close_code<S>(ws: &mut WebSocketStream<S>) -> Option<u16>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         match tokio::time::timeout(WAIT, ws.next())
             .await
