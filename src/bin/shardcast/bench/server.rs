@@ -1,6 +1,7 @@
 //! The server under test: our own binary as a child process (`serve` or `serve --naive`), or
 //! an external target; and what `/proc` says about a process.
 
+pub(crate) use crate::serve::Policy;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
@@ -33,27 +34,6 @@ pub(crate) struct ServerOptions {
     pub(crate) client_queue_bytes: Option<usize>,
     /// Slow-consumer policy (embedded only).
     pub(crate) slow_consumer: Policy,
-}
-
-/// `serve --slow-consumer`, as the bench passes it on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Policy {
-    /// Close a full client with 4008.
-    Disconnect,
-    /// Drop the frame that does not fit.
-    DropNewest,
-    /// Drop the oldest queued frames.
-    DropOldest,
-}
-
-impl Policy {
-    fn name(self) -> &'static str {
-        match self {
-            Policy::Disconnect => "disconnect",
-            Policy::DropNewest => "drop-newest",
-            Policy::DropOldest => "drop-oldest",
-        }
-    }
 }
 
 /// Where the load goes.
@@ -102,7 +82,9 @@ impl Server {
             if let Some(bytes) = options.client_queue_bytes {
                 cmd.args(["--client-queue-bytes", &bytes.to_string()]);
             }
-            cmd.args(["--slow-consumer", options.slow_consumer.name()]);
+            if let Some(policy) = clap::ValueEnum::to_possible_value(&options.slow_consumer) {
+                cmd.args(["--slow-consumer", policy.get_name()]);
+            }
         }
         if kind == Kind::Naive {
             cmd.arg("--naive");
