@@ -87,16 +87,8 @@ impl Payload {
         if b1 & 0x80 != 0 {
             return Err(PayloadError::NotAFrame("masked"));
         }
-        let (header_len, len) = match b1 & 0x7f {
-            126 => match frame.get(2..4) {
-                Some(&[a, b]) => (4, u64::from(u16::from_be_bytes([a, b]))),
-                _ => return Err(PayloadError::NotAFrame("truncated length")),
-            },
-            127 => match frame.get(2..10).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                Some(b) => (10, u64::from_be_bytes(b)),
-                None => return Err(PayloadError::NotAFrame("truncated length")),
-            },
-            n => (2, u64::from(n)),
+        let Some((header_len, len)) = frame::lengths(&frame) else {
+            return Err(PayloadError::NotAFrame("truncated length"));
         };
         if frame.len() as u64 != header_len as u64 + len {
             return Err(PayloadError::NotAFrame("length does not match"));
@@ -106,7 +98,8 @@ impl Payload {
         }
         Ok(Payload {
             frame,
-            header_len,
+            // At most HEADER_LEN_MAX (10).
+            header_len: header_len as u8,
             opcode,
         })
     }

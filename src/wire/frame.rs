@@ -80,6 +80,29 @@ pub fn header_len(payload_len: usize) -> usize {
     }
 }
 
+/// Reads the length fields of an unmasked frame starting at `bytes[0]`: the header length (2, 4
+/// or 10) and the payload length. `None` until the whole header is there.
+///
+/// ```
+/// use shardcast::wire::frame::lengths;
+/// assert_eq!(lengths(b"\x82\x05hello"), Some((2, 5)));
+/// assert_eq!(lengths(&[0x82, 126, 0x01, 0x2C]), Some((4, 300)));
+/// assert_eq!(lengths(&[0x82, 127, 0, 0]), None);
+/// ```
+pub fn lengths(bytes: &[u8]) -> Option<(usize, u64)> {
+    match *bytes.get(1)? & 0x7f {
+        126 => {
+            let b: [u8; 2] = bytes.get(2..4)?.try_into().ok()?;
+            Some((4, u64::from(u16::from_be_bytes(b))))
+        }
+        127 => {
+            let b: [u8; 8] = bytes.get(2..10)?.try_into().ok()?;
+            Some((HEADER_LEN_MAX, u64::from_be_bytes(b)))
+        }
+        n => Some((2, u64::from(n))),
+    }
+}
+
 /// Appends the header of a final (FIN), unmasked frame to `out`.
 ///
 /// ```

@@ -326,21 +326,14 @@ fn parse(
     let mut at = 0;
     loop {
         let rest = &data[at..];
-        let Some(&[b0, b1]) = rest.get(..2) else {
+        let Some(&b0) = rest.first() else {
             return at;
         };
-        let (header, len) = match b1 & 0x7f {
-            126 => match rest.get(2..4) {
-                Some(&[a, b]) => (4, u16::from_be_bytes([a, b]) as usize),
-                _ => return at,
-            },
-            127 => match rest.get(2..10).and_then(|s| <[u8; 8]>::try_from(s).ok()) {
-                Some(b) => (10, u64::from_be_bytes(b) as usize),
-                None => return at,
-            },
-            n => (2, n as usize),
+        let Some((header, len)) = shardcast::wire::frame::lengths(rest) else {
+            return at;
         };
-        let Some(payload) = rest.get(header..header + len) else {
+        let len = usize::try_from(len).unwrap_or(usize::MAX);
+        let Some(payload) = rest.get(header..header.saturating_add(len)) else {
             return at;
         };
         at += header + len;
