@@ -284,7 +284,19 @@ async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
     }
 
     let deliveries = 4 * (FRAMES as u64 + 1);
-    eventually(|| engine.stats().total.deliveries - before.total.deliveries == deliveries).await;
+    let bytes: u64 = (0..FRAMES)
+        .map(|i| 2 + format!("c{i}").len() as u64)
+        .sum::<u64>()
+        + 2
+        + END.len() as u64;
+    // The counters move after the write returns, so a client can read a frame before its write
+    // is counted: wait for the bytes, then check every figure.
+    eventually(|| {
+        let t = engine.stats().total;
+        t.deliveries - before.total.deliveries == deliveries
+            && t.bytes_written - before.total.bytes_written >= 4 * bytes
+    })
+    .await;
     let after = engine.stats();
     let writes = after.total.write_syscalls - before.total.write_syscalls;
     assert!(writes >= 4, "every client was written to at least once");
@@ -297,11 +309,6 @@ async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
         2 * (FRAMES as u64 + 1),
         "counted once per shard"
     );
-    let bytes: u64 = (0..FRAMES)
-        .map(|i| 2 + format!("c{i}").len() as u64)
-        .sum::<u64>()
-        + 2
-        + END.len() as u64;
     assert_eq!(
         after.total.bytes_written - before.total.bytes_written,
         4 * bytes
