@@ -1,10 +1,11 @@
 //! `shardcast bench`: fan-out throughput and latency against the embedded server, the naive
-//! baseline, or any relay server.
+//! baseline, the external baselines (uWebSockets through Bun, Node `ws`), or any relay server.
 //!
 //! The load generator must not be the bottleneck: its clients are raw TCP sockets read with
 //! large buffers by `mio` poll loops and parsed without allocation (see [`loadgen`]), and it
 //! reports its own CPU time next to the server's.
 
+mod baselines;
 mod loadgen;
 mod publish;
 mod report;
@@ -50,14 +51,15 @@ pub(crate) struct Args {
     /// Measure an external relay server at ws://HOST:PORT/PATH instead.
     #[arg(long)]
     target: Option<String>,
-    /// Shards (threads) of the server the bench starts. Default: the number of cores.
+    /// Shards (threads) of the shardcast server the bench starts. Default: the number of cores.
+    /// (Bun and Node `ws` run their relay on one thread.)
     #[arg(long)]
     shards: Option<usize>,
-    /// Bytes each client's queue may hold on the server the bench starts. Default: the
-    /// server's (1 MiB).
+    /// Bytes each client's queue may hold on the shardcast server the bench starts. Default:
+    /// the server's (1 MiB).
     #[arg(long)]
     client_queue_bytes: Option<usize>,
-    /// Slow-consumer policy of the server the bench starts.
+    /// Slow-consumer policy of the shardcast server the bench starts.
     #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
     slow_consumer: Policy,
     /// This fraction of the clients stops reading (with a 4 KiB receive buffer): the healthy
@@ -363,6 +365,7 @@ fn measure(
     }
     drop(publishers);
     let label = target.label.clone();
+    let kind = target.kind;
     drop(target);
 
     drop(stalled);
@@ -404,7 +407,11 @@ fn measure(
             evicted: server_delta("evicted"),
             frames_dropped: server_delta("frames_dropped"),
             resolved_after_s: watch.resolved_after.map(|d| d.as_secs_f64()),
-            queue_bytes_max: args.client_queue_bytes.unwrap_or(1 << 20) as u64,
+            // No byte cap of ours for the baselines: Bun drops past its backpressure limit,
+            // `ws` buffers without bound.
+            queue_bytes_max: kind
+                .is_none_or(Kind::is_shardcast)
+                .then(|| args.client_queue_bytes.unwrap_or(1 << 20) as u64),
         }),
     })
 }

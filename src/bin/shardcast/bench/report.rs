@@ -42,8 +42,9 @@ pub(crate) struct Stall {
     /// Seconds from the first publish until every stalled client was evicted (or, under a drop
     /// policy, until the first drop).
     pub(crate) resolved_after_s: Option<f64>,
-    /// The server's per-client queue cap.
-    pub(crate) queue_bytes_max: u64,
+    /// The server's per-client queue cap; `None` for a server without one we know (the
+    /// baselines).
+    pub(crate) queue_bytes_max: Option<u64>,
 }
 
 impl Report {
@@ -79,7 +80,7 @@ impl Report {
     /// per stalled client.
     fn stall_bound(&self) -> Option<u64> {
         let st = self.stall.as_ref()?;
-        Some(self.rss_idle? + st.queue_bytes_max * st.stalled)
+        Some(self.rss_idle? + st.queue_bytes_max? * st.stalled)
     }
 
     /// Growth of the server's memory from the first minute to the end of the run, in percent
@@ -154,9 +155,12 @@ impl Report {
             opt(self.rss_per_conn_loaded(), 0),
             opt(self.rss_loaded.map(|b| b as f64 / (1 << 20) as f64), 1),
         );
-        if let Some(w) = self.write_syscalls_per_delivery {
-            let _ = writeln!(s, "  write calls    {w:.4} per delivery");
-        }
+        let _ = writeln!(
+            s,
+            "  write calls    {}",
+            self.write_syscalls_per_delivery
+                .map_or("n/a".into(), |w| format!("{w:.4} per delivery"))
+        );
         if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
             let _ = writeln!(
                 s,

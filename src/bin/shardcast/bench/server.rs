@@ -1,6 +1,8 @@
-//! The server under test: our own binary as a child process (`serve` or `serve --naive`), or
-//! an external target; and what `/proc` says about a process.
+//! The server under test: a child process the bench starts (our own `serve` or `serve
+//! --naive`, or one of the external baselines: Bun, Node `ws`), or an external target; and what
+//! `/proc` says about a process.
 
+use super::baselines;
 pub(crate) use crate::serve::Policy;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -14,6 +16,11 @@ pub(crate) enum Kind {
     Embedded,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
+    /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
+    Bun,
+    /// A Node `ws` relay, one send per client (`baselines/ws-relay.js`), started by the bench.
+    #[value(name = "node-ws")]
+    NodeWs,
 }
 
 impl Kind {
@@ -21,11 +28,22 @@ impl Kind {
         match self {
             Kind::Embedded => "embedded",
             Kind::Naive => "naive",
+            Kind::Bun => "bun",
+            Kind::NodeWs => "node-ws",
+        }
+    }
+
+    /// Whether it is our own `shardcast serve`, which has the options of [`ServerOptions`] and
+    /// answers `stats` on a control line; the baselines have neither.
+    pub(crate) fn is_shardcast(self) -> bool {
+        match self {
+            Kind::Embedded | Kind::Naive => true,
+            Kind::Bun | Kind::NodeWs => false,
         }
     }
 }
 
-/// How the bench starts its server.
+/// How the bench starts its server (our own only: the baselines take no options).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerOptions {
     /// Shards (threads).
@@ -47,15 +65,21 @@ pub(crate) struct Target {
     pub(crate) path: String,
     /// The child process, when the bench started the server.
     pub(crate) child: Option<Server>,
+    /// Which server the bench started; `None` for an external target.
+    pub(crate) kind: Option<Kind>,
     /// Label for reports.
     pub(crate) label: String,
 }
 
-/// A server the bench started, with a control line to ask it for counters.
+/// A server the bench started, with a control line to ask it for counters if it is our own.
 #[derive(Debug)]
 pub(crate) struct Server {
+    /// The child process; killed and reaped on drop.
     child: Child,
-    stdin: ChildStdin,
+    /// The control line (`serve --control-stdin`); `None` for the baselines, which have none.
+    stdin: Option<ChildStdin>,
+    /// The child's standard output: its address, then the answers to `stats`. Held open until
+    /// the child is killed, so that a late write of the child's never fails.
     stdout: BufReader<ChildStdout>,
 }
 
@@ -67,37 +91,45 @@ impl Drop for Server {
 }
 
 impl Server {
-    /// Starts `shardcast serve` (or `--naive`) on an ephemeral loopback port.
+    /// Starts a server of `kind` on an ephemeral loopback port, and reads the address it
+    /// prints first.
+    ///
+    /// The child inherits the bench's descriptor limit, which `bench::run` raises before it
+    /// starts any server.
     pub(crate) fn start(
         kind: Kind,
         options: &ServerOptions,
     ) -> Result<(Server, SocketAddr), String> {
-        let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
-        let mut cmd = Command::new(exe);
-        cmd.args(["serve", "--addr", "127.0.0.1:0", "--control-stdin"]);
-        if let Some(n) = options.shards {
-            cmd.args(["--shards", &n.to_string()]);
-        }
-        if kind == Kind::Embedded {
-            if let Some(bytes) = options.client_queue_bytes {
-                cmd.args(["--client-queue-bytes", &bytes.to_string()]);
-            }
-            if let Some(policy) = clap::ValueEnum::to_possible_value(&options.slow_consumer) {
-                cmd.args(["--slow-consumer", policy.get_name()]);
-            }
-        }
-        if kind == Kind::Naive {
-            cmd.arg("--naive");
-        }
-        cmd.stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start server: {e}"))?;
-        let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
+        let mut cmd = match kind {
+            Kind::Embedded | Kind::Naive => serve_command(kind, options)?,
+            Kind::Bun => baselines::bun()?,
+            Kind::NodeWs => baselines::node_ws()?,
+        };
+        let control = kind.is_shardcast();
+        // A baseline's own errors (a missing `node`, a crash) are worth seeing; it writes
+        // nothing to standard error otherwise.
+        cmd.stdin(if control {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(if control {
+            Stdio::null()
+        } else {
+            Stdio::inherit()
+        });
+        let mut child = cmd.spawn().map_err(|e| {
+            let program = cmd.get_program().to_string_lossy();
+            format!("cannot start the {} server ({program}): {e}", kind.name())
+        })?;
+        let Some(stdout) = child.stdout.take() else {
             return Err("server has no stdio".into());
         };
+        let stdin = child.stdin.take();
+        if control && stdin.is_none() {
+            return Err("server has no stdio".into());
+        }
         let mut server = Server {
             child,
             stdin,
@@ -113,7 +145,12 @@ impl Server {
             .nth(1)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
-            .ok_or_else(|| format!("server did not print its address: {line:?}"))?;
+            .ok_or_else(|| {
+                format!(
+                    "the {} server did not print its address: {line:?}",
+                    kind.name()
+                )
+            })?;
         Ok((server, addr))
     }
 
@@ -122,10 +159,12 @@ impl Server {
         self.child.id()
     }
 
-    /// Asks the server for its counters; returns the value of `key`, if it has one.
+    /// Asks the server for its counters; `None` if it has no control line (the baselines) or
+    /// does not answer.
     pub(crate) fn counters(&mut self) -> Option<Counters> {
-        writeln!(self.stdin, "stats").ok()?;
-        self.stdin.flush().ok()?;
+        let stdin = self.stdin.as_mut()?;
+        writeln!(stdin, "stats").ok()?;
+        stdin.flush().ok()?;
         let mut line = String::new();
         loop {
             line.clear();
@@ -137,6 +176,28 @@ impl Server {
             }
         }
     }
+}
+
+/// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port.
+fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String> {
+    let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
+    let mut cmd = Command::new(exe);
+    cmd.args(["serve", "--addr", "127.0.0.1:0", "--control-stdin"]);
+    if let Some(n) = options.shards {
+        cmd.args(["--shards", &n.to_string()]);
+    }
+    if kind == Kind::Embedded {
+        if let Some(bytes) = options.client_queue_bytes {
+            cmd.args(["--client-queue-bytes", &bytes.to_string()]);
+        }
+        if let Some(policy) = clap::ValueEnum::to_possible_value(&options.slow_consumer) {
+            cmd.args(["--slow-consumer", policy.get_name()]);
+        }
+    }
+    if kind == Kind::Naive {
+        cmd.arg("--naive");
+    }
+    Ok(cmd)
 }
 
 /// One `stats` answer: a flat JSON object of integers.
@@ -165,6 +226,7 @@ impl Target {
             host: addr.to_string(),
             path: "/".into(),
             child: Some(server),
+            kind: Some(kind),
             label: kind.name().into(),
         })
     }
@@ -188,6 +250,7 @@ impl Target {
             host: host.into(),
             path: path.into(),
             child: None,
+            kind: None,
             label: url.into(),
         })
     }

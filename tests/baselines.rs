@@ -1,0 +1,96 @@
+//! `shardcast bench` against the external baselines it starts itself, uWebSockets through Bun
+//! and a Node `ws` relay: frames flow and none is lost. Each test is skipped, saying why, when
+//! `npm ci --prefix baselines` has not installed the baseline (CI installs them).
+
+use std::io::Read;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// A run takes a few seconds (connect, let the server's memory settle, 1 s of load); past this the
+/// bench is stuck.
+const RUN_MAX: Duration = Duration::from_secs(60);
+
+/// One bench at a time: two on a small machine would measure each other.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+#[test]
+fn bench_against_bun_delivers_and_loses_nothing() {
+    bench_delivers_and_loses_nothing("bun", "node_modules/.bin/bun");
+}
+
+#[test]
+fn bench_against_node_ws_delivers_and_loses_nothing() {
+    bench_delivers_and_loses_nothing("node-ws", "node_modules/ws");
+}
+
+/// Runs `shardcast bench --server server` briefly, unless `installed` (in `baselines/`) is
+/// missing, and checks its report.
+fn bench_delivers_and_loses_nothing(server: &str, installed: &str) {
+    let baselines = Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
+    if !baselines.join(installed).exists() {
+        eprintln!(
+            "skipped: the {server} baseline is not installed (no baselines/{installed}); run \
+             `npm ci --prefix baselines`"
+        );
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut bench = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["bench", "--server", server, "--clients", "50"])
+        .args(["--duration", "1", "--json"])
+        .env_remove("SHARDCAST_BASELINES")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start shardcast bench");
+    let mut stdout = bench.stdout.take().expect("piped stdout");
+    let mut stderr = bench.stderr.take().expect("piped stderr");
+    // The bench's standard output closes when it exits: wait for that, for a bounded time.
+    let (done, report) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = done.send(text);
+    });
+    let err = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
+        text
+    });
+    let Ok(report) = report.recv_timeout(RUN_MAX) else {
+        let _ = bench.kill();
+        let _ = bench.wait();
+        panic!("shardcast bench --server {server} still running after {RUN_MAX:?}");
+    };
+    let status = bench.wait().expect("wait for shardcast bench");
+    let errors = err.join().expect("stderr reader");
+    assert!(
+        status.success(),
+        "shardcast bench --server {server} failed: {errors}"
+    );
+
+    assert!(
+        report.contains(&format!("\"server\":\"{server}\"")),
+        "{report}"
+    );
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    assert!(field(&report, "deliveries") > 0, "{report}");
+}
+
+/// The integer at `key` in the bench's flat JSON report.
+fn field(report: &str, key: &str) -> u64 {
+    let pattern = format!("\"{key}\":");
+    let start = report
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {key} in {report}"))
+        + pattern.len();
+    report[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not an integer in {report}"))
+}
