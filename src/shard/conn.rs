@@ -77,11 +77,55 @@ impl Drop for Ended {
 /// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
 /// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
 /// queued after the registration can never miss it.
-pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, admitted: Option<usize>) {
+///
+/// Every connection's task lives as long as the client, so its size is memory per client: the
+/// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
+/// stays is one [`Conn`].
+pub(crate) fn run(
+    shared: Rc<Shared>,
+    id: ClientId,
+    source: Source,
+    admitted: Option<usize>,
+) -> impl Future<Output = ()> + 'static {
+    let opening = Box::pin(open(shared, id, source, admitted));
+    async move {
+        // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
+        let Some(mut conn) = opening.await else {
+            return;
+        };
+        conn.serve().await;
+    }
+}
+
+/// A registered connection: everything its task keeps between polls.
+struct Conn {
+    /// Releases the client's slot however the task ends; owns the shard's `Rc`.
+    ended: Ended,
+    id: ClientId,
+    slot: usize,
+    io: Box<dyn Io>,
+    parser: Parser,
+    /// Bytes read but not yet parsed, because a fan-out had to wait.
+    pending: Vec<u8>,
+    /// Commands waiting for room in another shard's queue.
+    blocked: Blocked,
+    /// The coalescing delay's timer, once one was needed.
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// Wraps and upgrades the stream, within the handshake deadline. `None` if it did not work out
+/// (counted as a failed handshake) or the peer left.
+async fn open(
+    shared: Rc<Shared>,
+    id: ClientId,
+    source: Source,
+    admitted: Option<usize>,
+) -> Option<Conn> {
     let mut ended = Ended {
-        shared: shared.clone(),
+        shared,
         slot: admitted,
     };
+    let shared = &ended.shared;
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
     let io = match source {
@@ -93,26 +137,35 @@ pub(crate) async fn run(shared: Rc<Shared>, id: ClientId, source: Source, admitt
     };
     let Some(mut io) = io else {
         bump(&shared.state.borrow().counters().handshakes_failed, 1);
-        return;
+        return None;
     };
-    let admitted = if let Some(slot) = admitted {
-        Some((slot, Vec::new()))
+    let (slot, pending) = if let Some(slot) = admitted {
+        (slot, Vec::new())
     } else {
-        // Boxed: the upgrade's state (request headers, buffers) is large and short-lived; held
-        // inline it would keep its size in every connection's task for good.
-        let upgrading = Box::pin(upgrade(&shared, id, &mut io));
-        match tokio::time::timeout_at(deadline, upgrading).await {
-            Ok(Some(admitted)) => Some(admitted),
+        match tokio::time::timeout_at(deadline, upgrade(shared, id, &mut io)).await {
+            Ok(Some(admitted)) => admitted,
             Ok(None) | Err(_) => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);
-                None
+                return None;
             }
         }
     };
-    if let Some((slot, pending)) = admitted {
-        ended.slot = Some(slot);
-        serve(&shared, id, slot, &mut io, pending).await;
-    }
+    ended.slot = Some(slot);
+    let config = &shared.config;
+    let parser = Parser::new(Limits {
+        frame_bytes_max: config.frame_bytes_max,
+        message_bytes_max: config.message_bytes_max,
+    });
+    Some(Conn {
+        ended,
+        id,
+        slot,
+        io,
+        parser,
+        pending,
+        blocked: Blocked::new(),
+        timer: None,
+    })
 }
 
 /// Reads and answers the upgrade request. Returns the client's slot and any bytes the client
@@ -181,70 +234,84 @@ async fn refuse(io: &mut Box<dyn Io>, status: u16, body: &str) {
     let _ = io.shutdown().await;
 }
 
-/// The registered life of a connection.
-async fn serve(
-    shared: &Rc<Shared>,
-    id: ClientId,
-    slot: usize,
-    io: &mut Box<dyn Io>,
-    mut pending: Vec<u8>,
-) {
-    let config = &shared.config;
-    let mut parser = Parser::new(Limits {
-        frame_bytes_max: config.frame_bytes_max,
-        message_bytes_max: config.message_bytes_max,
-    });
-    let mut blocked = Blocked::new();
-    let mut timer: Option<Pin<Box<Sleep>>> = None;
-    {
-        let mut state = shared.state.borrow_mut();
-        let mut ctx = Context {
-            id,
-            slot,
-            state: &mut state,
-            shards: &shared.shards,
-            blocked: &mut blocked,
-        };
-        shared.handler.on_registered(&mut ctx);
+impl Conn {
+    /// The registered life of a connection.
+    ///
+    /// Fields are reached through `self` rather than bound to locals: every local held across
+    /// an `.await` is a field of the task, and so memory per client.
+    async fn serve(&mut self) {
+        let (id, slot) = (self.id, self.slot);
+        {
+            let shared = &*self.ended.shared;
+            let mut state = shared.state.borrow_mut();
+            let mut ctx = Context {
+                id,
+                slot,
+                state: &mut state,
+                shards: &shared.shards,
+                blocked: &mut self.blocked,
+            };
+            shared.handler.on_registered(&mut ctx);
+        }
+        loop {
+            if !self.pending.is_empty() {
+                let shared = &*self.ended.shared;
+                let pending = &mut self.pending;
+                let consumed = ingest(
+                    shared,
+                    id,
+                    slot,
+                    &mut self.parser,
+                    pending,
+                    &mut self.blocked,
+                );
+                pending.drain(..consumed);
+                if pending.is_empty() {
+                    *pending = Vec::new();
+                }
+            }
+            if !self.blocked.is_empty() {
+                // Boxed: a rare wait should not grow every connection's task.
+                Box::pin(send_blocked(&self.ended.shared, &mut self.blocked)).await;
+                continue;
+            }
+            let reading = self.pending.is_empty();
+            let event = poll_fn(|cx| {
+                let shared = &*self.ended.shared;
+                poll_io(shared, cx, slot, &mut self.io, reading, &mut self.timer)
+            })
+            .await;
+            let shared = &*self.ended.shared;
+            match event {
+                Event::Read(n) => {
+                    let mut buf = shared.read_buf.borrow_mut();
+                    let input = buf.get_mut(..n).unwrap_or_default();
+                    let consumed =
+                        ingest(shared, id, slot, &mut self.parser, input, &mut self.blocked);
+                    if let Some(rest) = input.get(consumed..)
+                        && !rest.is_empty()
+                    {
+                        self.pending.extend_from_slice(rest);
+                    }
+                }
+                Event::Closed => {
+                    Box::pin(linger(&self.ended.shared, &mut self.io)).await;
+                    return;
+                }
+                Event::Done => return,
+            }
+            if self.parser.buffered_bytes() == 0 {
+                self.parser.shrink();
+            }
+        }
     }
-    loop {
-        if !pending.is_empty() {
-            let consumed = ingest(shared, id, slot, &mut parser, &mut pending, &mut blocked);
-            pending.drain(..consumed);
-            if pending.is_empty() {
-                pending = Vec::new();
-            }
-        }
-        if !blocked.is_empty() {
-            for (index, command) in blocked.drain(..) {
-                if let Some(handle) = shared.shards.get(index) {
-                    // Boxed for the same reason: a rare wait should not grow every task.
-                    let _ = Box::pin(handle.tx.send(command)).await;
-                }
-            }
-            continue;
-        }
-        let reading = pending.is_empty();
-        let event = poll_fn(|cx| poll_io(shared, cx, slot, io, reading, &mut timer)).await;
-        match event {
-            Event::Read(n) => {
-                let mut buf = shared.read_buf.borrow_mut();
-                let input = buf.get_mut(..n).unwrap_or_default();
-                let consumed = ingest(shared, id, slot, &mut parser, input, &mut blocked);
-                if let Some(rest) = input.get(consumed..)
-                    && !rest.is_empty()
-                {
-                    pending.extend_from_slice(rest);
-                }
-            }
-            Event::Closed => {
-                Box::pin(linger(shared, io)).await;
-                return;
-            }
-            Event::Done => return,
-        }
-        if parser.buffered_bytes() == 0 {
-            parser.shrink();
+}
+
+/// Sends, waiting for room, the commands a fan-out could not push, in order.
+async fn send_blocked(shared: &Shared, blocked: &mut Blocked) {
+    for (index, command) in blocked.drain(..) {
+        if let Some(handle) = shared.shards.get(index) {
+            let _ = handle.tx.send(command).await;
         }
     }
 }
