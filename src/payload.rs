@@ -8,9 +8,11 @@
 //! copying it.
 
 use crate::error::PayloadError;
+use crate::shard::Frame;
 use crate::wire::Opcode;
 use crate::wire::frame;
 use bytes::Bytes;
+use std::sync::Arc;
 
 /// A complete WebSocket frame (header and body in one [`Bytes`]), ready to go to any number of
 /// clients. Cloning is a refcount increment.
@@ -24,7 +26,7 @@ use bytes::Bytes;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Payload {
     /// The whole frame, shared by every queue it is delivered to.
-    frame: Bytes,
+    frame: Frame,
     /// Length of the frame header (2, 4 or 10).
     header_len: u8,
     /// The frame's opcode.
@@ -46,7 +48,7 @@ impl Payload {
     pub(crate) fn encode(opcode: Opcode, body: &[u8]) -> Payload {
         let frame = frame::encode(opcode, body);
         Payload {
-            frame,
+            frame: Arc::new(frame),
             header_len: frame::header_len(body.len()) as u8,
             opcode,
         }
@@ -97,7 +99,7 @@ impl Payload {
             return Err(PayloadError::NotAFrame("control frame over 125 bytes"));
         }
         Ok(Payload {
-            frame,
+            frame: Arc::new(frame),
             // At most HEADER_LEN_MAX (10).
             header_len: header_len as u8,
             opcode,
@@ -106,6 +108,11 @@ impl Payload {
 
     /// The complete frame, as written to sockets.
     pub fn frame(&self) -> &Bytes {
+        &self.frame
+    }
+
+    /// The frame as clients' queues hold it.
+    pub(crate) fn shared_frame(&self) -> &Frame {
         &self.frame
     }
 

@@ -38,5 +38,6 @@ pub(crate) use admission::Admission;
 pub(crate) use command::{Command, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use handle::Handle;
+pub(crate) use outbound::Frame;
 pub(crate) use state::State;
 pub(crate) use worker::{Blocked, Startup, spawn};

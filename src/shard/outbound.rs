@@ -19,6 +19,11 @@ use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::ops::Range;
+use std::sync::Arc;
+
+/// A queued data frame: one pointer (a `Bytes` is four), because under load every client holds
+/// a window of them. Cloned per recipient by refcount, like the `Bytes` inside.
+pub(crate) type Frame = Arc<Bytes>;
 
 /// Most slices handed to one vectored write (Linux `IOV_MAX` is 1024; 64 already amortises the
 /// syscall).
@@ -31,7 +36,7 @@ pub(crate) type IoSlices<'a> = SmallVec<[IoSlice<'a>; IOV_MAX]>;
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     /// Data frames (broadcasts, sends, the handshake response), oldest first.
-    data: VecDeque<Bytes>,
+    data: VecDeque<Frame>,
     /// Control frames (pong, close) that go out before the next data frame starts.
     control: Vec<Bytes>,
     /// Bytes of the first frame in write order already written.
@@ -51,7 +56,8 @@ enum Part<'a> {
 
 impl Outbound {
     /// Appends a data frame.
-    pub(crate) fn push(&mut self, frame: Bytes) {
+    pub(crate) fn push(&mut self, frame: impl Into<Frame>) {
+        let frame = frame.into();
         self.bytes += frame.len();
         self.data.push_back(frame);
     }
@@ -88,8 +94,9 @@ impl Outbound {
         self.data
             .iter()
             .take(started)
+            .map(|f| &**f)
             .chain(&self.control)
-            .chain(self.data.iter().skip(started))
+            .chain(self.data.iter().skip(started).map(|f| &**f))
     }
 
     /// Lays out the next write: frames up to `copy_max` bytes are copied into `buf` (up to its
@@ -140,7 +147,7 @@ impl Outbound {
         while n > 0 {
             let from_data = self.data_started || self.control.is_empty();
             let first_len = if from_data {
-                self.data.front().map_or(0, Bytes::len)
+                self.data.front().map_or(0, |f| f.len())
             } else {
                 self.control.first().map_or(0, Bytes::len)
             };
@@ -186,7 +193,7 @@ impl Outbound {
         self.data
             .iter()
             .skip(self.data_started as usize)
-            .map(Bytes::len)
+            .map(|f| f.len())
             .sum()
     }
 

@@ -487,7 +487,7 @@ fn offer(
         }
     }
     for payload in payloads {
-        client.out.push(payload.frame().clone());
+        client.out.push(payload.shared_frame().clone());
     }
     tally.deliveries += payloads.len() as u64;
     tally.queued += total as u64;
