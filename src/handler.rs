@@ -5,9 +5,11 @@
 //! A handler runs on the shard thread that owns the client, synchronously: while it runs, that
 //! shard does nothing else, so it must not block. [`Context::broadcast`] never waits: the frame
 //! is delivered at once to the handler's own shard, and pushed without waiting into every other
-//! shard's queue. If one of those queues is full, the engine stops reading from the client whose
-//! message is being handled until the queue has room, so back-pressure reaches that client
-//! through TCP and no shard ever waits for another.
+//! shard's queue once the messages of the current read are handled (so that a burst reaches each
+//! shard together, in order, and is written to each client at once). If one of those queues is
+//! full, the engine stops reading from the client whose messages are being handled until the
+//! queue has room, so back-pressure reaches that client through TCP and no shard ever waits for
+//! another.
 
 use crate::client::{Principal, RemoveReason};
 use crate::shard::{Blocked, Command, Handle, State};
@@ -16,7 +18,6 @@ use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId};
 use smallvec::smallvec;
 use std::fmt;
-use tokio::sync::mpsc::error::TrySendError;
 
 /// The embedder's hooks. Every method has a default that does nothing (or accepts), so an
 /// implementation overrides only what it needs.
@@ -130,9 +131,8 @@ pub struct Context<'a> {
     pub(crate) state: &'a mut State,
     /// Every shard, indexed by shard id.
     pub(crate) shards: &'a [Handle],
-    /// Commands other shards had no room for, in order; the connection sends them (waiting)
-    /// before it reads again.
-    pub(crate) blocked: &'a mut Blocked,
+    /// Commands for other shards, in order; posted when the current read is handled.
+    pub(crate) outbox: &'a mut Blocked,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -215,19 +215,8 @@ impl Context<'_> {
         self.state.close(self.slot, RemoveReason::Closed(code));
     }
 
-    /// Queues `cmd` for shard `index` without waiting; keeps it, in order, if the shard is full
-    /// or already has commands waiting from this call.
+    /// Queues `cmd` for shard `index`; it is posted, in order, when the read is handled.
     fn push(&mut self, index: usize, cmd: Command) {
-        if self.blocked.iter().any(|(i, _)| *i == index) {
-            self.blocked.push((index, cmd));
-            return;
-        }
-        let Some(handle) = self.shards.get(index) else {
-            return;
-        };
-        match handle.tx.try_send(cmd) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(cmd)) => self.blocked.push((index, cmd)),
-        }
+        self.outbox.push((index, cmd));
     }
 }

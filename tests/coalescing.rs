@@ -3,8 +3,9 @@
 
 mod common;
 
-use common::{WAIT, connect, eventually, next_text, start};
-use shardcast::{Audience, Coalescing, Engine, Payload};
+use common::{RawClient, WAIT, connect, connect_many, eventually, masked, next_text, start};
+use shardcast::wire::Inbound;
+use shardcast::{Audience, Coalescing, Context, Engine, Handler, Payload};
 use std::time::Duration;
 
 #[tokio::test]
@@ -71,5 +72,54 @@ async fn reaching_frames_max_flushes_at_once_without_waiting_for_the_delay() {
         assert_eq!(next_text(&mut ws).await, format!("b{i}"));
     }
     assert!(sent_at.elapsed() < WAIT, "waited for the 30 s delay");
+    engine.shutdown(Duration::from_millis(100)).await;
+}
+
+/// Relays every text message to every client.
+struct Relay;
+
+impl Handler for Relay {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+        if let Inbound::Text(text) = message {
+            ctx.broadcast(Payload::text(text), Audience::ALL);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write() {
+    const BURST: usize = 16;
+    let (engine, addr) = start(Engine::builder().shards(2).handler(Relay)).await;
+    // Listeners share the port, so the kernel spreads connections over both shards.
+    let mut readers = connect_many(&engine, addr, 12).await;
+    let mut publisher = RawClient::connect(addr).await;
+    let clients = readers.len() + 1;
+    eventually(|| engine.client_count() == clients).await;
+    assert!(
+        engine.stats().shards.iter().all(|s| s.clients > 0),
+        "both shards have clients"
+    );
+    eventually(|| engine.stats().total.queued_bytes == 0).await;
+    let before = engine.stats().total.write_syscalls;
+
+    // One write, so one read on the server: the whole burst is handled in one go.
+    let burst: Vec<u8> = (0..BURST)
+        .flat_map(|i| masked(0x81, format!("r{i}").as_bytes()))
+        .collect();
+    publisher.send(&burst).await.expect("send burst");
+    for ws in readers.iter_mut() {
+        for i in 0..BURST {
+            assert_eq!(next_text(ws).await, format!("r{i}"));
+        }
+    }
+    let writes = || engine.stats().total.write_syscalls - before;
+    // Counted after the write returns: wait for the last ones.
+    eventually(|| writes() >= clients as u64).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(
+        writes(),
+        clients as u64,
+        "each client, on either shard, got the burst in one write"
+    );
     engine.shutdown(Duration::from_millis(100)).await;
 }

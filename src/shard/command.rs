@@ -86,6 +86,9 @@ pub(crate) enum Command {
     },
     /// Deliver to one client.
     Send { id: ClientId, payload: Payload },
+    /// Several broadcasts and sends from one read of one connection (at most
+    /// `OUTBOX_POST_AT` of them), in order: one push, so that the shard sees them together.
+    Relayed(Vec<Command>),
     /// Close a client with 1000 and forget it; reply with what was known.
     Remove {
         id: ClientId,
@@ -117,6 +120,7 @@ impl std::fmt::Debug for Command {
             Command::Listen { .. } => "Listen",
             Command::Broadcast { .. } => "Broadcast",
             Command::Send { .. } => "Send",
+            Command::Relayed(_) => "Relayed",
             Command::Remove { .. } => "Remove",
             Command::SetAuthenticated { .. } => "SetAuthenticated",
             Command::UpdateLastPing { .. } => "UpdateLastPing",

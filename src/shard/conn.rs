@@ -18,7 +18,7 @@
 use super::command::{Io, Wrap};
 use super::outbound::IoSlices;
 use super::state::Phase;
-use super::worker::{Blocked, Shared};
+use super::worker::{Blocked, Shared, post};
 use crate::ClientId;
 use crate::client::RemoveReason;
 use crate::handler::{Context, Verdict};
@@ -244,14 +244,16 @@ impl Conn {
         {
             let shared = &*self.ended.shared;
             let mut state = shared.state.borrow_mut();
+            let mut outbox = shared.outbox.borrow_mut();
             let mut ctx = Context {
                 id,
                 slot,
                 state: &mut state,
                 shards: &shared.shards,
-                blocked: &mut self.blocked,
+                outbox: &mut outbox,
             };
             shared.handler.on_registered(&mut ctx);
+            post(&shared.shards, &mut outbox, &mut self.blocked);
         }
         loop {
             if !self.pending.is_empty() {
@@ -316,8 +318,13 @@ async fn send_blocked(shared: &Shared, blocked: &mut Blocked) {
     }
 }
 
-/// Parses `input`, answering pings and closes and calling the handler for each message. Stops
-/// early (returning the bytes consumed) when a message's fan-out must wait or the client closed.
+/// Commands in the outbox after which they are posted before the read is fully handled, so
+/// that a read of many small messages cannot pile up commands for a full shard.
+const OUTBOX_POST_AT: usize = 64;
+
+/// Parses `input`, answering pings and closes and calling the handler for each message; posts
+/// what the handler queued for other shards. Stops early (returning the bytes consumed) when
+/// fan-out must wait or the client closed.
 fn ingest(
     shared: &Shared,
     id: ClientId,
@@ -334,6 +341,8 @@ fn ingest(
     let state = &mut *state;
     let handler = &*shared.handler;
     let shards = &shared.shards[..];
+    let mut outbox = shared.outbox.borrow_mut();
+    let outbox = &mut *outbox;
     let result = parser.feed(input, |message| {
         match message {
             Inbound::Ping(ping) => state.pong(slot, ping),
@@ -348,9 +357,12 @@ fn ingest(
                     slot,
                     state: &mut *state,
                     shards,
-                    blocked: &mut *blocked,
+                    outbox: &mut *outbox,
                 };
                 handler.on_message(&mut ctx, message);
+                if outbox.len() >= OUTBOX_POST_AT {
+                    post(shards, outbox, blocked);
+                }
                 if !blocked.is_empty() || state.phase(slot) != Phase::Open {
                     return ControlFlow::Break(());
                 }
@@ -358,6 +370,7 @@ fn ingest(
         }
         ControlFlow::Continue(())
     });
+    post(shards, outbox, blocked);
     match result {
         Ok(consumed) => consumed,
         Err(e) => {

@@ -174,15 +174,35 @@ impl State {
     /// Delivers `payloads` (one broadcast, or the frames of one batch, kept adjacent) to every
     /// open client of `audience`.
     pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: Audience) {
-        let total: usize = payloads.iter().map(Payload::len).sum();
+        self.deliver_groups(&[payloads], audience);
+    }
+
+    /// Delivers several broadcasts to the same audience in one pass over the clients. Each
+    /// group (one broadcast, or one batch) is offered on its own and in order, under the byte
+    /// cap and policy, exactly as one `deliver` call per group would.
+    pub(crate) fn deliver_groups<G: AsRef<[Payload]>>(&mut self, groups: &[G], audience: Audience) {
+        let totals: SmallVec<[usize; 16]> = groups
+            .iter()
+            .map(|g| g.as_ref().iter().map(Payload::len).sum())
+            .collect();
         let mut evict: SmallVec<[usize; 8]> = SmallVec::new();
         let mut tally = Tally::default();
         for (slot, client) in self.clients.iter_mut() {
             if client.phase != Phase::Open || !audience.admits(client.id, client.authenticated) {
                 continue;
             }
-            if !offer(&self.config, client, payloads, total, self.now, &mut tally) {
-                evict.push(slot);
+            for (group, &total) in groups.iter().zip(&totals) {
+                if !offer(
+                    &self.config,
+                    client,
+                    group.as_ref(),
+                    total,
+                    self.now,
+                    &mut tally,
+                ) {
+                    evict.push(slot);
+                    break;
+                }
             }
         }
         tally.publish(&self.counters);
@@ -695,6 +715,63 @@ mod tests {
         assert_eq!(s.counters().queued_bytes.load(Relaxed), 0);
         assert_eq!(s.counters().clients.load(Relaxed), 0);
         assert_eq!(removed(&mut s).len(), 2);
+    }
+
+    proptest::proptest! {
+        /// The worker delivers consecutive broadcasts in one pass; that must be exactly what
+        /// one `deliver` per broadcast does, under every policy and a tight byte cap.
+        #[test]
+        fn delivering_groups_in_one_pass_equals_one_deliver_per_group(
+            cap in 8usize..200,
+            policy in 0u8..3,
+            sizes in proptest::collection::vec(proptest::collection::vec(0usize..40, 1..4), 1..12),
+            authenticated_only: bool,
+        ) {
+            let config = Config {
+                client_queue_bytes_max: cap,
+                slow_consumer: match policy {
+                    0 => SlowConsumerPolicy::Disconnect,
+                    1 => SlowConsumerPolicy::DropNewest,
+                    _ => SlowConsumerPolicy::DropOldest,
+                },
+                ..Config::default()
+            };
+            let groups: Vec<Vec<Payload>> = sizes
+                .iter()
+                .enumerate()
+                .map(|(g, sizes)| {
+                    sizes
+                        .iter()
+                        .enumerate()
+                        .map(|(i, &n)| Payload::binary(vec![(g * 8 + i) as u8; n]))
+                        .collect()
+                })
+                .collect();
+            let audience = if authenticated_only { Audience::AUTHENTICATED } else { Audience::ALL };
+            let run = |one_pass: bool| {
+                let mut s = state(config.clone());
+                let slots: Vec<usize> = (1..=3).map(|n| s.admit(id(n), None)).collect();
+                s.set_authenticated(id(2), Some(Principal::new("p")));
+                if one_pass {
+                    s.deliver_groups(&groups, audience);
+                } else {
+                    for g in &groups {
+                        s.deliver(g, audience);
+                    }
+                }
+                let wires: Vec<Vec<u8>> = slots.iter().map(|&slot| wire(&mut s, slot)).collect();
+                let gone = removed(&mut s);
+                let counters = s.counters();
+                (
+                    wires,
+                    gone,
+                    counters.deliveries.load(Relaxed),
+                    counters.frames_dropped.load(Relaxed),
+                    counters.queued_bytes.load(Relaxed),
+                )
+            };
+            proptest::prop_assert_eq!(run(true), run(false));
+        }
     }
 }
 

@@ -7,6 +7,7 @@
 //! `done` is signalled, so by then every socket and queued payload of the shard is dropped.
 
 use super::admission::Admission;
+use super::command::Payloads;
 use super::command::{Command, Stream, Wrap};
 use super::conn;
 use super::conn::Source;
@@ -24,14 +25,49 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::LocalSet;
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 
-/// Commands a connection could not push without waiting, with the index of their shard, in
-/// order. Sent (waiting) before the connection reads again.
+/// Commands for other shards, with the index of their shard, in order: what handlers queued
+/// while one read was handled (the shard's outbox), or what a connection could not push without
+/// waiting (sent, waiting, before it reads again).
 pub(crate) type Blocked = Vec<(usize, Command)>;
+
+/// Pushes the outbox's commands without waiting: those for one shard together, as one
+/// command, so that the shard cannot wake and flush its clients between them. A command that
+/// finds its shard full goes to `blocked`.
+pub(crate) fn post(shards: &[Handle], outbox: &mut Blocked, blocked: &mut Blocked) {
+    while let Some(&(index, _)) = outbox.first() {
+        let mut mine = Vec::new();
+        let mut i = 0;
+        while i < outbox.len() {
+            if outbox[i].0 == index {
+                mine.push(outbox.remove(i).1);
+            } else {
+                i += 1;
+            }
+        }
+        let cmd = if mine.len() == 1 {
+            mine.pop().expect("one command")
+        } else {
+            Command::Relayed(mine)
+        };
+        if blocked.iter().any(|(i, _)| *i == index) {
+            blocked.push((index, cmd));
+            continue;
+        }
+        let Some(handle) = shards.get(index) else {
+            continue;
+        };
+        match handle.tx.try_send(cmd) {
+            Ok(()) | Err(TrySendError::Closed(_)) => {}
+            Err(TrySendError::Full(cmd)) => blocked.push((index, cmd)),
+        }
+    }
+}
 
 /// Everything a shard thread needs to start.
 pub(crate) struct Startup {
@@ -63,6 +99,8 @@ pub(crate) struct Shared {
     pub(crate) read_buf: RefCell<Box<[u8]>>,
     /// Reused write buffer (`write_buffer_bytes`) into which small frames are copied.
     pub(crate) write_buf: RefCell<Vec<u8>>,
+    /// Commands handlers queued for other shards while one read is handled; empty otherwise.
+    pub(crate) outbox: RefCell<Blocked>,
     /// The engine's limits.
     pub(crate) config: Arc<Config>,
     /// The embedder's hooks.
@@ -139,6 +177,7 @@ async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         state: RefCell::new(State::new(config.clone(), counters)),
         read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
+        outbox: RefCell::new(Vec::new()),
         config: config.clone(),
         handler,
         shards,
@@ -179,8 +218,9 @@ async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     stopping.map(|(_, done)| done)
 }
 
-/// Applies one tick's commands in order. With `batch_envelope`, consecutive broadcasts to the
-/// same audience are delivered as envelopes built once for the whole shard.
+/// Applies one tick's commands in order. Consecutive broadcasts to the same audience are
+/// delivered in one pass over the clients (each still offered on its own); with
+/// `batch_envelope`, as envelopes built once for the whole shard.
 fn apply_all(
     shared: &Rc<Shared>,
     commands: &mut Vec<Command>,
@@ -188,23 +228,35 @@ fn apply_all(
 ) {
     let envelope = shared.config.batch_envelope;
     let mut run: SmallVec<[Payload; 16]> = SmallVec::new();
+    let mut groups: SmallVec<[Payloads; 16]> = SmallVec::new();
     let mut run_audience = Audience::ALL;
-    for command in commands.drain(..) {
+    let relayed = commands.drain(..).flat_map(|command| match command {
+        Command::Relayed(many) => Either::Many(many.into_iter()),
+        one => Either::One(Some(one)),
+    });
+    for command in relayed {
         match command {
-            Command::Broadcast { payloads, audience } if envelope => {
+            Command::Broadcast { payloads, audience } => {
                 if run_audience != audience {
                     shared.deliver_run(&mut run, run_audience);
+                    shared.deliver_groups(&mut groups, run_audience);
                     run_audience = audience;
                 }
-                run.extend(payloads);
+                if envelope {
+                    run.extend(payloads);
+                } else {
+                    groups.push(payloads);
+                }
             }
             command => {
                 shared.deliver_run(&mut run, run_audience);
+                shared.deliver_groups(&mut groups, run_audience);
                 shared.apply(command, stopping);
             }
         }
     }
     shared.deliver_run(&mut run, run_audience);
+    shared.deliver_groups(&mut groups, run_audience);
 }
 
 impl Shared {
@@ -245,6 +297,12 @@ impl Shared {
                 state.deliver(&payloads, audience);
             }
             Command::Send { id, payload } => state.send(id, &payload),
+            Command::Relayed(many) => {
+                drop(state);
+                for command in many {
+                    self.apply(command, stopping);
+                }
+            }
             Command::Remove { id, reply } => {
                 let info = state.remove(id);
                 if let Some(reply) = reply {
@@ -266,6 +324,18 @@ impl Shared {
                 }
             }
         }
+    }
+
+    /// Delivers consecutive broadcasts to the same audience, then empties `groups`.
+    fn deliver_groups(&self, groups: &mut SmallVec<[Payloads; 16]>, audience: Audience) {
+        if groups.is_empty() {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        let frames: usize = groups.iter().map(|g| g.len()).sum();
+        crate::stats::bump(&state.counters().broadcasts, frames as u64);
+        state.deliver_groups(groups, audience);
+        groups.clear();
     }
 
     /// Delivers a run of broadcasts to the same audience (envelope mode), then empties it.
@@ -377,6 +447,23 @@ async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener, wrap: Optio
                 tracing::warn!(shard = shared.id.0, error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// One command or the commands of a [`Command::Relayed`], as one iterator.
+enum Either {
+    One(Option<Command>),
+    Many(std::vec::IntoIter<Command>),
+}
+
+impl Iterator for Either {
+    type Item = Command;
+
+    fn next(&mut self) -> Option<Command> {
+        match self {
+            Either::One(one) => one.take(),
+            Either::Many(many) => many.next(),
         }
     }
 }
