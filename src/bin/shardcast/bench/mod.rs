@@ -97,6 +97,10 @@ pub(crate) struct Args {
         default_value = "embedded,naive"
     )]
     sweep_servers: Vec<Kind>,
+    /// Runs of each sweep row, the servers taking turns; the table gives medians and the range
+    /// of the ratios measured side by side (for machines whose speed drifts).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
+    repeat: u32,
 }
 
 /// Descriptors the bench and its server use besides connections (stdio, epoll, listeners).
@@ -155,13 +159,22 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                         window,
                         payload: payload.max(16),
                     };
-                    let mut row = Vec::new();
-                    for &kind in &args.sweep_servers {
-                        let target = Target::start(kind, &options)?;
-                        row.push(measure(&args, shape, target, interactive)?);
-                    }
-                    if !args.json {
-                        eprintln!("{}", report::sweep_progress(&row));
+                    // row[server][repeat]: the servers take turns, so that a drift of the
+                    // machine's speed hits each of them alike.
+                    let mut row: Vec<Vec<Report>> =
+                        args.sweep_servers.iter().map(|_| Vec::new()).collect();
+                    for _ in 0..args.repeat {
+                        let mut turn = Vec::new();
+                        for &kind in &args.sweep_servers {
+                            let target = Target::start(kind, &options)?;
+                            turn.push(measure(&args, shape, target, interactive)?);
+                        }
+                        if !args.json {
+                            eprintln!("{}", report::sweep_progress(&turn));
+                        }
+                        for (runs, report) in row.iter_mut().zip(turn) {
+                            runs.push(report);
+                        }
                     }
                     rows.push(row);
                 }

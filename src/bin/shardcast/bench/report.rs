@@ -246,60 +246,116 @@ pub(crate) fn sweep_progress(row: &[Report]) -> String {
     s
 }
 
-/// The sweep as a Markdown table: each server's deliveries/s and p99, and the first server's
-/// ratio to each other one.
-pub(crate) fn sweep_table(rows: &[Vec<Report>]) -> String {
+/// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
+/// their range), p99 (of the median run) and lost (over all runs), and the first server's ratio
+/// to each other one (of the medians, with the range of the ratios of runs side by side).
+pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let Some(first) = rows.first() else {
         return String::new();
     };
+    let name = |runs: &Vec<Report>| runs.first().map_or("?", |r| r.server.as_str()).to_owned();
+    let base_name = first.first().map(name).unwrap_or_default();
+    let repeats = first.first().map_or(0, Vec::len);
     let mut s = String::from("| clients | window | payload |");
-    for r in first {
-        let _ = write!(s, " {0} deliveries/s | {0} p99 | {0} lost |", r.server);
+    for runs in first {
+        let _ = write!(s, " {0} deliveries/s | {0} p99 | {0} lost |", name(runs));
     }
-    for r in first.iter().skip(1) {
-        let _ = write!(s, " {} / {} |", first[0].server, r.server);
+    for runs in first.iter().skip(1) {
+        let _ = write!(s, " {} / {} |", base_name, name(runs));
     }
     s.push('\n');
     let columns = 3 + first.len() * 3 + first.len().saturating_sub(1);
     s.push_str(&"|---".repeat(columns));
     s.push_str("|\n");
     for row in rows {
-        let Some(base) = row.first() else { continue };
+        let Some(base) = row.first().and_then(|runs| runs.first()) else {
+            continue;
+        };
         let _ = write!(
             s,
             "| {} | {} | {} B |",
             base.clients, base.window, base.payload_bytes
         );
-        for r in row {
+        for runs in row {
+            let Some(median) = median_run(runs) else {
+                s.push_str(" - | - | - |");
+                continue;
+            };
+            let rates: Vec<f64> = runs.iter().map(Report::deliveries_per_sec).collect();
             let _ = write!(
                 s,
-                " {} | {} | {} |",
-                thousands(r.deliveries_per_sec()),
-                micros(r.percentile(0.99)),
-                r.lost
+                " {}{} | {} | {} |",
+                thousands(median.deliveries_per_sec()),
+                spread(&rates, thousands),
+                micros(median.percentile(0.99)),
+                runs.iter().map(|r| r.lost).sum::<u64>()
             );
         }
-        for r in row.iter().skip(1) {
+        let base_runs = &row[0];
+        for runs in row.iter().skip(1) {
+            let (Some(b), Some(o)) = (median_run(base_runs), median_run(runs)) else {
+                s.push_str(" - |");
+                continue;
+            };
+            let ratios: Vec<f64> = base_runs
+                .iter()
+                .zip(runs)
+                .map(|(b, o)| b.deliveries_per_sec() / o.deliveries_per_sec().max(1e-9))
+                .collect();
             let _ = write!(
                 s,
-                " {:.1}x |",
-                base.deliveries_per_sec() / r.deliveries_per_sec().max(1e-9)
+                " {:.2}x{} |",
+                b.deliveries_per_sec() / o.deliveries_per_sec().max(1e-9),
+                spread(&ratios, |v| format!("{v:.2}x"))
             );
         }
         s.push('\n');
     }
+    if repeats > 1 {
+        let _ = writeln!(
+            s,
+            "\nMedians of {repeats} runs per server, the servers taking turns; in parentheses \
+             the range over the runs (for ratios: of each turn's runs side by side)."
+        );
+    }
     s
 }
 
-/// The sweep as a JSON array of rows, each an array of run objects.
-pub(crate) fn sweep_json(rows: &[Vec<Report>]) -> String {
+/// The run with the median deliveries/s.
+fn median_run(runs: &[Report]) -> Option<&Report> {
+    let rates: Vec<f64> = runs.iter().map(Report::deliveries_per_sec).collect();
+    median_index(&rates).and_then(|i| runs.get(i))
+}
+
+/// Index of the median of `values` (the lower middle one of an even count).
+fn median_index(values: &[f64]) -> Option<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[a].total_cmp(&values[b]));
+    order.get(values.len().saturating_sub(1) / 2).copied()
+}
+
+/// " (min-max)" of `values` when there are several, else nothing.
+fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
+    if values.len() < 2 {
+        return String::new();
+    }
+    let min = values.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!(" ({}-{})", show(min), show(max))
+}
+
+/// The sweep as a JSON array of rows, each an array of run objects (every repeat of every
+/// server, in the order they ran).
+pub(crate) fn sweep_json(rows: &[Vec<Vec<Report>>]) -> String {
     let rows: Vec<String> = rows
         .iter()
         .map(|row| {
-            format!(
-                "[{}]",
-                row.iter().map(Report::json).collect::<Vec<_>>().join(",")
-            )
+            let repeats = row.iter().map(Vec::len).max().unwrap_or(0);
+            let runs: Vec<String> = (0..repeats)
+                .flat_map(|i| row.iter().filter_map(move |runs| runs.get(i)))
+                .map(Report::json)
+                .collect();
+            format!("[{}]", runs.join(","))
         })
         .collect();
     format!("[{}]", rows.join(","))
@@ -349,4 +405,23 @@ fn quote(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_median_is_the_middle_value_or_the_lower_middle_one() {
+        assert_eq!(median_index(&[]), None);
+        assert_eq!(median_index(&[5.0]), Some(0));
+        assert_eq!(median_index(&[9.0, 1.0, 5.0]), Some(2));
+        assert_eq!(median_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+    }
+
+    #[test]
+    fn a_spread_is_shown_only_for_several_values() {
+        assert_eq!(spread(&[2.0], |v| format!("{v}")), "");
+        assert_eq!(spread(&[3.0, 1.0, 2.0], |v| format!("{v}")), " (1-3)");
+    }
 }
