@@ -95,6 +95,9 @@ pub struct Config {
     /// Bind shard `i` to core `i % cores`. Default: off.
     pub pin_cores: bool,
     /// Commands each shard's queue holds before publishers wait. Default: 1024.
+    ///
+    /// What handlers on another shard relay while one read is handled arrives as one command,
+    /// posted once 64 commands are gathered (or more, if a single handler call queued more).
     pub shard_queue_capacity: usize,
     /// Most clients (registered or handshaking) the engine holds. Default: 1,048,576.
     pub clients_max: usize,
