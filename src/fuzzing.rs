@@ -1394,11 +1394,18 @@ impl Sim {
                     }
                 }
             }
-            3 | 5 => {
-                let batch = if r.u8() & 1 != 0 { 2 + r.u8() % 3 } else { 1 };
+            3 => {
                 let audience = self.audience(r);
-                let payloads: Vec<Payload> = (0..batch).map(|_| self.payload(r)).collect();
+                let payloads = self.batch(r);
                 self.deliver(&payloads, audience);
+            }
+            5 => {
+                // Consecutive broadcasts to one audience, as the worker delivers them: in one
+                // pass, each group offered on its own.
+                let audience = self.audience(r);
+                let groups: Vec<Vec<Payload>> =
+                    (0..2 + r.u8() % 3).map(|_| self.batch(r)).collect();
+                self.deliver_groups(&groups, audience);
             }
             4 => {
                 let payload = self.payload(r);
@@ -1567,7 +1574,26 @@ impl Sim {
         (kind & 0x01 != 0, except)
     }
 
-    fn deliver(&mut self, payloads: &[Payload], (authenticated, except): (bool, Option<ClientId>)) {
+    /// One broadcast's frames: one, or a batch of 2 to 4.
+    fn batch(&mut self, r: &mut Reader<'_>) -> Vec<Payload> {
+        let batch = if r.u8() & 1 != 0 { 2 + r.u8() % 3 } else { 1 };
+        (0..batch).map(|_| self.payload(r)).collect()
+    }
+
+    fn deliver(&mut self, payloads: &[Payload], audience: (bool, Option<ClientId>)) {
+        self.state.deliver(payloads, Self::to_audience(audience));
+        self.expect_deliver(payloads, audience);
+    }
+
+    fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: (bool, Option<ClientId>)) {
+        self.state
+            .deliver_groups(groups, Self::to_audience(audience));
+        for payloads in groups {
+            self.expect_deliver(payloads, audience);
+        }
+    }
+
+    fn to_audience((authenticated, except): (bool, Option<ClientId>)) -> Audience {
         let mut audience = if authenticated {
             Audience::AUTHENTICATED
         } else {
@@ -1576,7 +1602,15 @@ impl Sim {
         if let Some(id) = except {
             audience = audience.except(id);
         }
-        self.state.deliver(payloads, audience);
+        audience
+    }
+
+    /// The model of delivering `payloads` to the audience.
+    fn expect_deliver(
+        &mut self,
+        payloads: &[Payload],
+        (authenticated, except): (bool, Option<ClientId>),
+    ) {
         let mut evict = Vec::new();
         for i in self.by_slot() {
             let c = &self.clients[i];
