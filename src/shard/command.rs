@@ -86,8 +86,9 @@ pub(crate) enum Command {
     },
     /// Deliver to one client.
     Send { id: ClientId, payload: Payload },
-    /// Several broadcasts and sends from one read of one connection (at most
-    /// `OUTBOX_POST_AT` of them), in order: one push, so that the shard sees them together.
+    /// Several broadcasts and sends that handlers queued while one read of one connection was
+    /// handled (posted every 64, or more if one handler call queued more), in order: one push,
+    /// so that the shard sees them together.
     Relayed(Vec<Command>),
     /// Close a client with 1000 and forget it; reply with what was known.
     Remove {
