@@ -773,6 +773,27 @@ mod tests {
             proptest::prop_assert_eq!(run(true), run(false));
         }
     }
+    /// A fixed deliver-and-write workload for instruction counts (`valgrind --tool=callgrind`):
+    /// 1,000 clients, 50 rounds of 16 broadcasts of 32 bytes, each client written once a round.
+    #[test]
+    #[ignore]
+    fn callgrind_deliver_and_gather() {
+        let mut s = state(Config::default());
+        let slots: Vec<usize> = (1..=1000).map(|n| s.admit(id(n), None)).collect();
+        let payloads: Vec<Payload> = (0..16)
+            .map(|i| Payload::binary(vec![i as u8; 32]))
+            .collect();
+        let mut written = 0;
+        for _ in 0..50 {
+            for p in &payloads {
+                s.deliver(std::slice::from_ref(p), Audience::ALL);
+            }
+            for &slot in &slots {
+                written += wire(&mut s, slot).len();
+            }
+        }
+        assert_eq!(written, 50 * 1000 * 16 * 34);
+    }
 }
 
 // After the tests so that test and fuzz helpers stay out of the way of the shard's own code.
