@@ -212,7 +212,8 @@ pub(crate) fn receive(
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut ping = Vec::new();
     put_frame(&mut ping, b"", 0x9);
-    let mut last_ping = Instant::now();
+    let pings_started = Instant::now();
+    let mut pinged = 0u64;
     // Frames that were already in the upgrade response.
     let mut tally = Tally::default();
     let now = shared.now_ns();
@@ -259,11 +260,17 @@ pub(crate) fn receive(
             }
         }
         tally.publish(&shared);
-        if last_ping.elapsed() >= PING_EVERY {
-            last_ping = Instant::now();
-            for c in conns.iter_mut().filter(|c| c.open) {
+        // Each client pings once per period, the clients spread evenly over it: pings from
+        // every client at once (and their pongs) would make one round slow and show up in the
+        // latency tail as if the server had stalled.
+        let due = (pings_started.elapsed().as_secs_f64() / PING_EVERY.as_secs_f64()
+            * conns.len() as f64) as u64;
+        while pinged < due {
+            let i = (pinged % conns.len() as u64) as usize;
+            if let Some(c) = conns.get_mut(i).filter(|c| c.open) {
                 let _ = c.stream.write(&ping);
             }
+            pinged += 1;
         }
     }
     Ok(Received { latency_us })
