@@ -192,6 +192,8 @@ impl Context<'_> {
         }
         if self.shards.get(own).is_some() {
             self.state.deliver(&payloads, audience);
+            let applied = &self.state.counters().broadcasts;
+            crate::stats::bump_release(applied, payloads.len() as u64);
         }
     }
 

@@ -8,14 +8,16 @@
 //! cache-padded so that shards never share a cache line.
 
 use crossbeam_utils::CachePadded;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
 /// One shard's counters; the shard thread is the only writer.
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
     /// Registered clients (gauge).
     pub(crate) clients: AtomicU64,
-    /// Broadcast commands applied (a batch counts once per payload).
+    /// Broadcast commands applied (a batch counts once per payload). Counted after what they
+    /// did (deliveries, drops, evictions) with [`bump_release`], and read first, with Acquire:
+    /// a snapshot that counts a broadcast counts its effects too.
     pub(crate) broadcasts: AtomicU64,
     /// Frames appended to a client queue.
     pub(crate) deliveries: AtomicU64,
@@ -45,6 +47,12 @@ pub(crate) struct Counters {
 #[inline]
 pub(crate) fn bump(counter: &AtomicU64, n: u64) {
     counter.store(counter.load(Relaxed).wrapping_add(n), Relaxed);
+}
+
+/// [`bump`], ordered after every counter update the thread made before it (see `broadcasts`).
+#[inline]
+pub(crate) fn bump_release(counter: &AtomicU64, n: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(n), Release);
 }
 
 /// Subtracts `n` from a gauge that only the calling thread writes.
@@ -111,8 +119,9 @@ pub struct Stats {
 impl ShardStats {
     pub(crate) fn read(c: &Counters, queue_depth: u64) -> ShardStats {
         ShardStats {
+            // First, and Acquire: see `Counters::broadcasts`.
+            broadcasts: c.broadcasts.load(Acquire),
             clients: c.clients.load(Relaxed),
-            broadcasts: c.broadcasts.load(Relaxed),
             deliveries: c.deliveries.load(Relaxed),
             bytes_written: c.bytes_written.load(Relaxed),
             write_syscalls: c.write_syscalls.load(Relaxed),

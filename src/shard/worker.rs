@@ -293,8 +293,8 @@ impl Shared {
                 tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
             Command::Broadcast { payloads, audience } => {
-                crate::stats::bump(&state.counters().broadcasts, payloads.len() as u64);
                 state.deliver(&payloads, audience);
+                crate::stats::bump_release(&state.counters().broadcasts, payloads.len() as u64);
             }
             Command::Send { id, payload } => state.send(id, &payload),
             Command::Relayed(many) => {
@@ -333,8 +333,8 @@ impl Shared {
         }
         let mut state = self.state.borrow_mut();
         let frames: usize = groups.iter().map(|g| g.len()).sum();
-        crate::stats::bump(&state.counters().broadcasts, frames as u64);
         state.deliver_groups(groups, audience);
+        crate::stats::bump_release(&state.counters().broadcasts, frames as u64);
         groups.clear();
     }
 
@@ -344,9 +344,10 @@ impl Shared {
             return;
         }
         let mut state = self.state.borrow_mut();
-        crate::stats::bump(&state.counters().broadcasts, run.len() as u64);
+        let frames = run.len() as u64;
         if run.len() == 1 {
             state.deliver(run.as_slice(), audience);
+            crate::stats::bump_release(&state.counters().broadcasts, frames);
             run.clear();
             return;
         }
@@ -374,6 +375,7 @@ impl Shared {
             }
             start = end;
         }
+        crate::stats::bump_release(&state.counters().broadcasts, frames);
         run.clear();
     }
 
