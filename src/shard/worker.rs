@@ -50,10 +50,9 @@ pub(crate) fn post(shards: &[Handle], outbox: &mut Blocked, blocked: &mut Blocke
                 i += 1;
             }
         }
-        let cmd = if mine.len() == 1 {
-            mine.pop().expect("one command")
-        } else {
-            Command::Relayed(mine)
+        let cmd = match <[Command; 1]>::try_from(mine) {
+            Ok([one]) => one,
+            Err(many) => Command::Relayed(many),
         };
         if blocked.iter().any(|(i, _)| *i == index) {
             blocked.push((index, cmd));
@@ -292,16 +291,12 @@ impl Shared {
             Command::Listen { listener, wrap } => {
                 tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
-            Command::Broadcast { payloads, audience } => {
-                state.deliver(&payloads, audience);
-                crate::stats::bump_release(&state.counters().broadcasts, payloads.len() as u64);
-            }
             Command::Send { id, payload } => state.send(id, &payload),
-            Command::Relayed(many) => {
+            // `apply_all` delivers broadcasts in runs and unpacks `Relayed` before calling this;
+            // one that gets here anyway goes the same way.
+            command @ (Command::Broadcast { .. } | Command::Relayed(_)) => {
                 drop(state);
-                for command in many {
-                    self.apply(command, stopping);
-                }
+                apply_all(self, &mut vec![command], stopping);
             }
             Command::Remove { id, reply } => {
                 let info = state.remove(id);
@@ -344,13 +339,6 @@ impl Shared {
             return;
         }
         let mut state = self.state.borrow_mut();
-        let frames = run.len() as u64;
-        if run.len() == 1 {
-            state.deliver(run.as_slice(), audience);
-            crate::stats::bump_release(&state.counters().broadcasts, frames);
-            run.clear();
-            return;
-        }
         let max = self.config.envelope_bytes_max;
         let mut start = 0;
         while start < run.len() {
@@ -375,7 +363,7 @@ impl Shared {
             }
             start = end;
         }
-        crate::stats::bump_release(&state.counters().broadcasts, frames);
+        crate::stats::bump_release(&state.counters().broadcasts, run.len() as u64);
         run.clear();
     }
 
