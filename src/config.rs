@@ -9,6 +9,20 @@
 
 use std::time::Duration;
 
+/// Memory one queued frame costs beyond its bytes, charged against the client's queue cap so
+/// that the cap bounds memory for any frame size (empty frames included): its slot in the queue
+/// (8 bytes, up to 16 while the queue's buffer is half empty after doubling), the `Arc<Bytes>`
+/// the frame is shared through (48), and the allocator's rounding of the frame's own buffer
+/// (up to 16). A frame shared by many clients is charged to each, which over-counts; the bound
+/// must hold when one stalled client is the last holder of every frame in its queue.
+///
+/// ```
+/// // A stalled client fed empty frames (2 bytes each) holds at most this many under the
+/// // default 1 MiB cap:
+/// assert_eq!((1 << 20) / (2 + shardcast::FRAME_OVERHEAD_BYTES), 12_787);
+/// ```
+pub const FRAME_OVERHEAD_BYTES: usize = 80;
+
 /// What a shard does when a client's outbound queue would exceed
 /// [`Config::client_queue_bytes_max`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -101,7 +115,13 @@ pub struct Config {
     pub shard_queue_capacity: usize,
     /// Most clients (registered or handshaking) the engine holds. Default: 1,048,576.
     pub clients_max: usize,
-    /// Bytes a client's outbound queue may hold. Default: 1 MiB.
+    /// Memory a client's outbound queue may hold. Default: 1 MiB.
+    ///
+    /// Each queued frame counts its bytes plus [`FRAME_OVERHEAD_BYTES`] (its queue slot and
+    /// shared handle), so the cap bounds memory for any frame size: with `n` stalled clients,
+    /// queued frames hold at most `n` x this.
+    ///
+    /// [`FRAME_OVERHEAD_BYTES`]: crate::FRAME_OVERHEAD_BYTES
     pub client_queue_bytes_max: usize,
     /// What happens when a client's queue is full. Default: [`SlowConsumerPolicy::Disconnect`].
     pub slow_consumer: SlowConsumerPolicy,
@@ -110,8 +130,16 @@ pub struct Config {
     pub write_deadline: Duration,
     /// A client silent for longer is closed with 4002. Default: 20 s.
     pub heartbeat_timeout: Duration,
-    /// How often each shard sweeps its clients for heartbeat, auth and write deadlines.
-    /// Default: 5 s.
+    /// A client silent for this long is sent a ping (once per silence); any frame it sends, a
+    /// pong included, makes it not silent. Browsers cannot send pings but answer them, so this
+    /// keeps clients that only listen connected. `None`: no server pings (clients keep
+    /// themselves alive, TopGun-style). Pings go out at the sweep, so a silent client is pinged
+    /// between `ping_interval` and `ping_interval + sweep_interval` after its last frame; keep
+    /// that well below `heartbeat_timeout`. Default: 10 s, or half the heartbeat timeout if
+    /// that is shorter.
+    pub ping_interval: Option<Duration>,
+    /// How often each shard sweeps its clients for heartbeat, auth and write deadlines, and
+    /// pings silent clients. Default: 5 s.
     pub sweep_interval: Duration,
     /// An unauthenticated client older than this is closed with 4001. Default: none.
     pub auth_deadline: Option<Duration>,
@@ -157,6 +185,7 @@ impl Default for Config {
             slow_consumer: SlowConsumerPolicy::Disconnect,
             write_deadline: Duration::from_secs(10),
             heartbeat_timeout: Duration::from_secs(20),
+            ping_interval: Some(Duration::from_secs(10)),
             sweep_interval: Duration::from_secs(5),
             auth_deadline: None,
             frame_bytes_max: 64 << 10,

@@ -7,13 +7,16 @@
 //!   splitting a frame on the wire.
 //! - `offset` bytes of the first frame in write order have been written. `data_started` is true
 //!   exactly when that first frame is the front data frame and `offset > 0`.
-//! - `bytes` is the number of unwritten bytes over all queued frames.
+//! - `bytes` is the number of unwritten bytes over all queued frames; `control_bytes` is the
+//!   part of it in `control`.
 //!
 //! # Back-pressure
 //!
-//! The queue itself never refuses a frame; the shard state checks `bytes` against the client's
-//! byte cap before pushing and applies the slow-consumer policy.
+//! The queue itself never refuses a frame; the shard state checks [`Outbound::charge`] (the
+//! bytes plus [`FRAME_OVERHEAD_BYTES`] per frame: what the queue really holds in memory) against
+//! the client's cap before pushing and applies the slow-consumer policy.
 
+use crate::config::FRAME_OVERHEAD_BYTES;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
@@ -45,6 +48,8 @@ pub(crate) struct Outbound {
     data_started: bool,
     /// Unwritten bytes over all frames.
     bytes: usize,
+    /// Unwritten bytes of the frames in `control`.
+    control_bytes: usize,
 }
 
 /// One part of a gathered write: a run of bytes copied into the shard's write buffer, or a
@@ -65,12 +70,18 @@ impl Outbound {
     /// Appends a control frame, which goes out before any data frame not yet started.
     pub(crate) fn push_control(&mut self, frame: Bytes) {
         self.bytes += frame.len();
+        self.control_bytes += frame.len();
         self.control.push(frame);
     }
 
     /// Unwritten bytes.
     pub(crate) fn bytes(&self) -> usize {
         self.bytes
+    }
+
+    /// The memory the queue is charged for: its bytes plus [`FRAME_OVERHEAD_BYTES`] per frame.
+    pub(crate) fn charge(&self) -> usize {
+        self.bytes + self.frames() * FRAME_OVERHEAD_BYTES
     }
 
     /// Frames not completely written.
@@ -158,6 +169,9 @@ impl Outbound {
                 debug_assert!(false, "advance past the end of the queue");
                 break;
             }
+            if !from_data {
+                self.control_bytes -= n.min(left);
+            }
             if n >= left {
                 n -= left;
                 self.bytes -= left;
@@ -182,29 +196,36 @@ impl Outbound {
     /// Frees the queue's buffers if nothing is queued (after a burst, so that an idle client
     /// costs no queue memory).
     pub(crate) fn shrink_if_empty(&mut self) {
-        if self.bytes == 0 {
+        if self.bytes == 0 && (self.data.capacity() > 0 || self.control.capacity() > 0) {
             self.data = VecDeque::new();
             self.control = Vec::new();
         }
     }
 
-    /// Bytes of the data frames not yet started: what `drop_oldest` could drop.
-    pub(crate) fn droppable_bytes(&self) -> usize {
-        self.data
-            .iter()
-            .skip(self.data_started as usize)
-            .map(|f| f.len())
-            .sum()
+    /// The charge of what `drop_oldest` could drop: the data frames not yet started. O(1):
+    /// everything queued but the control frames and the started data frame.
+    pub(crate) fn droppable_charge(&self) -> usize {
+        let started = self.data_started as usize;
+        let started_bytes = if self.data_started {
+            self.data.front().map_or(0, |f| f.len()) - self.offset
+        } else {
+            0
+        };
+        let kept_bytes = self.control_bytes + started_bytes;
+        let kept_frames = self.control.len() + started;
+        self.charge() - kept_bytes - kept_frames * FRAME_OVERHEAD_BYTES
     }
 
-    /// Drops data frames not yet started, oldest first, until `room` more bytes fit under
-    /// `cap` or none is left to drop. Returns (frames, bytes) dropped.
+    /// Drops data frames not yet started, oldest first, until a charge of `room` more fits
+    /// under `cap` or none is left to drop. Returns (frames, bytes) dropped. Each frame is
+    /// dropped at most once, so over a queue's life this costs O(1) per frame pushed.
     pub(crate) fn drop_oldest(&mut self, room: usize, cap: usize) -> (usize, usize) {
         // A partly written control frame lives in `control`, so only a started data frame must
         // stay at the front of `data`.
         let keep = self.data_started as usize;
         let (mut frames, mut bytes) = (0, 0);
-        while self.bytes + room > cap && self.data.len() > keep {
+        while self.charge() + room > cap && self.data.len() > keep {
+            // `remove(0)` pops the front; `remove(1)` moves one element: both O(1).
             if let Some(frame) = self.data.remove(keep) {
                 self.bytes -= frame.len();
                 bytes += frame.len();
@@ -288,7 +309,9 @@ mod tests {
         q.push(Bytes::from_static(b"bbbb"));
         q.push(Bytes::from_static(b"cccc"));
         q.advance(1);
-        let (frames, bytes) = q.drop_oldest(4, 11);
+        // 11 bytes in 3 frames; room for one more 4-byte frame under a cap of exactly that.
+        let o = FRAME_OVERHEAD_BYTES;
+        let (frames, bytes) = q.drop_oldest(4 + o, 11 + 3 * o);
         assert_eq!((frames, bytes), (1, 4));
         let mut buf = Vec::with_capacity(64);
         assert_eq!(write_all(&mut q, &mut buf, 100), b"aaacccc");
