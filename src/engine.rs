@@ -567,6 +567,8 @@ impl Engine {
 pub struct Builder {
     config: Config,
     handler: Option<Arc<dyn Handler>>,
+    /// Whether `ping_interval` was chosen; if not, it follows the heartbeat timeout.
+    ping_interval_set: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -599,7 +601,8 @@ impl Builder {
         shard_queue_capacity: usize,
         /// Most connections at once. Default: 1,048,576.
         clients_max: usize,
-        /// Bytes a client's outbound queue may hold. Default: 1 MiB.
+        /// Memory a client's outbound queue may hold: frame bytes plus a fixed overhead per
+        /// frame. Default: 1 MiB.
         client_queue_bytes_max: usize,
         /// What to do when a client's queue is full. Default: disconnect (4008).
         slow_consumer: SlowConsumerPolicy,
@@ -637,6 +640,25 @@ impl Builder {
         close_timeout: Duration,
     }
 
+    /// Ping clients silent for this long, so that clients which only listen (browsers) answer
+    /// and stay connected; `None` leaves heartbeats to the clients (TopGun-style). Must be
+    /// shorter than the heartbeat timeout. Default: 10 s, or half the heartbeat timeout if
+    /// that is shorter.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let engine = shardcast::Engine::builder()
+    ///     .heartbeat_timeout(Duration::from_secs(6))
+    ///     .build()?;
+    /// assert_eq!(engine.config().ping_interval, Some(Duration::from_secs(3)));
+    /// # Ok::<(), shardcast::BuildError>(())
+    /// ```
+    pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
+        self.config.ping_interval = interval;
+        self.ping_interval_set = true;
+        self
+    }
+
     /// Sets the maximum inbound message and frame size together.
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.message_bytes_max = bytes;
@@ -656,7 +678,11 @@ impl Builder {
     ///
     /// [`BuildError::Invalid`] names the first setting out of range; [`BuildError::Spawn`] if
     /// a thread or runtime cannot start.
-    pub fn build(self) -> Result<Engine, BuildError> {
+    pub fn build(mut self) -> Result<Engine, BuildError> {
+        if !self.ping_interval_set {
+            let half = self.config.heartbeat_timeout / 2;
+            self.config.ping_interval = self.config.ping_interval.map(|p| p.min(half));
+        }
         let config = Arc::new(check(self.config)?);
         let handler = self.handler.unwrap_or_else(|| Arc::new(()));
         let admission = Arc::new(Admission::new(config.clients_max));
@@ -744,6 +770,13 @@ fn check(config: Config) -> Result<Config, BuildError> {
         !config.heartbeat_timeout.is_zero(),
         "heartbeat_timeout",
         "must be positive",
+    )?;
+    require(
+        config
+            .ping_interval
+            .is_none_or(|p| !p.is_zero() && p < config.heartbeat_timeout),
+        "ping_interval",
+        "must be positive and shorter than heartbeat_timeout",
     )?;
     require(
         !config.sweep_interval.is_zero(),

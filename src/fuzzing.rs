@@ -31,7 +31,7 @@ use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 
 use crate::client::{Principal, RemoveReason};
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::shard::State;
 use crate::stats::{Counters, ShardCounters};
 use crate::wire::envelope::{self, EnvelopeError};
@@ -1134,6 +1134,8 @@ struct ModelClient {
     authenticated: bool,
     /// Simulated times.
     last_seen: Duration,
+    /// Whether a server ping went out since `last_seen`.
+    pinged: bool,
     registered_at: Duration,
     blocked_since: Option<Duration>,
     /// Frames not completely written, in write order.
@@ -1173,13 +1175,19 @@ impl ModelClient {
     }
 
     /// Bytes of the data frames not started (what `DropOldest` may drop).
+    /// The memory the queue is charged for: its bytes plus a fixed overhead per frame.
+    fn charge(&self) -> usize {
+        self.queued() + self.queue.len() * FRAME_OVERHEAD_BYTES
+    }
+
+    /// The charge of the data frames not started.
     fn droppable(&self) -> usize {
         let at = usize::from(self.offset > 0);
         self.queue
             .iter()
             .skip(at)
             .filter(|q| !q.control)
-            .map(|q| q.frame.len())
+            .map(|q| q.frame.len() + FRAME_OVERHEAD_BYTES)
             .sum()
     }
 
@@ -1188,7 +1196,7 @@ impl ModelClient {
     fn drop_data(&mut self, more: usize, cap: usize) -> u64 {
         let mut dropped = 0;
         let mut at = usize::from(self.offset > 0);
-        while self.queued() + more > cap && at < self.queue.len() {
+        while self.charge() + more > cap && at < self.queue.len() {
             if self.queue[at].control {
                 at += 1;
             } else {
@@ -1265,6 +1273,8 @@ struct Sim {
     heartbeat: Duration,
     write_deadline: Duration,
     auth_deadline: Option<Duration>,
+    /// Server pings to clients silent this long.
+    ping_interval: Option<Duration>,
     /// Simulated time zero, and the time since it.
     t0: Instant,
     now: Duration,
@@ -1294,8 +1304,11 @@ impl Sim {
         let timeouts = r.u8();
         let heartbeat = 2 * TICK * (1 + u32::from(timeouts & 0x0F));
         let write_deadline = 2 * TICK * (1 + u32::from(timeouts >> 4));
-        let auth = 2 * TICK * (1 + u32::from(r.u8() & 0x0F));
+        let deadlines = r.u8();
+        let auth = 2 * TICK * (1 + u32::from(deadlines & 0x0F));
         let auth_deadline = (mode & 0x04 != 0).then_some(auth);
+        let ping = 2 * TICK * (1 + u32::from(deadlines >> 4));
+        let ping_interval = (mode & 0x08 != 0 && ping < heartbeat).then_some(ping);
         let copy_max = usize::from(r.u8());
         let buf = Vec::with_capacity(4 * usize::from(r.u8()));
         static DEFAULT: OnceLock<Config> = OnceLock::new();
@@ -1305,14 +1318,14 @@ impl Sim {
             heartbeat_timeout: heartbeat,
             write_deadline,
             auth_deadline,
+            ping_interval,
             copy_bytes_max: copy_max,
             // Built once: `Config::default` asks the OS for the number of cores.
             ..DEFAULT.get_or_init(Config::default).clone()
         };
         let counters = Arc::new(ShardCounters::new(Counters::default()));
-        let mut state = State::new(Arc::new(config), counters.clone());
+        let state = State::new(Arc::new(config), counters.clone());
         let t0 = Instant::now();
-        state.now = t0;
         Sim {
             state,
             counters,
@@ -1321,6 +1334,7 @@ impl Sim {
             heartbeat,
             write_deadline,
             auth_deadline,
+            ping_interval,
             t0,
             now: Duration::ZERO,
             clients: Vec::new(),
@@ -1433,7 +1447,6 @@ impl Sim {
             }
             8 => {
                 self.now += TICK * u32::from(r.u8() % 32);
-                self.state.now = self.instant(self.now);
             }
             9 => self.sweep(),
             10 => {
@@ -1470,7 +1483,7 @@ impl Sim {
         let seq = self.clients.len() as u64 + 1;
         let id = ClientId::new(seq, ShardId(0));
         let principal = authenticated.then(|| Principal::new(seq));
-        let slot = self.state.admit_at(id, principal, self.instant(self.now));
+        let slot = self.state.admit(id, principal, self.instant(self.now));
         assert!(
             self.clients.iter().all(|c| c.slot != Some(slot)),
             "slot {slot} handed out twice"
@@ -1481,6 +1494,7 @@ impl Sim {
             phase: ModelPhase::Open,
             authenticated,
             last_seen: self.now,
+            pinged: false,
             registered_at: self.now,
             blocked_since: None,
             queue: VecDeque::new(),
@@ -1497,7 +1511,7 @@ impl Sim {
         let c = &self.clients[i];
         if reason == RemoveReason::Removed {
             // The embedder's path: by id, answered with what was known.
-            let info = self.state.remove(c.id);
+            let info = self.state.remove(c.id, self.instant(self.now));
             assert_eq!(info.is_some(), c.phase == ModelPhase::Open);
             if let Some(info) = info {
                 assert_eq!((info.id, info.authenticated), (c.id, c.authenticated));
@@ -1581,13 +1595,16 @@ impl Sim {
     }
 
     fn deliver(&mut self, payloads: &[Payload], audience: (bool, Option<ClientId>)) {
-        self.state.deliver(payloads, Self::to_audience(audience));
+        let now = self.instant(self.now);
+        self.state
+            .deliver(payloads, Self::to_audience(audience), now);
         self.expect_deliver(payloads, audience);
     }
 
     fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: (bool, Option<ClientId>)) {
+        let now = self.instant(self.now);
         self.state
-            .deliver_groups(groups, Self::to_audience(audience));
+            .deliver_groups(groups, Self::to_audience(audience), now);
         for payloads in groups {
             self.expect_deliver(payloads, audience);
         }
@@ -1625,7 +1642,7 @@ impl Sim {
     }
 
     fn send(&mut self, id: ClientId, payload: Payload) {
-        self.state.send(id, &payload);
+        self.state.send(id, &payload, self.instant(self.now));
         let open = self
             .clients
             .iter()
@@ -1641,8 +1658,9 @@ impl Sim {
     fn offer(&mut self, i: usize, payloads: &[Payload]) -> bool {
         let total: usize = payloads.iter().map(Payload::len).sum();
         let n = payloads.len() as u64;
+        let charge = total + payloads.len() * FRAME_OVERHEAD_BYTES;
         let c = &mut self.clients[i];
-        if c.queued() + total > self.cap {
+        if c.charge() + charge > self.cap {
             match self.policy {
                 SlowConsumerPolicy::Disconnect => return false,
                 SlowConsumerPolicy::DropNewest => {
@@ -1650,12 +1668,12 @@ impl Sim {
                     return true;
                 }
                 SlowConsumerPolicy::DropOldest => {
-                    if c.queued() - c.droppable() + total > self.cap {
+                    if c.charge() - c.droppable() + charge > self.cap {
                         // It would not fit even in an emptied queue: only it is dropped.
                         self.expected.frames_dropped += n;
                         return true;
                     }
-                    self.expected.frames_dropped += c.drop_data(total, self.cap);
+                    self.expected.frames_dropped += c.drop_data(charge, self.cap);
                 }
             }
         }
@@ -1727,6 +1745,7 @@ impl Sim {
         }
         self.state.touch(slot, now);
         c.last_seen = self.now;
+        c.pinged = false;
         if let Some(ping) = ping {
             self.state.pong(slot, ping);
             if c.control_frames() < PONGS_MAX {
@@ -1758,6 +1777,14 @@ impl Sim {
                             .is_some_and(|d| now - c.registered_at >= d) =>
                 {
                     doomed.push((i, RemoveReason::AuthDeadline));
+                }
+                ModelPhase::Open
+                    if !c.pinged
+                        && c.control_frames() < PONGS_MAX
+                        && self.ping_interval.is_some_and(|p| now - c.last_seen >= p) =>
+                {
+                    c.push_control(Bytes::from_static(&[0x89, 0x00]));
+                    c.pinged = true;
                 }
                 ModelPhase::Closing if blocked => c.phase = ModelPhase::Abort,
                 _ => {}

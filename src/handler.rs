@@ -18,6 +18,7 @@ use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId};
 use smallvec::smallvec;
 use std::fmt;
+use tokio::time::Instant;
 
 /// The embedder's hooks. Every method has a default that does nothing (or accepts), so an
 /// implementation overrides only what it needs.
@@ -127,6 +128,8 @@ pub struct Context<'a> {
     pub(crate) id: ClientId,
     /// Its slot in the shard state.
     pub(crate) slot: usize,
+    /// When the driver began handling the current read (one clock for all it leads to).
+    pub(crate) now: Instant,
     /// The shard's clients.
     pub(crate) state: &'a mut State,
     /// Every shard, indexed by shard id.
@@ -191,7 +194,7 @@ impl Context<'_> {
             self.push(index, cmd);
         }
         if self.shards.get(own).is_some() {
-            self.state.deliver(&payloads, audience);
+            self.state.deliver(&payloads, audience, self.now);
             let applied = &self.state.counters().broadcasts;
             crate::stats::bump_release(applied, payloads.len() as u64);
         }
@@ -201,7 +204,7 @@ impl Context<'_> {
     pub fn send(&mut self, to: ClientId, payload: Payload) {
         let index = to.shard().index();
         if index == self.id.shard().index() {
-            self.state.send(to, &payload);
+            self.state.send(to, &payload, self.now);
         } else if self.shards.get(index).is_some() {
             self.push(index, Command::Send { id: to, payload });
         }

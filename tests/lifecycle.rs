@@ -121,7 +121,7 @@ async fn on_removed_is_called_once_per_client_with_its_reason() {
 }
 
 #[tokio::test]
-async fn heartbeat_closes_silent_clients_with_4002_and_keeps_pinging_ones() {
+async fn heartbeat_closes_a_client_that_never_answers_pings_with_4002_and_keeps_live_ones() {
     let (recorder, events) = Recorder::new();
     let builder = Engine::builder()
         .shards(2)
@@ -129,9 +129,12 @@ async fn heartbeat_closes_silent_clients_with_4002_and_keeps_pinging_ones() {
         // Timeouts ten times the keep-alive period, so that a loaded CI machine that delays
         // this task a little cannot make a live client look silent.
         .heartbeat_timeout(Duration::from_millis(1000))
+        .ping_interval(Some(Duration::from_millis(200)))
         .sweep_interval(Duration::from_millis(50));
     let (engine, addr) = start(builder).await;
-    let (mut silent, silent_id) = connect_with_id(&engine, addr, &events).await;
+    // A raw client never answers the server's pings.
+    let mut silent = RawClient::connect(addr).await;
+    let silent_id = registered(&events, 1).await;
     let (mut pinging, pinging_id) = connect_with_id(&engine, addr, &events).await;
     let (refreshed, refreshed_id) = connect_with_id(&engine, addr, &events).await;
 
@@ -157,8 +160,12 @@ async fn heartbeat_closes_silent_clients_with_4002_and_keeps_pinging_ones() {
             assert!(start.elapsed() < WAIT, "silent client not evicted in time");
         }
     };
-    let (code, ()) = tokio::join!(close_code(&mut silent), keep_fresh);
-    assert_eq!(code, Some(4002));
+    let ((frames, end), ()) = tokio::join!(silent.read_to_close(), keep_fresh);
+    assert_eq!(end, RawEnd::Close(Some(4002)));
+    assert!(
+        frames.iter().any(|f| f.opcode == 0x9),
+        "it was pinged before it was closed: {frames:?}"
+    );
 
     assert_eq!(
         engine.stats().total.evicted.heartbeat,
@@ -176,6 +183,41 @@ async fn heartbeat_closes_silent_clients_with_4002_and_keeps_pinging_ones() {
     drop(silent);
     let codes = shutdown_reading(&engine, vec![pinging, refreshed]).await;
     assert_eq!(codes, [Some(1001), Some(1001)]);
+}
+
+#[tokio::test]
+async fn a_client_that_only_listens_stays_connected_across_five_heartbeat_timeouts() {
+    let (recorder, events) = Recorder::new();
+    let timeout = Duration::from_millis(1000);
+    let builder = Engine::builder()
+        .shards(1)
+        .handler(recorder)
+        // The client answers a ping within the 750 ms left of the timeout, even on a loaded
+        // machine.
+        .heartbeat_timeout(timeout)
+        .ping_interval(Some(Duration::from_millis(200)))
+        .sweep_interval(Duration::from_millis(50));
+    let (engine, addr) = start(builder).await;
+    // Like a browser page: it never sends anything, it only reads (and tungstenite answers
+    // pings as it reads, as browsers do).
+    let (mut listener, id) = connect_with_id(&engine, addr, &events).await;
+    let until = tokio::time::Instant::now() + 5 * timeout;
+    let mut pings = 0;
+    loop {
+        match tokio::time::timeout_at(until, listener.next()).await {
+            Err(_) => break,
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(other) => panic!("the listener got {other:?} before five timeouts passed"),
+        }
+    }
+    // One ping per silence of 200-250 ms: about 20 in 5 s.
+    assert!(pings >= 10, "{pings} pings in five heartbeat timeouts");
+    assert!(engine.is_alive(id).await);
+    assert_eq!(engine.stats().total.evicted.heartbeat, 0);
+    assert_eq!(
+        shutdown_reading(&engine, vec![listener]).await,
+        [Some(1001)]
+    );
 }
 
 #[tokio::test]

@@ -219,7 +219,10 @@ async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<
                 // can fall between the client seeing 101 and the client being in the audience;
                 // and the response never occupies the client's queue.
                 io.write_all(&response).await.ok()?;
-                let slot = shared.state.borrow_mut().admit(id, principal);
+                let slot = shared
+                    .state
+                    .borrow_mut()
+                    .admit(id, principal, Instant::now());
                 return Some((slot, pending));
             }
         }
@@ -248,6 +251,7 @@ impl Conn {
             let mut ctx = Context {
                 id,
                 slot,
+                now: Instant::now(),
                 state: &mut state,
                 shards: &shared.shards,
                 outbox: &mut outbox,
@@ -337,7 +341,9 @@ fn ingest(
     if state.phase(slot) != Phase::Open {
         return input.len();
     }
-    state.touch(slot, Instant::now());
+    // One clock for the whole read: every decision it leads to sees the same `now`.
+    let now = Instant::now();
+    state.touch(slot, now);
     let state = &mut *state;
     let handler = &*shared.handler;
     let shards = &shared.shards[..];
@@ -355,6 +361,7 @@ fn ingest(
                 let mut ctx = Context {
                     id,
                     slot,
+                    now,
                     state: &mut *state,
                     shards,
                     outbox: &mut *outbox,
@@ -390,6 +397,7 @@ fn poll_io(
     timer: &mut Option<Pin<Box<Sleep>>>,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
+    let now = Instant::now();
     loop {
         let Some(client) = state.client(slot) else {
             return Poll::Ready(Event::Done);
@@ -401,9 +409,9 @@ fn poll_io(
             _ => {}
         }
         if shared.config.coalescing.delays()
-            && let Some(wait) = state.flush_delay(slot, Instant::now())
+            && let Some(wait) = state.flush_delay(slot, now)
         {
-            let due = Instant::now() + wait;
+            let due = now + wait;
             let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
             sleep.as_mut().reset(due);
             if sleep.as_mut().poll(cx).is_pending() {
@@ -425,9 +433,7 @@ fn poll_io(
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
             Poll::Ready(Ok(n)) => state.wrote(slot, n),
             Poll::Pending => {
-                if client.blocked_since.is_none() {
-                    client.blocked_since = Some(Instant::now());
-                }
+                state.write_blocked(slot, now);
                 break;
             }
         }

@@ -1,7 +1,8 @@
 //! `State`: one shard's clients and every decision about them: deliver, evict, count.
 //!
-//! No I/O and no `async` here: the connection tasks and the worker call in, this code decides.
-//! Waking a connection task (so that it flushes) is the only effect on the outside.
+//! No I/O, no `async` and no clock here: the connection tasks and the worker call in, passing
+//! the time they read (`now`), and this code decides. Waking a connection task (so that it
+//! flushes) is the only effect on the outside.
 //!
 //! # Invariants
 //!
@@ -14,7 +15,7 @@
 
 use super::outbound::Outbound;
 use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
-use crate::config::{Config, SlowConsumerPolicy};
+use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::stats::{ShardCounters, bump, drop_by};
 use crate::wire::{Opcode, frame};
 use crate::{Audience, ClientId, Payload};
@@ -55,6 +56,9 @@ pub(crate) struct Client {
     principal: Option<Principal>,
     /// Last inbound frame (or registration, or `update_last_ping`).
     last_seen: Instant,
+    /// Whether a server ping went out since `last_seen` (so a silent client gets one ping per
+    /// silence, not one per sweep).
+    pinged: bool,
     /// When its upgrade completed.
     registered_at: Instant,
     /// Since when its socket has refused bytes that are queued; `None` while writes progress.
@@ -109,8 +113,6 @@ pub(crate) struct State {
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
     /// Clients that left since the last dispatch, for the handler; bounded by the client count.
     removed: Vec<(ClientId, RemoveReason)>,
-    /// Time at the start of the current tick.
-    pub(crate) now: Instant,
     /// Connection tasks alive, including those still in their upgrade.
     pub(crate) live: usize,
     /// Set once by `shutdown`: no new client is admitted.
@@ -125,7 +127,6 @@ impl State {
             clients: Slab::new(),
             index: HashMap::default(),
             removed: Vec::new(),
-            now: Instant::now(),
             live: 0,
             shutting_down: false,
         }
@@ -139,14 +140,19 @@ impl State {
     /// Admits a client whose upgrade succeeded (its 101 response is already written, so every
     /// broadcast delivered from now on reaches it). Returns its slot. During shutdown the client
     /// is closed (1001) at once.
-    pub(crate) fn admit(&mut self, id: ClientId, principal: Option<Principal>) -> usize {
-        let now = Instant::now();
+    pub(crate) fn admit(
+        &mut self,
+        id: ClientId,
+        principal: Option<Principal>,
+        now: Instant,
+    ) -> usize {
         let slot = self.clients.insert(Client {
             id,
             phase: Phase::Open,
             authenticated: principal.is_some(),
             principal,
             last_seen: now,
+            pinged: false,
             registered_at: now,
             blocked_since: None,
             first_queued: None,
@@ -173,14 +179,19 @@ impl State {
 
     /// Delivers `payloads` (one broadcast, or the frames of one batch, kept adjacent) to every
     /// open client of `audience`.
-    pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: Audience) {
-        self.deliver_groups(&[payloads], audience);
+    pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: Audience, now: Instant) {
+        self.deliver_groups(&[payloads], audience, now);
     }
 
     /// Delivers several broadcasts to the same audience in one pass over the clients. Each
     /// group (one broadcast, or one batch) is offered on its own and in order, under the byte
     /// cap and policy, exactly as one `deliver` call per group would.
-    pub(crate) fn deliver_groups<G: AsRef<[Payload]>>(&mut self, groups: &[G], audience: Audience) {
+    pub(crate) fn deliver_groups<G: AsRef<[Payload]>>(
+        &mut self,
+        groups: &[G],
+        audience: Audience,
+        now: Instant,
+    ) {
         let totals: SmallVec<[usize; 16]> = groups
             .iter()
             .map(|g| g.as_ref().iter().map(Payload::len).sum())
@@ -192,14 +203,7 @@ impl State {
                 continue;
             }
             for (group, &total) in groups.iter().zip(&totals) {
-                if !offer(
-                    &self.config,
-                    client,
-                    group.as_ref(),
-                    total,
-                    self.now,
-                    &mut tally,
-                ) {
+                if !offer(&self.config, client, group.as_ref(), total, now, &mut tally) {
                     evict.push(slot);
                     break;
                 }
@@ -212,7 +216,7 @@ impl State {
     }
 
     /// Delivers one payload to one client, if it is open.
-    pub(crate) fn send(&mut self, id: ClientId, payload: &Payload) {
+    pub(crate) fn send(&mut self, id: ClientId, payload: &Payload, now: Instant) {
         let Some(&slot) = self.index.get(&id) else {
             return;
         };
@@ -225,7 +229,7 @@ impl State {
             client,
             std::slice::from_ref(payload),
             payload.len(),
-            self.now,
+            now,
             &mut tally,
         );
         tally.publish(&self.counters);
@@ -246,17 +250,19 @@ impl State {
         }
     }
 
-    /// Refreshes the last-seen time of the client in `slot`.
+    /// Refreshes the last-seen time of the client in `slot` (any inbound frame, a pong
+    /// included).
     pub(crate) fn touch(&mut self, slot: usize, now: Instant) {
         if let Some(client) = self.clients.get_mut(slot) {
             client.last_seen = now;
+            client.pinged = false;
         }
     }
 
     /// Refreshes the last-seen time of `id`.
-    pub(crate) fn update_last_ping(&mut self, id: ClientId) {
+    pub(crate) fn update_last_ping(&mut self, id: ClientId, now: Instant) {
         if let Some(&slot) = self.index.get(&id) {
-            self.touch(slot, Instant::now());
+            self.touch(slot, now);
         }
     }
 
@@ -276,21 +282,21 @@ impl State {
         self.clients.get(slot).and_then(|c| c.principal.as_ref())
     }
 
-    /// A snapshot of `id`, if it is open.
-    pub(crate) fn info(&self, id: ClientId) -> Option<ClientInfo> {
+    /// A snapshot of `id` at `now`, if it is open.
+    pub(crate) fn info(&self, id: ClientId, now: Instant) -> Option<ClientInfo> {
         let client = self.clients.get(*self.index.get(&id)?)?;
         Some(ClientInfo {
             id,
             principal: client.principal.clone(),
             authenticated: client.authenticated,
-            idle: Instant::now().saturating_duration_since(client.last_seen),
+            idle: now.saturating_duration_since(client.last_seen),
             queued_bytes: client.out.bytes(),
         })
     }
 
-    /// Closes `id` with 1000 after its queued data; returns what was known of it.
-    pub(crate) fn remove(&mut self, id: ClientId) -> Option<ClientInfo> {
-        let info = self.info(id)?;
+    /// Closes `id` with 1000 after its queued data; returns what was known of it at `now`.
+    pub(crate) fn remove(&mut self, id: ClientId, now: Instant) -> Option<ClientInfo> {
+        let info = self.info(id, now)?;
         if let Some(&slot) = self.index.get(&id) {
             self.close(slot, RemoveReason::Removed);
         }
@@ -357,6 +363,14 @@ impl State {
         self.removed.push((client.id, reason));
     }
 
+    /// Records that `slot`'s socket refused the bytes queued for it at `now`: the write
+    /// deadline runs from the first refusal until a write makes progress.
+    pub(crate) fn write_blocked(&mut self, slot: usize, now: Instant) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.blocked_since.get_or_insert(now);
+        }
+    }
+
     /// Records that `n` bytes of `slot`'s queue were written.
     pub(crate) fn wrote(&mut self, slot: usize, n: usize) {
         let Some(client) = self.clients.get_mut(slot) else {
@@ -383,11 +397,16 @@ impl State {
     }
 
     /// Closes every client idle past the heartbeat timeout (4002), unauthenticated past the
-    /// auth deadline (4001), or whose socket accepted nothing for the write deadline.
+    /// auth deadline (4001), or whose socket accepted nothing for the write deadline; pings
+    /// every client silent for the ping interval that has not been pinged since.
+    ///
+    /// A ping is queued as a control frame, so it leaves with whatever the client has queued,
+    /// in the same write; a client that is not silent costs only the comparison.
     pub(crate) fn sweep(&mut self, now: Instant) {
         let config = &self.config;
         let mut doomed: SmallVec<[(usize, RemoveReason); 8]> = SmallVec::new();
         let mut stuck: SmallVec<[usize; 8]> = SmallVec::new();
+        let mut pinged = 0u64;
         for (slot, c) in self.clients.iter_mut() {
             // An idle client gives back the queue capacity its last burst left behind.
             c.out.shrink_if_empty();
@@ -409,7 +428,20 @@ impl State {
                 && now.saturating_duration_since(c.registered_at) >= deadline
             {
                 doomed.push((slot, RemoveReason::AuthDeadline));
+            } else if let Some(interval) = config.ping_interval
+                && !c.pinged
+                && now.saturating_duration_since(c.last_seen) >= interval
+                && c.out.control_frames() < CONTROL_FRAMES_MAX
+            {
+                let ping = frame::encode(Opcode::Ping, &[]);
+                pinged += ping.len() as u64;
+                c.out.push_control(ping);
+                c.pinged = true;
+                c.wake();
             }
+        }
+        if pinged > 0 {
+            bump(&self.counters.queued_bytes, pinged);
         }
         for (slot, reason) in doomed {
             self.close(slot, reason);
@@ -486,7 +518,8 @@ fn offer(
     tally: &mut Tally,
 ) -> bool {
     let cap = config.client_queue_bytes_max;
-    if client.out.bytes() + total > cap {
+    let charge = total + payloads.len() * FRAME_OVERHEAD_BYTES;
+    if client.out.charge() + charge > cap {
         match config.slow_consumer {
             SlowConsumerPolicy::Disconnect => return false,
             SlowConsumerPolicy::DropNewest => {
@@ -494,13 +527,13 @@ fn offer(
                 return true;
             }
             SlowConsumerPolicy::DropOldest => {
-                if client.out.bytes() - client.out.droppable_bytes() + total > cap {
+                if client.out.charge() - client.out.droppable_charge() + charge > cap {
                     // It would not fit even with every droppable frame gone: dropping them
                     // would lose the queue for nothing, so only this delivery is dropped.
                     tally.dropped += payloads.len() as u64;
                     return true;
                 }
-                let (frames, bytes) = client.out.drop_oldest(total, cap);
+                let (frames, bytes) = client.out.drop_oldest(charge, cap);
                 tally.dropped += frames as u64;
                 tally.unqueued += bytes as u64;
             }
@@ -530,6 +563,12 @@ mod tests {
             Arc::new(config),
             Arc::new(ShardCounters::new(Counters::default())),
         )
+    }
+
+    /// The tests' time zero, fixed for the whole test binary.
+    fn epoch() -> Instant {
+        static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        *EPOCH.get_or_init(Instant::now)
     }
 
     fn id(n: u64) -> ClientId {
@@ -564,9 +603,9 @@ mod tests {
     #[test]
     fn heartbeat_sweep_closes_only_clients_idle_past_the_timeout() {
         let mut s = state(Config::default());
-        let quiet = s.admit(id(1), None);
-        let chatty = s.admit(id(2), None);
-        let t0 = Instant::now();
+        let quiet = s.admit(id(1), None, epoch());
+        let chatty = s.admit(id(2), None, epoch());
+        let t0 = epoch();
         s.touch(quiet, t0);
         s.touch(chatty, t0 + Duration::from_secs(15));
         s.sweep(t0 + Duration::from_secs(19));
@@ -576,12 +615,107 @@ mod tests {
             removed(&mut s),
             vec![(id(1), RemoveReason::HeartbeatTimeout)]
         );
+        // It was pinged at the first sweep that found it silent for the ping interval (10 s),
+        // and never answered.
+        let ping = frame::encode(Opcode::Ping, &[]);
+        assert_eq!(
+            wire(&mut s, quiet),
+            [&ping[..], &frame::encode_close(4002, "idle")[..]].concat()
+        );
+        assert_eq!(s.phase(chatty), Phase::Open);
+        assert_eq!(s.counters().evicted_heartbeat.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_silent_client_is_pinged_once_per_silence_and_stays_while_it_answers() {
+        let mut s = state(Config::default());
+        let t0 = epoch();
+        let listener = s.admit(id(1), None, t0);
+        let ping = frame::encode(Opcode::Ping, &[]).to_vec();
+        let secs = |n: u64| t0 + Duration::from_secs(n);
+        s.sweep(secs(9));
+        assert_eq!(wire(&mut s, listener), b"");
+        s.sweep(secs(10));
+        assert_eq!(wire(&mut s, listener), ping, "silent for the ping interval");
+        s.sweep(secs(15));
+        assert_eq!(wire(&mut s, listener), b"", "one ping per silence");
+        // Its pong (any frame) ends the silence; five heartbeat timeouts later it is still
+        // open, having been pinged once per silence.
+        let mut t = 12;
+        s.touch(listener, secs(t));
+        let mut pings = 0;
+        while t < 12 + 5 * 20 {
+            t += 5;
+            s.sweep(secs(t));
+            if wire(&mut s, listener) == ping {
+                pings += 1;
+                s.touch(listener, secs(t));
+            }
+        }
+        assert_eq!(pings, 10);
+        assert_eq!(s.phase(listener), Phase::Open);
+        assert!(removed(&mut s).is_empty());
+    }
+
+    #[test]
+    fn no_ping_interval_means_no_server_pings() {
+        let config = Config {
+            ping_interval: None,
+            ..Config::default()
+        };
+        let mut s = state(config);
+        let t0 = epoch();
+        let quiet = s.admit(id(1), None, t0);
+        s.sweep(t0 + Duration::from_secs(19));
+        assert_eq!(wire(&mut s, quiet), b"");
+        s.sweep(t0 + Duration::from_secs(21));
         assert_eq!(
             wire(&mut s, quiet),
             frame::encode_close(4002, "idle").to_vec()
         );
-        assert_eq!(s.phase(chatty), Phase::Open);
-        assert_eq!(s.counters().evicted_heartbeat.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_ping_leaves_in_the_same_write_as_queued_data() {
+        let mut s = state(Config::default());
+        let t0 = epoch();
+        let slot = s.admit(id(1), None, t0);
+        let data = Payload::text("data");
+        s.deliver(std::slice::from_ref(&data), Audience::ALL, t0);
+        s.sweep(t0 + Duration::from_secs(10));
+        let mut buf = Vec::with_capacity(1 << 10);
+        let mut gathered = Vec::new();
+        let n = s.gather_into(slot, &mut buf, 1 << 10, &mut gathered);
+        let ping = frame::encode(Opcode::Ping, &[]);
+        assert_eq!(gathered, [&ping[..], &data.frame()[..]].concat());
+        assert_eq!(n, gathered.len());
+    }
+
+    #[test]
+    fn the_queue_cap_bounds_memory_for_empty_frames() {
+        for policy in [
+            SlowConsumerPolicy::DropNewest,
+            SlowConsumerPolicy::DropOldest,
+        ] {
+            let cap = 64 << 10;
+            let config = Config {
+                client_queue_bytes_max: cap,
+                slow_consumer: policy,
+                ..Config::default()
+            };
+            let mut s = state(config);
+            let stalled = s.admit(id(1), None, epoch());
+            for _ in 0..10_000 {
+                s.deliver(&[Payload::binary([])], Audience::ALL, epoch());
+            }
+            let dropped = s.counters().frames_dropped.load(Relaxed);
+            let out = &s.client(stalled).expect("slot").out;
+            // Each empty frame is 2 bytes on the wire; counted by bytes alone, 32,768 of them
+            // would fit and hold some 3 MB.
+            assert_eq!(out.frames(), cap / (2 + FRAME_OVERHEAD_BYTES), "{policy:?}");
+            assert!(out.charge() <= cap, "{policy:?}");
+            assert_eq!(dropped as usize, 10_000 - out.frames(), "{policy:?}");
+        }
     }
 
     #[test]
@@ -591,10 +725,10 @@ mod tests {
             ..Config::default()
         };
         let mut s = state(config);
-        let anon = s.admit(id(1), None);
-        let known = s.admit(id(2), None);
+        let anon = s.admit(id(1), None, epoch());
+        let known = s.admit(id(2), None, epoch());
         s.set_authenticated(id(2), Some(Principal::new("bob")));
-        let t0 = Instant::now();
+        let t0 = epoch();
         s.touch(anon, t0 + Duration::from_secs(4));
         s.touch(known, t0 + Duration::from_secs(4));
         s.sweep(t0 + Duration::from_secs(4));
@@ -605,8 +739,8 @@ mod tests {
     #[test]
     fn write_deadline_aborts_a_client_whose_socket_takes_nothing() {
         let mut s = state(Config::default());
-        let stuck = s.admit(id(1), None);
-        let t0 = Instant::now();
+        let stuck = s.admit(id(1), None, epoch());
+        let t0 = epoch();
         s.touch(stuck, t0 + Duration::from_secs(11));
         s.client(stuck).expect("slot").blocked_since = Some(t0);
         s.sweep(t0 + Duration::from_secs(9));
@@ -619,13 +753,14 @@ mod tests {
     #[test]
     fn audience_filters_by_authentication_and_exclusion() {
         let mut s = state(Config::default());
-        let a = s.admit(id(1), None);
-        let b = s.admit(id(2), Some(Principal::new(2u32)));
-        let c = s.admit(id(3), Some(Principal::new(3u32)));
-        s.deliver(&[Payload::text("all")], Audience::ALL);
+        let a = s.admit(id(1), None, epoch());
+        let b = s.admit(id(2), Some(Principal::new(2u32)), epoch());
+        let c = s.admit(id(3), Some(Principal::new(3u32)), epoch());
+        s.deliver(&[Payload::text("all")], Audience::ALL, epoch());
         s.deliver(
             &[Payload::text("auth")],
             Audience::AUTHENTICATED.except(id(3)),
+            epoch(),
         );
         let text = |p: &str| Payload::text(p).frame().to_vec();
         assert_eq!(wire(&mut s, a), text("all"));
@@ -649,9 +784,9 @@ mod tests {
                 ..Config::default()
             };
             let mut s = state(config);
-            let slot = s.admit(id(1), None);
-            s.deliver(std::slice::from_ref(&payload), Audience::ALL);
-            s.deliver(std::slice::from_ref(&payload), Audience::ALL);
+            let slot = s.admit(id(1), None, epoch());
+            s.deliver(std::slice::from_ref(&payload), Audience::ALL, epoch());
+            s.deliver(std::slice::from_ref(&payload), Audience::ALL, epoch());
             assert_eq!(s.phase(slot) == Phase::Open, survives, "{policy:?}");
             if survives {
                 assert_eq!(s.counters().frames_dropped.load(Relaxed), 1, "{policy:?}");
@@ -674,10 +809,10 @@ mod tests {
             ..Config::default()
         };
         let mut s = state(config);
-        let slot = s.admit(id(1), None);
+        let slot = s.admit(id(1), None, epoch());
         let small = Payload::binary(vec![1u8; 500]);
-        s.deliver(std::slice::from_ref(&small), Audience::ALL);
-        s.deliver(&[Payload::binary(vec![2u8; 1100])], Audience::ALL);
+        s.deliver(std::slice::from_ref(&small), Audience::ALL, epoch());
+        s.deliver(&[Payload::binary(vec![2u8; 1100])], Audience::ALL, epoch());
         assert_eq!(s.counters().frames_dropped.load(Relaxed), 1);
         assert_eq!(wire(&mut s, slot), small.frame().to_vec());
     }
@@ -690,13 +825,13 @@ mod tests {
             ..Config::default()
         };
         let mut s = state(config);
-        let slot = s.admit(id(1), None);
+        let slot = s.admit(id(1), None, epoch());
         let batch = [
             Payload::binary(vec![0u8; 400]),
             Payload::binary(vec![1u8; 400]),
         ];
-        s.deliver(&batch, Audience::ALL);
-        s.deliver(&batch, Audience::ALL);
+        s.deliver(&batch, Audience::ALL, epoch());
+        s.deliver(&batch, Audience::ALL, epoch());
         assert_eq!(s.client(slot).expect("slot").out.frames(), 2);
         assert_eq!(s.counters().frames_dropped.load(Relaxed), 2);
     }
@@ -704,9 +839,9 @@ mod tests {
     #[test]
     fn queued_bytes_gauge_returns_to_zero_when_clients_leave() {
         let mut s = state(Config::default());
-        let a = s.admit(id(1), None);
-        let b = s.admit(id(2), None);
-        s.deliver(&[Payload::text("x")], Audience::ALL);
+        let a = s.admit(id(1), None, epoch());
+        let b = s.admit(id(2), None, epoch());
+        s.deliver(&[Payload::text("x")], Audience::ALL, epoch());
         s.pong(a, b"p");
         assert!(s.counters().queued_bytes.load(Relaxed) > 0);
         assert_eq!(wire(&mut s, b), Payload::text("x").frame().to_vec());
@@ -750,13 +885,13 @@ mod tests {
             let audience = if authenticated_only { Audience::AUTHENTICATED } else { Audience::ALL };
             let run = |one_pass: bool| {
                 let mut s = state(config.clone());
-                let slots: Vec<usize> = (1..=3).map(|n| s.admit(id(n), None)).collect();
+                let slots: Vec<usize> = (1..=3).map(|n| s.admit(id(n), None, epoch())).collect();
                 s.set_authenticated(id(2), Some(Principal::new("p")));
                 if one_pass {
-                    s.deliver_groups(&groups, audience);
+                    s.deliver_groups(&groups, audience, epoch());
                 } else {
                     for g in &groups {
-                        s.deliver(g, audience);
+                        s.deliver(g, audience, epoch());
                     }
                 }
                 let wires: Vec<Vec<u8>> = slots.iter().map(|&slot| wire(&mut s, slot)).collect();
@@ -779,14 +914,14 @@ mod tests {
     #[ignore]
     fn callgrind_deliver_and_gather() {
         let mut s = state(Config::default());
-        let slots: Vec<usize> = (1..=1000).map(|n| s.admit(id(n), None)).collect();
+        let slots: Vec<usize> = (1..=1000).map(|n| s.admit(id(n), None, epoch())).collect();
         let payloads: Vec<Payload> = (0..16)
             .map(|i| Payload::binary(vec![i as u8; 32]))
             .collect();
         let mut written = 0;
         for _ in 0..50 {
             for p in &payloads {
-                s.deliver(std::slice::from_ref(p), Audience::ALL);
+                s.deliver(std::slice::from_ref(p), Audience::ALL, epoch());
             }
             for &slot in &slots {
                 written += wire(&mut s, slot).len();
@@ -800,22 +935,6 @@ mod tests {
 #[cfg(any(test, fuzzing))]
 #[allow(clippy::items_after_test_module)]
 impl State {
-    /// [`State::admit`], with the client's registration and last-seen times set to `now`
-    /// instead of the wall clock, so that sweeps are deterministic under a simulated clock.
-    pub(crate) fn admit_at(
-        &mut self,
-        id: ClientId,
-        principal: Option<Principal>,
-        now: Instant,
-    ) -> usize {
-        let slot = self.admit(id, principal);
-        if let Some(client) = self.clients.get_mut(slot) {
-            client.registered_at = now;
-            client.last_seen = now;
-        }
-        slot
-    }
-
     /// Appends to `wire` the bytes the next write of `slot` would hand to its socket, gathered
     /// as the connection task gathers them (through `buf`, frames up to `copy_max` copied);
     /// returns how many. Nothing is marked written: follow with [`State::wrote`].

@@ -204,8 +204,7 @@ async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
                 if n == 0 {
                     break;
                 }
-                shared.state.borrow_mut().now = Instant::now();
-                apply_all(&shared, &mut commands, &mut stopping);
+                apply_all(&shared, &mut commands, &mut stopping, Instant::now());
             }
             _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
         }
@@ -224,6 +223,7 @@ fn apply_all(
     shared: &Rc<Shared>,
     commands: &mut Vec<Command>,
     stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
+    now: Instant,
 ) {
     let envelope = shared.config.batch_envelope;
     let mut run: SmallVec<[Payload; 16]> = SmallVec::new();
@@ -237,8 +237,8 @@ fn apply_all(
         match command {
             Command::Broadcast { payloads, audience } => {
                 if run_audience != audience {
-                    shared.deliver_run(&mut run, run_audience);
-                    shared.deliver_groups(&mut groups, run_audience);
+                    shared.deliver_run(&mut run, run_audience, now);
+                    shared.deliver_groups(&mut groups, run_audience, now);
                     run_audience = audience;
                 }
                 if envelope {
@@ -248,14 +248,14 @@ fn apply_all(
                 }
             }
             command => {
-                shared.deliver_run(&mut run, run_audience);
-                shared.deliver_groups(&mut groups, run_audience);
-                shared.apply(command, stopping);
+                shared.deliver_run(&mut run, run_audience, now);
+                shared.deliver_groups(&mut groups, run_audience, now);
+                shared.apply(command, stopping, now);
             }
         }
     }
-    shared.deliver_run(&mut run, run_audience);
-    shared.deliver_groups(&mut groups, run_audience);
+    shared.deliver_run(&mut run, run_audience, now);
+    shared.deliver_groups(&mut groups, run_audience, now);
 }
 
 impl Shared {
@@ -264,6 +264,7 @@ impl Shared {
         self: &Rc<Self>,
         command: Command,
         stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
+        now: Instant,
     ) {
         let mut state = self.state.borrow_mut();
         match command {
@@ -279,7 +280,7 @@ impl Shared {
                 match adopt(stream) {
                     Ok(source) => {
                         state.live += 1;
-                        let admitted = upgraded.then(|| state.admit(id, None));
+                        let admitted = upgraded.then(|| state.admit(id, None, now));
                         tokio::task::spawn_local(conn::run(self.clone(), id, source, admitted));
                     }
                     Err(e) => {
@@ -291,23 +292,23 @@ impl Shared {
             Command::Listen { listener, wrap } => {
                 tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
-            Command::Send { id, payload } => state.send(id, &payload),
+            Command::Send { id, payload } => state.send(id, &payload, now),
             // `apply_all` delivers broadcasts in runs and unpacks `Relayed` before calling this;
             // one that gets here anyway goes the same way.
             command @ (Command::Broadcast { .. } | Command::Relayed(_)) => {
                 drop(state);
-                apply_all(self, &mut vec![command], stopping);
+                apply_all(self, &mut vec![command], stopping, now);
             }
             Command::Remove { id, reply } => {
-                let info = state.remove(id);
+                let info = state.remove(id, now);
                 if let Some(reply) = reply {
                     let _ = reply.send(info);
                 }
             }
             Command::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
-            Command::UpdateLastPing { id } => state.update_last_ping(id),
+            Command::UpdateLastPing { id } => state.update_last_ping(id, now),
             Command::Query { id, reply } => {
-                let _ = reply.send(state.info(id));
+                let _ = reply.send(state.info(id, now));
             }
             Command::Shutdown { deadline, done } => {
                 state.shutdown();
@@ -322,19 +323,24 @@ impl Shared {
     }
 
     /// Delivers consecutive broadcasts to the same audience, then empties `groups`.
-    fn deliver_groups(&self, groups: &mut SmallVec<[Payloads; 16]>, audience: Audience) {
+    fn deliver_groups(
+        &self,
+        groups: &mut SmallVec<[Payloads; 16]>,
+        audience: Audience,
+        now: Instant,
+    ) {
         if groups.is_empty() {
             return;
         }
         let mut state = self.state.borrow_mut();
         let frames: usize = groups.iter().map(|g| g.len()).sum();
-        state.deliver_groups(groups, audience);
+        state.deliver_groups(groups, audience, now);
         crate::stats::bump_release(&state.counters().broadcasts, frames as u64);
         groups.clear();
     }
 
     /// Delivers a run of broadcasts to the same audience (envelope mode), then empties it.
-    fn deliver_run(&self, run: &mut SmallVec<[Payload; 16]>, audience: Audience) {
+    fn deliver_run(&self, run: &mut SmallVec<[Payload; 16]>, audience: Audience, now: Instant) {
         if run.is_empty() {
             return;
         }
@@ -352,14 +358,14 @@ impl Shared {
                 // One frame alone, or one too large for any envelope (whose length fields are
                 // bounded): it goes out as itself.
                 let end = start + 1;
-                state.deliver(&run[start..end], audience);
+                state.deliver(&run[start..end], audience, now);
                 start = end;
                 continue;
             }
             let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
             match Payload::from_frame(frame) {
-                Ok(payload) => state.deliver(std::slice::from_ref(&payload), audience),
-                Err(_) => state.deliver(&run[start..end], audience),
+                Ok(payload) => state.deliver(std::slice::from_ref(&payload), audience, now),
+                Err(_) => state.deliver(&run[start..end], audience, now),
             }
             start = end;
         }
