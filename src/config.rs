@@ -147,7 +147,9 @@ pub struct Config {
     pub frame_bytes_max: usize,
     /// Largest inbound (reassembled) message. Default: 64 KiB.
     pub message_bytes_max: usize,
-    /// Time a client has to complete the HTTP upgrade. Default: 10 s.
+    /// Time a client has to complete the HTTP upgrade. Default: 10 s. A client that sent part
+    /// of a request by then is answered `408 Request Timeout` (allowed [`Config::close_timeout`]
+    /// to go out) and closed; one that sent nothing is just closed.
     pub handshake_deadline: Duration,
     /// Largest HTTP upgrade request (request line and headers). Default: 8 KiB.
     pub handshake_bytes_max: usize,

@@ -618,7 +618,7 @@ impl Builder {
         frame_bytes_max: usize,
         /// Largest inbound message. Default: 64 KiB.
         message_bytes_max: usize,
-        /// Time allowed for the HTTP upgrade. Default: 10 s.
+        /// Time allowed for the HTTP upgrade; an unfinished request then gets 408. Default: 10 s.
         handshake_deadline: Duration,
         /// Largest upgrade request. Default: 8 KiB.
         handshake_bytes_max: usize,

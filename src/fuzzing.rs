@@ -298,7 +298,7 @@ fn close_code_accepted(code: u16) -> bool {
 /// - no panic; `feed` always makes progress; an error poisons the parser; after a Close every
 ///   input is discarded;
 /// - `buffered_bytes()` never exceeds `message_bytes_max` plus one control payload (the
-///   parser's bound) and the buffer's capacity stays within twice that (amortised growth);
+///   parser's bound), and neither does the buffer's capacity (growth never passes it);
 /// - the outcome does not depend on chunking: the same messages and the same end (still open,
 ///   closed, or the same error) as when fed one byte at a time;
 /// - tungstenite, reading the same stream with the same limits, reads the same messages in
@@ -422,7 +422,7 @@ fn parse_ours(stream: &[u8], limits: Limits, plan: &[usize], pause: bool) -> Par
                 parser.buffered_bytes()
             );
             assert!(
-                parser.buffered_capacity() <= (2 * bound).max(8),
+                parser.buffered_capacity() <= bound,
                 "parser buffer capacity {}, bound {bound}",
                 parser.buffered_capacity()
             );

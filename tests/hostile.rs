@@ -351,6 +351,76 @@ async fn a_slowloris_upgrade_is_cut_off_at_the_handshake_deadline() {
     );
 }
 
+/// The handshake deadline in the timeout tests below.
+const SHORT_DEADLINE: Duration = Duration::from_millis(200);
+
+/// Connects, sends `sent` (maybe nothing), and waits for the server to end the connection,
+/// which it must do at `SHORT_DEADLINE` at the earliest. Returns what the server sent, and
+/// checks that the attempt counted as one failed handshake and left no connection behind.
+async fn wait_out_the_handshake_deadline(sent: &[u8]) -> (Vec<u8>, Ending) {
+    let builder = Engine::builder()
+        .shards(2)
+        .handshake_deadline(SHORT_DEADLINE);
+    let (engine, addr) = start(builder).await;
+    let started = Instant::now();
+    let mut stream = connect_tcp(addr).await;
+    stream.write_all(sent).await.expect("write the request");
+    let (reply, ending) = read_to_close(&mut stream).await;
+    assert!(
+        started.elapsed() >= SHORT_DEADLINE,
+        "ended after {:?}, before the deadline",
+        started.elapsed()
+    );
+    let failed = || engine.stats().total.handshakes_failed;
+    until(|| failed() >= 1, || "handshakes_failed moves".into()).await;
+    assert_eq!(failed(), 1);
+    settle(&engine, 0).await;
+    engine.shutdown(WAIT).await;
+    (reply, ending)
+}
+
+#[tokio::test]
+async fn a_request_unfinished_at_the_handshake_deadline_is_answered_408_then_closed() {
+    // The request line and a header, but no blank line: the request never completes.
+    let (reply, ending) = wait_out_the_handshake_deadline(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+    let response = Response::parse(&reply).unwrap_or_else(|| {
+        panic!(
+            "no HTTP response before the close ({ending:?}): {:?}",
+            String::from_utf8_lossy(&reply)
+        )
+    });
+    assert!(
+        response
+            .head
+            .starts_with("HTTP/1.1 408 Request Timeout\r\n"),
+        "{}",
+        response.head
+    );
+    assert!(
+        response.has_header("Connection", "close"),
+        "{}",
+        response.head
+    );
+    // The whole response, then EOF (not a reset): nothing more, nothing cut.
+    assert_eq!(
+        response.content_length(),
+        Some(response.body.len()),
+        "{response:?}"
+    );
+    assert_eq!(ending, Ending::Eof);
+}
+
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_at_the_handshake_deadline_without_a_word() {
+    let (reply, ending) = wait_out_the_handshake_deadline(b"").await;
+    assert_eq!(
+        String::from_utf8_lossy(&reply),
+        "",
+        "a client that said nothing got an answer"
+    );
+    assert_eq!(ending, Ending::Eof);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Malformed upgrade requests
 // ---------------------------------------------------------------------------------------------

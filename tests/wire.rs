@@ -524,6 +524,160 @@ fn buffered_bytes_count_what_is_held_and_shrink_frees_it_when_idle() {
     assert_eq!(parser.buffered_capacity(), 0);
 }
 
+/// Room over a bound for what `Vec::reserve_exact` documents it may add (std's allocator
+/// adds nothing today).
+const ALLOCATOR_SLACK: usize = 16;
+
+/// Feeds `bytes` in pieces cut at `cuts`; after every piece, checks that the parser's
+/// capacity is within `bound`. Returns the messages.
+fn feed_within(parser: &mut Parser, bytes: &[u8], cuts: &[usize], bound: usize) -> Vec<Msg> {
+    let mut data = bytes.to_vec();
+    let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
+    bounds.extend([0, data.len()]);
+    bounds.sort_unstable();
+    bounds.dedup();
+    let mut got = Vec::new();
+    for w in bounds.windows(2) {
+        let piece = &mut data[w[0]..w[1]];
+        let n = parser.feed(piece, |m| {
+            got.push(Msg::from(m));
+            ControlFlow::Continue(())
+        });
+        assert_eq!(n, Ok(w[1] - w[0]));
+        assert!(
+            parser.buffered_capacity() <= bound + ALLOCATOR_SLACK,
+            "capacity {} over {bound} after {} bytes",
+            parser.buffered_capacity(),
+            w[1],
+        );
+    }
+    got
+}
+
+#[test]
+fn a_cut_frame_never_grows_the_buffer_past_its_announced_length() {
+    const LEN: usize = 65_000;
+    let payload: Vec<u8> = (0..LEN).map(|i| (i % 251) as u8).collect();
+    let bytes = masked(Opcode::Binary, &payload);
+    let header = bytes.len() - LEN;
+    // Cuts in payload offsets.
+    let patterns: [(&str, Vec<usize>); 5] = [
+        ("the last byte alone", vec![LEN - 1]),
+        // Doubling from 1000 passes 65,000 at 128,000.
+        ("reads of 1000", (1000..LEN).step_by(1000).collect()),
+        ("reads of 4 KiB", (4096..LEN).step_by(4096).collect()),
+        ("one byte, then the rest", vec![1]),
+        ("halves", vec![LEN / 2]),
+    ];
+    for (name, cuts) in patterns {
+        let cuts: Vec<usize> = cuts.iter().map(|c| header + c).collect();
+        let mut parser = Parser::new(Limits::default());
+        let got = feed_within(&mut parser, &bytes, &cuts, LEN);
+        assert_eq!(got, [Msg::Binary(payload.clone())], "{name}");
+    }
+}
+
+#[test]
+fn the_final_fragment_never_grows_the_buffer_past_the_end_of_the_message() {
+    // 40,000 bytes open, then a final fragment of 25,000 cut every 1000 bytes: doubling from
+    // 40,000 would reach 80,000.
+    let payload: Vec<u8> = (0..65_000u32).map(|i| (i % 253) as u8).collect();
+    let mut bytes = client_frame(false, 0x2, &payload[..40_000], MASK);
+    let open = bytes.len();
+    bytes.extend(client_frame(true, 0x0, &payload[40_000..], [9, 8, 7, 6]));
+    let cuts: Vec<usize> = (open + 1000..bytes.len()).step_by(1000).collect();
+    let mut parser = Parser::new(Limits::default());
+    let got = feed_within(&mut parser, &bytes, &cuts, payload.len());
+    assert_eq!(got, [Msg::Binary(payload)]);
+}
+
+#[test]
+fn many_small_fragments_grow_the_buffer_by_doubling_not_fragment_by_fragment() {
+    // Growth capped at each frame's end would reallocate, copying the whole message, once per
+    // fragment: quadratic work for a linear input. Pings between the fragments, whose payload
+    // goes through the buffer when a read cuts them, must not bring that back either.
+    const FRAGMENTS: usize = 20_000;
+    let limits = Limits::default();
+    let mut bytes = client_frame(false, 0x2, b"a", MASK);
+    for _ in 0..FRAGMENTS {
+        bytes.extend(client_frame(false, 0x0, b"b", MASK));
+        bytes.extend(client_frame(true, 0x9, &[7; 125], MASK));
+    }
+    bytes.extend(client_frame(true, 0x0, b"c", MASK));
+    // Reads of 7 bytes cut every ping and most fragments.
+    let cuts: Vec<usize> = (7..bytes.len()).step_by(7).collect();
+    let mut parser = Parser::new(limits);
+    let mut capacities = vec![0];
+    let mut messages = 0;
+    let mut data = bytes;
+    let mut start = 0;
+    for end in cuts.into_iter().chain([data.len()]) {
+        let n = parser.feed(&mut data[start..end], |_| {
+            messages += 1;
+            ControlFlow::Continue(())
+        });
+        assert_eq!(n, Ok(end - start));
+        start = end;
+        if capacities.last() != Some(&parser.buffered_capacity()) {
+            capacities.push(parser.buffered_capacity());
+        }
+    }
+    assert_eq!(messages, FRAGMENTS + 1);
+    assert!(
+        capacities.len() <= 24,
+        "{} capacities: {:?}",
+        capacities.len(),
+        &capacities[..capacities.len().min(40)]
+    );
+    let largest = capacities.iter().copied().max().unwrap_or(0);
+    assert!(largest <= limits.message_bytes_max + 125 + ALLOCATOR_SLACK);
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn a_cut_message_holds_at_most_its_length_and_twice_what_arrived(
+        len in 1usize..70_000,
+        text in any::<bool>(),
+        feed_cuts in prop::collection::vec(any::<u16>(), 1..12),
+    ) {
+        let payload = vec![b'x'; len];
+        let opcode = if text { Opcode::Text } else { Opcode::Binary };
+        let mut bytes = masked(opcode, &payload);
+        let header = bytes.len() - len;
+        let mut bounds = cut_points(&feed_cuts, bytes.len());
+        bounds.extend([0, bytes.len()]);
+        bounds.sort_unstable();
+        bounds.dedup();
+        let limits = Limits { frame_bytes_max: 70_000, message_bytes_max: 70_000 };
+        let mut parser = Parser::new(limits);
+        let mut got = 0;
+        for w in bounds.windows(2) {
+            let n = parser.feed(&mut bytes[w[0]..w[1]], |_| {
+                got += 1;
+                ControlFlow::Continue(())
+            });
+            prop_assert_eq!(n, Ok(w[1] - w[0]));
+            let capacity = parser.buffered_capacity();
+            prop_assert!(capacity <= len + ALLOCATOR_SLACK, "capacity {} for {}", capacity, len);
+            if w[1] <= header {
+                prop_assert_eq!(capacity, 0, "allocated before any payload arrived");
+            } else if got == 0 {
+                // Held: the payload received so far; never reserved ahead of it.
+                let held = w[1] - header;
+                prop_assert!(
+                    capacity <= 2 * held + ALLOCATOR_SLACK,
+                    "capacity {} holding {}",
+                    capacity,
+                    held
+                );
+            }
+        }
+        prop_assert_eq!(got, 1);
+    }
+}
+
 #[test]
 fn parser_fits_in_64_bytes() {
     assert!(size_of::<Parser>() <= 64, "{} bytes", size_of::<Parser>());

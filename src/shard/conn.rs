@@ -142,9 +142,11 @@ async fn open(
     let (slot, pending) = if let Some(slot) = admitted {
         (slot, Vec::new())
     } else {
-        match tokio::time::timeout_at(deadline, upgrade(shared, id, &mut io)).await {
-            Ok(Some(admitted)) => admitted,
-            Ok(None) | Err(_) => {
+        // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
+        // sent, to answer 408, and a timeout around it would drop its buffer unread.
+        match upgrade(shared, id, &mut io, deadline).await {
+            Some(admitted) => admitted,
+            None => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);
                 return None;
             }
@@ -168,30 +170,52 @@ async fn open(
     })
 }
 
-/// Reads and answers the upgrade request. Returns the client's slot and any bytes the client
-/// sent after its request, or `None` if the request was refused or the peer left.
-async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<(usize, Vec<u8>)> {
+/// Reads and answers the upgrade request by `deadline`. Returns the client's slot and any bytes
+/// the client sent after its request, or `None` if the request was refused or timed out, or the
+/// peer left.
+///
+/// A client that sent part of a request by `deadline` is answered 408 (see [`time_out`]); one
+/// that sent nothing is just closed.
+async fn upgrade(
+    shared: &Shared,
+    id: ClientId,
+    io: &mut Box<dyn Io>,
+    deadline: Instant,
+) -> Option<(usize, Vec<u8>)> {
     let config = &shared.config;
     let max = config.handshake_bytes_max;
     let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
-    loop {
+    let (request, used) = loop {
         if buf.len() == buf.capacity() {
             // Double, from 256 bytes, but never past the budget (plus one byte, so that a request
             // over it is seen and refused as too large).
             let room = max.saturating_sub(buf.len()).max(1);
             buf.reserve(buf.len().max(256).min(room));
         }
-        if io.read_buf(&mut buf).await.ok()? == 0 {
-            return None;
-        }
-        let (request, used) = match handshake::parse(&buf, max) {
-            Ok(None) => continue,
-            Ok(Some(parsed)) => parsed,
-            Err(e) => {
-                refuse(io, e.status(), &e.to_string()).await;
+        // Only the read races the deadline, and `read_buf` is cancel safe (dropped before it
+        // completes, it has read nothing), so when the deadline wins `buf` holds exactly what
+        // the client sent.
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                time_out(shared, io, &buf).await;
                 return None;
             }
-        };
+        }
+        match handshake::parse(&buf, max) {
+            Ok(None) => {}
+            Ok(Some(parsed)) => break parsed,
+            Err(e) => {
+                let _ =
+                    tokio::time::timeout_at(deadline, refuse(io, e.status(), &e.to_string())).await;
+                return None;
+            }
+        }
+    };
+    // The request is in: from here on the client waits for us, and our answer, whatever it
+    // is, must be out by the deadline too.
+    let answer = async {
         if let Some(allowed) = &config.allowed_origins
             && !request
                 .origin()
@@ -207,7 +231,7 @@ async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<
         match shared.handler.on_upgrade(&request).0 {
             Verdict::Reject { status, body } => {
                 refuse(io, status, &body).await;
-                return None;
+                None
             }
             Verdict::Accept {
                 protocol,
@@ -223,10 +247,29 @@ async fn upgrade(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>) -> Option<
                     .state
                     .borrow_mut()
                     .admit(id, principal, Instant::now());
-                return Some((slot, pending));
+                Some((slot, pending))
             }
         }
+    };
+    tokio::time::timeout_at(deadline, answer)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
+/// any of one (`received`), so that it learns why it is closed; nothing if it sent nothing, as
+/// there is no request to answer. The deadline is past, so the answer gets `close_timeout`.
+async fn time_out(shared: &Shared, io: &mut Box<dyn Io>, received: &[u8]) {
+    if received.is_empty() {
+        return;
     }
+    let answer = refuse(
+        io,
+        408,
+        "request not complete within the handshake deadline",
+    );
+    let _ = tokio::time::timeout(shared.config.close_timeout, answer).await;
 }
 
 /// Writes an HTTP error response and closes.

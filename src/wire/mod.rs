@@ -5,9 +5,9 @@
 //!
 //! # Invariants
 //!
-//! - Peer-controlled input never panics. What the parser holds is bounded by the configured
-//!   message limit plus one control frame; its buffer grows by doubling as bytes arrive, so its
-//!   capacity stays under twice that.
+//! - Peer-controlled input never panics. What the parser holds, and its buffer's capacity, are
+//!   bounded by the configured message limit plus one control frame; the buffer grows as bytes
+//!   arrive, never past the end of the message a final frame announces.
 //! - Server frames are always final (FIN) and unmasked; client frames must be masked.
 
 pub mod envelope;

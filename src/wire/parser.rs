@@ -10,9 +10,15 @@
 //!   `input`: no copy, no allocation.
 //! - Between calls the parser holds at most a partial header (≤ 14 bytes, inline) and, in
 //!   `buf`, the open fragmented message followed by the payload received so far of the frame
-//!   cut by the end of the last input. `buf` is bounded by `message_bytes_max` plus one
-//!   control frame (125 bytes): every length is checked against the limits when its header
-//!   is read, before any of its payload is stored.
+//!   cut by the end of the last input. `buf`'s length and capacity are bounded by
+//!   `message_bytes_max` plus one control frame (125 bytes): every length is checked against
+//!   the limits when its header is read, before any of its payload is stored, and `buf` never
+//!   grows past that sum.
+//! - `buf` grows with what arrived, not with what a header announced: a growth leaves it at
+//!   most twice the bytes it then holds. Nor does it grow past the end of a frame after which
+//!   it is emptied (the final frame of a message, a control frame outside one), so a message
+//!   cut by reads costs at most its own length; inside a fragmented message it doubles, up to
+//!   the bound, so that many small fragments cost linear copying, not quadratic.
 //! - When no frame is in progress (`Stage::Header`), `buf` holds exactly the open
 //!   fragmented message (empty when none).
 //! - Text is validated as it arrives ("fail fast"): the call that receives a byte making a
@@ -531,7 +537,7 @@ impl Parser {
         };
         // Grow with what arrived, not with what the header announced: a peer that sends a
         // header and stalls must not make the connection hold `frame_bytes_max`.
-        self.buf.extend_from_slice(rest);
+        self.append(rest, len, self.ends_buffer(opcode, fin));
         self.stage = Stage::Payload {
             remaining: len - rest.len(),
             mask: rotate(mask, rest.len()),
@@ -569,7 +575,7 @@ impl Parser {
         if self.is_text(opcode) && !(done && fin) {
             self.utf8.push(chunk).map_err(|_| Fault::Utf8)?;
         }
-        self.buf.extend_from_slice(chunk);
+        self.append(chunk, remaining, self.ends_buffer(opcode, fin));
         if !done {
             self.stage = Stage::Payload {
                 remaining: remaining - take,
@@ -620,7 +626,7 @@ impl Parser {
                 if self.is_text(opcode) && !fin {
                     self.utf8.push(payload).map_err(|_| Fault::Utf8)?;
                 }
-                self.buf.extend_from_slice(payload);
+                self.append(payload, payload.len(), self.ends_buffer(opcode, fin));
                 if fin {
                     self.finish_message(opcode, on)
                 } else {
@@ -652,6 +658,62 @@ impl Parser {
         };
         self.buf.clear();
         Ok(flow)
+    }
+
+    /// Appends `bytes`, the next payload bytes of the frame being received, to `buf`.
+    /// `remaining`: that frame's payload bytes still to come, `bytes` included. `last`: `buf`
+    /// is emptied (down to where this frame began, outside a message) once this frame is in.
+    fn append(&mut self, bytes: &[u8], remaining: usize, last: bool) {
+        let len = self.buf.len();
+        let needed = len.saturating_add(bytes.len());
+        let capacity = self.buf.capacity();
+        if needed > capacity {
+            let bound = self
+                .limits
+                .message_bytes_max
+                .saturating_add(CONTROL_PAYLOAD_MAX);
+            let ceiling = if last {
+                len.saturating_add(remaining)
+            } else {
+                bound
+            };
+            // INVARIANT: `buf`'s capacity stays (a) within `bound`; (b) while a `last` frame
+            // is received, within the larger of that frame's end and the capacity it found;
+            // (c) within twice what `buf` holds after a growth.
+            // Premises: (1) `buf` grows only here, to exactly `target` (`reserve_exact` asks
+            // for that capacity, and std's `Vec` records what it asked for); it shrinks only
+            // to nothing (`shrink`, Close, an error). (2) `needed <= len + remaining`: callers
+            // pass at most the `remaining` bytes. (3) `len + remaining <= bound`: at its
+            // header, `check_header` bounds a data frame plus the open message before it by
+            // `message_bytes_max`, and `check_head` a control frame by 125 bytes, after an open
+            // message within `message_bytes_max`.
+            // Conclusion: `target = max(needed, min(2 * capacity, ceiling))` and `needed <=
+            // ceiling <= bound` by (2) and (3), so `target <= ceiling`: (a), and (b) where
+            // `ceiling` is the frame's end. We grow only when `capacity < needed`, so `target
+            // <= max(needed, 2 * capacity) < 2 * needed`: (c).
+            // Why `bound` and not the frame's end when the frame is not `last`: the message
+            // goes on past it, and capping each growth at the frame's end would reallocate, and
+            // copy the whole message, once per small fragment (or per ping cut between two):
+            // quadratic work for a linear input. Here a growth either at least doubles the
+            // capacity (geometric: the copies sum to less than the final capacity), or stops
+            // at `bound` (then nothing grows again), or stops at a `last` frame's end (then
+            // that frame fits, and `buf` is emptied after it, so this happens once per message
+            // or control frame and copies fewer bytes than that message or frame brought).
+            let target = needed.max(capacity.saturating_mul(2).min(ceiling));
+            self.buf.reserve_exact(target.saturating_sub(len));
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// Whether `buf` is emptied (down to where the frame began) once a frame with `opcode`
+    /// and `fin` is in: a message's final frame is delivered from it and cleared; a control
+    /// frame is cut off it, and outside a fragmented message nothing follows it.
+    fn ends_buffer(&self, opcode: Opcode, fin: bool) -> bool {
+        if opcode.is_control() {
+            self.open.is_none()
+        } else {
+            fin
+        }
     }
 
     /// Whether the payload of a frame with `opcode` is text.
