@@ -2,10 +2,10 @@
 
 use crate::naive;
 use shardcast::wire::Inbound;
-use shardcast::{Audience, Context, Engine, Handler, Payload, SlowConsumerPolicy};
+use shardcast::{Audience, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy};
 use std::error::Error;
 use std::io::BufRead;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -13,9 +13,9 @@ use std::time::Duration;
 /// Options of `shardcast serve`.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Address to listen on.
+    /// Address to listen on: IP:PORT, or HOST:PORT (the first address HOST resolves to).
     #[arg(long, default_value = "127.0.0.1:9001")]
-    pub(crate) addr: SocketAddr,
+    pub(crate) addr: String,
     /// Number of shards (threads). Default: the number of cores.
     #[arg(long)]
     pub(crate) shards: Option<usize>,
@@ -98,8 +98,9 @@ impl Handler for Relay {
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // Many connections need many descriptors; take what the hard limit allows.
     crate::raise_descriptor_limit();
+    let addr = resolve(&args.addr)?;
     if args.naive {
-        return run_naive(args);
+        return run_naive(args, addr);
     }
     let queue = args
         .client_queue_bytes
@@ -121,7 +122,10 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr = engine.listen(args.addr).await?;
+        let addr = engine.listen(addr).await.map_err(|e| match e {
+            ListenError::Io(e) => listen_error(addr, e),
+            other => other.into(),
+        })?;
         let stop = StopSignal::install()?;
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
         if args.control_stdin {
@@ -147,7 +151,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     })
 }
 
-fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
+fn run_naive(args: Args, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
     let threads = args
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -156,7 +160,9 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| listen_error(addr, e))?;
         let addr = listener.local_addr()?;
         let stop = StopSignal::install()?;
         println!("shardcast (naive baseline) serving on ws://{addr}/ with {threads} threads");
@@ -184,6 +190,22 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
         }
         Ok(())
     })
+}
+
+/// The address `--addr` names: `addr` itself, or the first address its host name resolves to.
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve --addr {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve --addr {addr}: no address"))
+}
+
+/// Why `addr` cannot be listened on, naming it.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> Box<dyn Error> {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => ListenError::AddrInUse(addr).into(),
+        _ => format!("cannot listen on {addr}: {e}").into(),
+    }
 }
 
 /// Answers each `stats` line on standard input with `stats JSON` on standard output, from a
