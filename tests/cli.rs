@@ -72,6 +72,42 @@ fn refused(args: &[&str], names: &[&str]) -> String {
 }
 
 #[test]
+fn serve_refuses_a_max_message_size_below_125_naming_the_flag() {
+    let line = refused(
+        &["serve", "--addr", "127.0.0.1:0", "--max-message-size", "10"],
+        &["--max-message-size", "125"],
+    );
+    assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
+}
+
+#[test]
+fn serve_refuses_a_client_queue_below_1_kib_naming_the_flag() {
+    let line = refused(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--client-queue-bytes",
+            "10",
+        ],
+        &["--client-queue-bytes"],
+    );
+    assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
+}
+
+#[test]
+fn serve_refuses_zero_shards_naming_the_flag_on_either_server() {
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--shards", "0"],
+        &["--shards"],
+    );
+    refused(
+        &["serve", "--naive", "--addr", "127.0.0.1:0", "--shards", "0"],
+        &["--shards"],
+    );
+}
+
+#[test]
 fn serve_refuses_an_addr_that_does_not_resolve_naming_it() {
     refused(
         &["serve", "--addr", "nosuch.invalid:9001"],

@@ -2,7 +2,9 @@
 
 use crate::naive;
 use shardcast::wire::Inbound;
-use shardcast::{Audience, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy};
+use shardcast::{
+    Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
+};
 use std::error::Error;
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -16,8 +18,8 @@ pub(crate) struct Args {
     /// Address to listen on: IP:PORT, or HOST:PORT (the first address HOST resolves to).
     #[arg(long, default_value = "127.0.0.1:9001")]
     pub(crate) addr: String,
-    /// Number of shards (threads). Default: the number of cores.
-    #[arg(long)]
+    /// Number of shards (threads), 1 to 1024. Default: the number of cores.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub(crate) shards: Option<usize>,
     /// Do not send a client's messages back to itself.
     #[arg(long, conflicts_with = "echo")]
@@ -25,11 +27,11 @@ pub(crate) struct Args {
     /// Send each message back to its sender only (an echo server, for conformance suites).
     #[arg(long)]
     pub(crate) echo: bool,
-    /// Largest inbound message and frame, in bytes.
+    /// Largest inbound message and frame, in bytes (at least 125).
     #[arg(long, default_value_t = 64 << 10)]
     pub(crate) max_message_size: usize,
-    /// Bytes each client's outbound queue may hold. Default: 1 MiB, or twice the largest
-    /// message if that is more.
+    /// Bytes each client's outbound queue may hold (at least 1 KiB). Default: 1 MiB, or twice
+    /// the largest message if that is more.
     #[arg(long)]
     pub(crate) client_queue_bytes: Option<usize>,
     /// Bind each shard thread to a core.
@@ -117,7 +119,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
-    let engine = builder.build()?;
+    let engine = builder.build().map_err(flag_error)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -198,6 +200,23 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .map_err(|e| format!("cannot resolve --addr {addr}: {e}"))?
         .next()
         .ok_or_else(|| format!("cannot resolve --addr {addr}: no address"))
+}
+
+/// A refused setting named by the flag that set it, not by the engine's field.
+fn flag_error(e: BuildError) -> Box<dyn Error> {
+    if let BuildError::Invalid { field, reason } = &e {
+        let flag = match *field {
+            "shards" => Some("--shards"),
+            // `--max-message-size` sets both.
+            "frame_bytes_max" | "message_bytes_max" => Some("--max-message-size"),
+            "client_queue_bytes_max" => Some("--client-queue-bytes"),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            return format!("invalid {flag}: {reason}").into();
+        }
+    }
+    e.into()
 }
 
 /// Why `addr` cannot be listened on, naming it.
