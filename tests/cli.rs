@@ -72,6 +72,95 @@ fn refused(args: &[&str], names: &[&str]) -> String {
 }
 
 #[test]
+fn bench_refuses_a_rate_of_zero_naming_the_flag() {
+    refused(
+        &["bench", "--clients", "1", "--duration", "1", "--rate", "0"],
+        &["--rate"],
+    );
+}
+
+#[test]
+fn bench_refuses_a_rate_too_low_to_send_a_frame_within_the_duration() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.5",
+            "--rate",
+            "1",
+        ],
+        &["--rate 1", "--duration 0.5"],
+    );
+    refused(
+        &["bench", "--clients", "1", "--duration", "1", "--rate", "1"],
+        &["--rate 1", "--duration 1"],
+    );
+}
+
+#[test]
+fn bench_refuses_a_duration_out_of_range_stating_the_range_it_accepts() {
+    for duration in ["0", "-1", "86401", "NaN"] {
+        let flag = format!("--duration={duration}");
+        let line = refused(&["bench", &flag], &["--duration"]);
+        assert_eq!(
+            line,
+            "shardcast: --duration must be more than 0 and at most 86400 seconds"
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_zero_rounds_naming_the_flag() {
+    refused(&["bench", "--clients", "1", "--rounds", "0"], &["--rounds"]);
+}
+
+#[test]
+fn bench_refuses_zero_clients_publishers_or_window_naming_the_flag() {
+    for flag in ["--clients", "--publishers", "--window"] {
+        refused(&["bench", flag, "0", "--duration", "0.2"], &[flag]);
+    }
+}
+
+#[test]
+fn bench_refuses_sweep_values_that_its_single_run_flags_refuse() {
+    let sweep = [
+        "bench",
+        "--sweep",
+        "--sweep-servers",
+        "embedded",
+        "--duration",
+        "0.2",
+    ];
+    for (flag, value) in [
+        ("--sweep-clients", "1,0"),
+        ("--sweep-windows", "0"),
+        ("--sweep-payloads", "8"),
+    ] {
+        let mut args = sweep.to_vec();
+        args.extend([flag, value]);
+        refused(&args, &[flag]);
+    }
+}
+
+#[test]
+fn bench_refuses_zero_shards_naming_the_flag() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.2",
+            "--shards",
+            "0",
+        ],
+        &["--shards"],
+    );
+}
+
+#[test]
 fn serve_refuses_a_max_message_size_below_125_naming_the_flag() {
     let line = refused(
         &["serve", "--addr", "127.0.0.1:0", "--max-message-size", "10"],
