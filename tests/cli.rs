@@ -161,6 +161,22 @@ fn bench_refuses_zero_shards_naming_the_flag() {
 }
 
 #[test]
+fn bench_says_why_the_server_it_starts_refused_to_start() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.2",
+            "--client-queue-bytes",
+            "10",
+        ],
+        &["embedded server did not start", "--client-queue-bytes"],
+    );
+}
+
+#[test]
 fn serve_refuses_a_max_message_size_below_125_naming_the_flag() {
     let line = refused(
         &["serve", "--addr", "127.0.0.1:0", "--max-message-size", "10"],
