@@ -191,12 +191,20 @@ impl Engine {
 
     /// Listens on `addr` with one `SO_REUSEPORT` listener per shard, so connections are
     /// accepted on the shard that will own them. Returns the bound address (useful with port
-    /// 0). Accepting stops at shutdown.
+    /// 0). A host name is resolved, and its first address is used. Accepting stops at shutdown.
+    ///
+    /// An address that another socket already listens on is refused, even where
+    /// `SO_REUSEPORT` would let the listeners share it (another engine or process of the same
+    /// user, or an earlier `listen` of this engine): the two would each take part of the
+    /// connections. The one case not caught is two listeners starting on the same port at the
+    /// same moment (within the microseconds between the check and the first `listen(2)`), when
+    /// both use `SO_REUSEPORT` under the same user.
     ///
     /// # Errors
     ///
-    /// [`ListenError::Io`] if the address cannot be bound; [`ListenError::Closed`] after
-    /// shutdown.
+    /// [`ListenError::AddrInUse`] if another socket listens on the address;
+    /// [`ListenError::Io`] if it cannot be resolved or bound otherwise; [`ListenError::Closed`]
+    /// after shutdown.
     pub async fn listen(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
@@ -228,31 +236,33 @@ impl Engine {
             return Err(ListenError::Closed);
         }
         let mut resolved = tokio::net::lookup_host(addr).await?;
-        let mut addr = resolved
+        let addr = resolved
             .next()
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no address"))?;
+        // `SO_REUSEPORT` would let our listeners join any listening group of the same user on
+        // this port (another `shardcast serve`, another engine), each then taking part of the
+        // connections. The probe has no `SO_REUSEPORT`, so its bind fails if anything listens
+        // on the port. It keeps `SO_REUSEADDR`, which lets it share the port with connections
+        // in TIME_WAIT (a server restarted at once) but never with a listener. With port 0 it
+        // picks the port.
+        let probe = bind(addr, false).map_err(in_use(addr))?;
+        let addr = probe.local_addr()?.as_socket().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "not an IP address")
+        })?;
+        // The probe stays bound until every listener is listening: both have `SO_REUSEADDR`
+        // and it never listens, so they share the port, and a socket without `SO_REUSEPORT`
+        // that binds meanwhile makes our listeners' bind fail instead of joining. What is left
+        // is a race between two reuseport groups of one user probing the same port at once:
+        // both may then listen.
         let mut listeners = Vec::with_capacity(shards.len());
         for _ in 0..shards.len() {
-            // Plain sockets, not tokio's: each listener is adopted by its shard's own runtime,
-            // and this way `listen` needs no runtime of its own.
-            let socket = socket2::Socket::new(
-                socket2::Domain::for_address(addr),
-                socket2::Type::STREAM,
-                Some(socket2::Protocol::TCP),
-            )?;
-            socket.set_reuse_address(true)?;
-            #[cfg(unix)]
-            socket.set_reuse_port(true)?;
-            socket.set_nonblocking(true)?;
-            socket.bind(&addr.into())?;
-            socket.listen(LISTEN_BACKLOG)?;
-            let listener: std::net::TcpListener = socket.into();
-            // Later listeners join the port the first one got (port 0 picks one).
-            addr = listener.local_addr()?;
-            listeners.push(listener);
+            let socket = bind(addr, true).map_err(in_use(addr))?;
+            socket.listen(LISTEN_BACKLOG).map_err(in_use(addr))?;
+            listeners.push(std::net::TcpListener::from(socket));
             #[cfg(not(unix))]
             break;
         }
+        drop(probe);
         for (handle, listener) in shards.iter().zip(listeners) {
             handle
                 .tx
@@ -544,6 +554,34 @@ impl Engine {
                 let _ = thread.join();
             }
         }
+    }
+}
+
+/// A non-blocking TCP socket with `SO_REUSEADDR`, bound to `addr`; with `SO_REUSEPORT` too
+/// (on Unix) if `shared`, to join the listeners of the other shards.
+fn bind(addr: SocketAddr, shared: bool) -> std::io::Result<socket2::Socket> {
+    // Plain sockets, not tokio's: each listener is adopted by its shard's own runtime, and this
+    // way `listen` needs no runtime of its own.
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(shared)?;
+    #[cfg(not(unix))]
+    let _ = shared;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(socket)
+}
+
+/// Maps "address in use" to [`ListenError::AddrInUse`] naming `addr`.
+fn in_use(addr: SocketAddr) -> impl Fn(std::io::Error) -> ListenError {
+    move |e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => ListenError::AddrInUse(addr),
+        _ => ListenError::Io(e),
     }
 }
 

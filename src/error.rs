@@ -39,13 +39,37 @@ pub enum RegisterError {
 }
 
 /// [`crate::Engine::listen`] could not bind the listeners.
+///
+/// ```
+/// use shardcast::{Engine, ListenError};
+/// use std::time::Duration;
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let taken = std::net::TcpListener::bind("127.0.0.1:0")?;
+/// let addr = taken.local_addr()?;
+/// let engine = Engine::builder().shards(2).build()?;
+/// match engine.listen(addr).await {
+///     Err(ListenError::AddrInUse(refused)) => assert_eq!(refused, addr),
+///     other => panic!("expected the address to be refused, got {other:?}"),
+/// }
+/// engine.shutdown(Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ListenError {
     /// The engine is shut down.
     #[error("engine is shut down")]
     Closed,
-    /// Binding or listening failed (address in use, permission).
+    /// Another socket already listens on this address (another process, another engine, or an
+    /// earlier `listen` of this one); nothing was bound. Stop that listener or choose another
+    /// address.
+    #[error("address {0} is already in use")]
+    AddrInUse(std::net::SocketAddr),
+    /// Binding or listening failed otherwise (permission, an address not on this host, a host
+    /// name that does not resolve).
     #[error("cannot listen: {0}")]
     Io(#[from] std::io::Error),
 }

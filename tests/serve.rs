@@ -21,8 +21,13 @@ impl Server {
     /// Starts `shardcast serve` on an ephemeral loopback port with 2 shards and `flags`, and
     /// reads the address from its first line of output.
     fn start(flags: &[&str]) -> Server {
+        Server::start_on("127.0.0.1:0", flags)
+    }
+
+    /// Like [`Server::start`], listening on `addr`.
+    fn start_on(addr: &str, flags: &[&str]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
+            .args(["serve", "--addr", addr, "--shards", "2"])
             .args(flags)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -208,6 +213,18 @@ async fn max_message_size_closes_a_client_that_sends_more_with_1009() {
     // The other client is still served, and never saw the oversized message.
     send_text(&mut clients[1], "still here").await;
     assert_eq!(next_text(&mut clients[1]).await, "still here");
+}
+
+#[tokio::test]
+async fn addr_may_be_a_host_name_which_is_resolved() {
+    let server = Server::start_on("localhost:0", &[]);
+    let addr: std::net::SocketAddr = server.addr.parse().expect("an IP address is announced");
+    assert!(addr.ip().is_loopback(), "{addr} is a loopback address");
+    let mut clients = server.connect_many(2).await;
+    send_text(&mut clients[0], "by name").await;
+    for ws in clients.iter_mut() {
+        assert_eq!(next_text(ws).await, "by name");
+    }
 }
 
 #[tokio::test]

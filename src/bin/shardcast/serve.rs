@@ -2,10 +2,12 @@
 
 use crate::naive;
 use shardcast::wire::Inbound;
-use shardcast::{Audience, Context, Engine, Handler, Payload, SlowConsumerPolicy};
+use shardcast::{
+    Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
+};
 use std::error::Error;
 use std::io::BufRead;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -13,11 +15,11 @@ use std::time::Duration;
 /// Options of `shardcast serve`.
 #[derive(Clone, Debug, clap::Args)]
 pub(crate) struct Args {
-    /// Address to listen on.
+    /// Address to listen on: IP:PORT, or HOST:PORT (the first address HOST resolves to).
     #[arg(long, default_value = "127.0.0.1:9001")]
-    pub(crate) addr: SocketAddr,
-    /// Number of shards (threads). Default: the number of cores.
-    #[arg(long)]
+    pub(crate) addr: String,
+    /// Number of shards (threads), 1 to 1024. Default: the number of cores.
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     pub(crate) shards: Option<usize>,
     /// Do not send a client's messages back to itself.
     #[arg(long, conflicts_with = "echo")]
@@ -25,11 +27,11 @@ pub(crate) struct Args {
     /// Send each message back to its sender only (an echo server, for conformance suites).
     #[arg(long)]
     pub(crate) echo: bool,
-    /// Largest inbound message and frame, in bytes.
+    /// Largest inbound message and frame, in bytes (at least 125).
     #[arg(long, default_value_t = 64 << 10)]
     pub(crate) max_message_size: usize,
-    /// Bytes each client's outbound queue may hold. Default: 1 MiB, or twice the largest
-    /// message if that is more.
+    /// Bytes each client's outbound queue may hold (at least 1 KiB). Default: 1 MiB, or twice
+    /// the largest message if that is more.
     #[arg(long)]
     pub(crate) client_queue_bytes: Option<usize>,
     /// Bind each shard thread to a core.
@@ -98,8 +100,9 @@ impl Handler for Relay {
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     // Many connections need many descriptors; take what the hard limit allows.
     crate::raise_descriptor_limit();
+    let addr = resolve(&args.addr)?;
     if args.naive {
-        return run_naive(args);
+        return run_naive(args, addr);
     }
     let queue = args
         .client_queue_bytes
@@ -116,12 +119,15 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
-    let engine = builder.build()?;
+    let engine = builder.build().map_err(flag_error)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr = engine.listen(args.addr).await?;
+        let addr = engine.listen(addr).await.map_err(|e| match e {
+            ListenError::Io(e) => listen_error(addr, e),
+            other => other.into(),
+        })?;
         let stop = StopSignal::install()?;
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
         if args.control_stdin {
@@ -147,7 +153,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     })
 }
 
-fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
+fn run_naive(args: Args, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
     let threads = args
         .shards
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
@@ -156,7 +162,9 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let listener = tokio::net::TcpListener::bind(args.addr).await?;
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| listen_error(addr, e))?;
         let addr = listener.local_addr()?;
         let stop = StopSignal::install()?;
         println!("shardcast (naive baseline) serving on ws://{addr}/ with {threads} threads");
@@ -184,6 +192,39 @@ fn run_naive(args: Args) -> Result<(), Box<dyn Error>> {
         }
         Ok(())
     })
+}
+
+/// The address `--addr` names: `addr` itself, or the first address its host name resolves to.
+fn resolve(addr: &str) -> Result<SocketAddr, String> {
+    addr.to_socket_addrs()
+        .map_err(|e| format!("cannot resolve --addr {addr}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("cannot resolve --addr {addr}: no address"))
+}
+
+/// A refused setting named by the flag that set it, not by the engine's field.
+fn flag_error(e: BuildError) -> Box<dyn Error> {
+    if let BuildError::Invalid { field, reason } = &e {
+        let flag = match *field {
+            "shards" => Some("--shards"),
+            // `--max-message-size` sets both.
+            "frame_bytes_max" | "message_bytes_max" => Some("--max-message-size"),
+            "client_queue_bytes_max" => Some("--client-queue-bytes"),
+            _ => None,
+        };
+        if let Some(flag) = flag {
+            return format!("invalid {flag}: {reason}").into();
+        }
+    }
+    e.into()
+}
+
+/// Why `addr` cannot be listened on, naming it.
+fn listen_error(addr: SocketAddr, e: std::io::Error) -> Box<dyn Error> {
+    match e.kind() {
+        std::io::ErrorKind::AddrInUse => ListenError::AddrInUse(addr).into(),
+        _ => format!("cannot listen on {addr}: {e}").into(),
+    }
 }
 
 /// Answers each `stats` line on standard input with `stats JSON` on standard output, from a

@@ -36,13 +36,14 @@ pub(crate) struct Args {
     /// Payload bytes per frame (at least 16: send time, publisher, sequence).
     #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     payload: u64,
-    /// Seconds of load (ignored with --rounds).
+    /// Seconds of load, more than 0 and at most 86400 (ignored with --rounds).
     #[arg(long, default_value_t = 5.0)]
     duration: f64,
-    /// Stop after this many rounds instead of after --duration.
+    /// Stop after this many rounds (at least 1) instead of after --duration.
     #[arg(long)]
     rounds: Option<u64>,
-    /// Open loop: send this many frames per second in total, whatever the clients receive.
+    /// Open loop: send this many frames per second in total, whatever the clients receive (at
+    /// least 1, and enough to send a frame within --duration).
     #[arg(long)]
     rate: Option<u64>,
     /// Which server the bench starts (ignored with --target).
@@ -51,9 +52,9 @@ pub(crate) struct Args {
     /// Measure an external relay server at ws://HOST:PORT/PATH instead.
     #[arg(long)]
     target: Option<String>,
-    /// Shards (threads) of the shardcast server the bench starts. Default: the number of cores.
-    /// (Bun and Node `ws` run their relay on one thread.)
-    #[arg(long)]
+    /// Shards (threads) of the shardcast server the bench starts, 1 to 1024. Default: the number
+    /// of cores. (Bun and Node `ws` run their relay on one thread.)
+    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
     shards: Option<usize>,
     /// Bytes each client's queue may hold on the shardcast server the bench starts. Default:
     /// the server's (1 MiB).
@@ -80,14 +81,14 @@ pub(crate) struct Args {
     /// one table with the ratio between servers on each row.
     #[arg(long)]
     sweep: bool,
-    /// Client counts of the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000")]
+    /// Client counts of the sweep (each as --clients).
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     sweep_clients: Vec<u64>,
-    /// Windows of the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    /// Windows of the sweep (each as --window).
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u64).range(1..=100_000))]
     sweep_windows: Vec<u64>,
-    /// Payload sizes of the sweep.
-    #[arg(long, value_delimiter = ',', default_value = "32")]
+    /// Payload sizes of the sweep (each as --payload).
+    #[arg(long, value_delimiter = ',', default_value = "32", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     sweep_payloads: Vec<u64>,
     /// Servers of the sweep, the first being the one the others are compared to.
     #[arg(
@@ -117,13 +118,36 @@ struct Shape {
     payload: u64,
 }
 
-pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+/// Refuses settings with which a run would measure nothing (or something else than asked),
+/// naming the flag. The flags clap checks by range are not repeated here.
+fn check(args: &Args) -> Result<(), String> {
     if !(args.duration > 0.0 && args.duration <= 86_400.0) {
-        return Err("--duration must be between 0 and 86400 seconds".into());
+        return Err("--duration must be more than 0 and at most 86400 seconds".into());
+    }
+    if args.rounds == Some(0) {
+        return Err("--rounds must be at least 1".into());
+    }
+    if let Some(rate) = args.rate {
+        if rate == 0 {
+            return Err("--rate must be at least 1 frame per second".into());
+        }
+        // The open loop sends frame k at k / rate seconds and stops at --duration: with
+        // rate x duration <= 1 it sends nothing, and reports zeros.
+        if args.rounds.is_none() && rate as f64 * args.duration <= 1.0 {
+            return Err(format!(
+                "--rate {rate} sends no frame in --duration {}; raise either",
+                args.duration
+            ));
+        }
     }
     if !(0.0..1.0).contains(&args.stall) {
         return Err("--stall must be a fraction from 0 up to (not including) 1".into());
     }
+    Ok(())
+}
+
+pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    check(&args)?;
     let options = ServerOptions {
         shards: args.shards,
         client_queue_bytes: args.client_queue_bytes,
@@ -157,7 +181,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
                     let shape = Shape {
                         clients,
                         window,
-                        payload: payload.max(16),
+                        payload,
                     };
                     // row[server][repeat]: the servers take turns, so that a drift of the
                     // machine's speed hits each of them alike.

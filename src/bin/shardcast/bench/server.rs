@@ -4,9 +4,9 @@
 
 use super::baselines;
 pub(crate) use crate::serve::Policy;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
 /// Which server a run measures.
@@ -107,7 +107,8 @@ impl Server {
         };
         let control = kind.is_shardcast();
         // A baseline's own errors (a missing `node`, a crash) are worth seeing; it writes
-        // nothing to standard error otherwise.
+        // nothing to standard error otherwise. Our own server's are read if it does not start
+        // (a flag it refused), and discarded after.
         cmd.stdin(if control {
             Stdio::piped()
         } else {
@@ -115,7 +116,7 @@ impl Server {
         })
         .stdout(Stdio::piped())
         .stderr(if control {
-            Stdio::null()
+            Stdio::piped()
         } else {
             Stdio::inherit()
         });
@@ -127,7 +128,8 @@ impl Server {
             return Err("server has no stdio".into());
         };
         let stdin = child.stdin.take();
-        if control && stdin.is_none() {
+        let stderr = child.stderr.take();
+        if control && (stdin.is_none() || stderr.is_none()) {
             return Err("server has no stdio".into());
         }
         let mut server = Server {
@@ -136,10 +138,23 @@ impl Server {
             stdout: BufReader::new(stdout),
         };
         let mut line = String::new();
-        server
+        let read = server
             .stdout
             .read_line(&mut line)
             .map_err(|e| format!("server did not start: {e}"))?;
+        if read == 0 {
+            // It closed its output before announcing an address: it exited, and said why.
+            return Err(format!(
+                "the {} server did not start{}",
+                kind.name(),
+                stderr.map(first_line).unwrap_or_default()
+            ));
+        }
+        if let Some(stderr) = stderr {
+            // Drained on a thread of its own, so that the server never blocks on a full pipe;
+            // it ends when the server exits.
+            std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
+        }
         let addr = line
             .split("ws://")
             .nth(1)
@@ -176,6 +191,20 @@ impl Server {
             }
         }
     }
+}
+
+/// ": " and the first line the exited server wrote to `stderr` (without the `shardcast: `
+/// prefix), or nothing if it wrote none.
+fn first_line(stderr: ChildStderr) -> String {
+    let mut bytes = Vec::new();
+    // The server has exited, so this reads to the end of what it wrote; bounded all the same.
+    let _ = stderr.take(4096).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .map(|line| format!(": {}", line.strip_prefix("shardcast: ").unwrap_or(line)))
+        .unwrap_or_default()
 }
 
 /// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port.

@@ -1,0 +1,288 @@
+//! The `shardcast` command refuses what it cannot do with a one-line error naming the flag or
+//! the address, and a non-zero exit status: flags out of range, values with which a bench
+//! would measure nothing, an address that does not resolve or that something listens on.
+
+use shardcast::Engine;
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Every wait for the command is bounded by this. Refusals come at once; it is long only so
+/// that a run the command should have refused, or a slow name lookup, ends in a clear failure.
+const WAIT: Duration = Duration::from_secs(30);
+
+/// A child process; killed and reaped on drop, whatever the test's outcome.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `shardcast args` to its end; returns its exit status and standard error.
+fn run(args: &[&str]) -> (ExitStatus, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shardcast");
+    let mut child = Running(child);
+    let mut pipe = child.0.stderr.take().expect("piped stderr");
+    // Read on a thread, so that a command that keeps running cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut stderr = String::new();
+        let _ = pipe.read_to_string(&mut stderr);
+        let _ = tx.send(stderr);
+    });
+    let stderr = rx
+        .recv_timeout(WAIT)
+        .unwrap_or_else(|_| panic!("shardcast {args:?} did not exit in time"));
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.0.try_wait().expect("try_wait") {
+            return (status, stderr);
+        }
+        assert!(start.elapsed() < WAIT, "shardcast {args:?} did not exit");
+        std::thread::park_timeout(Duration::from_millis(10));
+    }
+}
+
+/// Runs `shardcast args`, which must fail with a first line of standard error that contains
+/// each of `names`; returns that line.
+fn refused(args: &[&str], names: &[&str]) -> String {
+    let (status, stderr) = run(args);
+    assert!(
+        !status.success(),
+        "shardcast {args:?} succeeded; stderr: {stderr:?}"
+    );
+    let line = stderr.lines().next().unwrap_or_default().to_owned();
+    for name in names {
+        assert!(
+            line.contains(name),
+            "shardcast {args:?}: the error names {name:?}; stderr: {stderr:?}"
+        );
+    }
+    line
+}
+
+#[test]
+fn bench_refuses_a_rate_of_zero_naming_the_flag() {
+    refused(
+        &["bench", "--clients", "1", "--duration", "1", "--rate", "0"],
+        &["--rate"],
+    );
+}
+
+#[test]
+fn bench_refuses_a_rate_too_low_to_send_a_frame_within_the_duration() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.5",
+            "--rate",
+            "1",
+        ],
+        &["--rate 1", "--duration 0.5"],
+    );
+    refused(
+        &["bench", "--clients", "1", "--duration", "1", "--rate", "1"],
+        &["--rate 1", "--duration 1"],
+    );
+}
+
+#[test]
+fn bench_refuses_a_duration_out_of_range_stating_the_range_it_accepts() {
+    for duration in ["0", "-1", "86401", "NaN"] {
+        let flag = format!("--duration={duration}");
+        let line = refused(&["bench", &flag], &["--duration"]);
+        assert_eq!(
+            line,
+            "shardcast: --duration must be more than 0 and at most 86400 seconds"
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_zero_rounds_naming_the_flag() {
+    refused(&["bench", "--clients", "1", "--rounds", "0"], &["--rounds"]);
+}
+
+#[test]
+fn bench_refuses_zero_clients_publishers_or_window_naming_the_flag() {
+    for flag in ["--clients", "--publishers", "--window"] {
+        refused(&["bench", flag, "0", "--duration", "0.2"], &[flag]);
+    }
+}
+
+#[test]
+fn bench_refuses_sweep_values_that_its_single_run_flags_refuse() {
+    let sweep = [
+        "bench",
+        "--sweep",
+        "--sweep-servers",
+        "embedded",
+        "--duration",
+        "0.2",
+    ];
+    for (flag, value) in [
+        ("--sweep-clients", "1,0"),
+        ("--sweep-windows", "0"),
+        ("--sweep-payloads", "8"),
+    ] {
+        let mut args = sweep.to_vec();
+        args.extend([flag, value]);
+        refused(&args, &[flag]);
+    }
+}
+
+#[test]
+fn bench_refuses_zero_shards_naming_the_flag() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.2",
+            "--shards",
+            "0",
+        ],
+        &["--shards"],
+    );
+}
+
+#[test]
+fn bench_says_why_the_server_it_starts_refused_to_start() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--duration",
+            "0.2",
+            "--client-queue-bytes",
+            "10",
+        ],
+        &["embedded server did not start", "--client-queue-bytes"],
+    );
+}
+
+#[test]
+fn serve_refuses_a_max_message_size_below_125_naming_the_flag() {
+    let line = refused(
+        &["serve", "--addr", "127.0.0.1:0", "--max-message-size", "10"],
+        &["--max-message-size", "125"],
+    );
+    assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
+}
+
+#[test]
+fn serve_refuses_a_client_queue_below_1_kib_naming_the_flag() {
+    let line = refused(
+        &[
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--client-queue-bytes",
+            "10",
+        ],
+        &["--client-queue-bytes"],
+    );
+    assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
+}
+
+#[test]
+fn serve_refuses_zero_shards_naming_the_flag_on_either_server() {
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--shards", "0"],
+        &["--shards"],
+    );
+    refused(
+        &["serve", "--naive", "--addr", "127.0.0.1:0", "--shards", "0"],
+        &["--shards"],
+    );
+}
+
+#[test]
+fn serve_refuses_an_addr_that_does_not_resolve_naming_it() {
+    refused(
+        &["serve", "--addr", "nosuch.invalid:9001"],
+        &["--addr", "nosuch.invalid:9001"],
+    );
+}
+
+#[test]
+fn serve_on_an_address_a_listener_holds_fails_naming_the_address() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for naive in [false, true] {
+        let mut args = vec!["serve", "--addr", &addr, "--shards", "2"];
+        if naive {
+            args.push("--naive");
+        }
+        let line = refused(&args, &[&addr]);
+        assert_eq!(
+            line,
+            format!("shardcast: address {addr} is already in use"),
+            "naive: {naive}"
+        );
+    }
+}
+
+#[test]
+fn serve_on_the_port_of_a_running_engine_fails_naming_the_address() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let engine = Engine::builder().shards(2).build().unwrap();
+    let addr = runtime
+        .block_on(engine.listen("127.0.0.1:0"))
+        .unwrap()
+        .to_string();
+
+    refused(&["serve", "--addr", &addr, "--shards", "2"], &[&addr]);
+    runtime.block_on(engine.shutdown(Duration::from_secs(1)));
+}
+
+#[test]
+fn a_second_serve_on_the_port_of_a_running_one_fails_naming_the_address() {
+    let first = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn shardcast serve");
+    let mut first = Running(first);
+    let stdout = first.0.stdout.take().expect("piped stdout");
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(WAIT).expect("the first server starts");
+    let addr: SocketAddr = line
+        .split("ws://")
+        .nth(1)
+        .and_then(|rest| rest.split('/').next())
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    let addr = addr.to_string();
+
+    refused(&["serve", "--addr", &addr, "--shards", "2"], &[&addr]);
+    assert!(
+        first.0.try_wait().expect("try_wait").is_none(),
+        "the first server still runs"
+    );
+}
