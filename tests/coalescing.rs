@@ -123,3 +123,39 @@ async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write()
     );
     engine.shutdown(Duration::from_millis(100)).await;
 }
+
+#[tokio::test]
+async fn delayed_coalescing_applies_to_what_a_handler_relays_on_its_own_shard() {
+    let delay = Duration::from_millis(200);
+    let coalescing = Coalescing {
+        frames_max: 1000,
+        delay,
+        bytes_max: 1 << 20,
+    };
+    let builder = Engine::builder()
+        .shards(1)
+        .handler(Relay)
+        .coalescing(coalescing);
+    let (engine, addr) = start(builder).await;
+    let mut reader = connect(&engine, addr).await;
+    let mut publisher = RawClient::connect(addr).await;
+    eventually(|| engine.client_count() == 2).await;
+    // The shard's last command (the listener) is now older than the delay. A clock read only
+    // when commands arrive stamped the relayed frames with that old tick, so they counted as
+    // overdue and went out at once.
+    tokio::time::sleep(2 * delay).await;
+    let sent_at = tokio::time::Instant::now();
+    let burst: Vec<u8> = (0..5)
+        .flat_map(|i| masked(0x81, format!("h{i}").as_bytes()))
+        .collect();
+    publisher.send(&burst).await.expect("send burst");
+    for i in 0..5 {
+        assert_eq!(next_text(&mut reader).await, format!("h{i}"));
+    }
+    assert!(
+        sent_at.elapsed() >= delay,
+        "relayed frames were flushed after {:?}, before the {delay:?} delay",
+        sent_at.elapsed()
+    );
+    engine.shutdown(Duration::from_millis(100)).await;
+}
