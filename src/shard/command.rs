@@ -114,6 +114,18 @@ pub(crate) enum Command {
     },
 }
 
+impl Command {
+    /// Bytes of the frames it delivers (0 for commands that deliver nothing).
+    pub(crate) fn frame_bytes(&self) -> usize {
+        match self {
+            Command::Broadcast { payloads, .. } => payloads.iter().map(Payload::len).sum(),
+            Command::Send { payload, .. } => payload.len(),
+            Command::Relayed(many) => many.iter().map(Command::frame_bytes).sum(),
+            _ => 0,
+        }
+    }
+}
+
 impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let name = match self {

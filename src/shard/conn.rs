@@ -34,6 +34,18 @@ use std::task::{Context as TaskContext, Poll};
 use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
+/// Whether a poll of the socket may read.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// No: bytes read earlier wait for room in another shard's queue.
+    No,
+    /// Yes.
+    Now,
+    /// After every task woken so far had its turn: this connection just handled a read, and
+    /// the clients it delivered to must flush before it reads (and relays) more.
+    NextTurn,
+}
+
 /// What one poll of the socket produced.
 enum Event {
     /// `n` bytes landed in the shard's read buffer.
@@ -111,6 +123,8 @@ struct Conn {
     blocked: Blocked,
     /// The coalescing delay's timer, once one was needed.
     timer: Option<Pin<Box<Sleep>>>,
+    /// Whether the last event was a read: the next read waits for the next turn.
+    just_read: bool,
 }
 
 /// Wraps and upgrades the stream, within the handshake deadline. `None` if it did not work out
@@ -167,6 +181,7 @@ async fn open(
         pending,
         blocked: Blocked::new(),
         timer: None,
+        just_read: false,
     })
 }
 
@@ -324,15 +339,29 @@ impl Conn {
                 Box::pin(send_blocked(&self.ended.shared, &mut self.blocked)).await;
                 continue;
             }
-            let reading = self.pending.is_empty();
+            let mut reading = if !self.pending.is_empty() {
+                Reading::No
+            } else if std::mem::take(&mut self.just_read) {
+                Reading::NextTurn
+            } else {
+                Reading::Now
+            };
             let event = poll_fn(|cx| {
                 let shared = &*self.ended.shared;
-                poll_io(shared, cx, slot, &mut self.io, reading, &mut self.timer)
+                poll_io(
+                    shared,
+                    cx,
+                    slot,
+                    &mut self.io,
+                    &mut reading,
+                    &mut self.timer,
+                )
             })
             .await;
             let shared = &*self.ended.shared;
             match event {
                 Event::Read(n) => {
+                    self.just_read = true;
                     let mut buf = shared.read_buf.borrow_mut();
                     let input = buf.get_mut(..n).unwrap_or_default();
                     let consumed =
@@ -436,7 +465,7 @@ fn poll_io(
     cx: &mut TaskContext<'_>,
     slot: usize,
     io: &mut Box<dyn Io>,
-    reading: bool,
+    reading: &mut Reading,
     timer: &mut Option<Pin<Box<Sleep>>>,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
@@ -481,7 +510,18 @@ fn poll_io(
             }
         }
     }
-    if reading && state.phase(slot) == Phase::Open {
+    if *reading == Reading::NextTurn && state.phase(slot) == Phase::Open {
+        // INVARIANT: a connection handles at most one read (`read_buffer_bytes`) per turn of
+        // the shard's scheduler. Premises: the read's deliveries woke their clients' tasks,
+        // which are queued ahead of this task's self-wake; each of them flushes what its socket
+        // takes when polled. Conclusion: between two reads of one client, every client it
+        // relayed to gets to write, so a burst reaches fast readers at socket speed instead of
+        // piling up in their queues (only a client whose socket stops draining fills its queue).
+        *reading = Reading::Now;
+        cx.waker().wake_by_ref();
+        return Poll::Pending;
+    }
+    if *reading == Reading::Now && state.phase(slot) == Phase::Open {
         let mut buf = shared.read_buf.borrow_mut();
         let mut read = ReadBuf::new(&mut buf[..]);
         match Pin::new(&mut **io).poll_read(cx, &mut read) {

@@ -186,6 +186,8 @@ async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     });
     let capacity = config.shard_queue_capacity;
     let mut commands = Vec::with_capacity(capacity);
+    // The part of `commands` one tick applies.
+    let mut tick = Vec::with_capacity(capacity);
     let mut sweep = tokio::time::interval_at(
         Instant::now() + config.sweep_interval,
         config.sweep_interval,
@@ -204,7 +206,19 @@ async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
                 if n == 0 {
                     break;
                 }
-                apply_all(&shared, &mut commands, &mut stopping, Instant::now());
+                // A tick takes at most one read buffer's worth of broadcast bytes, then lets the
+                // connections it woke flush (the connections' own read budget, for relayed
+                // bursts): a queue full of relayed megabytes is delivered at the pace the
+                // clients' sockets take it, not into their queues all at once.
+                let budget = shared.config.read_buffer_bytes;
+                while !commands.is_empty() {
+                    let k = within_budget(&commands, budget);
+                    tick.extend(commands.drain(..k));
+                    apply_all(&shared, &mut tick, &mut stopping, Instant::now());
+                    if !commands.is_empty() {
+                        tokio::task::yield_now().await;
+                    }
+                }
             }
             _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
         }
@@ -445,6 +459,19 @@ async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener, wrap: Optio
             }
         }
     }
+}
+
+/// How many commands from the front of `commands` carry at most `budget` bytes of frames (at
+/// least one).
+fn within_budget(commands: &[Command], budget: usize) -> usize {
+    let mut bytes = 0;
+    for (i, command) in commands.iter().enumerate() {
+        bytes += command.frame_bytes();
+        if bytes > budget {
+            return i.max(1);
+        }
+    }
+    commands.len()
 }
 
 /// One command or the commands of a [`Command::Relayed`], as one iterator.
