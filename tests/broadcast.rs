@@ -305,9 +305,22 @@ async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
         "{writes} writes for {deliveries} deliveries: not coalesced"
     );
     assert_eq!(
-        after.total.broadcasts - before.total.broadcasts,
+        after.broadcasts - before.broadcasts,
+        FRAMES as u64 + 1,
+        "each broadcast counted once in all"
+    );
+    assert_eq!(
+        after.total.broadcasts_applied - before.total.broadcasts_applied,
         2 * (FRAMES as u64 + 1),
-        "counted once per shard"
+        "and applied once per shard"
+    );
+    assert!(
+        after
+            .shards
+            .iter()
+            .zip(&before.shards)
+            .all(|(a, b)| a.broadcasts_applied - b.broadcasts_applied == FRAMES as u64 + 1),
+        "by each shard"
     );
     assert_eq!(
         after.total.bytes_written - before.total.bytes_written,

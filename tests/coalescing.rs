@@ -101,6 +101,7 @@ async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write()
     );
     eventually(|| engine.stats().total.queued_bytes == 0).await;
     let before = engine.stats().total.write_syscalls;
+    let published_before = engine.stats().broadcasts;
 
     // One write, so one read on the server: the whole burst is handled in one go.
     let burst: Vec<u8> = (0..BURST)
@@ -120,6 +121,20 @@ async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write()
         writes(),
         clients as u64,
         "each client, on either shard, got the burst in one write"
+    );
+    let stats = engine.stats();
+    assert_eq!(
+        stats.broadcasts - published_before,
+        BURST as u64,
+        "a handler's broadcast counts once, not once per shard"
+    );
+    assert_eq!(
+        stats
+            .shards
+            .iter()
+            .map(|s| s.broadcasts_published)
+            .sum::<u64>(),
+        BURST as u64
     );
     engine.shutdown(Duration::from_millis(100)).await;
 }

@@ -89,7 +89,7 @@ impl Setup {
         let applied = self.sent * self.engine.shard_count() as u64;
         let behind = (self.sent + 1).saturating_sub(IN_FLIGHT_MAX as u64) as usize;
         let start = tokio::time::Instant::now();
-        while self.engine.stats().total.broadcasts < applied
+        while self.engine.stats().total.broadcasts_applied < applied
             || self.healthy.iter().any(|r| r.read() < behind)
         {
             assert!(

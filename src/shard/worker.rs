@@ -349,7 +349,7 @@ impl Shared {
         let mut state = self.state.borrow_mut();
         let frames: usize = groups.iter().map(|g| g.len()).sum();
         state.deliver_groups(groups, audience, now);
-        crate::stats::bump_release(&state.counters().broadcasts, frames as u64);
+        crate::stats::bump_release(&state.counters().broadcasts_applied, frames as u64);
         groups.clear();
     }
 
@@ -383,7 +383,7 @@ impl Shared {
             }
             start = end;
         }
-        crate::stats::bump_release(&state.counters().broadcasts, run.len() as u64);
+        crate::stats::bump_release(&state.counters().broadcasts_applied, run.len() as u64);
         run.clear();
     }
 
