@@ -671,3 +671,34 @@ async fn register_upgraded_receives_a_broadcast_issued_right_after_it_returns() 
     }
     engine.shutdown(Duration::from_millis(100)).await;
 }
+
+/// A connected pair over loopback: the server's end as a tokio stream, plus a second handle
+/// (a duplicated descriptor) on the same socket for reading its options afterwards.
+async fn accepted_pair() -> (
+    tokio::net::TcpStream,
+    std::net::TcpStream,
+    tokio::net::TcpStream,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap())
+        .await
+        .unwrap();
+    let (server, _) = listener.accept().await.unwrap();
+    let std = server.into_std().unwrap();
+    let probe = std.try_clone().unwrap();
+    let server = tokio::net::TcpStream::from_std(std).unwrap();
+    assert!(!probe.nodelay().unwrap(), "Nagle is on for a fresh socket");
+    (server, probe, client)
+}
+
+#[tokio::test]
+async fn register_and_register_upgraded_set_tcp_nodelay_on_a_tcp_stream() {
+    let engine = Engine::builder().shards(1).build().unwrap();
+    let (server, probe, _client) = accepted_pair().await;
+    engine.register(server).await.unwrap();
+    assert!(probe.nodelay().unwrap(), "register");
+    let (server, probe, _client) = accepted_pair().await;
+    engine.register_upgraded(server).await.unwrap();
+    assert!(probe.nodelay().unwrap(), "register_upgraded");
+    engine.shutdown(Duration::from_millis(100)).await;
+}
