@@ -139,7 +139,11 @@ async fn burst_reaches_every_fast_reader(shards: usize, bytes: usize) {
         "{shards} shard(s), {bytes} B burst: readers ended {ends:?}"
     );
     assert!(ends.iter().all(|e| *e == End::Complete), "{ends:?}");
-    assert_eq!(echo, End::Complete, "the bursting client gets its own burst");
+    assert_eq!(
+        echo,
+        End::Complete,
+        "the bursting client gets its own burst"
+    );
     engine.shutdown(Duration::from_millis(500)).await;
 }
 
