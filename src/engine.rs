@@ -736,7 +736,57 @@ impl Builder {
     ///
     /// [`BuildError::Invalid`] names the first setting out of range; [`BuildError::Spawn`] if
     /// a thread or runtime cannot start.
-    pub fn build(mut self) -> Result<Engine, BuildError> {
+    pub fn build(self) -> Result<Engine, BuildError> {
+        self.start(|startup| shard::spawn(startup).map(Some))
+    }
+
+    /// Checks every setting and starts the shards as tasks of the current thread's
+    /// [`LocalSet`](tokio::task::LocalSet) instead of threads of their own: every shard, its
+    /// clients and the caller then share one thread and one clock.
+    ///
+    /// This is for deterministic tests: on a runtime with paused time
+    /// (`#[tokio::test(start_paused = true)]`), heartbeats, pings, deadlines and coalescing
+    /// delays happen when the test advances the clock, with no wall-clock waits. It also serves
+    /// an embedder that wants the engine on one thread. Engines built this way stop when the
+    /// `LocalSet` is dropped; `shutdown` works as usual.
+    ///
+    /// ```
+    /// use shardcast::{Audience, Engine, Payload};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let local = tokio::task::LocalSet::new();
+    /// local
+    ///     .run_until(async {
+    ///         let engine = Engine::builder().shards(2).build_local()?;
+    ///         engine.broadcast(Payload::text("hi"), Audience::ALL).await?;
+    ///         engine.shutdown(std::time::Duration::from_secs(1)).await;
+    ///         Ok::<_, Box<dyn std::error::Error>>(())
+    ///     })
+    ///     .await
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError::Invalid`] names the first setting out of range.
+    ///
+    /// # Panics
+    ///
+    /// If called outside a `LocalSet` (as `tokio::task::spawn_local` does).
+    pub fn build_local(self) -> Result<Engine, BuildError> {
+        self.start(|startup| {
+            shard::spawn_local(startup);
+            Ok(None)
+        })
+    }
+
+    /// Checks the settings and starts each shard with `spawn`, which returns the shard's
+    /// thread if it has one.
+    fn start(
+        mut self,
+        mut spawn: impl FnMut(shard::Startup) -> std::io::Result<Option<std::thread::JoinHandle<()>>>,
+    ) -> Result<Engine, BuildError> {
         if !self.ping_interval_set {
             let half = self.config.heartbeat_timeout / 2;
             self.config.ping_interval = self.config.ping_interval.map(|p| p.min(half));
@@ -772,8 +822,8 @@ impl Builder {
                 admission: admission.clone(),
                 hard_stop: hard_stop.clone(),
             };
-            match shard::spawn(startup) {
-                Ok(thread) => threads.push(thread),
+            match spawn(startup) {
+                Ok(thread) => threads.extend(thread),
                 Err(e) => {
                     hard_stop.cancel();
                     return Err(BuildError::Spawn(e));

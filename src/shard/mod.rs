@@ -40,4 +40,4 @@ pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use handle::Handle;
 pub(crate) use outbound::Frame;
 pub(crate) use state::State;
-pub(crate) use worker::{Blocked, Startup, spawn};
+pub(crate) use worker::{Blocked, Startup, spawn, spawn_local};

@@ -149,6 +149,15 @@ pub(crate) fn spawn(startup: Startup) -> io::Result<std::thread::JoinHandle<()>>
     }
 }
 
+/// Starts the shard as a task of the current `LocalSet` (the caller's thread and clock).
+pub(crate) fn spawn_local(startup: Startup) {
+    tokio::task::spawn_local(async move {
+        if let Some(done) = run(startup).await {
+            let _ = done.send(());
+        }
+    });
+}
+
 fn pin_to_core(id: ShardId) {
     if let Some(cores) = core_affinity::get_core_ids()
         && !cores.is_empty()
