@@ -22,7 +22,7 @@ use crate::config::{Coalescing, Config, SlowConsumerPolicy};
 use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
 };
-use crate::handler::Handler;
+use crate::shard::Handler;
 use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream, Wrap};
 use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};

@@ -3,6 +3,8 @@
 //! Each variant says what happened and what the caller should do. Variants of errors from calls
 //! that never wait hand back what is needed to retry.
 
+// Defined beside `Payload`, which returns it, so that `payload` needs nothing from here.
+pub use crate::payload::PayloadError;
 use crate::{Payload, ShardId};
 use smallvec::SmallVec;
 
@@ -111,14 +113,4 @@ pub enum TrySendError {
     /// The engine is shut down.
     #[error("engine is shut down")]
     Closed(Payload),
-}
-
-/// [`crate::Payload::from_frame`] was given bytes that are not one complete server frame.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PayloadError {
-    /// The bytes are not exactly one final, unmasked frame with a valid opcode; build the frame
-    /// with [`crate::wire::frame::encode`].
-    #[error("not a complete server frame: {0}")]
-    NotAFrame(&'static str),
 }

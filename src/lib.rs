@@ -63,7 +63,6 @@ mod engine;
 mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
-mod handler;
 mod id;
 mod payload;
 mod shard;
@@ -78,8 +77,7 @@ pub use error::{
     BroadcastError, BuildError, ListenError, PayloadError, RegisterError, TryBroadcastError,
     TrySendError,
 };
-pub use handler::{Context, Decision, Handler};
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
-pub use shard::{Io, Wrap, WrapFuture};
+pub use shard::{Context, Decision, Handler, Io, Wrap, WrapFuture};
 pub use stats::{Evictions, ShardStats, Stats};

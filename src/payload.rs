@@ -7,12 +7,14 @@
 //! every recipient: a shard delivers a `Payload` by cloning the `Bytes` (a refcount), never by
 //! copying it.
 
-use crate::error::PayloadError;
-use crate::shard::Frame;
 use crate::wire::Opcode;
 use crate::wire::frame;
 use bytes::Bytes;
 use std::sync::Arc;
+
+/// A queued data frame: one pointer (a `Bytes` is four), because under load every client holds
+/// a window of them. Cloned per recipient by refcount, like the `Bytes` inside.
+pub(crate) type Frame = Arc<Bytes>;
 
 /// A complete WebSocket frame (header and body in one [`Bytes`]), ready to go to any number of
 /// clients. Cloning is a refcount increment.
@@ -137,4 +139,14 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.frame.is_empty()
     }
+}
+
+/// [`crate::Payload::from_frame`] was given bytes that are not one complete server frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PayloadError {
+    /// The bytes are not exactly one final, unmasked frame with a valid opcode; build the frame
+    /// with [`crate::wire::frame::encode`].
+    #[error("not a complete server frame: {0}")]
+    NotAFrame(&'static str),
 }

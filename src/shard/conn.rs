@@ -17,11 +17,12 @@
 
 use super::command::{Io, Wrap};
 use super::outbound::IoSlices;
+use super::relay::{Waiting, post};
+use super::shared::Shared;
 use super::state::Phase;
-use super::worker::{Blocked, Shared, post};
 use crate::ClientId;
 use crate::client::RemoveReason;
-use crate::handler::{Context, Verdict};
+use crate::shard::{Context, Verdict};
 use crate::stats::bump;
 use crate::wire::{Inbound, Limits, Parser, handshake};
 use std::future::poll_fn;
@@ -120,7 +121,7 @@ struct Conn {
     /// Bytes read but not yet parsed, because a fan-out had to wait.
     pending: Vec<u8>,
     /// Commands waiting for room in another shard's queue.
-    blocked: Blocked,
+    blocked: Waiting,
     /// The coalescing delay's timer, once one was needed.
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the last event was a read: the next read waits for the next turn.
@@ -179,7 +180,7 @@ async fn open(
         io,
         parser,
         pending,
-        blocked: Blocked::new(),
+        blocked: Waiting::new(),
         timer: None,
         just_read: false,
     })
@@ -386,7 +387,7 @@ impl Conn {
 }
 
 /// Sends, waiting for room, the commands a fan-out could not push, in order.
-async fn send_blocked(shared: &Shared, blocked: &mut Blocked) {
+async fn send_blocked(shared: &Shared, blocked: &mut Waiting) {
     for (index, command) in blocked.drain(..) {
         if let Some(handle) = shared.shards.get(index) {
             let _ = handle.tx.send(command).await;
@@ -407,7 +408,7 @@ fn ingest(
     slot: usize,
     parser: &mut Parser,
     input: &mut [u8],
-    blocked: &mut Blocked,
+    blocked: &mut Waiting,
 ) -> usize {
     let mut state = shared.state.borrow_mut();
     if state.phase(slot) != Phase::Open {

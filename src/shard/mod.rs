@@ -12,6 +12,16 @@
 //! drains every queued command in one go (one tick), delivering into client queues and waking
 //! each touched connection once; the woken connections then flush, many frames per `write`.
 //!
+//! # Files, in the order a broadcast passes them
+//!
+//! - `handle`: the way in (a bounded command queue); `command`: what can be asked.
+//! - `relay`: what handlers on one shard send to others (the outbox, posting, waiting).
+//! - `thread`: the shard's thread and runtime; `tick`: its command loop (drain, apply, sweep).
+//! - `state`: every decision over the shard's clients (deliver, evict, ping, count), given `now`.
+//! - `accept`: the accept loop; `conn`: a connection's task (open, read, flush to the socket).
+//! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
+//!   embedder's hooks and their `Context`.
+//!
 //! # Invariants
 //!
 //! - No shard ever waits for another. Inside a shard, fan-out to other shards is try-only; when a
@@ -26,18 +36,26 @@
 //! worker returns when every connection task has ended or at the deadline, whichever comes first.
 //! Dropping the runtime then drops whatever is left (sockets, queued payloads).
 
+mod accept;
 mod admission;
 mod command;
 mod conn;
 mod handle;
+mod handler;
 mod outbound;
+mod relay;
+mod shared;
 mod state;
-mod worker;
+mod thread;
+mod tick;
 
 pub(crate) use admission::Admission;
 pub(crate) use command::{Command, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use handle::Handle;
-pub(crate) use outbound::Frame;
+pub(crate) use handler::Verdict;
+pub use handler::{Context, Decision, Handler};
+#[cfg(any(test, fuzzing))]
 pub(crate) use state::State;
-pub(crate) use worker::{Blocked, Startup, spawn, spawn_local};
+pub(crate) use thread::{spawn, spawn_local};
+pub(crate) use tick::Startup;

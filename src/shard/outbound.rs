@@ -17,16 +17,12 @@
 //! the client's cap before pushing and applies the slow-consumer policy.
 
 use crate::config::FRAME_OVERHEAD_BYTES;
+use crate::payload::Frame;
 use bytes::Bytes;
 use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::ops::Range;
-use std::sync::Arc;
-
-/// A queued data frame: one pointer (a `Bytes` is four), because under load every client holds
-/// a window of them. Cloned per recipient by refcount, like the `Bytes` inside.
-pub(crate) type Frame = Arc<Bytes>;
 
 /// Most slices handed to one vectored write (Linux `IOV_MAX` is 1024; 64 already amortises the
 /// syscall).

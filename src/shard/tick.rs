@@ -1,72 +1,37 @@
-//! The shard thread and its loop: drain commands, apply them, sweep. Thin: `State` decides.
+//! The command loop of a shard: drain commands, apply them, sweep. Thin: `State` decides.
+//!
+//! # Back-pressure
+//!
+//! A tick applies at most `read_buffer_bytes` of broadcast frames, then yields, so that the
+//! connections it woke flush before more is delivered: a queue full of relayed bursts reaches
+//! the clients at the pace their sockets take it.
 //!
 //! # Shutdown
 //!
 //! The loop ends on `Shutdown` once every connection task is gone or its deadline passed, or at
-//! once when the engine is dropped (`hard_stop`). The runtime and `LocalSet` are dropped before
-//! `done` is signalled, so by then every socket and queued payload of the shard is dropped.
+//! once when the engine is dropped (`hard_stop`).
 
+use super::accept::{accept, adopt};
 use super::admission::Admission;
-use super::command::Payloads;
-use super::command::{Command, Stream, Wrap};
+use super::command::{Command, Payloads};
 use super::conn;
-use super::conn::Source;
 use super::handle::Handle;
+use super::shared::Shared;
 use super::state::State;
+use crate::ShardId;
 use crate::config::Config;
-use crate::handler::Handler;
+use crate::shard::Handler;
 use crate::stats::ShardCounters;
 use crate::wire::envelope;
-use crate::{Audience, ClientId, Payload, ShardId};
+use crate::{Audience, Payload};
 use smallvec::SmallVec;
 use std::cell::RefCell;
-use std::io;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::net::TcpListener;
-use tokio::sync::mpsc::error::TrySendError;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::LocalSet;
+use tokio::sync::mpsc;
+use tokio::sync::{Notify, oneshot};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
-
-/// Commands for other shards, with the index of their shard, in order: what handlers queued
-/// while one read was handled (the shard's outbox), or what a connection could not push without
-/// waiting (sent, waiting, before it reads again).
-pub(crate) type Blocked = Vec<(usize, Command)>;
-
-/// Pushes the outbox's commands without waiting: those for one shard together, as one
-/// command, so that the shard cannot wake and flush its clients between them. A command that
-/// finds its shard full goes to `blocked`.
-pub(crate) fn post(shards: &[Handle], outbox: &mut Blocked, blocked: &mut Blocked) {
-    while let Some(&(index, _)) = outbox.first() {
-        let mut mine = Vec::new();
-        let mut i = 0;
-        while i < outbox.len() {
-            if outbox[i].0 == index {
-                mine.push(outbox.remove(i).1);
-            } else {
-                i += 1;
-            }
-        }
-        let cmd = match <[Command; 1]>::try_from(mine) {
-            Ok([one]) => one,
-            Err(many) => Command::Relayed(many),
-        };
-        if blocked.iter().any(|(i, _)| *i == index) {
-            blocked.push((index, cmd));
-            continue;
-        }
-        let Some(handle) = shards.get(index) else {
-            continue;
-        };
-        match handle.tx.try_send(cmd) {
-            Ok(()) | Err(TrySendError::Closed(_)) => {}
-            Err(TrySendError::Full(cmd)) => blocked.push((index, cmd)),
-        }
-    }
-}
 
 /// Everything a shard thread needs to start.
 pub(crate) struct Startup {
@@ -88,88 +53,7 @@ pub(crate) struct Startup {
     pub(crate) hard_stop: CancellationToken,
 }
 
-/// What the tasks of one shard share; lives on the shard thread only.
-pub(crate) struct Shared {
-    /// This shard.
-    pub(crate) id: ShardId,
-    /// Clients and decisions. Never borrowed across an `.await`.
-    pub(crate) state: RefCell<State>,
-    /// Reused read buffer (`read_buffer_bytes`): connections keep only unfinished frames.
-    pub(crate) read_buf: RefCell<Box<[u8]>>,
-    /// Reused write buffer (`write_buffer_bytes`) into which small frames are copied.
-    pub(crate) write_buf: RefCell<Vec<u8>>,
-    /// Commands handlers queued for other shards while one read is handled; empty otherwise.
-    pub(crate) outbox: RefCell<Blocked>,
-    /// The engine's limits.
-    pub(crate) config: Arc<Config>,
-    /// The embedder's hooks.
-    pub(crate) handler: Arc<dyn Handler>,
-    /// Every shard's handle.
-    pub(crate) shards: Arc<[Handle]>,
-    /// Engine-wide connection count and ids.
-    pub(crate) admission: Arc<Admission>,
-    /// Signalled when the last connection task ends during shutdown.
-    pub(crate) idle: Notify,
-    /// Cancelled at shutdown: accept loops stop.
-    pub(crate) stop_accepting: CancellationToken,
-}
-
-/// Starts the shard thread; returns once its runtime is running.
-pub(crate) fn spawn(startup: Startup) -> io::Result<std::thread::JoinHandle<()>> {
-    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<io::Result<()>>(1);
-    let name = format!("shardcast-{}", startup.id.0);
-    let pin = startup.config.pin_cores;
-    let thread = std::thread::Builder::new().name(name).spawn(move || {
-        if pin {
-            pin_to_core(startup.id);
-        }
-        let runtime = match tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            Ok(rt) => rt,
-            Err(e) => {
-                let _ = ready_tx.send(Err(e));
-                return;
-            }
-        };
-        let _ = ready_tx.send(Ok(()));
-        let local = LocalSet::new();
-        let done = local.block_on(&runtime, run(startup));
-        drop(local);
-        drop(runtime);
-        if let Some(done) = done {
-            let _ = done.send(());
-        }
-    })?;
-    match ready_rx.recv() {
-        Ok(Ok(())) => Ok(thread),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(io::Error::other("shard thread died while starting")),
-    }
-}
-
-/// Starts the shard as a task of the current `LocalSet` (the caller's thread and clock).
-pub(crate) fn spawn_local(startup: Startup) {
-    tokio::task::spawn_local(async move {
-        if let Some(done) = run(startup).await {
-            let _ = done.send(());
-        }
-    });
-}
-
-fn pin_to_core(id: ShardId) {
-    if let Some(cores) = core_affinity::get_core_ids()
-        && !cores.is_empty()
-    {
-        let core = cores[id.index() % cores.len()];
-        if !core_affinity::set_for_current(core) {
-            tracing::warn!(shard = id.0, "could not pin shard thread to a core");
-        }
-    }
-}
-
-async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
+pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     let Startup {
         id,
         config,
@@ -394,79 +278,6 @@ impl Shared {
         }
         crate::stats::bump_release(&state.counters().broadcasts_applied, run.len() as u64);
         run.clear();
-    }
-
-    /// Calls the handler for every client removed since the last call.
-    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, crate::RemoveReason)>) {
-        self.state.borrow_mut().take_removed(buf);
-        for (id, reason) in buf.drain(..) {
-            self.handler.on_removed(id, reason);
-        }
-    }
-
-    /// A connection task ended.
-    pub(crate) fn connection_ended(&self) {
-        self.admission.release();
-        let mut state = self.state.borrow_mut();
-        state.live -= 1;
-        if state.shutting_down && state.live == 0 {
-            self.idle.notify_one();
-        }
-    }
-}
-
-/// Adopts a stream on this shard's runtime.
-fn adopt(stream: Stream) -> io::Result<Source> {
-    match stream {
-        Stream::Tcp(std, wrap) => {
-            let tcp = tokio::net::TcpStream::from_std(std)?;
-            tcp.set_nodelay(true)?;
-            Ok(source(tcp, wrap))
-        }
-        Stream::Boxed(io) => Ok(Source::Ready(io)),
-    }
-}
-
-/// A TCP stream born on this shard, to be wrapped or used as it is.
-fn source(tcp: tokio::net::TcpStream, wrap: Option<Arc<dyn Wrap>>) -> Source {
-    match wrap {
-        Some(wrap) => Source::Wrap(tcp, wrap),
-        None => Source::Ready(Box::new(tcp)),
-    }
-}
-
-/// Accepts connections born on this shard until shutdown.
-async fn accept(shared: Rc<Shared>, listener: std::net::TcpListener, wrap: Option<Arc<dyn Wrap>>) {
-    let listener = match TcpListener::from_std(listener) {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(shard = shared.id.0, error = %e, "cannot adopt listener");
-            return;
-        }
-    };
-    loop {
-        let accepted = tokio::select! {
-            () = shared.stop_accepting.cancelled() => return,
-            accepted = listener.accept() => accepted,
-        };
-        match accepted {
-            Ok((tcp, _)) => {
-                let Some(id) = shared.admission.admit_on(shared.id) else {
-                    // Over `clients_max`: refuse by closing at once.
-                    drop(tcp);
-                    continue;
-                };
-                let _ = tcp.set_nodelay(true);
-                shared.state.borrow_mut().live += 1;
-                let source = source(tcp, wrap.clone());
-                tokio::task::spawn_local(conn::run(shared.clone(), id, source, None));
-            }
-            Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                tracing::warn!(shard = shared.id.0, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
     }
 }
 

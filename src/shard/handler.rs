@@ -11,8 +11,11 @@
 //! queue has room, so back-pressure reaches that client through TCP and no shard ever waits for
 //! another.
 
+use super::command::{Command, Payloads};
+use super::handle::Handle;
+use super::relay::Outbox;
+use super::state::State;
 use crate::client::{Principal, RemoveReason};
-use crate::shard::{Blocked, Command, Handle, State};
 use crate::wire::Inbound;
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId};
@@ -135,7 +138,7 @@ pub struct Context<'a> {
     /// Every shard, indexed by shard id.
     pub(crate) shards: &'a [Handle],
     /// Commands for other shards, in order; posted when the current read is handled.
-    pub(crate) outbox: &'a mut Blocked,
+    pub(crate) outbox: &'a mut Outbox,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -177,7 +180,7 @@ impl Context<'_> {
         self.fan_out(payloads.into_iter().collect(), audience);
     }
 
-    fn fan_out(&mut self, payloads: crate::shard::Payloads, audience: Audience) {
+    fn fan_out(&mut self, payloads: Payloads, audience: Audience) {
         if payloads.is_empty() {
             return;
         }

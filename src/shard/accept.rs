@@ -1,0 +1,70 @@
+//! The accept loop of a listener born on its shard, and the adoption of streams handed over.
+
+use super::command::{Stream, Wrap};
+use super::conn;
+use super::conn::Source;
+use super::shared::Shared;
+use std::io;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+/// Adopts a stream on this shard's runtime.
+pub(crate) fn adopt(stream: Stream) -> io::Result<Source> {
+    match stream {
+        Stream::Tcp(std, wrap) => {
+            let tcp = tokio::net::TcpStream::from_std(std)?;
+            tcp.set_nodelay(true)?;
+            Ok(source(tcp, wrap))
+        }
+        Stream::Boxed(io) => Ok(Source::Ready(io)),
+    }
+}
+
+/// A TCP stream born on this shard, to be wrapped or used as it is.
+fn source(tcp: tokio::net::TcpStream, wrap: Option<Arc<dyn Wrap>>) -> Source {
+    match wrap {
+        Some(wrap) => Source::Wrap(tcp, wrap),
+        None => Source::Ready(Box::new(tcp)),
+    }
+}
+
+/// Accepts connections born on this shard until shutdown.
+pub(crate) async fn accept(
+    shared: Rc<Shared>,
+    listener: std::net::TcpListener,
+    wrap: Option<Arc<dyn Wrap>>,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(shard = shared.id.0, error = %e, "cannot adopt listener");
+            return;
+        }
+    };
+    loop {
+        let accepted = tokio::select! {
+            () = shared.stop_accepting.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok((tcp, _)) => {
+                let Some(id) = shared.admission.admit_on(shared.id) else {
+                    // Over `clients_max`: refuse by closing at once.
+                    drop(tcp);
+                    continue;
+                };
+                let _ = tcp.set_nodelay(true);
+                shared.state.borrow_mut().live += 1;
+                let source = source(tcp, wrap.clone());
+                tokio::task::spawn_local(conn::run(shared.clone(), id, source, None));
+            }
+            Err(e) => {
+                // Out of file descriptors or similar: back off instead of spinning.
+                tracing::warn!(shard = shared.id.0, error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}

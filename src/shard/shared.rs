@@ -1,0 +1,60 @@
+//! `Shared`: what the tasks of one shard share, on the shard thread only.
+
+use super::admission::Admission;
+use super::handle::Handle;
+use super::relay::Outbox;
+use super::state::State;
+use crate::ClientId;
+use crate::ShardId;
+use crate::config::Config;
+use crate::shard::Handler;
+use std::cell::RefCell;
+use std::sync::Arc;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// What the tasks of one shard share; lives on the shard thread only.
+pub(crate) struct Shared {
+    /// This shard.
+    pub(crate) id: ShardId,
+    /// Clients and decisions. Never borrowed across an `.await`.
+    pub(crate) state: RefCell<State>,
+    /// Reused read buffer (`read_buffer_bytes`): connections keep only unfinished frames.
+    pub(crate) read_buf: RefCell<Box<[u8]>>,
+    /// Reused write buffer (`write_buffer_bytes`) into which small frames are copied.
+    pub(crate) write_buf: RefCell<Vec<u8>>,
+    /// Commands handlers queued for other shards while one read is handled; empty otherwise.
+    pub(crate) outbox: RefCell<Outbox>,
+    /// The engine's limits.
+    pub(crate) config: Arc<Config>,
+    /// The embedder's hooks.
+    pub(crate) handler: Arc<dyn Handler>,
+    /// Every shard's handle.
+    pub(crate) shards: Arc<[Handle]>,
+    /// Engine-wide connection count and ids.
+    pub(crate) admission: Arc<Admission>,
+    /// Signalled when the last connection task ends during shutdown.
+    pub(crate) idle: Notify,
+    /// Cancelled at shutdown: accept loops stop.
+    pub(crate) stop_accepting: CancellationToken,
+}
+
+impl Shared {
+    /// Calls the handler for every client removed since the last call.
+    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, crate::RemoveReason)>) {
+        self.state.borrow_mut().take_removed(buf);
+        for (id, reason) in buf.drain(..) {
+            self.handler.on_removed(id, reason);
+        }
+    }
+
+    /// A connection task ended.
+    pub(crate) fn connection_ended(&self) {
+        self.admission.release();
+        let mut state = self.state.borrow_mut();
+        state.live -= 1;
+        if state.shutting_down && state.live == 0 {
+            self.idle.notify_one();
+        }
+    }
+}
