@@ -23,12 +23,12 @@ use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
 };
 use crate::shard::Handler;
-use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Stream, Wrap};
+use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Permit, Stream, Wrap};
 use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
-use smallvec::{SmallVec, smallvec};
+use smallvec::smallvec;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -194,7 +194,7 @@ impl Engine {
             stream,
             upgraded,
         };
-        match handle.tx.send(command).await {
+        match handle.send(command).await {
             Ok(()) => Ok(id),
             Err(_) => {
                 self.inner.admission.release();
@@ -279,7 +279,6 @@ impl Engine {
         drop(probe);
         for (handle, listener) in shards.iter().zip(listeners) {
             handle
-                .tx
                 .send(Command::Listen {
                     listener,
                     wrap: wrap.clone(),
@@ -409,37 +408,64 @@ impl Engine {
         self.fan_out(payloads, audience).await
     }
 
+    /// Reserves a slot in every shard's queue, then sends the broadcast to each: all or
+    /// nothing, so that a cancelled call has sent nothing.
     async fn fan_out(&self, payloads: Payloads, audience: Audience) -> Result<(), BroadcastError> {
         let shards = self.shards().clone();
-        let Some((last, rest)) = shards.split_last() else {
+        if shards.is_empty() {
             return Err(BroadcastError::Closed);
-        };
-        for handle in rest {
-            let command = Command::Broadcast {
-                payloads: payloads.clone(),
-                audience,
-            };
-            handle
-                .tx
-                .send(command)
-                .await
-                .map_err(|_| BroadcastError::Closed)?;
         }
-        let count = payloads.len() as u64;
-        let command = Command::Broadcast { payloads, audience };
-        last.tx
-            .send(command)
-            .await
-            .map_err(|_| BroadcastError::Closed)?;
-        self.inner.published.fetch_add(count, Relaxed);
+        let mut permits: Vec<Permit<'_>> = Vec::with_capacity(shards.len());
+        for handle in shards.iter() {
+            permits.push(handle.reserve().await.map_err(|_| BroadcastError::Closed)?);
+        }
+        self.send_all(permits, payloads, audience);
         Ok(())
     }
 
-    /// Broadcasts without waiting: every shard with room takes the payload.
+    /// Sends one broadcast through a permit of every shard, and counts it.
+    fn send_all(&self, permits: Vec<Permit<'_>>, payloads: Payloads, audience: Audience) {
+        self.inner
+            .published
+            .fetch_add(payloads.len() as u64, Relaxed);
+        let mut permits = permits.into_iter();
+        let last = permits.next_back();
+        for permit in permits {
+            permit.send(Command::Broadcast {
+                payloads: payloads.clone(),
+                audience,
+            });
+        }
+        if let Some(permit) = last {
+            permit.send(Command::Broadcast { payloads, audience });
+        }
+    }
+
+    /// Broadcasts without waiting, to every shard or to none: if any shard's queue is full, no
+    /// shard takes the payload, so a retry can never deliver it twice.
+    ///
+    /// ```
+    /// use shardcast::{Audience, Engine, Payload, TryBroadcastError};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().shards(2).build()?;
+    /// match engine.try_broadcast(Payload::text("tick"), Audience::ALL) {
+    ///     Ok(()) => {}
+    ///     // Nothing was sent: wait for room, or count the loss.
+    ///     Err(TryBroadcastError::Full { payload, .. }) => {
+    ///         engine.broadcast(payload, Audience::ALL).await?
+    ///     }
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     ///
     /// # Errors
     ///
-    /// [`TryBroadcastError::Full`] names the shards whose queues were full (the others took the
+    /// [`TryBroadcastError::Full`] names the shards whose queues were full (no shard took the
     /// payload); [`TryBroadcastError::Closed`] after shutdown.
     pub fn try_broadcast(
         &self,
@@ -450,31 +476,25 @@ impl Engine {
         if shards.is_empty() {
             return Err(TryBroadcastError::Closed(payload));
         }
-        let mut full: SmallVec<[ShardId; 4]> = SmallVec::new();
+        let mut permits = Vec::with_capacity(shards.len());
+        let mut full = Vec::new();
         for handle in shards.iter() {
-            let command = Command::Broadcast {
-                payloads: smallvec![payload.clone()],
-                audience,
-            };
-            match handle.tx.try_send(command) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(_)) => full.push(handle.id),
-                Err(mpsc::error::TrySendError::Closed(_)) => {
+            match handle.try_reserve() {
+                Ok(permit) => permits.push(permit),
+                Err(mpsc::error::TrySendError::Full(())) => full.push(handle.id),
+                Err(mpsc::error::TrySendError::Closed(())) => {
                     return Err(TryBroadcastError::Closed(payload));
                 }
             }
         }
-        if full.len() < shards.len() {
-            self.inner.published.fetch_add(1, Relaxed);
-        }
-        if full.is_empty() {
-            Ok(())
-        } else {
-            Err(TryBroadcastError::Full {
+        if !full.is_empty() {
+            return Err(TryBroadcastError::Full {
                 shards: full,
                 payload,
-            })
+            });
         }
+        self.send_all(permits, smallvec![payload], audience);
+        Ok(())
     }
 
     /// Sends `payload` to one client (dropped silently if `id` is not registered).
@@ -498,7 +518,7 @@ impl Engine {
         let Some(handle) = shards.get(id.shard().index()) else {
             return Err(TrySendError::Closed(payload));
         };
-        match handle.tx.try_send(Command::Send { id, payload }) {
+        match handle.try_send(Command::Send { id, payload }) {
             Ok(()) => Ok(()),
             Err(mpsc::error::TrySendError::Full(Command::Send { payload, .. })) => {
                 Err(TrySendError::Full(payload))
@@ -517,7 +537,6 @@ impl Engine {
             .cloned()
             .ok_or(BroadcastError::Closed)?;
         handle
-            .tx
             .send(command)
             .await
             .map_err(|_| BroadcastError::Closed)
@@ -554,7 +573,6 @@ impl Engine {
         for handle in shards.iter() {
             let (done, rx) = oneshot::channel();
             if handle
-                .tx
                 .send(Command::Shutdown { deadline: at, done })
                 .await
                 .is_ok()
@@ -801,11 +819,7 @@ impl Builder {
         for i in 0..config.shards {
             let (tx, rx) = mpsc::channel(config.shard_queue_capacity);
             let c = Arc::new(ShardCounters::default());
-            handles.push(Handle {
-                id: ShardId(i as u16),
-                tx,
-                counters: c.clone(),
-            });
+            handles.push(Handle::new(ShardId(i as u16), tx, c.clone()));
             receivers.push(rx);
             counters.push(c);
         }

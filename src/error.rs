@@ -6,7 +6,6 @@
 // Defined beside `Payload`, which returns it, so that `payload` needs nothing from here.
 pub use crate::payload::PayloadError;
 use crate::{Payload, ShardId};
-use smallvec::SmallVec;
 
 /// [`crate::Builder::build`] refused a setting, or could not start a shard.
 #[derive(Debug, thiserror::Error)]
@@ -89,12 +88,12 @@ pub enum BroadcastError {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum TryBroadcastError {
-    /// These shards' queues were full; every other shard took the payload. Retry with
-    /// [`crate::Engine::broadcast`], or count the loss.
+    /// These shards' queues were full, so no shard took the payload (all or nothing). Retry
+    /// with [`crate::Engine::broadcast`], or count the loss.
     #[error("{} shard queue(s) full", shards.len())]
     Full {
-        /// The shards that did not take the payload.
-        shards: SmallVec<[ShardId; 4]>,
+        /// The shards whose queues were full.
+        shards: Vec<ShardId>,
         /// The payload, to retry.
         payload: Payload,
     },

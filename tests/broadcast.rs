@@ -6,6 +6,7 @@ mod common;
 use common::*;
 use shardcast::wire::envelope;
 use shardcast::{Audience, Engine, Payload, Principal, TryBroadcastError};
+use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -386,4 +387,75 @@ async fn batch_envelope_carries_a_run_of_broadcasts_in_order() {
         assert!(envelopes >= 1, "a batch of 20 goes out as an envelope");
     }
     shutdown_reading(&engine, clients).await;
+}
+
+/// Fills shard `id.shard()`'s queue (of `capacity` commands) with sends to `id`, without
+/// letting any shard run: on a `build_local` engine the shards run only when the test waits.
+fn fill_queue_of(engine: &Engine, id: shardcast::ClientId, capacity: usize) {
+    for i in 0..capacity {
+        engine
+            .try_send(id, Payload::text(format!("fill{i}")))
+            .expect("room in the queue");
+    }
+    assert!(matches!(
+        engine.try_send(id, Payload::text("over")),
+        Err(shardcast::TrySendError::Full(_))
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn try_broadcast_is_all_or_nothing_when_one_shard_is_full() {
+    local(async {
+        let engine = start_local(Engine::builder().shards(2).shard_queue_capacity(2));
+        let (_a, a) = connect_pipe(&engine).await;
+        let (_b, b) = connect_pipe(&engine).await;
+        assert_ne!(a.shard(), b.shard(), "one client on each shard");
+        fill_queue_of(&engine, a, 2);
+        match engine.try_broadcast(Payload::text("x"), Audience::ALL) {
+            Err(TryBroadcastError::Full { shards, payload }) => {
+                assert_eq!(shards, [a.shard()]);
+                assert_eq!(payload.body(), b"x");
+            }
+            other => panic!("expected Full, got {other:?}"),
+        }
+        // Let the shards run: the one with room took nothing either.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let stats = engine.stats();
+        assert_eq!(stats.total.broadcasts_applied, 0);
+        assert_eq!(stats.broadcasts, 0);
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_cancelled_broadcast_reaches_no_shard() {
+    local(async {
+        let engine = start_local(Engine::builder().shards(2).shard_queue_capacity(2));
+        let (_a, a) = connect_pipe(&engine).await;
+        let (_b, b) = connect_pipe(&engine).await;
+        // The second shard in order is full; the first has room.
+        let full = if a.shard() > b.shard() { a } else { b };
+        fill_queue_of(&engine, full, 2);
+        let mut broadcast = Box::pin(engine.broadcast(Payload::text("x"), Audience::ALL));
+        std::future::poll_fn(|cx| {
+            assert!(broadcast.as_mut().poll(cx).is_pending(), "waits for room");
+            std::task::Poll::Ready(())
+        })
+        .await;
+        drop(broadcast);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        let stats = engine.stats();
+        assert_eq!(stats.total.broadcasts_applied, 0, "no shard got it");
+        assert_eq!(stats.broadcasts, 0);
+        // And the slot it had reserved is free again: a broadcast now goes through.
+        engine
+            .broadcast(Payload::text("y"), Audience::ALL)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(engine.stats().total.broadcasts_applied, 2);
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
 }

@@ -8,50 +8,17 @@
 
 mod common;
 
-use common::{Recorder, close_code};
+use common::{Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, local, start_local as start};
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::Inbound;
 use shardcast::{
-    Audience, Builder, ClientId, Coalescing, Context, Engine, Handler, Payload, Principal,
+    Audience, Coalescing, Context, Engine, Handler, Payload, Principal,
     RemoveReason, SlowConsumerPolicy,
 };
-use std::future::Future;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, DuplexStream};
+use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-
-/// A client over an in-memory pipe.
-type Pipe = WebSocketStream<DuplexStream>;
-
-/// Bytes each direction of a client's pipe holds before its writer waits.
-const PIPE_BYTES: usize = 64 << 10;
-
-/// Runs `test` on a `LocalSet` of this thread, where `build_local` engines run.
-async fn local<F: Future>(test: F) -> F::Output {
-    tokio::task::LocalSet::new().run_until(test).await
-}
-
-/// Starts an engine on this thread (inside [`local`]).
-fn start(builder: Builder) -> Engine {
-    builder.build_local().expect("build")
-}
-
-/// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
-async fn connect(engine: &Engine) -> (Pipe, ClientId) {
-    connect_with_pipe(engine, PIPE_BYTES).await
-}
-
-/// Connects a client over a pipe holding `bytes` each way.
-async fn connect_with_pipe(engine: &Engine, bytes: usize) -> (Pipe, ClientId) {
-    let (client, server) = tokio::io::duplex(bytes);
-    let id = engine.register(server).await.expect("register");
-    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .expect("upgrade");
-    (ws, id)
-}
 
 /// Lets `d` of paused time pass: the clock jumps from timer to timer, and every task due at
 /// each one runs before the next.

@@ -390,7 +390,7 @@ impl Conn {
 async fn send_blocked(shared: &Shared, blocked: &mut Waiting) {
     for (index, command) in blocked.drain(..) {
         if let Some(handle) = shared.shards.get(index) {
-            let _ = handle.tx.send(command).await;
+            let _ = handle.send(command).await;
         }
     }
 }

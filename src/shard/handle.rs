@@ -2,14 +2,24 @@
 //!
 //! # Back-pressure
 //!
-//! The queue is bounded by [`crate::Config::shard_queue_capacity`] commands. `send` waits for
-//! room; `try_send` never waits and hands the command back.
+//! The queue is bounded by [`crate::Config::shard_queue_capacity`] commands. `send` and
+//! `reserve` wait for room; `try_send` and `try_reserve` never wait (`try_send` hands the
+//! command back). A reserved slot is taken until its permit is used or dropped, so a caller
+//! can reserve a slot on every shard before it sends to any (all or nothing).
 
 use super::command::Command;
 use crate::ShardId;
 use crate::stats::{ShardCounters, ShardStats};
 use std::sync::Arc;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+
+/// A reserved slot in one shard's queue.
+pub(crate) type Permit<'a> = mpsc::Permit<'a, Command>;
+
+/// The shard has stopped: its queue takes nothing more.
+#[derive(Debug)]
+pub(crate) struct Stopped;
 
 /// The way into one shard, shared by the engine and every other shard.
 #[derive(Clone, Debug)]
@@ -17,12 +27,45 @@ pub(crate) struct Handle {
     /// Which shard this is.
     pub(crate) id: ShardId,
     /// The shard's bounded command queue.
-    pub(crate) tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Command>,
     /// The shard's counters (written by the shard thread only).
     pub(crate) counters: Arc<ShardCounters>,
 }
 
 impl Handle {
+    /// The handle of shard `id`, whose queue is `tx`.
+    pub(crate) fn new(id: ShardId, tx: mpsc::Sender<Command>, counters: Arc<ShardCounters>) -> Self {
+        Handle { id, tx, counters }
+    }
+
+    /// Queues `command`, waiting for room.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled while waiting, the command is dropped and nothing was queued.
+    pub(crate) async fn send(&self, command: Command) -> Result<(), Stopped> {
+        self.tx.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// Queues `command` if there is room now; hands it back otherwise.
+    pub(crate) fn try_send(&self, command: Command) -> Result<(), TrySendError<Command>> {
+        self.tx.try_send(command)
+    }
+
+    /// Reserves a slot, waiting for room.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelled while waiting, it holds nothing.
+    pub(crate) async fn reserve(&self) -> Result<Permit<'_>, Stopped> {
+        self.tx.reserve().await.map_err(|_| Stopped)
+    }
+
+    /// Reserves a slot if there is room now.
+    pub(crate) fn try_reserve(&self) -> Result<Permit<'_>, TrySendError<()>> {
+        self.tx.try_reserve()
+    }
+
     /// A snapshot of this shard's counters.
     pub(crate) fn stats(&self) -> ShardStats {
         let depth = self.tx.max_capacity() - self.tx.capacity();

@@ -52,7 +52,7 @@ mod tick;
 pub(crate) use admission::Admission;
 pub(crate) use command::{Command, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
-pub(crate) use handle::Handle;
+pub(crate) use handle::{Handle, Permit};
 pub(crate) use handler::Verdict;
 pub use handler::{Context, Decision, Handler};
 #[cfg(any(test, fuzzing))]

@@ -54,7 +54,7 @@ pub(crate) fn post(shards: &[Handle], outbox: &mut Outbox, blocked: &mut Waiting
         let Some(handle) = shards.get(index) else {
             continue;
         };
-        match handle.tx.try_send(cmd) {
+        match handle.try_send(cmd) {
             Ok(()) | Err(TrySendError::Closed(_)) => {}
             Err(TrySendError::Full(cmd)) => blocked.push((index, cmd)),
         }

@@ -12,6 +12,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
+use std::future::Future;
+use tokio::io::DuplexStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A WebSocket client as the tests see it.
@@ -110,6 +112,41 @@ pub async fn eventually(mut cond: impl FnMut() -> bool) {
         assert!(start.elapsed() < WAIT, "condition not reached in time");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engines on the test's own thread and clock, and clients over in-memory pipes
+// ---------------------------------------------------------------------------------------------
+
+/// A client over an in-memory pipe.
+pub type Pipe = WebSocketStream<DuplexStream>;
+
+/// Bytes each direction of a client's pipe holds before its writer waits.
+pub const PIPE_BYTES: usize = 64 << 10;
+
+/// Runs `test` on a `LocalSet` of this thread, where `build_local` engines run.
+pub async fn local<F: Future>(test: F) -> F::Output {
+    tokio::task::LocalSet::new().run_until(test).await
+}
+
+/// Starts an engine on this thread (inside [`local`]).
+pub fn start_local(builder: Builder) -> Engine {
+    builder.build_local().expect("build")
+}
+
+/// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
+pub async fn connect_pipe(engine: &Engine) -> (Pipe, ClientId) {
+    connect_with_pipe(engine, PIPE_BYTES).await
+}
+
+/// Connects a client over a pipe holding `bytes` each way.
+pub async fn connect_with_pipe(engine: &Engine, bytes: usize) -> (Pipe, ClientId) {
+    let (client, server) = tokio::io::duplex(bytes);
+    let id = engine.register(server).await.expect("register");
+    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
+        .await
+        .expect("upgrade");
+    (ws, id)
 }
 
 // ---------------------------------------------------------------------------------------------
