@@ -23,7 +23,9 @@ use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
 };
 use crate::shard::Handler;
-use crate::shard::{self, Admission, Command, Handle, Io, Payloads, Permit, Stream, Wrap};
+use crate::shard::{
+    self, Admission, Command, Control, Delivery, Handle, Io, Payloads, Permit, Stream, Wrap,
+};
 use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};
 use arc_swap::ArcSwap;
@@ -189,11 +191,12 @@ impl Engine {
             .admission
             .admit_on(handle.id)
             .ok_or(RegisterError::TooManyClients)?;
-        let command = Command::Register {
+        let command = Control::Register {
             id,
             stream,
             upgraded,
-        };
+        }
+        .into();
         match handle.send(command).await {
             Ok(()) => Ok(id),
             Err(_) => {
@@ -279,10 +282,13 @@ impl Engine {
         drop(probe);
         for (handle, listener) in shards.iter().zip(listeners) {
             handle
-                .send(Command::Listen {
-                    listener,
-                    wrap: wrap.clone(),
-                })
+                .send(
+                    Control::Listen {
+                        listener,
+                        wrap: wrap.clone(),
+                    }
+                    .into(),
+                )
                 .await
                 .map_err(|_| ListenError::Closed)?;
         }
@@ -295,10 +301,11 @@ impl Engine {
         let (reply, rx) = oneshot::channel();
         self.command(
             id.shard(),
-            Command::Remove {
+            Control::Remove {
                 id,
                 reply: Some(reply),
-            },
+            }
+            .into(),
         )
         .await
         .ok()?;
@@ -308,7 +315,7 @@ impl Engine {
     /// A snapshot of `id`, or `None` if it is not registered.
     pub async fn client(&self, id: ClientId) -> Option<ClientInfo> {
         let (reply, rx) = oneshot::channel();
-        self.command(id.shard(), Command::Query { id, reply })
+        self.command(id.shard(), Control::Query { id, reply }.into())
             .await
             .ok()?;
         rx.await.ok().flatten()
@@ -342,10 +349,11 @@ impl Engine {
     ) -> Result<(), BroadcastError> {
         self.command(
             id.shard(),
-            Command::SetAuthenticated {
+            Control::SetAuthenticated {
                 id,
                 principal: Some(principal),
-            },
+            }
+            .into(),
         )
         .await
     }
@@ -356,7 +364,7 @@ impl Engine {
     ///
     /// [`BroadcastError::Closed`] after shutdown.
     pub async fn update_last_ping(&self, id: ClientId) -> Result<(), BroadcastError> {
-        self.command(id.shard(), Command::UpdateLastPing { id })
+        self.command(id.shard(), Control::UpdateLastPing { id }.into())
             .await
     }
 
@@ -431,13 +439,16 @@ impl Engine {
         let mut permits = permits.into_iter();
         let last = permits.next_back();
         for permit in permits {
-            permit.send(Command::Broadcast {
-                payloads: payloads.clone(),
-                audience,
-            });
+            permit.send(
+                Delivery::Broadcast {
+                    payloads: payloads.clone(),
+                    audience,
+                }
+                .into(),
+            );
         }
         if let Some(permit) = last {
-            permit.send(Command::Broadcast { payloads, audience });
+            permit.send(Delivery::Broadcast { payloads, audience }.into());
         }
     }
 
@@ -503,7 +514,7 @@ impl Engine {
     ///
     /// [`BroadcastError::Closed`] after shutdown.
     pub async fn send(&self, id: ClientId, payload: Payload) -> Result<(), BroadcastError> {
-        self.command(id.shard(), Command::Send { id, payload })
+        self.command(id.shard(), Delivery::Send { id, payload }.into())
             .await
     }
 
@@ -518,15 +529,14 @@ impl Engine {
         let Some(handle) = shards.get(id.shard().index()) else {
             return Err(TrySendError::Closed(payload));
         };
-        match handle.try_send(Command::Send { id, payload }) {
-            Ok(()) => Ok(()),
-            Err(mpsc::error::TrySendError::Full(Command::Send { payload, .. })) => {
-                Err(TrySendError::Full(payload))
+        // Reserved first, so that the payload comes back without unpacking a command.
+        match handle.try_reserve() {
+            Ok(permit) => {
+                permit.send(Delivery::Send { id, payload }.into());
+                Ok(())
             }
-            Err(mpsc::error::TrySendError::Closed(Command::Send { payload, .. })) => {
-                Err(TrySendError::Closed(payload))
-            }
-            Err(_) => unreachable!("try_send hands back the command it was given"),
+            Err(mpsc::error::TrySendError::Full(())) => Err(TrySendError::Full(payload)),
+            Err(mpsc::error::TrySendError::Closed(())) => Err(TrySendError::Closed(payload)),
         }
     }
 
@@ -573,7 +583,7 @@ impl Engine {
         for handle in shards.iter() {
             let (done, rx) = oneshot::channel();
             if handle
-                .send(Command::Shutdown { deadline: at, done })
+                .send(Control::Shutdown { deadline: at, done }.into())
                 .await
                 .is_ok()
             {

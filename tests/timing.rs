@@ -8,12 +8,15 @@
 
 mod common;
 
-use common::{Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, local, start_local as start};
+use common::{
+    Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, local,
+    start_local as start,
+};
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::Inbound;
 use shardcast::{
-    Audience, Coalescing, Context, Engine, Handler, Payload, Principal,
-    RemoveReason, SlowConsumerPolicy,
+    Audience, Coalescing, Context, Engine, Handler, Payload, Principal, RemoveReason,
+    SlowConsumerPolicy,
 };
 use std::time::Duration;
 use tokio::io::AsyncReadExt;

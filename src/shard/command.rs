@@ -67,7 +67,31 @@ pub(crate) enum Stream {
 pub(crate) type Payloads = SmallVec<[Payload; 1]>;
 
 /// What a shard can be asked to do.
+#[derive(Debug)]
 pub(crate) enum Command {
+    /// A broadcast or a send from the engine.
+    Deliver(Delivery),
+    /// The broadcasts and sends that handlers on another shard queued while one read of one
+    /// connection was handled (posted every 64, or more if one handler call queued more), in
+    /// order: one push, so that this shard sees them together.
+    Relayed(Vec<Delivery>),
+    /// Anything else.
+    Control(Control),
+}
+
+/// What can travel from shard to shard: frames for clients.
+pub(crate) enum Delivery {
+    /// Deliver to every client of the audience; a batch's frames stay adjacent.
+    Broadcast {
+        payloads: Payloads,
+        audience: Audience,
+    },
+    /// Deliver to one client.
+    Send { id: ClientId, payload: Payload },
+}
+
+/// Commands about the shard and its clients that deliver no frame.
+pub(crate) enum Control {
     /// Own this stream; run the upgrade unless `upgraded`.
     Register {
         id: ClientId,
@@ -79,17 +103,6 @@ pub(crate) enum Command {
         listener: std::net::TcpListener,
         wrap: Option<Arc<dyn Wrap>>,
     },
-    /// Deliver to every client of the audience; a batch's frames stay adjacent.
-    Broadcast {
-        payloads: Payloads,
-        audience: Audience,
-    },
-    /// Deliver to one client.
-    Send { id: ClientId, payload: Payload },
-    /// Several broadcasts and sends that handlers queued while one read of one connection was
-    /// handled (posted every 64, or more if one handler call queued more), in order: one push,
-    /// so that the shard sees them together.
-    Relayed(Vec<Command>),
     /// Close a client with 1000 and forget it; reply with what was known.
     Remove {
         id: ClientId,
@@ -118,28 +131,54 @@ impl Command {
     /// Bytes of the frames it delivers (0 for commands that deliver nothing).
     pub(crate) fn frame_bytes(&self) -> usize {
         match self {
-            Command::Broadcast { payloads, .. } => payloads.iter().map(Payload::len).sum(),
-            Command::Send { payload, .. } => payload.len(),
-            Command::Relayed(many) => many.iter().map(Command::frame_bytes).sum(),
-            _ => 0,
+            Command::Deliver(delivery) => delivery.frame_bytes(),
+            Command::Relayed(many) => many.iter().map(Delivery::frame_bytes).sum(),
+            Command::Control(_) => 0,
         }
     }
 }
 
-impl std::fmt::Debug for Command {
+impl Delivery {
+    /// Bytes of the frames it delivers.
+    pub(crate) fn frame_bytes(&self) -> usize {
+        match self {
+            Delivery::Broadcast { payloads, .. } => payloads.iter().map(Payload::len).sum(),
+            Delivery::Send { payload, .. } => payload.len(),
+        }
+    }
+}
+
+impl From<Delivery> for Command {
+    fn from(delivery: Delivery) -> Command {
+        Command::Deliver(delivery)
+    }
+}
+
+impl From<Control> for Command {
+    fn from(control: Control) -> Command {
+        Command::Control(control)
+    }
+}
+
+impl std::fmt::Debug for Delivery {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let name = match self {
-            Command::Register { .. } => "Register",
-            Command::Listen { .. } => "Listen",
-            Command::Broadcast { .. } => "Broadcast",
-            Command::Send { .. } => "Send",
-            Command::Relayed(_) => "Relayed",
-            Command::Remove { .. } => "Remove",
-            Command::SetAuthenticated { .. } => "SetAuthenticated",
-            Command::UpdateLastPing { .. } => "UpdateLastPing",
-            Command::Query { .. } => "Query",
-            Command::Shutdown { .. } => "Shutdown",
-        };
-        f.write_str(name)
+        f.write_str(match self {
+            Delivery::Broadcast { .. } => "Broadcast",
+            Delivery::Send { .. } => "Send",
+        })
+    }
+}
+
+impl std::fmt::Debug for Control {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Control::Register { .. } => "Register",
+            Control::Listen { .. } => "Listen",
+            Control::Remove { .. } => "Remove",
+            Control::SetAuthenticated { .. } => "SetAuthenticated",
+            Control::UpdateLastPing { .. } => "UpdateLastPing",
+            Control::Query { .. } => "Query",
+            Control::Shutdown { .. } => "Shutdown",
+        })
     }
 }

@@ -34,7 +34,11 @@ pub(crate) struct Handle {
 
 impl Handle {
     /// The handle of shard `id`, whose queue is `tx`.
-    pub(crate) fn new(id: ShardId, tx: mpsc::Sender<Command>, counters: Arc<ShardCounters>) -> Self {
+    pub(crate) fn new(
+        id: ShardId,
+        tx: mpsc::Sender<Command>,
+        counters: Arc<ShardCounters>,
+    ) -> Self {
         Handle { id, tx, counters }
     }
 

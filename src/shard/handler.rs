@@ -11,7 +11,7 @@
 //! queue has room, so back-pressure reaches that client through TCP and no shard ever waits for
 //! another.
 
-use super::command::{Command, Payloads};
+use super::command::{Delivery, Payloads};
 use super::handle::Handle;
 use super::relay::Outbox;
 use super::state::State;
@@ -190,7 +190,7 @@ impl Context<'_> {
             if index == own {
                 continue;
             }
-            let cmd = Command::Broadcast {
+            let cmd = Delivery::Broadcast {
                 payloads: payloads.clone(),
                 audience,
             };
@@ -211,7 +211,7 @@ impl Context<'_> {
         if index == self.id.shard().index() {
             self.state.send(to, &payload, self.now);
         } else if self.shards.get(index).is_some() {
-            self.push(index, Command::Send { id: to, payload });
+            self.push(index, Delivery::Send { id: to, payload });
         }
     }
 
@@ -226,7 +226,7 @@ impl Context<'_> {
     }
 
     /// Queues `cmd` for shard `index`; it is posted, in order, when the read is handled.
-    fn push(&mut self, index: usize, cmd: Command) {
+    fn push(&mut self, index: usize, cmd: Delivery) {
         self.outbox.push((index, cmd));
     }
 }

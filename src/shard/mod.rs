@@ -50,7 +50,7 @@ mod thread;
 mod tick;
 
 pub(crate) use admission::Admission;
-pub(crate) use command::{Command, Payloads, Stream};
+pub(crate) use command::{Command, Control, Delivery, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use handle::{Handle, Permit};
 pub(crate) use handler::Verdict;

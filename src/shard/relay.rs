@@ -17,13 +17,13 @@
 //! then), so back-pressure reaches the client that sent the messages through TCP, and no shard
 //! ever waits for another.
 
-use super::command::Command;
+use super::command::{Command, Delivery};
 use super::handle::Handle;
 use tokio::sync::mpsc::error::TrySendError;
 
 /// Commands for other shards that handlers queued while one read is handled, with the index of
 /// their shard, in order; empty between reads.
-pub(crate) type Outbox = Vec<(usize, Command)>;
+pub(crate) type Outbox = Vec<(usize, Delivery)>;
 
 /// Commands a connection could not post without waiting, with the index of their shard, in
 /// order: sent, waiting for room, before the connection reads again.
@@ -43,8 +43,8 @@ pub(crate) fn post(shards: &[Handle], outbox: &mut Outbox, blocked: &mut Waiting
                 i += 1;
             }
         }
-        let cmd = match <[Command; 1]>::try_from(mine) {
-            Ok([one]) => one,
+        let cmd = match <[Delivery; 1]>::try_from(mine) {
+            Ok([one]) => Command::Deliver(one),
             Err(many) => Command::Relayed(many),
         };
         if blocked.iter().any(|(i, _)| *i == index) {

@@ -13,7 +13,7 @@
 
 use super::accept::{accept, adopt};
 use super::admission::Admission;
-use super::command::{Command, Payloads};
+use super::command::{Command, Control, Delivery, Payloads};
 use super::conn;
 use super::handle::Handle;
 use super::shared::Shared;
@@ -132,50 +132,76 @@ fn apply_all(
     stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
     now: Instant,
 ) {
-    let envelope = shared.config.batch_envelope;
-    let mut run: SmallVec<[Payload; 16]> = SmallVec::new();
-    let mut groups: SmallVec<[Payloads; 16]> = SmallVec::new();
-    let mut run_audience = Audience::ALL;
-    let relayed = commands.drain(..).flat_map(|command| match command {
-        Command::Relayed(many) => Either::Many(many.into_iter()),
-        one => Either::One(Some(one)),
-    });
-    for command in relayed {
+    let mut runs = Runs::default();
+    for command in commands.drain(..) {
         match command {
-            Command::Broadcast { payloads, audience } => {
-                if run_audience != audience {
-                    shared.deliver_run(&mut run, run_audience, now);
-                    shared.deliver_groups(&mut groups, run_audience, now);
-                    run_audience = audience;
-                }
-                if envelope {
-                    run.extend(payloads);
-                } else {
-                    groups.push(payloads);
+            Command::Deliver(delivery) => runs.push(shared, delivery, now),
+            Command::Relayed(many) => {
+                for delivery in many {
+                    runs.push(shared, delivery, now);
                 }
             }
-            command => {
-                shared.deliver_run(&mut run, run_audience, now);
-                shared.deliver_groups(&mut groups, run_audience, now);
-                shared.apply(command, stopping, now);
+            Command::Control(control) => {
+                runs.flush(shared, now);
+                shared.apply(control, stopping, now);
             }
         }
     }
-    shared.deliver_run(&mut run, run_audience, now);
-    shared.deliver_groups(&mut groups, run_audience, now);
+    runs.flush(shared, now);
+}
+
+/// Consecutive broadcasts to one audience, gathered to be delivered in one pass.
+#[derive(Default)]
+struct Runs {
+    /// Their audience.
+    audience: Audience,
+    /// Single frames, for envelopes (`batch_envelope`).
+    run: SmallVec<[Payload; 16]>,
+    /// One group per broadcast.
+    groups: SmallVec<[Payloads; 16]>,
+}
+
+impl Runs {
+    /// Takes the next delivery: a broadcast joins the run if its audience is the run's; a send
+    /// or another audience delivers the run first, so that order is kept.
+    fn push(&mut self, shared: &Shared, delivery: Delivery, now: Instant) {
+        match delivery {
+            Delivery::Broadcast { payloads, audience } => {
+                if self.audience != audience {
+                    self.flush(shared, now);
+                    self.audience = audience;
+                }
+                if shared.config.batch_envelope {
+                    self.run.extend(payloads);
+                } else {
+                    self.groups.push(payloads);
+                }
+            }
+            Delivery::Send { id, payload } => {
+                self.flush(shared, now);
+                shared.state.borrow_mut().send(id, &payload, now);
+            }
+        }
+    }
+
+    /// Delivers what was gathered.
+    fn flush(&mut self, shared: &Shared, now: Instant) {
+        shared.deliver_run(&mut self.run, self.audience, now);
+        shared.deliver_groups(&mut self.groups, self.audience, now);
+    }
 }
 
 impl Shared {
-    /// Applies one command.
+    /// Applies one control command.
     fn apply(
         self: &Rc<Self>,
-        command: Command,
+        control: Control,
         stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
         now: Instant,
     ) {
         let mut state = self.state.borrow_mut();
-        match command {
-            Command::Register {
+        match control {
+            Control::Register {
                 id,
                 stream,
                 upgraded,
@@ -196,28 +222,21 @@ impl Shared {
                     }
                 }
             }
-            Command::Listen { listener, wrap } => {
+            Control::Listen { listener, wrap } => {
                 tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
-            Command::Send { id, payload } => state.send(id, &payload, now),
-            // `apply_all` delivers broadcasts in runs and unpacks `Relayed` before calling this;
-            // one that gets here anyway goes the same way.
-            command @ (Command::Broadcast { .. } | Command::Relayed(_)) => {
-                drop(state);
-                apply_all(self, &mut vec![command], stopping, now);
-            }
-            Command::Remove { id, reply } => {
+            Control::Remove { id, reply } => {
                 let info = state.remove(id, now);
                 if let Some(reply) = reply {
                     let _ = reply.send(info);
                 }
             }
-            Command::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
-            Command::UpdateLastPing { id } => state.update_last_ping(id, now),
-            Command::Query { id, reply } => {
+            Control::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
+            Control::UpdateLastPing { id } => state.update_last_ping(id, now),
+            Control::Query { id, reply } => {
                 let _ = reply.send(state.info(id, now));
             }
-            Command::Shutdown { deadline, done } => {
+            Control::Shutdown { deadline, done } => {
                 state.shutdown();
                 self.stop_accepting.cancel();
                 match stopping {
@@ -292,21 +311,4 @@ fn within_budget(commands: &[Command], budget: usize) -> usize {
         }
     }
     commands.len()
-}
-
-/// One command or the commands of a [`Command::Relayed`], as one iterator.
-enum Either {
-    One(Option<Command>),
-    Many(std::vec::IntoIter<Command>),
-}
-
-impl Iterator for Either {
-    type Item = Command;
-
-    fn next(&mut self) -> Option<Command> {
-        match self {
-            Either::One(one) => one.take(),
-            Either::Many(many) => many.next(),
-        }
-    }
 }

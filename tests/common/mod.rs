@@ -4,16 +4,16 @@
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::Inbound;
 use shardcast::{Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason};
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::io::DuplexStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
-use std::future::Future;
-use tokio::io::DuplexStream;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A WebSocket client as the tests see it.
