@@ -1,8 +1,7 @@
 //! The accept loop of a listener born on its shard, and the adoption of streams handed over.
 
 use super::command::{Stream, Wrap};
-use super::conn;
-use super::conn::Source;
+use super::open::{self, Source};
 use super::shared::Shared;
 use std::io;
 use std::rc::Rc;
@@ -56,9 +55,9 @@ pub(crate) async fn accept(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                shared.state.borrow_mut().live += 1;
+                shared.state.borrow_mut().connection_started();
                 let source = source(tcp, wrap.clone());
-                tokio::task::spawn_local(conn::run(shared.clone(), id, source, None));
+                tokio::task::spawn_local(open::run(shared.clone(), id, source, None));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.

@@ -1,4 +1,5 @@
-//! One connection's task: upgrade, then read, parse and flush until closed.
+//! A served connection's task: read, parse, hand messages to the handler, and flush its
+//! queue to the socket, until it is closed. Its opening is in `open`.
 //!
 //! # Invariants
 //!
@@ -15,24 +16,22 @@
 //!
 //! [`Outbound`]: super::outbound::Outbound
 
-use super::command::{Io, Wrap};
+use super::command::Io;
 use super::outbound::IoSlices;
 use super::relay::{Waiting, post};
 use super::shared::Shared;
 use super::state::Phase;
 use crate::ClientId;
 use crate::client::RemoveReason;
-use crate::shard::{Context, Verdict};
-use crate::stats::bump;
-use crate::wire::{Inbound, Limits, Parser, handshake};
+use crate::shard::Context;
+use crate::wire::{Inbound, Parser};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
 use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
-use std::sync::Arc;
 use std::task::{Context as TaskContext, Poll};
-use tokio::io::{AsyncReadExt, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncWriteExt, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
 /// Whether a poll of the socket may read.
@@ -58,17 +57,10 @@ enum Event {
 }
 
 /// How a connection's stream reaches its task.
-pub(crate) enum Source {
-    /// Ready to use.
-    Ready(Box<dyn Io>),
-    /// A raw TCP stream to wrap first (TLS, ...), on this shard.
-    Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
-}
-
 /// Tells the shard a connection task ended, however it ended: normally, or by a panic (which
 /// the runtime contains to this task), so that a bug can never leave a client registered, leak
 /// a connection slot, or hold up shutdown.
-struct Ended {
+pub(super) struct Ended {
     shared: Rc<Shared>,
     /// The client's slot once it is registered.
     slot: Option<usize>,
@@ -85,33 +77,25 @@ impl Drop for Ended {
     }
 }
 
-/// Runs one connection to its end.
-///
-/// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
-/// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
-/// queued after the registration can never miss it.
-///
-/// Every connection's task lives as long as the client, so its size is memory per client: the
-/// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
-/// stays is one [`Conn`].
-pub(crate) fn run(
-    shared: Rc<Shared>,
-    id: ClientId,
-    source: Source,
-    admitted: Option<usize>,
-) -> impl Future<Output = ()> + 'static {
-    let opening = Box::pin(open(shared, id, source, admitted));
-    async move {
-        // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
-        let Some(mut conn) = opening.await else {
-            return;
-        };
-        conn.serve().await;
+impl Ended {
+    /// For a connection task of `shared`'s shard; `slot` if its client is already admitted.
+    pub(super) fn new(shared: Rc<Shared>, slot: Option<usize>) -> Ended {
+        Ended { shared, slot }
+    }
+
+    /// The shard's shared state.
+    pub(super) fn shared(&self) -> &Rc<Shared> {
+        &self.shared
+    }
+
+    /// Its client was admitted in `slot`.
+    pub(super) fn registered(&mut self, slot: usize) {
+        self.slot = Some(slot);
     }
 }
 
 /// A registered connection: everything its task keeps between polls.
-struct Conn {
+pub(super) struct Conn {
     /// Releases the client's slot however the task ends; owns the shard's `Rc`.
     ended: Ended,
     id: ClientId,
@@ -128,172 +112,28 @@ struct Conn {
     just_read: bool,
 }
 
-/// Wraps and upgrades the stream, within the handshake deadline. `None` if it did not work out
-/// (counted as a failed handshake) or the peer left.
-async fn open(
-    shared: Rc<Shared>,
-    id: ClientId,
-    source: Source,
-    admitted: Option<usize>,
-) -> Option<Conn> {
-    let mut ended = Ended {
-        shared,
-        slot: admitted,
-    };
-    let shared = &ended.shared;
-    // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
-    let deadline = Instant::now() + shared.config.handshake_deadline;
-    let io = match source {
-        Source::Ready(io) => Some(io),
-        Source::Wrap(tcp, wrap) => match tokio::time::timeout_at(deadline, wrap.wrap(tcp)).await {
-            Ok(Ok(io)) => Some(io),
-            Ok(Err(_)) | Err(_) => None,
-        },
-    };
-    let Some(mut io) = io else {
-        bump(&shared.state.borrow().counters().handshakes_failed, 1);
-        return None;
-    };
-    let (slot, pending) = if let Some(slot) = admitted {
-        (slot, Vec::new())
-    } else {
-        // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
-        // sent, to answer 408, and a timeout around it would drop its buffer unread.
-        match upgrade(shared, id, &mut io, deadline).await {
-            Some(admitted) => admitted,
-            None => {
-                bump(&shared.state.borrow().counters().handshakes_failed, 1);
-                return None;
-            }
+impl Conn {
+    /// A registered connection in `slot`, about to be served.
+    pub(super) fn new(
+        ended: Ended,
+        id: ClientId,
+        slot: usize,
+        io: Box<dyn Io>,
+        parser: Parser,
+        pending: Vec<u8>,
+    ) -> Conn {
+        Conn {
+            ended,
+            id,
+            slot,
+            io,
+            parser,
+            pending,
+            blocked: Waiting::new(),
+            timer: None,
+            just_read: false,
         }
-    };
-    ended.slot = Some(slot);
-    let config = &shared.config;
-    let parser = Parser::new(Limits {
-        frame_bytes_max: config.frame_bytes_max,
-        message_bytes_max: config.message_bytes_max,
-    });
-    Some(Conn {
-        ended,
-        id,
-        slot,
-        io,
-        parser,
-        pending,
-        blocked: Waiting::new(),
-        timer: None,
-        just_read: false,
-    })
-}
-
-/// Reads and answers the upgrade request by `deadline`. Returns the client's slot and any bytes
-/// the client sent after its request, or `None` if the request was refused or timed out, or the
-/// peer left.
-///
-/// A client that sent part of a request by `deadline` is answered 408 (see [`time_out`]); one
-/// that sent nothing is just closed.
-async fn upgrade(
-    shared: &Shared,
-    id: ClientId,
-    io: &mut Box<dyn Io>,
-    deadline: Instant,
-) -> Option<(usize, Vec<u8>)> {
-    let config = &shared.config;
-    let max = config.handshake_bytes_max;
-    let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
-    let (request, used) = loop {
-        if buf.len() == buf.capacity() {
-            // Double, from 256 bytes, but never past the budget (plus one byte, so that a request
-            // over it is seen and refused as too large).
-            let room = max.saturating_sub(buf.len()).max(1);
-            buf.reserve(buf.len().max(256).min(room));
-        }
-        // Only the read races the deadline, and `read_buf` is cancel safe (dropped before it
-        // completes, it has read nothing), so when the deadline wins `buf` holds exactly what
-        // the client sent.
-        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return None,
-            Ok(Ok(_)) => {}
-            Err(_) => {
-                time_out(shared, io, &buf).await;
-                return None;
-            }
-        }
-        match handshake::parse(&buf, max) {
-            Ok(None) => {}
-            Ok(Some(parsed)) => break parsed,
-            Err(e) => {
-                let _ =
-                    tokio::time::timeout_at(deadline, refuse(io, e.status(), &e.to_string())).await;
-                return None;
-            }
-        }
-    };
-    // The request is in: from here on the client waits for us, and our answer, whatever it
-    // is, must be out by the deadline too.
-    let answer = async {
-        if let Some(allowed) = &config.allowed_origins
-            && !request
-                .origin()
-                .is_some_and(|o| allowed.iter().any(|a| a == o))
-        {
-            refuse(io, 403, "origin not allowed").await;
-            return None;
-        }
-        if shared.state.borrow().shutting_down {
-            refuse(io, 503, "shutting down").await;
-            return None;
-        }
-        match shared.handler.on_upgrade(&request).0 {
-            Verdict::Reject { status, body } => {
-                refuse(io, status, &body).await;
-                None
-            }
-            Verdict::Accept {
-                protocol,
-                principal,
-            } => {
-                let response = handshake::accept_response(request.key(), protocol.as_deref());
-                let pending = buf.get(used..).unwrap_or_default().to_vec();
-                // Admitted in the same poll in which the 101 is fully written, so no broadcast
-                // can fall between the client seeing 101 and the client being in the audience;
-                // and the response never occupies the client's queue.
-                io.write_all(&response).await.ok()?;
-                let slot = shared
-                    .state
-                    .borrow_mut()
-                    .admit(id, principal, Instant::now());
-                Some((slot, pending))
-            }
-        }
-    };
-    tokio::time::timeout_at(deadline, answer)
-        .await
-        .ok()
-        .flatten()
-}
-
-/// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
-/// any of one (`received`), so that it learns why it is closed; nothing if it sent nothing, as
-/// there is no request to answer. The deadline is past, so the answer gets `close_timeout`.
-async fn time_out(shared: &Shared, io: &mut Box<dyn Io>, received: &[u8]) {
-    if received.is_empty() {
-        return;
     }
-    let answer = refuse(
-        io,
-        408,
-        "request not complete within the handshake deadline",
-    );
-    let _ = tokio::time::timeout(shared.config.close_timeout, answer).await;
-}
-
-/// Writes an HTTP error response and closes.
-async fn refuse(io: &mut Box<dyn Io>, status: u16, body: &str) {
-    let _ = io
-        .write_all(&handshake::reject_response(status, body))
-        .await;
-    let _ = io.shutdown().await;
 }
 
 impl Conn {
@@ -301,7 +141,7 @@ impl Conn {
     ///
     /// Fields are reached through `self` rather than bound to locals: every local held across
     /// an `.await` is a field of the task, and so memory per client.
-    async fn serve(&mut self) {
+    pub(super) async fn serve(&mut self) {
         let (id, slot) = (self.id, self.slot);
         {
             let shared = &*self.ended.shared;
@@ -534,14 +374,7 @@ fn poll_io(
             Poll::Pending => {}
         }
     }
-    if let Some(client) = state.client(slot)
-        && !client
-            .waker
-            .as_ref()
-            .is_some_and(|w| w.will_wake(cx.waker()))
-    {
-        client.waker = Some(cx.waker().clone());
-    }
+    state.set_waker(slot, cx.waker());
     Poll::Pending
 }
 

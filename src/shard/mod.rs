@@ -42,6 +42,7 @@ mod command;
 mod conn;
 mod handle;
 mod handler;
+mod open;
 mod outbound;
 mod relay;
 mod shared;

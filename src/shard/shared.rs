@@ -52,8 +52,7 @@ impl Shared {
     pub(crate) fn connection_ended(&self) {
         self.admission.release();
         let mut state = self.state.borrow_mut();
-        state.live -= 1;
-        if state.shutting_down && state.live == 0 {
+        if state.connection_ended() {
             self.idle.notify_one();
         }
     }

@@ -13,10 +13,12 @@
 //! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
 //! - Every registered client produces exactly one `removed` event.
 
+use super::handler::{Handler, Verdict};
 use super::outbound::Outbound;
 use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::stats::{ShardCounters, bump, drop_by};
+use crate::wire::handshake::Request;
 use crate::wire::{Opcode, frame};
 use crate::{Audience, ClientId, Payload};
 use slab::Slab;
@@ -69,7 +71,7 @@ pub(crate) struct Client {
     pub(crate) out: Outbound,
     /// Wakes its connection task to flush; taken on the first delivery of a tick, so a client
     /// is woken at most once however many frames it gets.
-    pub(crate) waker: Option<Waker>,
+    waker: Option<Waker>,
 }
 
 impl Client {
@@ -114,9 +116,9 @@ pub(crate) struct State {
     /// Clients that left since the last dispatch, for the handler; bounded by the client count.
     removed: Vec<(ClientId, RemoveReason)>,
     /// Connection tasks alive, including those still in their upgrade.
-    pub(crate) live: usize,
+    live: usize,
     /// Set once by `shutdown`: no new client is admitted.
-    pub(crate) shutting_down: bool,
+    shutting_down: bool,
 }
 
 impl State {
@@ -452,6 +454,58 @@ impl State {
                 client.wake();
             }
         }
+    }
+
+    /// Whether new clients are welcome (not during shutdown).
+    pub(crate) fn accepting(&self) -> bool {
+        !self.shutting_down
+    }
+
+    /// A connection task starts.
+    pub(crate) fn connection_started(&mut self) {
+        self.live += 1;
+    }
+
+    /// A connection task ended; true if it was the last one of a shutdown.
+    pub(crate) fn connection_ended(&mut self) -> bool {
+        self.live -= 1;
+        self.shutting_down && self.live == 0
+    }
+
+    /// Connection tasks alive.
+    pub(crate) fn connections(&self) -> usize {
+        self.live
+    }
+
+    /// Wakes the connection task of `slot` with `waker` when it has something to flush.
+    pub(crate) fn set_waker(&mut self, slot: usize, waker: &Waker) {
+        if let Some(client) = self.clients.get_mut(slot)
+            && !client.waker.as_ref().is_some_and(|w| w.will_wake(waker))
+        {
+            client.waker = Some(waker.clone());
+        }
+    }
+
+    /// The upgrade policy, in order: the `Origin` allow-list (403), refusal during shutdown
+    /// (503), then the handler's decision.
+    pub(crate) fn upgrade_verdict(&self, handler: &dyn Handler, request: &Request<'_>) -> Verdict {
+        if let Some(allowed) = &self.config.allowed_origins
+            && !request
+                .origin()
+                .is_some_and(|o| allowed.iter().any(|a| a == o))
+        {
+            return Verdict::Reject {
+                status: 403,
+                body: "origin not allowed".into(),
+            };
+        }
+        if self.shutting_down {
+            return Verdict::Reject {
+                status: 503,
+                body: "shutting down".into(),
+            };
+        }
+        handler.on_upgrade(request).0
     }
 
     /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.

@@ -14,8 +14,8 @@
 use super::accept::{accept, adopt};
 use super::admission::Admission;
 use super::command::{Command, Control, Delivery, Payloads};
-use super::conn;
 use super::handle::Handle;
+use super::open;
 use super::shared::Shared;
 use super::state::State;
 use crate::ShardId;
@@ -116,7 +116,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
             _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
         }
         shared.dispatch_removed(&mut removed);
-        if stopping.is_some() && shared.state.borrow().live == 0 {
+        if stopping.is_some() && shared.state.borrow().connections() == 0 {
             break;
         }
     }
@@ -206,15 +206,15 @@ impl Shared {
                 stream,
                 upgraded,
             } => {
-                if state.shutting_down {
+                if !state.accepting() {
                     self.admission.release();
                     return;
                 }
                 match adopt(stream) {
                     Ok(source) => {
-                        state.live += 1;
+                        state.connection_started();
                         let admitted = upgraded.then(|| state.admit(id, None, now));
-                        tokio::task::spawn_local(conn::run(self.clone(), id, source, admitted));
+                        tokio::task::spawn_local(open::run(self.clone(), id, source, admitted));
                     }
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "cannot adopt stream");

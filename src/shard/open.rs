@@ -1,0 +1,195 @@
+//! The opening of a connection: wrapping (TLS, ...) and the HTTP upgrade, within the
+//! handshake deadline; then the connection is served (`conn`).
+
+use super::command::{Io, Wrap};
+use super::conn::{Conn, Ended};
+use super::shared::Shared;
+use crate::ClientId;
+use crate::shard::Verdict;
+use crate::stats::bump;
+use crate::wire::{Limits, Parser, handshake};
+use std::rc::Rc;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+/// How a connection's stream reaches its task.
+pub(crate) enum Source {
+    /// Ready to use.
+    Ready(Box<dyn Io>),
+    /// A raw TCP stream to wrap first (TLS, ...), on this shard.
+    Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
+}
+
+/// Runs one connection to its end.
+///
+/// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
+/// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
+/// queued after the registration can never miss it.
+///
+/// Every connection's task lives as long as the client, so its size is memory per client: the
+/// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
+/// stays is one [`Conn`].
+pub(crate) fn run(
+    shared: Rc<Shared>,
+    id: ClientId,
+    source: Source,
+    admitted: Option<usize>,
+) -> impl Future<Output = ()> + 'static {
+    let opening = Box::pin(open(shared, id, source, admitted));
+    async move {
+        // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
+        let Some(mut conn) = opening.await else {
+            return;
+        };
+        conn.serve().await;
+    }
+}
+
+/// Wraps and upgrades the stream, within the handshake deadline. `None` if it did not work out
+/// (counted as a failed handshake) or the peer left.
+async fn open(
+    shared: Rc<Shared>,
+    id: ClientId,
+    source: Source,
+    admitted: Option<usize>,
+) -> Option<Conn> {
+    let mut ended = Ended::new(shared, admitted);
+    let shared = ended.shared().clone();
+    let shared = &*shared;
+    // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
+    let deadline = Instant::now() + shared.config.handshake_deadline;
+    let io = match source {
+        Source::Ready(io) => Some(io),
+        Source::Wrap(tcp, wrap) => match tokio::time::timeout_at(deadline, wrap.wrap(tcp)).await {
+            Ok(Ok(io)) => Some(io),
+            Ok(Err(_)) | Err(_) => None,
+        },
+    };
+    let Some(mut io) = io else {
+        bump(&shared.state.borrow().counters().handshakes_failed, 1);
+        return None;
+    };
+    let (slot, pending) = if let Some(slot) = admitted {
+        (slot, Vec::new())
+    } else {
+        // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
+        // sent, to answer 408, and a timeout around it would drop its buffer unread.
+        match upgrade(shared, id, &mut io, deadline).await {
+            Some(admitted) => admitted,
+            None => {
+                bump(&shared.state.borrow().counters().handshakes_failed, 1);
+                return None;
+            }
+        }
+    };
+    ended.registered(slot);
+    let config = &shared.config;
+    let parser = Parser::new(Limits {
+        frame_bytes_max: config.frame_bytes_max,
+        message_bytes_max: config.message_bytes_max,
+    });
+    Some(Conn::new(ended, id, slot, io, parser, pending))
+}
+
+/// Reads and answers the upgrade request by `deadline`. Returns the client's slot and any bytes
+/// the client sent after its request, or `None` if the request was refused or timed out, or the
+/// peer left.
+///
+/// A client that sent part of a request by `deadline` is answered 408 (see [`time_out`]); one
+/// that sent nothing is just closed.
+async fn upgrade(
+    shared: &Shared,
+    id: ClientId,
+    io: &mut Box<dyn Io>,
+    deadline: Instant,
+) -> Option<(usize, Vec<u8>)> {
+    let config = &shared.config;
+    let max = config.handshake_bytes_max;
+    let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
+    let (request, used) = loop {
+        if buf.len() == buf.capacity() {
+            // Double, from 256 bytes, but never past the budget (plus one byte, so that a request
+            // over it is seen and refused as too large).
+            let room = max.saturating_sub(buf.len()).max(1);
+            buf.reserve(buf.len().max(256).min(room));
+        }
+        // Only the read races the deadline, and `read_buf` is cancel safe (dropped before it
+        // completes, it has read nothing), so when the deadline wins `buf` holds exactly what
+        // the client sent.
+        match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(_)) => {}
+            Err(_) => {
+                time_out(shared, io, &buf).await;
+                return None;
+            }
+        }
+        match handshake::parse(&buf, max) {
+            Ok(None) => {}
+            Ok(Some(parsed)) => break parsed,
+            Err(e) => {
+                let _ =
+                    tokio::time::timeout_at(deadline, refuse(io, e.status(), &e.to_string())).await;
+                return None;
+            }
+        }
+    };
+    // The request is in: from here on the client waits for us, and our answer, whatever it
+    // is, must be out by the deadline too.
+    let answer = async {
+        let verdict = shared
+            .state
+            .borrow()
+            .upgrade_verdict(&*shared.handler, &request);
+        match verdict {
+            Verdict::Reject { status, body } => {
+                refuse(io, status, &body).await;
+                None
+            }
+            Verdict::Accept {
+                protocol,
+                principal,
+            } => {
+                let response = handshake::accept_response(request.key(), protocol.as_deref());
+                let pending = buf.get(used..).unwrap_or_default().to_vec();
+                // Admitted in the same poll in which the 101 is fully written, so no broadcast
+                // can fall between the client seeing 101 and the client being in the audience;
+                // and the response never occupies the client's queue.
+                io.write_all(&response).await.ok()?;
+                let slot = shared
+                    .state
+                    .borrow_mut()
+                    .admit(id, principal, Instant::now());
+                Some((slot, pending))
+            }
+        }
+    };
+    tokio::time::timeout_at(deadline, answer)
+        .await
+        .ok()
+        .flatten()
+}
+
+/// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
+/// any of one (`received`), so that it learns why it is closed; nothing if it sent nothing, as
+/// there is no request to answer. The deadline is past, so the answer gets `close_timeout`.
+async fn time_out(shared: &Shared, io: &mut Box<dyn Io>, received: &[u8]) {
+    if received.is_empty() {
+        return;
+    }
+    let answer = refuse(
+        io,
+        408,
+        "request not complete within the handshake deadline",
+    );
+    let _ = tokio::time::timeout(shared.config.close_timeout, answer).await;
+}
+
+/// Writes an HTTP error response and closes.
+async fn refuse(io: &mut Box<dyn Io>, status: u16, body: &str) {
+    let _ = io
+        .write_all(&handshake::reject_response(status, body))
+        .await;
+    let _ = io.shutdown().await;
+}
