@@ -57,25 +57,17 @@ const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 
 /// A masked client frame, with the shortest length encoding.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xFFFF {
-        out.push(0x80 | 126);
-        out.extend((len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend((len as u64).to_be_bytes());
-    }
-    out.extend(mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::new();
+    let first = if fin { 0x80 } else { 0 } | opcode;
+    frame::put_raw(&mut out, first, payload, Some(mask));
     out
 }
 
 /// A final masked client frame.
 fn masked(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
-    client_frame(true, opcode as u8, payload, MASK)
+    let mut out = Vec::new();
+    frame::put_masked(&mut out, opcode, payload, MASK);
+    out
 }
 
 /// Feeds `bytes` to `parser` in pieces cut at `cuts`, collecting messages until an error.
