@@ -6,8 +6,8 @@ use tungstenite::protocol::Role;
 
 use super::oracle::{Class, Expect, Msg, TheirEnd, tungstenite_control, tungstenite_reads};
 use super::reader::Reader;
-use crate::wire::frame::CONTROL_PAYLOAD_MAX;
-use crate::wire::{Inbound, Limits, ParseError, Parser};
+use crate::wire::frame::{self, CONTROL_PAYLOAD_MAX};
+use crate::wire::{Inbound, Limits, Opcode, ParseError, Parser};
 
 /// Parser limits to choose from: small, so that inputs reach them; the frame limit both below
 /// and above the message limit.
@@ -34,11 +34,11 @@ const CLIENT_LIMITS: [Limits; 4] = [
 /// the IANA registry) is the parser's own and is pinned by `tests/wire.rs`; it is learnt from
 /// the parser here so that this harness checks how it is applied, not which one it is.
 fn close_code_accepted(code: u16) -> bool {
-    let [hi, lo] = code.to_be_bytes();
     // A masked Close carrying just `code`, with a zero mask.
-    let mut frame = [0x88, 0x82, 0, 0, 0, 0, hi, lo];
+    let mut close = Vec::new();
+    frame::put_masked(&mut close, Opcode::Close, &code.to_be_bytes(), [0; 4]);
     Parser::new(Limits::default())
-        .feed(&mut frame, |_| ControlFlow::Continue(()))
+        .feed(&mut close, |_| ControlFlow::Continue(()))
         .is_ok()
 }
 
