@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes the hand-made seed inputs under fuzz/seeds/<target>/.
 
-Each seed is laid out as the target's body in src/fuzzing.rs reads it (see the docs of each
+Each seed is laid out as the target's body in src/fuzzing/<target>.rs reads (see the docs of each
 `shardcast::fuzzing::<target>`). Run from anywhere: `python3 fuzz/make_seeds.py`.
 """
 

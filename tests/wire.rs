@@ -57,25 +57,17 @@ const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 
 /// A masked client frame, with the shortest length encoding.
 fn client_frame(fin: bool, opcode: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xFFFF {
-        out.push(0x80 | 126);
-        out.extend((len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend((len as u64).to_be_bytes());
-    }
-    out.extend(mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    let mut out = Vec::new();
+    let first = if fin { 0x80 } else { 0 } | opcode;
+    frame::put_raw(&mut out, first, payload, Some(mask));
     out
 }
 
 /// A final masked client frame.
 fn masked(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
-    client_frame(true, opcode as u8, payload, MASK)
+    let mut out = Vec::new();
+    frame::put_masked(&mut out, opcode, payload, MASK);
+    out
 }
 
 /// Feeds `bytes` to `parser` in pieces cut at `cuts`, collecting messages until an error.
@@ -216,8 +208,82 @@ fn close_reason_is_truncated_on_a_char_boundary_to_fit_125_bytes() {
     assert_eq!(&frame::encode_close(1000, "")[..], &[0x88, 2, 0x03, 0xE8]);
 }
 
-/// A server frame to encode, with the message tungstenite should read from it.
-fn server_frame() -> impl Strategy<Value = (Opcode, Vec<u8>, Msg)> {
+#[test]
+fn masked_frame_is_the_example_of_rfc_6455() {
+    // RFC 6455 5.7: a single-frame masked text message "Hello", with the key of `MASK`.
+    let mut out = Vec::new();
+    frame::put_masked(&mut out, Opcode::Text, b"Hello", MASK);
+    assert_eq!(
+        out,
+        [
+            0x81, 0x85, 0x37, 0xFA, 0x21, 0x3D, 0x7F, 0x9F, 0x4D, 0x51, 0x58
+        ]
+    );
+}
+
+#[test]
+fn masked_headers_use_the_shortest_length_form() {
+    let cases: [(usize, &[u8]); 5] = [
+        (0, &[0x82, 0x80]),
+        (125, &[0x82, 0x80 | 125]),
+        (126, &[0x82, 0x80 | 126, 0, 126]),
+        (65535, &[0x82, 0x80 | 126, 0xFF, 0xFF]),
+        (65536, &[0x82, 0x80 | 127, 0, 0, 0, 0, 0, 1, 0, 0]),
+    ];
+    for (len, header) in cases {
+        let mut out = Vec::new();
+        frame::put_masked(&mut out, Opcode::Binary, &vec![7; len], MASK);
+        assert_eq!(&out[..header.len()], header, "len {len}");
+        let (key, payload) = out[header.len()..].split_at(4);
+        assert_eq!(key, MASK);
+        assert_eq!(payload.len(), len);
+        assert!(
+            payload
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == 7 ^ MASK[i % 4]),
+            "len {len}: payload not masked with the key"
+        );
+    }
+}
+
+#[test]
+fn raw_frames_keep_the_first_byte_and_mask_they_are_given() {
+    // Not final, RSV1-3 set, text: every bit of the first byte kept; no key, no masking.
+    let mut out = Vec::new();
+    frame::put_raw(&mut out, 0x71, &[5; 300], None);
+    assert_eq!(out[..4], [0x71, 126, 0x01, 0x2C]);
+    assert_eq!(out[4..], [5; 300]);
+    // Unmasked with FIN and an opcode: exactly the server frame.
+    out.clear();
+    frame::put_raw(&mut out, 0x81, b"hi", None);
+    assert_eq!(out, frame::encode(Opcode::Text, b"hi"));
+    // Masked with FIN and an opcode: exactly the client frame.
+    out.clear();
+    frame::put_raw(&mut out, 0x8A, b"pong", Some(MASK));
+    let mut pong = Vec::new();
+    frame::put_masked(&mut pong, Opcode::Pong, b"pong", MASK);
+    assert_eq!(out, pong);
+}
+
+#[test]
+fn client_frames_append_to_a_vec_without_reallocating_one_with_room() {
+    let mut out = Vec::with_capacity(64);
+    out.extend_from_slice(b"kept");
+    let buffer = out.as_ptr();
+    frame::put_masked(&mut out, Opcode::Text, b"one", MASK);
+    frame::put_raw(&mut out, 0x89, b"two", None);
+    assert_eq!(out.as_ptr(), buffer, "reallocated a Vec with room");
+    let mut want = b"kept".to_vec();
+    want.extend(masked(Opcode::Text, b"one"));
+    want.extend([0x89, 3]);
+    want.extend(b"two");
+    assert_eq!(out, want);
+}
+
+/// A message to encode: its opcode and payload, and the message a reader should read from
+/// the frame.
+fn message_to_encode() -> impl Strategy<Value = (Opcode, Vec<u8>, Msg)> {
     let binary_len = prop_oneof![0usize..300, 65530usize..65540, 65536usize..70_000];
     prop_oneof![
         any::<String>().prop_map(|s| (Opcode::Text, s.clone().into_bytes(), Msg::Text(s))),
@@ -244,9 +310,39 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(128))]
 
     #[test]
-    fn tungstenite_reads_our_frames_as_the_same_message((opcode, payload, want) in server_frame()) {
+    fn tungstenite_reads_our_frames_as_the_same_message((opcode, payload, want) in message_to_encode()) {
         let bytes = frame::encode(opcode, &payload).to_vec();
         prop_assert_eq!(tungstenite_reads(bytes, Role::Client), vec![want]);
+    }
+
+    #[test]
+    fn our_parser_and_tungstenite_read_masked_frames_as_the_same_message(
+        (opcode, payload, want) in message_to_encode(),
+        mask in any::<[u8; 4]>(),
+    ) {
+        let mut bytes = Vec::new();
+        frame::put_masked(&mut bytes, opcode, &payload, mask);
+        let limits = Limits { frame_bytes_max: 1 << 20, message_bytes_max: 1 << 20 };
+        let (got, end) = feed_split(&mut Parser::new(limits), &bytes, &[]);
+        prop_assert_eq!(end, Ok(()));
+        prop_assert_eq!(got, vec![want.clone()]);
+        prop_assert_eq!(tungstenite_reads(bytes, Role::Server), vec![want]);
+    }
+
+    #[test]
+    fn our_parser_reads_masked_close_frames_with_their_code_and_reason(
+        code in prop_oneof![1000u16..=1003, 1007u16..=1014, 3000u16..=4999],
+        reason in ".{0,30}",
+        mask in any::<[u8; 4]>(),
+    ) {
+        // At most 2 + 30 * 4 bytes: within a control frame.
+        let mut payload = code.to_be_bytes().to_vec();
+        payload.extend_from_slice(reason.as_bytes());
+        let mut bytes = Vec::new();
+        frame::put_masked(&mut bytes, Opcode::Close, &payload, mask);
+        let (got, end) = feed_whole(&bytes);
+        prop_assert_eq!(end, Ok(()));
+        prop_assert_eq!(got, vec![Msg::Close(Some(code), reason)]);
     }
 
     #[test]

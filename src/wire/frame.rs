@@ -1,10 +1,19 @@
-//! Server-side (unmasked, final) WebSocket frame encoder.
+//! WebSocket frame encoders: server frames (unmasked, final), and client frames (masked).
+//!
+//! The server encoders build what the engine sends. The client encoders build what a client
+//! sends, for load generators, tests and fuzzing; the engine itself never sends a masked frame.
 //!
 //! # Invariants
 //!
-//! - Every frame built here has FIN set, RSV bits clear and no mask (RFC 6455 5.1: servers
-//!   never mask), and uses the shortest length encoding.
-//! - [`encode`] and [`encode_close`] allocate exactly once, with the exact final size.
+//! - Every server frame built here ([`put_header`], [`encode`], [`encode_close`]) has FIN set,
+//!   RSV bits clear and no mask (RFC 6455 5.1: servers never mask).
+//! - Every frame [`put_masked`] builds is final, has RSV bits clear and is masked with the key
+//!   it is given (RFC 6455 5.3: clients always mask). [`put_raw`] checks nothing: it writes the
+//!   first byte and the mask it is given, so that tests can break the rules on purpose.
+//! - Every frame uses the shortest length encoding.
+//! - [`encode`] and [`encode_close`] allocate exactly once, with the exact final size;
+//!   [`put_masked`] and [`put_raw`] reserve once, so a reused `Vec` that has room is not
+//!   reallocated.
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -113,19 +122,35 @@ pub fn lengths(bytes: &[u8]) -> Option<(usize, u64)> {
 /// assert_eq!(&out[..], &[0x82, 126, 0x01, 0x2C]);
 /// ```
 pub fn put_header(out: &mut BytesMut, opcode: Opcode, payload_len: usize) {
-    let first = 0x80 | opcode as u8;
-    match payload_len {
-        // The casts cannot truncate: each arm bounds `payload_len`.
-        0..=125 => out.put_slice(&[first, payload_len as u8]),
+    let (header, len) = header(0x80 | opcode as u8, false, payload_len);
+    out.put_slice(&header[..len]);
+}
+
+/// The header of a frame whose first byte is `first` (as given), with the MASK bit set if
+/// `masked`, and the shortest length encoding of `payload_len`: the bytes, and how many of
+/// them are the header (2, 4 or 10). The masking key, if any, is not included.
+fn header(first: u8, masked: bool, payload_len: usize) -> ([u8; HEADER_LEN_MAX], usize) {
+    let mask_bit = if masked { 0x80 } else { 0 };
+    let mut header = [0; HEADER_LEN_MAX];
+    header[0] = first;
+    // The casts cannot truncate: each arm bounds `payload_len`.
+    let len = match payload_len {
+        0..=125 => {
+            header[1] = mask_bit | payload_len as u8;
+            2
+        }
         126..=0xFFFF => {
-            out.put_slice(&[first, 126]);
-            out.put_u16(payload_len as u16);
+            header[1] = mask_bit | 126;
+            header[2..4].copy_from_slice(&(payload_len as u16).to_be_bytes());
+            4
         }
         _ => {
-            out.put_slice(&[first, 127]);
-            out.put_u64(payload_len as u64);
+            header[1] = mask_bit | 127;
+            header[2..].copy_from_slice(&(payload_len as u64).to_be_bytes());
+            HEADER_LEN_MAX
         }
-    }
+    };
+    (header, len)
 }
 
 /// A complete final unmasked frame (header + payload) in one allocation.
@@ -159,4 +184,72 @@ pub fn encode_close(code: u16, reason: &str) -> Bytes {
     out.put_u16(code);
     out.put_slice(reason);
     out.freeze()
+}
+
+/// Appends a final frame of `opcode` carrying `payload`, masked with `mask`, as a client sends
+/// it (RFC 6455 5.2, 5.3): FIN set, RSV bits clear, the shortest length encoding.
+///
+/// It reserves room once, so a `Vec` reused across frames is not reallocated once it has grown
+/// to the largest frame. Nothing is checked: a control payload over 125 bytes is encoded as
+/// given (the receiver rejects it).
+///
+/// ```
+/// use std::ops::ControlFlow;
+/// use shardcast::wire::{Inbound, Limits, Opcode, Parser, frame};
+///
+/// // The masked "Hello" of RFC 6455 5.7.
+/// let mut out = Vec::new();
+/// frame::put_masked(&mut out, Opcode::Text, b"Hello", [0x37, 0xfa, 0x21, 0x3d]);
+/// assert_eq!(out, [0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58]);
+///
+/// // Our parser (the server side) reads it back.
+/// let mut text = String::new();
+/// let read = Parser::new(Limits::default()).feed(&mut out, |message| {
+///     if let Inbound::Text(t) = message {
+///         text.push_str(t);
+///     }
+///     ControlFlow::Continue(())
+/// });
+/// assert_eq!(read, Ok(11));
+/// assert_eq!(text, "Hello");
+/// ```
+pub fn put_masked(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: [u8; 4]) {
+    put_raw(out, 0x80 | opcode as u8, payload, Some(mask));
+}
+
+/// Appends a frame built exactly as asked, whether or not a peer may send it: `first` as its
+/// first byte (FIN, RSV1-3 and the opcode bits, unchecked), then the MASK bit and the masking
+/// key if `mask` is `Some` (the payload masked with it), and the shortest length encoding.
+///
+/// It is for frames no valid client sends, built on purpose to test a receiver: reserved bits
+/// or opcodes, a fragmented control frame, an unmasked frame. A valid client frame is
+/// [`put_masked`]'s.
+///
+/// ```
+/// use shardcast::wire::frame;
+///
+/// let mut out = Vec::new();
+/// // A final text frame with RSV1 set, unmasked: two rules broken.
+/// frame::put_raw(&mut out, 0x80 | 0x40 | 0x1, b"hi", None);
+/// assert_eq!(out, [0xC1, 0x02, b'h', b'i']);
+///
+/// // A non-final ping (control frames must not be fragmented), masked with zeros.
+/// out.clear();
+/// frame::put_raw(&mut out, 0x09, b"p", Some([0; 4]));
+/// assert_eq!(out, [0x09, 0x81, 0, 0, 0, 0, b'p']);
+/// ```
+pub fn put_raw(out: &mut Vec<u8>, first: u8, payload: &[u8], mask: Option<[u8; 4]>) {
+    let (header, len) = header(first, mask.is_some(), payload.len());
+    let key_len = if mask.is_some() { 4 } else { 0 };
+    out.reserve(len + key_len + payload.len());
+    out.extend_from_slice(&header[..len]);
+    let Some(mask) = mask else {
+        out.extend_from_slice(payload);
+        return;
+    };
+    out.extend_from_slice(&mask);
+    // RFC 6455 5.3: byte i of the payload is XORed with byte i mod 4 of the key. One pass,
+    // from an iterator of known length: no second walk over the payload, no growth check per
+    // byte.
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
 }

@@ -2,7 +2,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use futures_util::{SinkExt, StreamExt};
-use shardcast::wire::Inbound;
+use shardcast::wire::{Inbound, frame};
 use shardcast::{Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -533,32 +533,15 @@ pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
 /// A frame as a client sends it: first byte `b0` (FIN, RSV, opcode) as given, masked with
 /// [`MASK`].
 pub fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(b0, 0x80, payload.len());
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    let mut out = Vec::new();
+    frame::put_raw(&mut out, b0, payload, Some(MASK));
     out
 }
 
 /// A frame with the MASK bit clear (which a client must never send).
 pub fn unmasked(b0: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = header(b0, 0, payload.len());
-    out.extend_from_slice(payload);
-    out
-}
-
-fn header(b0: u8, mask_bit: u8, len: usize) -> Vec<u8> {
-    let mut out = vec![b0];
-    match len {
-        0..=125 => out.push(mask_bit | len as u8),
-        126..=0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        }
-        _ => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-    }
+    let mut out = Vec::new();
+    frame::put_raw(&mut out, b0, payload, None);
     out
 }
 

@@ -9,6 +9,7 @@ use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use shardcast::wire::{Opcode, frame};
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -145,23 +146,6 @@ pub(crate) fn source_for(i: usize, target: SocketAddr) -> Option<IpAddr> {
     }
 }
 
-/// A masked binary client frame carrying `payload`, appended to `out`.
-pub(crate) fn put_frame(out: &mut Vec<u8>, payload: &[u8], opcode: u8) {
-    out.push(0x80 | opcode);
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if len <= 0xffff {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&(len as u16).to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-}
-
 /// One client inside a receiver thread.
 struct Client {
     stream: TcpStream,
@@ -211,7 +195,7 @@ pub(crate) fn receive(
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut ping = Vec::new();
-    put_frame(&mut ping, b"", 0x9);
+    frame::put_masked(&mut ping, Opcode::Ping, b"", MASK);
     let pings_started = Instant::now();
     let mut pinged = 0u64;
     // Frames that were already in the upgrade response.

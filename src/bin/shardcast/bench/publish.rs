@@ -1,7 +1,8 @@
 //! The publishers: rounds of `window` frames per publisher, closed loop (the next round starts
 //! when every client received the last one) or open loop at a fixed rate.
 
-use super::loadgen::{STAMP_BYTES, Shared, put_frame};
+use super::loadgen::{MASK, STAMP_BYTES, Shared};
+use shardcast::wire::{Opcode, frame};
 use std::io::{self, Write};
 use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
@@ -50,7 +51,8 @@ fn stamp(out: &mut Vec<u8>, payload: &mut [u8], now_ns: u64, publisher: usize, s
     payload[0..8].copy_from_slice(&now_ns.to_le_bytes());
     payload[8..12].copy_from_slice(&(publisher as u32).to_le_bytes());
     payload[12..16].copy_from_slice(&seq.to_le_bytes());
-    put_frame(out, payload, 0x2);
+    // Appends: `out` is reused across frames and sends, so this allocates only while it grows.
+    frame::put_masked(out, Opcode::Binary, payload, MASK);
 }
 
 /// Runs the publishers over `streams` (one per publisher) as `load` says.

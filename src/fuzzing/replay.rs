@@ -1,0 +1,49 @@
+//! Seed replay: every target on the inputs committed under `fuzz/seeds/<target>/`, so that
+//! plain `cargo test` (stable) runs them.
+
+use std::path::Path;
+
+/// Runs `target` on every file in `fuzz/seeds/<name>/`; fails if there is none.
+fn replay(name: &str, target: fn(&[u8])) {
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds")).join(name);
+    let mut paths: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("directory entry").path())
+        .collect();
+    paths.sort();
+    assert!(!paths.is_empty(), "no seeds in {}", dir.display());
+    let failed: Vec<String> = paths
+        .iter()
+        .filter(|path| {
+            let data = std::fs::read(path).expect("seed file");
+            std::panic::catch_unwind(|| target(&data)).is_err()
+        })
+        .map(|path| path.display().to_string())
+        .collect();
+    assert!(failed.is_empty(), "seeds failed: {failed:#?}");
+}
+
+#[test]
+fn client_frames_seeds_pass() {
+    replay("client_frames", super::client_frames);
+}
+
+#[test]
+fn server_frames_seeds_pass() {
+    replay("server_frames", super::server_frames);
+}
+
+#[test]
+fn batch_envelope_seeds_pass() {
+    replay("batch_envelope", super::batch_envelope);
+}
+
+#[test]
+fn handshake_seeds_pass() {
+    replay("handshake", super::handshake);
+}
+
+#[test]
+fn shard_ops_seeds_pass() {
+    replay("shard_ops", super::shard_ops);
+}
