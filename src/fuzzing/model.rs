@@ -665,11 +665,7 @@ impl Sim {
         if c.phase == ModelPhase::Abort || c.queued() == 0 {
             return;
         }
-        if let Some(client) = self.state.client(slot)
-            && client.blocked_since.is_none()
-        {
-            client.blocked_since = Some(now);
-        }
+        self.state.write_blocked(slot, now);
         c.blocked_since.get_or_insert(self.now);
     }
 

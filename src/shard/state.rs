@@ -49,7 +49,7 @@ pub(crate) enum Phase {
 #[derive(Debug)]
 pub(crate) struct Client {
     /// Its id.
-    pub(crate) id: ClientId,
+    id: ClientId,
     /// Where it is in its life.
     pub(crate) phase: Phase,
     /// Whether it may receive `Audience::AUTHENTICATED` broadcasts.
@@ -66,7 +66,7 @@ pub(crate) struct Client {
     /// Since when its socket has refused bytes that are queued; `None` while writes progress.
     pub(crate) blocked_since: Option<Instant>,
     /// Shard tick at which the oldest unwritten frame was queued (for delayed coalescing).
-    pub(crate) first_queued: Option<Instant>,
+    first_queued: Option<Instant>,
     /// Its unwritten frames, bounded by `client_queue_bytes_max`.
     pub(crate) out: Outbound,
     /// Wakes its connection task to flush; taken on the first delivery of a tick, so a client
@@ -170,8 +170,8 @@ impl State {
     }
 
     /// The client in `slot`.
-    pub(crate) fn client(&mut self, slot: usize) -> Option<&mut Client> {
-        self.clients.get_mut(slot)
+    pub(crate) fn client(&self, slot: usize) -> Option<&Client> {
+        self.clients.get(slot)
     }
 
     /// The phase of the client in `slot` (`Abort` if the slot is empty).
@@ -796,7 +796,7 @@ mod tests {
         let stuck = s.admit(id(1), None, epoch());
         let t0 = epoch();
         s.touch(stuck, t0 + Duration::from_secs(11));
-        s.client(stuck).expect("slot").blocked_since = Some(t0);
+        s.write_blocked(stuck, t0);
         s.sweep(t0 + Duration::from_secs(9));
         assert!(removed(&mut s).is_empty());
         s.sweep(t0 + Duration::from_secs(11));
