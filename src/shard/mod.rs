@@ -18,9 +18,10 @@
 //! - `relay`: what handlers on one shard send to others (the outbox, posting, waiting).
 //! - `thread`: the shard's thread and runtime; `tick`: its command loop (drain, apply, sweep).
 //! - `state`: every decision over the shard's clients (deliver, evict, ping, count), given `now`.
-//! - `accept`: the accept loop; `conn`: a connection's task (open, read, flush to the socket).
+//! - `accept`: the accept loop; `open`: a connection's wrapping and upgrade; `conn`: the served
+//!   connection (read, parse, flush to the socket).
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
-//!   embedder's hooks and their `Context`.
+//!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade.
 //!
 //! # Invariants
 //!
@@ -40,6 +41,7 @@ mod accept;
 mod admission;
 mod command;
 mod conn;
+mod decision;
 mod handle;
 mod handler;
 mod open;
@@ -53,9 +55,10 @@ mod tick;
 pub(crate) use admission::Admission;
 pub(crate) use command::{Command, Control, Delivery, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
+pub use decision::Decision;
+pub(crate) use decision::Verdict;
 pub(crate) use handle::{Handle, Permit};
-pub(crate) use handler::Verdict;
-pub use handler::{Context, Decision, Handler};
+pub use handler::{Context, Handler};
 #[cfg(any(test, fuzzing))]
 pub(crate) use state::State;
 pub(crate) use thread::{spawn, spawn_local};

@@ -141,7 +141,7 @@ async fn upgrade(
         let verdict = shared
             .state
             .borrow()
-            .upgrade_verdict(&*shared.handler, &request);
+            .upgrade_verdict(&request, || shared.handler.on_upgrade(&request).0);
         match verdict {
             Verdict::Reject { status, body } => {
                 refuse(io, status, &body).await;

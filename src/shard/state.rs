@@ -13,7 +13,7 @@
 //! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
 //! - Every registered client produces exactly one `removed` event.
 
-use super::handler::{Handler, Verdict};
+use super::decision::Verdict;
 use super::outbound::Outbound;
 use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
@@ -487,8 +487,12 @@ impl State {
     }
 
     /// The upgrade policy, in order: the `Origin` allow-list (403), refusal during shutdown
-    /// (503), then the handler's decision.
-    pub(crate) fn upgrade_verdict(&self, handler: &dyn Handler, request: &Request<'_>) -> Verdict {
+    /// (503), then the handler's decision (`ask`, called only if it comes to that).
+    pub(crate) fn upgrade_verdict(
+        &self,
+        request: &Request<'_>,
+        ask: impl FnOnce() -> Verdict,
+    ) -> Verdict {
         if let Some(allowed) = &self.config.allowed_origins
             && !request
                 .origin()
@@ -505,7 +509,7 @@ impl State {
                 body: "shutting down".into(),
             };
         }
-        handler.on_upgrade(request).0
+        ask()
     }
 
     /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.
