@@ -2,7 +2,7 @@
 
 use crate::client::Principal;
 
-/// The answer to an upgrade request, from [`Handler::on_upgrade`].
+/// The answer to an upgrade request, from [`Handler::on_upgrade`](crate::Handler::on_upgrade).
 #[derive(Debug)]
 pub struct Decision(pub(crate) Verdict);
 
