@@ -575,8 +575,27 @@ impl Engine {
 
     /// Drains queued frames, sends close 1001 to every client, and joins every shard thread,
     /// all within `deadline` (past it, what is left is dropped). Later calls on any clone fail
-    /// with `Closed`. Calling it twice is harmless.
-    pub async fn shutdown(&self, deadline: Duration) {
+    /// with `Closed`. Calling it twice is harmless (the second call reports nothing).
+    ///
+    /// Returns which shards did not stop in time: a shard stuck in a handler that blocks cannot
+    /// be stopped from outside, so its thread is left to end on its own, and the report says so
+    /// instead of detaching it silently.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// let report = engine.shutdown(std::time::Duration::from_secs(5)).await;
+    /// assert!(report.unjoined.is_empty(), "every shard thread was joined");
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled, the shards that were asked to stop still stop by the deadline, but their
+    /// threads are not joined by this call.
+    pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
         let shards = self.inner.shards.swap(Arc::new(Vec::new()));
         let at = Instant::now() + deadline;
         let mut waits = Vec::with_capacity(shards.len());
@@ -587,22 +606,48 @@ impl Engine {
                 .await
                 .is_ok()
             {
-                waits.push(rx);
+                waits.push((handle.id, rx));
             }
         }
         drop(shards);
-        for rx in waits {
+        let mut report = ShutdownReport::default();
+        for (id, rx) in waits {
             // The shard stops by `at` and then signals; the margin covers dropping its runtime.
-            let _ = tokio::time::timeout_at(at + Duration::from_secs(1), rx).await;
+            let margin = at + Duration::from_secs(1);
+            if !matches!(tokio::time::timeout_at(margin, rx).await, Ok(Ok(()))) {
+                report.unjoined.push(id);
+            }
         }
         let threads =
             std::mem::take(&mut *self.inner.threads.lock().unwrap_or_else(|e| e.into_inner()));
-        for thread in threads {
-            if thread.is_finished() {
-                let _ = thread.join();
+        for (i, thread) in threads.into_iter().enumerate() {
+            let id = ShardId(i as u16);
+            if report.unjoined.contains(&id) {
+                // Still running: joining would block for as long as it runs.
+                continue;
+            }
+            // It signalled after dropping its runtime and is returning: join it off the
+            // runtime's threads.
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            let margin = Instant::now() + Duration::from_secs(1);
+            if !matches!(
+                tokio::time::timeout_at(margin, joined).await,
+                Ok(Ok(Ok(())))
+            ) {
+                report.unjoined.push(id);
             }
         }
+        report
     }
+}
+
+/// What [`Engine::shutdown`] could not finish.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct ShutdownReport {
+    /// Shards that did not stop within the deadline (plus a second), or whose thread could not
+    /// be joined (it panicked): their threads were left to end on their own.
+    pub unjoined: Vec<ShardId>,
 }
 
 /// A non-blocking TCP socket with `SO_REUSEADDR`, bound to `addr`; with `SO_REUSEPORT` too

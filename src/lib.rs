@@ -72,7 +72,7 @@ pub mod wire;
 pub use audience::Audience;
 pub use client::{ClientInfo, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
-pub use engine::{Builder, Engine};
+pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
     BroadcastError, BuildError, ListenError, PayloadError, RegisterError, TryBroadcastError,
     TrySendError,

@@ -265,8 +265,9 @@ async fn register_serves_an_in_memory_duplex_stream() {
 
     let shutdown = engine.shutdown(Duration::from_secs(5));
     let read_close = async move { close_code(&mut ws).await };
-    let (code, ()) = tokio::join!(read_close, shutdown);
+    let (code, report) = tokio::join!(read_close, shutdown);
     assert_eq!(code, Some(1001));
+    assert!(report.unjoined.is_empty(), "{report:?}");
 }
 
 /// The next data message of any client stream (the common helpers take TCP clients).
@@ -557,4 +558,43 @@ async fn register_and_register_upgraded_set_tcp_nodelay_on_a_tcp_stream() {
     engine.register_upgraded(server).await.unwrap();
     assert!(probe.nodelay().unwrap(), "register_upgraded");
     engine.shutdown(Duration::from_millis(100)).await;
+}
+
+/// A handler that blocks its shard thread for a while on any message (which a handler must
+/// never do).
+struct Blocking(Arc<std::sync::Barrier>);
+
+impl Handler for Blocking {
+    fn on_message(&self, _: &mut shardcast::Context<'_>, _: shardcast::wire::Inbound<'_>) {
+        self.0.wait();
+        // Deliberately blocking: the point of the test.
+        #[allow(clippy::disallowed_methods)]
+        std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_reports_a_shard_it_could_not_stop() {
+    let entered = Arc::new(std::sync::Barrier::new(2));
+    let builder = Engine::builder()
+        .shards(2)
+        .handler(Blocking(entered.clone()));
+    let (engine, addr) = start(builder).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
+        .await
+        .unwrap();
+    eventually(|| engine.client_count() == 1).await;
+    let stuck = engine
+        .stats()
+        .shards
+        .iter()
+        .position(|s| s.clients == 1)
+        .unwrap();
+    ws.send(Message::text("block")).await.unwrap();
+    // Wait (off the runtime) until the handler is inside its sleep.
+    tokio::task::spawn_blocking(move || entered.wait())
+        .await
+        .unwrap();
+    let report = engine.shutdown(Duration::from_millis(100)).await;
+    assert_eq!(report.unjoined, [shardcast::ShardId(stuck as u16)]);
 }
