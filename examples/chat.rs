@@ -4,7 +4,7 @@
 //! Run with `cargo run --release --example chat`, then connect with any WebSocket client to
 //! `ws://127.0.0.1:9002/`.
 
-use shardcast::wire::Inbound;
+use shardcast::Incoming;
 use shardcast::{Audience, ClientId, Context, Engine, Handler, Payload, Principal, RemoveReason};
 use std::time::Duration;
 
@@ -20,8 +20,10 @@ impl Handler for Room {
         ctx.send(id, Payload::text(format!("welcome, you are {id}")));
     }
 
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
-        let Inbound::Text(text) = message else { return };
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        let Incoming::Text(text) = message else {
+            return;
+        };
         if let Some(name) = text.strip_prefix("/auth ") {
             ctx.set_authenticated(Principal::new(name.to_owned()));
             return;

@@ -19,17 +19,16 @@
 //! # Example
 //!
 //! ```no_run
-//! use shardcast::{Audience, Context, Engine, Handler, Payload, wire::Inbound};
+//! use shardcast::{Audience, Context, Engine, Handler, Incoming, Payload};
 //!
 //! /// Relays every message to every client, with its opcode.
 //! struct Relay;
 //!
 //! impl Handler for Relay {
-//!     fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+//!     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
 //!         let payload = match message {
-//!             Inbound::Text(text) => Payload::text(text),
-//!             Inbound::Binary(bytes) => Payload::binary(bytes),
-//!             _ => return,
+//!             Incoming::Text(text) => Payload::text(text),
+//!             Incoming::Binary(bytes) => Payload::binary(bytes),
 //!         };
 //!         ctx.broadcast(payload, Audience::ALL);
 //!     }
@@ -79,5 +78,5 @@ pub use error::{
 };
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
-pub use shard::{Context, Decision, Handler, Io, Wrap, WrapFuture};
+pub use shard::{Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
 pub use stats::{Evictions, ShardStats, Stats};

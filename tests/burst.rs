@@ -4,7 +4,7 @@
 mod common;
 
 use common::{UPGRADE_REQUEST, WAIT, masked, parse_server_frame, start};
-use shardcast::wire::Inbound;
+use shardcast::Incoming;
 use shardcast::{Audience, Context, Engine, Handler, Payload};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -14,8 +14,8 @@ use std::time::Duration;
 struct Relay;
 
 impl Handler for Relay {
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
-        if let Inbound::Binary(body) = message {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        if let Incoming::Binary(body) = message {
             ctx.broadcast(Payload::binary(body), Audience::ALL);
         }
     }

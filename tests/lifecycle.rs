@@ -565,7 +565,7 @@ async fn register_and_register_upgraded_set_tcp_nodelay_on_a_tcp_stream() {
 struct Blocking(Arc<std::sync::Barrier>);
 
 impl Handler for Blocking {
-    fn on_message(&self, _: &mut shardcast::Context<'_>, _: shardcast::wire::Inbound<'_>) {
+    fn on_message(&self, _: &mut shardcast::Context<'_>, _: shardcast::Incoming<'_>) {
         self.0.wait();
         // Deliberately blocking: the point of the test.
         #[allow(clippy::disallowed_methods)]

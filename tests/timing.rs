@@ -13,7 +13,7 @@ use common::{
     start_local as start,
 };
 use futures_util::{SinkExt, StreamExt};
-use shardcast::wire::Inbound;
+use shardcast::Incoming;
 use shardcast::{
     Audience, Coalescing, Context, Engine, Handler, Payload, Principal, RemoveReason,
     SlowConsumerPolicy,
@@ -288,8 +288,8 @@ async fn reaching_frames_max_flushes_at_once_without_waiting_for_the_delay() {
 struct Relay;
 
 impl Handler for Relay {
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
-        if let Inbound::Text(text) = message {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        if let Incoming::Text(text) = message {
             ctx.broadcast(Payload::text(text), Audience::ALL);
         }
     }

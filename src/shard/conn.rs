@@ -23,7 +23,7 @@ use super::shared::Shared;
 use super::state::Phase;
 use crate::ClientId;
 use crate::client::RemoveReason;
-use crate::shard::Context;
+use crate::shard::{Context, Incoming};
 use crate::wire::{Inbound, Parser};
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -263,30 +263,33 @@ fn ingest(
     let mut outbox = shared.outbox.borrow_mut();
     let outbox = &mut *outbox;
     let result = parser.feed(input, |message| {
-        match message {
-            Inbound::Ping(ping) => state.pong(slot, ping),
-            Inbound::Pong(_) => {}
+        let message = match message {
+            Inbound::Ping(ping) => {
+                state.pong(slot, ping);
+                return ControlFlow::Continue(());
+            }
+            Inbound::Pong(_) => return ControlFlow::Continue(()),
             Inbound::Close { code, .. } => {
                 state.close(slot, RemoveReason::ClientClosed(code));
                 return ControlFlow::Break(());
             }
-            message => {
-                let mut ctx = Context {
-                    id,
-                    slot,
-                    now,
-                    state: &mut *state,
-                    shards,
-                    outbox: &mut *outbox,
-                };
-                handler.on_message(&mut ctx, message);
-                if outbox.len() >= OUTBOX_POST_AT {
-                    post(shards, outbox, blocked);
-                }
-                if !blocked.is_empty() || state.phase(slot) != Phase::Open {
-                    return ControlFlow::Break(());
-                }
-            }
+            Inbound::Text(text) => Incoming::Text(text),
+            Inbound::Binary(bytes) => Incoming::Binary(bytes),
+        };
+        let mut ctx = Context {
+            id,
+            slot,
+            now,
+            state: &mut *state,
+            shards,
+            outbox: &mut *outbox,
+        };
+        handler.on_message(&mut ctx, message);
+        if outbox.len() >= OUTBOX_POST_AT {
+            post(shards, outbox, blocked);
+        }
+        if !blocked.is_empty() || state.phase(slot) != Phase::Open {
+            return ControlFlow::Break(());
         }
         ControlFlow::Continue(())
     });

@@ -17,7 +17,6 @@ use super::handle::Handle;
 use super::relay::Outbox;
 use super::state::State;
 use crate::client::{Principal, RemoveReason};
-use crate::wire::Inbound;
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId};
 use smallvec::smallvec;
@@ -28,14 +27,14 @@ use tokio::time::Instant;
 /// implementation overrides only what it needs.
 ///
 /// ```
-/// use shardcast::{Audience, Context, Handler, Payload, wire::Inbound};
+/// use shardcast::{Audience, Context, Handler, Incoming, Payload};
 ///
 /// /// Relays every text message to everyone else.
 /// struct Chat;
 ///
 /// impl Handler for Chat {
-///     fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
-///         if let Inbound::Text(text) = message {
+///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+///         if let Incoming::Text(text) = message {
 ///             let from = ctx.id();
 ///             ctx.broadcast(Payload::text(text), Audience::ALL.except(from));
 ///         }
@@ -55,9 +54,9 @@ pub trait Handler: Send + Sync + 'static {
         let _ = ctx;
     }
 
-    /// A client sent a complete text or binary message. Pings, pongs and close frames are
-    /// handled by the engine.
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+    /// A client sent a complete text or binary message (reassembled if it was fragmented; its
+    /// bytes are valid only during the call).
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
         let _ = (ctx, message);
     }
 
@@ -65,6 +64,16 @@ pub trait Handler: Send + Sync + 'static {
     fn on_removed(&self, id: ClientId, reason: RemoveReason) {
         let _ = (id, reason);
     }
+}
+
+/// A complete data message from a client: all that reaches [`Handler::on_message`] (the engine
+/// answers pings and closes itself, and reassembles fragments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A text message, valid UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
 }
 
 /// The handler that accepts every client and ignores what they send.

@@ -58,7 +58,7 @@ pub use command::{Io, Wrap, WrapFuture};
 pub use decision::Decision;
 pub(crate) use decision::Verdict;
 pub(crate) use handle::{Handle, Permit};
-pub use handler::{Context, Handler};
+pub use handler::{Context, Handler, Incoming};
 #[cfg(any(test, fuzzing))]
 pub(crate) use state::State;
 pub(crate) use thread::{spawn, spawn_local};

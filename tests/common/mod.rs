@@ -2,7 +2,8 @@
 #![allow(dead_code, unreachable_pub)]
 
 use futures_util::{SinkExt, StreamExt};
-use shardcast::wire::{Inbound, frame};
+use shardcast::Incoming;
+use shardcast::wire::frame;
 use shardcast::{Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -215,8 +216,8 @@ impl Handler for Recorder {
         lock(&self.0.registered).push(ctx.id());
     }
 
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
-        if let Inbound::Text(text) = message {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        if let Incoming::Text(text) = message {
             lock(&self.0.messages).push((ctx.id(), text.to_owned()));
         }
     }

@@ -1,7 +1,7 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
 use crate::naive;
-use shardcast::wire::Inbound;
+use shardcast::Incoming;
 use shardcast::{
     Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
 };
@@ -80,11 +80,10 @@ struct Relay {
 }
 
 impl Handler for Relay {
-    fn on_message(&self, ctx: &mut Context<'_>, message: Inbound<'_>) {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
         let payload = match message {
-            Inbound::Text(text) => Payload::text(text),
-            Inbound::Binary(bytes) => Payload::binary(bytes),
-            _ => return,
+            Incoming::Text(text) => Payload::text(text),
+            Incoming::Binary(bytes) => Payload::binary(bytes),
         };
         let sender = ctx.id();
         if self.echo {
