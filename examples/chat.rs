@@ -5,7 +5,7 @@
 //! `ws://127.0.0.1:9002/`.
 
 use shardcast::Incoming;
-use shardcast::{Audience, ClientId, Context, Engine, Handler, Payload, Principal, RemoveReason};
+use shardcast::{Audience, Context, Engine, Handler, Payload, Principal, RemoveReason};
 use std::time::Duration;
 
 #[global_allocator]
@@ -37,8 +37,10 @@ impl Handler for Room {
         ctx.broadcast(Payload::text(line), Audience::ALL.except(from));
     }
 
-    fn on_removed(&self, id: ClientId, reason: RemoveReason) {
+    fn on_removed(&self, ctx: &mut Context<'_>, reason: RemoveReason) {
+        let id = ctx.id();
         println!("{id} left: {reason:?}");
+        ctx.broadcast(Payload::text(format!("{id} left")), Audience::AUTHENTICATED);
     }
 }
 

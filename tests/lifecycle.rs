@@ -598,3 +598,42 @@ async fn shutdown_reports_a_shard_it_could_not_stop() {
     let report = engine.shutdown(Duration::from_millis(100)).await;
     assert_eq!(report.unjoined, [shardcast::ShardId(stuck as u16)]);
 }
+
+/// Tells everyone who left.
+struct Presence;
+
+impl Handler for Presence {
+    fn on_removed(&self, ctx: &mut shardcast::Context<'_>, reason: RemoveReason) {
+        assert!(ctx.principal().is_none(), "the client is gone");
+        let line = format!("{} left ({reason:?})", ctx.id());
+        ctx.broadcast(Payload::text(line), Audience::ALL);
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn on_removed_can_tell_the_clients_of_every_shard_who_left() {
+    local(async {
+        let engine = start_local(Engine::builder().shards(2).handler(Presence));
+        let mut clients = Vec::new();
+        for _ in 0..4 {
+            clients.push(connect_pipe(&engine).await);
+        }
+        let (mut leaving, left) = clients.remove(0);
+        engine.remove(left).await.expect("it was registered");
+        assert_eq!(close_code(&mut leaving).await, Some(1000));
+        for (ws, id) in clients.iter_mut() {
+            match ws.next().await {
+                Some(Ok(Message::Text(text))) => {
+                    assert_eq!(text.as_str(), format!("{left} left (Removed)"), "to {id}")
+                }
+                other => panic!("{id} got {other:?}"),
+            }
+        }
+        assert!(
+            clients.iter().any(|(_, id)| id.shard() != left.shard()),
+            "another shard heard it too"
+        );
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}

@@ -18,7 +18,7 @@
 
 use super::command::Io;
 use super::outbound::IoSlices;
-use super::relay::{Waiting, post};
+use super::relay::{Waiting, post, send_waiting};
 use super::shared::Shared;
 use super::state::Phase;
 use crate::ClientId;
@@ -71,7 +71,7 @@ impl Drop for Ended {
         if let Some(slot) = self.slot {
             self.shared.state.borrow_mut().release(slot);
             let mut removed = Vec::new();
-            self.shared.dispatch_removed(&mut removed);
+            self.shared.dispatch_removed(&mut removed, Instant::now());
         }
         self.shared.connection_ended();
     }
@@ -149,7 +149,7 @@ impl Conn {
             let mut outbox = shared.outbox.borrow_mut();
             let mut ctx = Context {
                 id,
-                slot,
+                slot: Some(slot),
                 now: Instant::now(),
                 state: &mut state,
                 shards: &shared.shards,
@@ -177,7 +177,7 @@ impl Conn {
             }
             if !self.blocked.is_empty() {
                 // Boxed: a rare wait should not grow every connection's task.
-                Box::pin(send_blocked(&self.ended.shared, &mut self.blocked)).await;
+                Box::pin(send_waiting(&self.ended.shared.shards, &mut self.blocked)).await;
                 continue;
             }
             let mut reading = if !self.pending.is_empty() {
@@ -226,15 +226,6 @@ impl Conn {
     }
 }
 
-/// Sends, waiting for room, the commands a fan-out could not push, in order.
-async fn send_blocked(shared: &Shared, blocked: &mut Waiting) {
-    for (index, command) in blocked.drain(..) {
-        if let Some(handle) = shared.shards.get(index) {
-            let _ = handle.send(command).await;
-        }
-    }
-}
-
 /// Commands in the outbox after which they are posted before the read is fully handled, so
 /// that a read of many small messages cannot pile up commands for a full shard.
 const OUTBOX_POST_AT: usize = 64;
@@ -278,7 +269,7 @@ fn ingest(
         };
         let mut ctx = Context {
             id,
-            slot,
+            slot: Some(slot),
             now,
             state: &mut *state,
             shards,

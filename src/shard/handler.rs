@@ -60,9 +60,24 @@ pub trait Handler: Send + Sync + 'static {
         let _ = (ctx, message);
     }
 
-    /// A registered client left; called exactly once per registered client.
-    fn on_removed(&self, id: ClientId, reason: RemoveReason) {
-        let _ = (id, reason);
+    /// A registered client left (`ctx.id()`), for `reason`; called exactly once per
+    /// registered client, after it left every audience. `ctx` broadcasts and sends as in
+    /// [`Handler::on_message`], so the handler can tell the others who left:
+    ///
+    /// ```
+    /// use shardcast::{Audience, Context, Handler, Payload, RemoveReason};
+    ///
+    /// struct Presence;
+    ///
+    /// impl Handler for Presence {
+    ///     fn on_removed(&self, ctx: &mut Context<'_>, _reason: RemoveReason) {
+    ///         let left = format!("{} left", ctx.id());
+    ///         ctx.broadcast(Payload::text(left), Audience::ALL);
+    ///     }
+    /// }
+    /// ```
+    fn on_removed(&self, ctx: &mut Context<'_>, reason: RemoveReason) {
+        let _ = (ctx, reason);
     }
 }
 
@@ -83,8 +98,8 @@ impl Handler for () {}
 pub struct Context<'a> {
     /// The client this call is about.
     pub(crate) id: ClientId,
-    /// Its slot in the shard state.
-    pub(crate) slot: usize,
+    /// Its slot in the shard state; `None` once it is removed (in `on_removed`).
+    pub(crate) slot: Option<usize>,
     /// When the driver began handling the current read (one clock for all it leads to).
     pub(crate) now: Instant,
     /// The shard's clients.
@@ -114,9 +129,10 @@ impl Context<'_> {
         self.id.shard()
     }
 
-    /// The client's principal, if authenticated.
+    /// The client's principal, if authenticated (`None` in [`Handler::on_removed`]: the
+    /// client is gone).
     pub fn principal(&self) -> Option<&Principal> {
-        self.state.principal(self.slot)
+        self.state.principal(self.slot?)
     }
 
     /// Broadcasts `payload` to `audience` on every shard. Never waits (see the module docs for
@@ -174,9 +190,12 @@ impl Context<'_> {
         self.state.set_authenticated(self.id, Some(principal));
     }
 
-    /// Closes this client with `code` once its queued frames are written.
+    /// Closes this client with `code` once its queued frames are written (nothing in
+    /// [`Handler::on_removed`]: it is closed already).
     pub fn close(&mut self, code: u16) {
-        self.state.close(self.slot, RemoveReason::Closed(code));
+        if let Some(slot) = self.slot {
+            self.state.close(slot, RemoveReason::Closed(code));
+        }
     }
 
     /// Queues `cmd` for shard `index`; it is posted, in order, when the read is handled.

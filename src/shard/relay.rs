@@ -60,3 +60,16 @@ pub(crate) fn post(shards: &[Handle], outbox: &mut Outbox, blocked: &mut Waiting
         }
     }
 }
+
+/// Sends, waiting for room, the commands that could not be posted at once, in order.
+///
+/// # Cancel safety
+///
+/// Cancelled, the commands not yet sent are dropped with `waiting`'s remaining entries.
+pub(crate) async fn send_waiting(shards: &[Handle], waiting: &mut Waiting) {
+    for (index, command) in waiting.drain(..) {
+        if let Some(handle) = shards.get(index) {
+            let _ = handle.send(command).await;
+        }
+    }
+}

@@ -2,15 +2,18 @@
 
 use super::admission::Admission;
 use super::handle::Handle;
-use super::relay::Outbox;
+use super::handler::Context;
+use super::relay::{Outbox, Waiting, post, send_waiting};
 use super::state::State;
 use crate::ClientId;
 use crate::ShardId;
+use crate::client::RemoveReason;
 use crate::config::Config;
 use crate::shard::Handler;
 use std::cell::RefCell;
 use std::sync::Arc;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 /// What the tasks of one shard share; lives on the shard thread only.
@@ -40,11 +43,33 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Calls the handler for every client removed since the last call.
-    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, crate::RemoveReason)>) {
-        self.state.borrow_mut().take_removed(buf);
+    /// Calls the handler for every client removed since the last call, with a context in
+    /// which it can tell others (what it sends to other shards is posted after the calls).
+    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, RemoveReason)>, now: Instant) {
+        let mut state = self.state.borrow_mut();
+        state.take_removed(buf);
+        if buf.is_empty() {
+            return;
+        }
+        let mut outbox = self.outbox.borrow_mut();
         for (id, reason) in buf.drain(..) {
-            self.handler.on_removed(id, reason);
+            let mut ctx = Context {
+                id,
+                slot: None,
+                now,
+                state: &mut state,
+                shards: &self.shards,
+                outbox: &mut outbox,
+            };
+            self.handler.on_removed(&mut ctx, reason);
+        }
+        let mut waiting = Waiting::new();
+        post(&self.shards, &mut outbox, &mut waiting);
+        if !waiting.is_empty() {
+            // The shard must not wait for another: a task sends what found its shard full,
+            // in order, as a connection does before it reads again.
+            let shards = self.shards.clone();
+            tokio::task::spawn_local(async move { send_waiting(&shards, &mut waiting).await });
         }
     }
 

@@ -115,7 +115,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
             }
             _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
         }
-        shared.dispatch_removed(&mut removed);
+        shared.dispatch_removed(&mut removed, Instant::now());
         if stopping.is_some() && shared.state.borrow().connections() == 0 {
             break;
         }

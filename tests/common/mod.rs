@@ -222,8 +222,8 @@ impl Handler for Recorder {
         }
     }
 
-    fn on_removed(&self, id: ClientId, reason: RemoveReason) {
-        lock(&self.0.removed).push((id, reason));
+    fn on_removed(&self, ctx: &mut Context<'_>, reason: RemoveReason) {
+        lock(&self.0.removed).push((ctx.id(), reason));
     }
 }
 
