@@ -12,6 +12,7 @@ use shardcast::{
     Audience, BroadcastError, ClientId, Decision, Engine, Handler, ListenError, Payload, Principal,
     RegisterError, RemoveReason, SlowConsumerPolicy, TryBroadcastError, TrySendError,
 };
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -126,7 +127,10 @@ async fn on_removed_is_called_once_per_client_with_its_reason() {
 struct Gate;
 
 impl Handler for Gate {
-    fn on_upgrade(&self, request: &Request<'_>) -> Decision {
+    fn on_upgrade(&self, request: &Request<'_>, peer: Option<SocketAddr>) -> Decision {
+        if !peer.is_some_and(|p| p.ip().is_loopback()) {
+            return Decision::reject(403, "from this host only");
+        }
         if request.header("authorization") != Some(b"Bearer ok".as_slice()) {
             return Decision::reject(401, "token required");
         }
@@ -636,4 +640,45 @@ async fn on_removed_can_tell_the_clients_of_every_shard_who_left() {
         engine.shutdown(Duration::from_secs(1)).await;
     })
     .await;
+}
+
+/// Records the peer address each upgrade saw.
+#[derive(Clone, Default)]
+struct Peers(Arc<std::sync::Mutex<Vec<Option<SocketAddr>>>>);
+
+impl Handler for Peers {
+    fn on_upgrade(&self, _: &Request<'_>, peer: Option<SocketAddr>) -> Decision {
+        lock(&self.0).push(peer);
+        Decision::accept()
+    }
+}
+
+#[tokio::test]
+async fn on_upgrade_sees_the_peer_address_of_a_tcp_stream() {
+    let peers = Peers::default();
+    let (engine, addr) = start(Engine::builder().shards(1).handler(peers.clone())).await;
+    // Through the engine's listener.
+    let listened = connect(&engine, addr).await;
+    let listened_from = listened.get_ref().get_ref().local_addr().unwrap();
+    // Accepted by the embedder and handed over.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let client = client.unwrap();
+    let handed_from = client.local_addr().unwrap();
+    engine.register(accepted.unwrap().0).await.unwrap();
+    let (_handed, _) = tokio_tungstenite::client_async("ws://localhost/", client)
+        .await
+        .unwrap();
+    // Over an in-memory pipe: no address.
+    let (pipe, server) = tokio::io::duplex(1 << 10);
+    engine.register(server).await.unwrap();
+    let (_piped, _) = tokio_tungstenite::client_async("ws://localhost/", pipe)
+        .await
+        .unwrap();
+    assert_eq!(
+        *lock(&peers.0),
+        [Some(listened_from), Some(handed_from), None]
+    );
+    engine.shutdown(Duration::from_secs(1)).await;
 }

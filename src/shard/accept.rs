@@ -4,20 +4,22 @@ use super::command::{Stream, Wrap};
 use super::open::{self, Source};
 use super::shared::Shared;
 use std::io;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// Adopts a stream on this shard's runtime.
-pub(crate) fn adopt(stream: Stream) -> io::Result<Source> {
+/// Adopts a stream on this shard's runtime; returns it with its peer's address, if known.
+pub(crate) fn adopt(stream: Stream) -> io::Result<(Source, Option<SocketAddr>)> {
     match stream {
         Stream::Tcp(std, wrap) => {
+            let peer = std.peer_addr().ok();
             let tcp = tokio::net::TcpStream::from_std(std)?;
             tcp.set_nodelay(true)?;
-            Ok(source(tcp, wrap))
+            Ok((source(tcp, wrap), peer))
         }
-        Stream::Boxed(io) => Ok(Source::Ready(io)),
+        Stream::Boxed(io, peer) => Ok((Source::Ready(io), peer)),
     }
 }
 
@@ -48,7 +50,7 @@ pub(crate) async fn accept(
             accepted = listener.accept() => accepted,
         };
         match accepted {
-            Ok((tcp, _)) => {
+            Ok((tcp, peer)) => {
                 let Some(id) = shared.admission.admit_on(shared.id) else {
                     // Over `clients_max`: refuse by closing at once.
                     drop(tcp);
@@ -57,7 +59,7 @@ pub(crate) async fn accept(
                 let _ = tcp.set_nodelay(true);
                 shared.state.borrow_mut().connection_started();
                 let source = source(tcp, wrap.clone());
-                tokio::task::spawn_local(open::run(shared.clone(), id, source, None));
+                tokio::task::spawn_local(open::run(shared.clone(), id, source, None, Some(peer)));
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.

@@ -59,8 +59,8 @@ pub(crate) enum Stream {
     /// shard's reactor (a stream polled from another runtime pays a cross-thread wake per event),
     /// and optionally wrapped there.
     Tcp(std::net::TcpStream, Option<Arc<dyn Wrap>>),
-    /// Any other stream, polled where it was created.
-    Boxed(Box<dyn Io>),
+    /// Any other stream, polled where it was created, with its peer's address if known.
+    Boxed(Box<dyn Io>, Option<std::net::SocketAddr>),
 }
 
 /// The payloads of one broadcast: one, or the frames of a batch.

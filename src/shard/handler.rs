@@ -21,6 +21,7 @@ use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId};
 use smallvec::smallvec;
 use std::fmt;
+use std::net::SocketAddr;
 use tokio::time::Instant;
 
 /// The embedder's hooks. Every method has a default that does nothing (or accepts), so an
@@ -43,9 +44,10 @@ use tokio::time::Instant;
 /// ```
 pub trait Handler: Send + Sync + 'static {
     /// Decides on an upgrade request (after the engine checked it and its `Origin`): inspect
-    /// auth headers or pick a subprotocol. Default: accept.
-    fn on_upgrade(&self, request: &Request<'_>) -> Decision {
-        let _ = request;
+    /// auth headers, the peer's address (`None` for a stream that is not a plain TCP stream)
+    /// or pick a subprotocol. Default: accept.
+    fn on_upgrade(&self, request: &Request<'_>, peer: Option<SocketAddr>) -> Decision {
+        let _ = (request, peer);
         Decision::accept()
     }
 

@@ -8,6 +8,7 @@ use crate::ClientId;
 use crate::shard::Verdict;
 use crate::stats::bump;
 use crate::wire::{Limits, Parser, handshake};
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -35,8 +36,9 @@ pub(crate) fn run(
     id: ClientId,
     source: Source,
     admitted: Option<usize>,
+    peer: Option<SocketAddr>,
 ) -> impl Future<Output = ()> + 'static {
-    let opening = Box::pin(open(shared, id, source, admitted));
+    let opening = Box::pin(open(shared, id, source, admitted, peer));
     async move {
         // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
         let Some(mut conn) = opening.await else {
@@ -53,6 +55,7 @@ async fn open(
     id: ClientId,
     source: Source,
     admitted: Option<usize>,
+    peer: Option<SocketAddr>,
 ) -> Option<Conn> {
     let mut ended = Ended::new(shared, admitted);
     let shared = ended.shared().clone();
@@ -75,7 +78,7 @@ async fn open(
     } else {
         // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
         // sent, to answer 408, and a timeout around it would drop its buffer unread.
-        match upgrade(shared, id, &mut io, deadline).await {
+        match upgrade(shared, id, &mut io, deadline, peer).await {
             Some(admitted) => admitted,
             None => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);
@@ -103,6 +106,7 @@ async fn upgrade(
     id: ClientId,
     io: &mut Box<dyn Io>,
     deadline: Instant,
+    peer: Option<SocketAddr>,
 ) -> Option<(usize, Vec<u8>)> {
     let config = &shared.config;
     let max = config.handshake_bytes_max;
@@ -141,7 +145,7 @@ async fn upgrade(
         let verdict = shared
             .state
             .borrow()
-            .upgrade_verdict(&request, || shared.handler.on_upgrade(&request).0);
+            .upgrade_verdict(&request, || shared.handler.on_upgrade(&request, peer).0);
         match verdict {
             Verdict::Reject { status, body } => {
                 refuse(io, status, &body).await;

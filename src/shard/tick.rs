@@ -211,10 +211,16 @@ impl Shared {
                     return;
                 }
                 match adopt(stream) {
-                    Ok(source) => {
+                    Ok((source, peer)) => {
                         state.connection_started();
                         let admitted = upgraded.then(|| state.admit(id, None, now));
-                        tokio::task::spawn_local(open::run(self.clone(), id, source, admitted));
+                        tokio::task::spawn_local(open::run(
+                            self.clone(),
+                            id,
+                            source,
+                            admitted,
+                            peer,
+                        ));
                     }
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "cannot adopt stream");
