@@ -94,11 +94,31 @@ impl Drop for Inner {
 
 impl Engine {
     /// A builder with every setting at its default.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// assert_eq!(engine.shard_count(), 2);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn builder() -> Builder {
         Builder::default()
     }
 
     /// The settings this engine runs with.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().build()?;
+    /// assert_eq!(engine.config().client_queue_bytes_max, 1 << 20);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn config(&self) -> &Config {
         &self.inner.config
     }
@@ -143,6 +163,24 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::register`].
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled while waiting for room in the shard queue, the stream is dropped and nothing
+    /// was registered.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// // A stream on which the embedder already answered the upgrade.
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// assert!(engine.is_alive(id).await);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_upgraded<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
         let peer = set_nodelay(&stream);
         self.adopt(Stream::Boxed(Box::new(stream), peer), true)
@@ -156,6 +194,25 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::register`], and [`RegisterError::Io`] if the socket cannot be detached.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled while waiting for room in the shard queue, the stream is dropped and nothing
+    /// was registered.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+    /// let (stream, _) = listener.accept().await?;
+    /// let id = engine.register_tcp(stream).await?;
+    /// # let _ = id;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_tcp(
         &self,
         stream: tokio::net::TcpStream,
@@ -171,6 +228,25 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::register_tcp`]. A failed wrap counts in `handshakes_failed`.
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Engine::register_tcp`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    /// # let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
+    /// let (stream, _) = listener.accept().await?;
+    /// // A wrap that adds nothing; a TLS acceptor would go here.
+    /// let plain = |tcp: tokio::net::TcpStream| async move { Ok::<_, std::io::Error>(tcp) };
+    /// engine.register_tcp_wrapped(stream, plain).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn register_tcp_wrapped(
         &self,
         stream: tokio::net::TcpStream,
@@ -224,6 +300,22 @@ impl Engine {
     /// [`ListenError::AddrInUse`] if another socket listens on the address;
     /// [`ListenError::Io`] if it cannot be resolved or bound otherwise; [`ListenError::Closed`]
     /// after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled while handing the listeners to the shards, those not yet handed over are
+    /// closed; the ones handed over keep accepting until shutdown.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// let addr = engine.listen("127.0.0.1:0").await?;
+    /// assert_ne!(addr.port(), 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn listen(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
@@ -237,6 +329,22 @@ impl Engine {
     /// # Errors
     ///
     /// As [`Engine::listen`].
+    ///
+    /// # Cancel safety
+    ///
+    /// As [`Engine::listen`].
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// let plain = |tcp: tokio::net::TcpStream| async move { Ok::<_, std::io::Error>(tcp) };
+    /// let addr = engine.listen_wrapped("127.0.0.1:0", plain).await?;
+    /// # let _ = addr;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn listen_wrapped(
         &self,
         addr: impl tokio::net::ToSocketAddrs,
@@ -299,6 +407,24 @@ impl Engine {
 
     /// Closes `id` with 1000 after its queued frames and forgets it. Returns what was known of
     /// it, or `None` if it was not registered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled before the shard took the command, nothing happens; after, the client is still
+    /// removed (only the answer is lost).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// assert!(engine.remove(id).await.is_some());
+    /// assert!(engine.remove(id).await.is_none(), "already gone");
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn remove(&self, id: ClientId) -> Option<ClientInfo> {
         let (reply, rx) = oneshot::channel();
         self.command(
@@ -315,6 +441,23 @@ impl Engine {
     }
 
     /// A snapshot of `id`, or `None` if it is not registered.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// let info = engine.client(id).await.expect("registered");
+    /// assert!(!info.authenticated);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn client(&self, id: ClientId) -> Option<ClientInfo> {
         let (reply, rx) = oneshot::channel();
         self.command(id.shard(), Control::Query { id, reply }.into())
@@ -325,6 +468,16 @@ impl Engine {
 
     /// Registered clients now, summed over shards without a round trip (each shard's count is
     /// exact; the sum is a moment's snapshot).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// assert_eq!(engine.client_count(), 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn client_count(&self) -> usize {
         self.inner
             .counters
@@ -334,6 +487,16 @@ impl Engine {
     }
 
     /// Connections now, including those still in their upgrade.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// assert_eq!(engine.connection_count(), 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn connection_count(&self) -> usize {
         self.inner.admission.connections()
     }
@@ -344,6 +507,24 @@ impl Engine {
     /// # Errors
     ///
     /// [`BroadcastError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled before the shard took the command, nothing changes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::Principal;
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// engine.set_authenticated(id, Principal::new("alice")).await?;
+    /// assert!(engine.client(id).await.expect("registered").authenticated);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn set_authenticated(
         &self,
         id: ClientId,
@@ -365,6 +546,23 @@ impl Engine {
     /// # Errors
     ///
     /// [`BroadcastError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled before the shard took the command, nothing changes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// // An application-level heartbeat (TopGun's PING message) arrived.
+    /// engine.update_last_ping(id).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn update_last_ping(&self, id: ClientId) -> Result<(), BroadcastError> {
         self.command(id.shard(), Control::UpdateLastPing { id }.into())
             .await
@@ -372,12 +570,44 @@ impl Engine {
 
     /// Whether `id` is registered and was heard from within the heartbeat timeout. An unknown
     /// client is not alive.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// assert!(engine.is_alive(id).await);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn is_alive(&self, id: ClientId) -> bool {
         let timeout = self.inner.config.heartbeat_timeout;
         self.client(id).await.is_some_and(|c| c.idle < timeout)
     }
 
     /// Time since `id` was last heard from; `Duration::MAX` for an unknown client.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// assert!(engine.idle_time(id).await < std::time::Duration::from_secs(1));
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn idle_time(&self, id: ClientId) -> Duration {
         self.client(id).await.map_or(Duration::MAX, |c| c.idle)
     }
@@ -391,7 +621,20 @@ impl Engine {
     ///
     /// # Cancel safety
     ///
-    /// Not cancel safe: if cancelled, some shards may have taken the payload and others not.
+    /// Cancel safe: it reserves a slot in every shard's queue before it sends to any, so a
+    /// cancelled call has sent nothing (and frees what it reserved).
+    ///
+    /// ```
+    /// use shardcast::{Audience, Engine, Payload};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().shards(2).build()?;
+    /// engine.broadcast(Payload::text("to all"), Audience::ALL).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn broadcast(
         &self,
         payload: Payload,
@@ -406,6 +649,22 @@ impl Engine {
     /// # Errors
     ///
     /// [`BroadcastError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe, as [`Engine::broadcast`]: all shards or none.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::{Audience, Payload};
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// let frames = (0..3).map(|i| Payload::text(format!("part {i}")));
+    /// engine.broadcast_batch(frames, Audience::ALL).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn broadcast_batch(
         &self,
         payloads: impl IntoIterator<Item = Payload>,
@@ -515,6 +774,24 @@ impl Engine {
     /// # Errors
     ///
     /// [`BroadcastError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: cancelled while waiting for room, nothing was sent (the payload is
+    /// dropped).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::Payload;
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// engine.send(id, Payload::text("just for you")).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn send(&self, id: ClientId, payload: Payload) -> Result<(), BroadcastError> {
         self.command(id.shard(), Delivery::Send { id, payload }.into())
             .await
@@ -526,6 +803,23 @@ impl Engine {
     ///
     /// [`TrySendError::Full`] if its shard's queue is full; [`TrySendError::Closed`] after
     /// shutdown.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::{Payload, TrySendError};
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// match engine.try_send(id, Payload::text("hi")) {
+    ///     Ok(()) => {}
+    ///     Err(TrySendError::Full(payload)) => engine.send(id, payload).await?,
+    ///     Err(e) => return Err(e.into()),
+    /// }
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn try_send(&self, id: ClientId, payload: Payload) -> Result<(), TrySendError> {
         let shards = self.shards();
         let Some(handle) = shards.get(id.shard().index()) else {
@@ -555,6 +849,18 @@ impl Engine {
     }
 
     /// Counters of every shard and their total.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// let stats = engine.stats();
+    /// assert_eq!(stats.shards.len(), 2);
+    /// assert_eq!(stats.total.clients, 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn stats(&self) -> Stats {
         let shards = self.shards();
         let per_shard = self
@@ -571,6 +877,16 @@ impl Engine {
     }
 
     /// Number of shards.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(3).build()?;
+    /// assert_eq!(engine.shard_count(), 3);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn shard_count(&self) -> usize {
         self.inner.counters.len()
     }
@@ -793,6 +1109,16 @@ impl Builder {
     }
 
     /// Sets the maximum inbound message and frame size together.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().max_message_size(1 << 20).build()?;
+    /// assert_eq!(engine.config().message_bytes_max, 1 << 20);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.config.message_bytes_max = bytes;
         self.config.frame_bytes_max = bytes;
@@ -800,6 +1126,23 @@ impl Builder {
     }
 
     /// The embedder's hooks. Default: `()` (accept everyone, ignore their messages).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::{Context, Handler};
+    /// struct Greeter;
+    /// impl Handler for Greeter {
+    ///     fn on_registered(&self, ctx: &mut Context<'_>) {
+    ///         let id = ctx.id();
+    ///         ctx.send(id, shardcast::Payload::text("welcome"));
+    ///     }
+    /// }
+    /// let engine = shardcast::Engine::builder().handler(Greeter).build()?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handler = Some(Arc::new(handler));
         self
@@ -811,6 +1154,18 @@ impl Builder {
     ///
     /// [`BuildError::Invalid`] names the first setting out of range; [`BuildError::Spawn`] if
     /// a thread or runtime cannot start.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// use shardcast::BuildError;
+    /// let refused = shardcast::Engine::builder().shards(0).build();
+    /// assert!(matches!(refused, Err(BuildError::Invalid { field: "shards", .. })));
+    /// let engine = shardcast::Engine::builder().build()?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn build(self) -> Result<Engine, BuildError> {
         self.start(|startup| shard::spawn(startup).map(Some))
     }
