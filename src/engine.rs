@@ -1,21 +1,6 @@
-//! `Engine`: the public handle to a running set of shards, and its `Builder`.
-//!
-//! # Ordering
-//!
-//! A healthy client receives every broadcast accepted after its registration completed, exactly
-//! once, in the order each publisher issued them. There is no total order across concurrent
-//! publishers: each shard applies its queue in order.
-//!
-//! # Back-pressure
-//!
-//! Each shard's queue holds [`Config::shard_queue_capacity`] commands. `broadcast().await`
-//! waits for room in each shard's queue in turn; `try_broadcast` never waits and reports the
-//! shards that were full.
-//!
-//! # Shutdown
-//!
-//! [`Engine::shutdown`] drains, closes every client with 1001 and joins every shard thread. An
-//! engine dropped without it stops its shards at once, without close frames.
+//! `Engine`: the public handle to a running set of shards, and its `Builder`. The contracts
+//! users need (ordering, back-pressure, shutdown) are on [`Engine`] itself, where rustdoc
+//! renders them.
 
 use crate::client::{ClientInfo, Principal};
 use crate::config::{Coalescing, Config, SlowConsumerPolicy};
@@ -61,6 +46,30 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// # Ok(())
 /// # }
 /// ```
+///
+/// # Ordering
+///
+/// A healthy client receives every broadcast accepted after its registration completed, exactly
+/// once, in the order each publisher issued them: a publisher is one task calling the engine
+/// (each call finishes before the next starts), or one client's connection whose messages a
+/// handler broadcasts. There is no total order across concurrent publishers: each shard applies
+/// its queue in order, and two publishers' broadcasts may interleave differently on different
+/// shards.
+///
+/// # Back-pressure
+///
+/// Each shard's queue holds [`Config::shard_queue_capacity`] commands. `broadcast().await`
+/// waits until every shard's queue has room, then sends to all (a cancelled call sent nothing);
+/// `try_broadcast` never waits, and sends to every shard or to none. Inside the shards, each
+/// client's queue is bounded by [`Config::client_queue_bytes_max`] and its slow-consumer policy;
+/// what handlers relay is back-pressured by pausing the reads of the client that sent it, so no
+/// shard ever waits for another.
+///
+/// # Shutdown
+///
+/// [`Engine::shutdown`] drains, closes every client with 1001 and joins every shard thread,
+/// reporting any it could not stop. An engine whose last clone is dropped without it stops its
+/// shards at once, without close frames.
 #[derive(Clone, Debug)]
 pub struct Engine {
     inner: Arc<Inner>,

@@ -1,15 +1,5 @@
-//! `Handler`: the embedder's code, run on the shard threads.
-//!
-//! # Back-pressure
-//!
-//! A handler runs on the shard thread that owns the client, synchronously: while it runs, that
-//! shard does nothing else, so it must not block. [`Context::broadcast`] never waits: the frame
-//! is delivered at once to the handler's own shard, and pushed without waiting into every other
-//! shard's queue once the messages of the current read are handled (so that a burst reaches each
-//! shard together, in order, and is written to each client at once). If one of those queues is
-//! full, the engine stops reading from the client whose messages are being handled until the
-//! queue has room, so back-pressure reaches that client through TCP and no shard ever waits for
-//! another.
+//! `Handler`: the embedder's code, run on the shard threads, and its `Context`. The contract
+//! (a handler must not block; back-pressure) is on [`Handler`], where rustdoc renders it.
 
 use super::command::{Delivery, Payloads};
 use super::decision::Decision;
@@ -42,6 +32,23 @@ use tokio::time::Instant;
 ///     }
 /// }
 /// ```
+///
+/// # A handler must not block
+///
+/// Every hook runs on the shard thread that owns the client, synchronously: while it runs,
+/// that shard reads, delivers and writes nothing, for any of its clients. Keep hooks short;
+/// hand slow work (a database write, an auth call) to another task and come back through the
+/// [`Engine`](crate::Engine). A handler that blocks anyway holds up its shard, and
+/// [`Engine::shutdown`](crate::Engine::shutdown) reports a shard it could not stop.
+///
+/// # Back-pressure
+///
+/// [`Context::broadcast`] and [`Context::send`] never wait: the frame is delivered at once on
+/// the handler's own shard, and pushed without waiting into every other shard's queue once the
+/// messages of the current read are handled (so that a burst reaches each shard together, in
+/// order, and is written to each client at once). If one of those queues is full, the engine
+/// stops reading from the client whose messages are being handled until the queue has room,
+/// so back-pressure reaches that client through TCP and no shard ever waits for another.
 pub trait Handler: Send + Sync + 'static {
     /// Decides on an upgrade request (after the engine checked it and its `Origin`): inspect
     /// auth headers, the peer's address (`None` for a stream that is not a plain TCP stream)
