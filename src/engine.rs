@@ -15,7 +15,7 @@ use crate::stats::{ShardCounters, Stats};
 use crate::{Audience, ClientId, Payload, ShardId};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
-use smallvec::smallvec;
+use smallvec::{SmallVec, smallvec};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -23,6 +23,10 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// A reserved slot in each shard's queue, for one broadcast: inline up to 16 shards, so that a
+/// broadcast allocates nothing for them.
+type Permits<'a> = SmallVec<[Permit<'a>; 16]>;
 
 /// Connections each listener lets the kernel queue before they are accepted.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -693,7 +697,7 @@ impl Engine {
         if shards.is_empty() {
             return Err(BroadcastError::Closed);
         }
-        let mut permits: Vec<Permit<'_>> = Vec::with_capacity(shards.len());
+        let mut permits = Permits::new();
         for handle in shards.iter() {
             permits.push(handle.reserve().await.map_err(|_| BroadcastError::Closed)?);
         }
@@ -702,7 +706,7 @@ impl Engine {
     }
 
     /// Sends one broadcast through a permit of every shard, and counts it.
-    fn send_all(&self, permits: Vec<Permit<'_>>, payloads: Payloads, audience: Audience) {
+    fn send_all(&self, permits: Permits<'_>, payloads: Payloads, audience: Audience) {
         self.inner
             .published
             .fetch_add(payloads.len() as u64, Relaxed);
@@ -757,7 +761,7 @@ impl Engine {
         if shards.is_empty() {
             return Err(TryBroadcastError::Closed(payload));
         }
-        let mut permits = Vec::with_capacity(shards.len());
+        let mut permits = Permits::new();
         let mut full = Vec::new();
         for handle in shards.iter() {
             match handle.try_reserve() {
