@@ -176,9 +176,7 @@ impl Context<'_> {
             self.push(index, cmd);
         }
         if self.shards.get(own).is_some() {
-            self.state.deliver(&payloads, audience, self.now);
-            let applied = &self.state.counters().broadcasts_applied;
-            crate::stats::bump_release(applied, payloads.len() as u64);
+            self.state.broadcast(&[&payloads[..]], audience, self.now);
         }
         let published = &self.state.counters().broadcasts_published;
         crate::stats::bump(published, payloads.len() as u64);

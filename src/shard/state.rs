@@ -17,9 +17,9 @@ use super::decision::Verdict;
 use super::outbound::Outbound;
 use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
-use crate::stats::{ShardCounters, bump, drop_by};
+use crate::stats::{ShardCounters, bump, bump_release, drop_by};
 use crate::wire::handshake::Request;
-use crate::wire::{Opcode, frame};
+use crate::wire::{Opcode, envelope, frame};
 use crate::{Audience, ClientId, Payload};
 use slab::Slab;
 use smallvec::SmallVec;
@@ -215,6 +215,62 @@ impl State {
         for slot in evict {
             self.close(slot, RemoveReason::SlowConsumer);
         }
+    }
+
+    /// Applies broadcasts to the same audience in one pass (each group one broadcast, or one
+    /// batch), and counts them once they took effect.
+    pub(crate) fn broadcast<G: AsRef<[Payload]>>(
+        &mut self,
+        groups: &[G],
+        audience: Audience,
+        now: Instant,
+    ) {
+        self.deliver_groups(groups, audience, now);
+        self.applied(groups.iter().map(|g| g.as_ref().len()).sum());
+    }
+
+    /// Applies a run of single-frame broadcasts to one audience as batch envelopes
+    /// (`batch_envelope`): as many frames per envelope as `envelope_bytes_max` allows, each
+    /// envelope built once for every client; a frame too large for any envelope goes out as
+    /// itself. Counts the broadcasts, not the envelopes.
+    pub(crate) fn broadcast_enveloped(
+        &mut self,
+        run: &[Payload],
+        audience: Audience,
+        now: Instant,
+    ) {
+        let max = self.config.envelope_bytes_max;
+        let mut start = 0;
+        while start < run.len() {
+            let mut end = start;
+            let mut size = 4;
+            while end < run.len() && size + 4 + run[end].body().len() <= max {
+                size += 4 + run[end].body().len();
+                end += 1;
+            }
+            if end <= start + 1 {
+                // One frame alone, or one too large for any envelope (whose length fields are
+                // bounded): it goes out as itself.
+                let end = start + 1;
+                self.deliver(&run[start..end], audience, now);
+                start = end;
+                continue;
+            }
+            let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
+            match Payload::from_frame(frame) {
+                Ok(payload) => self.deliver(std::slice::from_ref(&payload), audience, now),
+                Err(_) => self.deliver(&run[start..end], audience, now),
+            }
+            start = end;
+        }
+        self.applied(run.len());
+    }
+
+    /// Counts `n` broadcasts applied, after their deliveries, drops and evictions: Release,
+    /// paired with the Acquire in `ShardStats::read`, so a snapshot that counts a broadcast
+    /// counts its effects too. The only place that counts them.
+    fn applied(&self, n: usize) {
+        bump_release(&self.counters.broadcasts_applied, n as u64);
     }
 
     /// Delivers one payload to one client, if it is open.

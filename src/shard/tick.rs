@@ -22,7 +22,6 @@ use crate::ShardId;
 use crate::config::Config;
 use crate::shard::Handler;
 use crate::stats::ShardCounters;
-use crate::wire::envelope;
 use crate::{Audience, Payload};
 use smallvec::SmallVec;
 use std::cell::RefCell;
@@ -186,8 +185,16 @@ impl Runs {
 
     /// Delivers what was gathered.
     fn flush(&mut self, shared: &Shared, now: Instant) {
-        shared.deliver_run(&mut self.run, self.audience, now);
-        shared.deliver_groups(&mut self.groups, self.audience, now);
+        if !self.run.is_empty() {
+            let mut state = shared.state.borrow_mut();
+            state.broadcast_enveloped(&self.run, self.audience, now);
+            self.run.clear();
+        }
+        if !self.groups.is_empty() {
+            let mut state = shared.state.borrow_mut();
+            state.broadcast(&self.groups, self.audience, now);
+            self.groups.clear();
+        }
     }
 }
 
@@ -252,57 +259,6 @@ impl Shared {
                 }
             }
         }
-    }
-
-    /// Delivers consecutive broadcasts to the same audience, then empties `groups`.
-    fn deliver_groups(
-        &self,
-        groups: &mut SmallVec<[Payloads; 16]>,
-        audience: Audience,
-        now: Instant,
-    ) {
-        if groups.is_empty() {
-            return;
-        }
-        let mut state = self.state.borrow_mut();
-        let frames: usize = groups.iter().map(|g| g.len()).sum();
-        state.deliver_groups(groups, audience, now);
-        crate::stats::bump_release(&state.counters().broadcasts_applied, frames as u64);
-        groups.clear();
-    }
-
-    /// Delivers a run of broadcasts to the same audience (envelope mode), then empties it.
-    fn deliver_run(&self, run: &mut SmallVec<[Payload; 16]>, audience: Audience, now: Instant) {
-        if run.is_empty() {
-            return;
-        }
-        let mut state = self.state.borrow_mut();
-        let max = self.config.envelope_bytes_max;
-        let mut start = 0;
-        while start < run.len() {
-            let mut end = start;
-            let mut size = 4;
-            while end < run.len() && size + 4 + run[end].body().len() <= max {
-                size += 4 + run[end].body().len();
-                end += 1;
-            }
-            if end <= start + 1 {
-                // One frame alone, or one too large for any envelope (whose length fields are
-                // bounded): it goes out as itself.
-                let end = start + 1;
-                state.deliver(&run[start..end], audience, now);
-                start = end;
-                continue;
-            }
-            let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
-            match Payload::from_frame(frame) {
-                Ok(payload) => state.deliver(std::slice::from_ref(&payload), audience, now),
-                Err(_) => state.deliver(&run[start..end], audience, now),
-            }
-            start = end;
-        }
-        crate::stats::bump_release(&state.counters().broadcasts_applied, run.len() as u64);
-        run.clear();
     }
 }
 
