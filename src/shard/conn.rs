@@ -20,7 +20,7 @@ use super::command::Io;
 use super::outbound::IoSlices;
 use super::relay::{Waiting, post, send_waiting};
 use super::shared::Shared;
-use super::state::Phase;
+use super::state::{Phase, State};
 use crate::ClientId;
 use crate::client::RemoveReason;
 use crate::shard::{Context, Incoming};
@@ -304,46 +304,8 @@ fn poll_io(
     timer: &mut Option<Pin<Box<Sleep>>>,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
-    let now = Instant::now();
-    loop {
-        let Some(client) = state.client(slot) else {
-            return Poll::Ready(Event::Done);
-        };
-        match client.phase {
-            Phase::Abort => return Poll::Ready(Event::Done),
-            Phase::Closing if client.out.is_empty() => return Poll::Ready(Event::Closed),
-            _ if client.out.is_empty() => break,
-            _ => {}
-        }
-        if shared.config.coalescing.delays()
-            && let Some(wait) = state.flush_delay(slot, now)
-        {
-            let due = now + wait;
-            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            sleep.as_mut().reset(due);
-            if sleep.as_mut().poll(cx).is_pending() {
-                break;
-            }
-        }
-        let Some(client) = state.client(slot) else {
-            return Poll::Ready(Event::Done);
-        };
-        let written = {
-            let mut buf = shared.write_buf.borrow_mut();
-            let mut slices = IoSlices::new();
-            client
-                .out
-                .gather(&mut buf, shared.config.copy_bytes_max, &mut slices);
-            write(io, cx, &slices)
-        };
-        match written {
-            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Event::Done),
-            Poll::Ready(Ok(n)) => state.wrote(slot, n),
-            Poll::Pending => {
-                state.write_blocked(slot, now);
-                break;
-            }
-        }
+    if let Some(end) = flush(shared, &mut state, cx, slot, io, timer) {
+        return Poll::Ready(end);
     }
     if *reading == Reading::NextTurn && state.phase(slot) == Phase::Open {
         // INVARIANT: a connection handles at most one read (`read_buffer_bytes`) per turn of
@@ -370,6 +332,61 @@ fn poll_io(
     }
     state.set_waker(slot, cx.waker());
     Poll::Pending
+}
+
+/// Writes the client's queue to its socket until the queue is empty, the socket takes no more
+/// (the write deadline starts), or coalescing holds the rest back (the timer is armed).
+/// Returns how the connection ends, if it does: its close frame is out, it is aborted, or the
+/// socket failed.
+fn flush(
+    shared: &Shared,
+    state: &mut State,
+    cx: &mut TaskContext<'_>,
+    slot: usize,
+    io: &mut Box<dyn Io>,
+    timer: &mut Option<Pin<Box<Sleep>>>,
+) -> Option<Event> {
+    let now = Instant::now();
+    loop {
+        let Some(client) = state.client(slot) else {
+            return Some(Event::Done);
+        };
+        match client.phase {
+            Phase::Abort => return Some(Event::Done),
+            Phase::Closing if client.out.is_empty() => return Some(Event::Closed),
+            _ if client.out.is_empty() => return None,
+            _ => {}
+        }
+        if shared.config.coalescing.delays()
+            && let Some(wait) = state.flush_delay(slot, now)
+        {
+            let due = now + wait;
+            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+            sleep.as_mut().reset(due);
+            if sleep.as_mut().poll(cx).is_pending() {
+                return None;
+            }
+        }
+        let Some(client) = state.client(slot) else {
+            return Some(Event::Done);
+        };
+        let written = {
+            let mut buf = shared.write_buf.borrow_mut();
+            let mut slices = IoSlices::new();
+            client
+                .out
+                .gather(&mut buf, shared.config.copy_bytes_max, &mut slices);
+            write(io, cx, &slices)
+        };
+        match written {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(Event::Done),
+            Poll::Ready(Ok(n)) => state.wrote(slot, n),
+            Poll::Pending => {
+                state.write_blocked(slot, now);
+                return None;
+            }
+        }
+    }
 }
 
 /// One `write` (one slice) or `writev` (several).
