@@ -126,6 +126,32 @@ impl Setup {
         }
     }
 
+    /// Waits for the removal the shard reports a moment after it counts it, and checks that
+    /// the stalled client, and no other, was removed, for `reason` (until shutdown, the only
+    /// removal). A failure names who was removed and the order in which clients registered.
+    async fn only_stalled_removed(&self, reason: RemoveReason) {
+        eventually(|| !self.events.removed().is_empty()).await;
+        let removed = self.events.removed();
+        assert_eq!(
+            removed,
+            [(self.stalled_id, reason)],
+            "only the stalled client {} is removed; removed: {}; registered, in this order: {}",
+            self.stalled_id,
+            removed
+                .iter()
+                .map(|(id, reason)| format!("{id} ({reason:?})"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            self.events
+                .registered()
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        assert!(self.engine.client(self.stalled_id).await.is_none());
+    }
+
     /// Sends END and checks that every healthy client got every numbered frame, in order.
     async fn check_healthy(&mut self) -> Vec<Client> {
         self.engine
@@ -183,13 +209,8 @@ async fn stalled_client_is_evicted_with_4008_while_healthy_clients_receive_every
         stats.frames_dropped, 0,
         "Disconnect drops no frame of a client it keeps"
     );
-    assert!(setup.engine.client(setup.stalled_id).await.is_none());
+    setup.only_stalled_removed(RemoveReason::SlowConsumer).await;
     assert_eq!(setup.engine.client_count(), 3);
-    eventually(|| !setup.events.removals_of(setup.stalled_id).is_empty()).await;
-    assert_eq!(
-        setup.events.removals_of(setup.stalled_id),
-        [RemoveReason::SlowConsumer]
-    );
 
     // Reading now, it finds whole frames in order from the first, then the close (or the end).
     let (frames, end) = setup.stalled.read_to_close().await;
@@ -321,12 +342,9 @@ async fn write_deadline_evicts_a_client_whose_socket_accepts_nothing() {
     let stats = setup.engine.stats().total;
     assert_eq!(stats.evicted.write_deadline, 1, "only the stalled client");
     assert_eq!(stats.evicted.slow_consumer, 0);
-    assert!(setup.engine.client(setup.stalled_id).await.is_none());
-    eventually(|| !setup.events.removals_of(setup.stalled_id).is_empty()).await;
-    assert_eq!(
-        setup.events.removals_of(setup.stalled_id),
-        [RemoveReason::WriteDeadline]
-    );
+    setup
+        .only_stalled_removed(RemoveReason::WriteDeadline)
+        .await;
 
     let (frames, end) = setup.stalled.read_to_close().await;
     setup.stalled.hang_up().await;
