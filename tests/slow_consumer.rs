@@ -54,11 +54,13 @@ impl Setup {
             .handler(recorder)
             .client_queue_bytes_max(QUEUE_MAX);
         let (engine, addr) = start(configure(builder)).await;
-        let healthy = connect_many(&engine, addr, 3)
-            .await
-            .into_iter()
-            .map(spawn_reader)
-            .collect();
+        // Each healthy client's registration is recorded before the next client connects, so
+        // that the fourth recorded is the stalled one. Waiting for the client count is not
+        // enough: a shard counts a client when it admits it and records it a moment later; if
+        // that shard thread is preempted in between, the stalled client can be admitted and
+        // recorded on the other shard first, and a healthy client is taken for it.
+        let (healthy, _) = connect_many_with_ids(&engine, addr, &events, 3).await;
+        let healthy = healthy.into_iter().map(spawn_reader).collect();
         // A small receive buffer: the kernel holds less for it, so it stalls sooner.
         let stalled = RawClient::connect_with_recv_buffer(addr, Some(4096)).await;
         let stalled_id = registered(&events, 4).await;
