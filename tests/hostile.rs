@@ -754,8 +754,9 @@ async fn violations_close_only_their_clients(violations: &[Violation], copies: u
         .handler(recorder)
         .max_message_size(MAX_MESSAGE);
     let (engine, addr) = start(builder).await;
-    let watch = Watch::start(&engine, connect_many(&engine, addr, HEALTHY).await).await;
-    let healthy_ids: HashSet<_> = events.registered().into_iter().collect();
+    let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
+    let watch = Watch::start(&engine, healthy).await;
+    let healthy_ids: HashSet<_> = healthy_ids.into_iter().collect();
     assert_eq!(healthy_ids.len(), HEALTHY);
 
     let mut violators = JoinSet::new();
@@ -968,8 +969,9 @@ async fn ten_thousand_connections_dropped_at_random_points_leave_nothing_behind(
 
     let (recorder, events) = Recorder::new();
     let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
-    let watch = Watch::start(&engine, connect_many(&engine, addr, HEALTHY).await).await;
-    let healthy_ids: HashSet<_> = events.registered().into_iter().collect();
+    let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
+    let watch = Watch::start(&engine, healthy).await;
+    let healthy_ids: HashSet<_> = healthy_ids.into_iter().collect();
     let rss_before = resident_bytes();
 
     let (request_len, frame_len) = (request("GET", &[]).len(), churn_frame().len());
