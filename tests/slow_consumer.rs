@@ -4,18 +4,27 @@
 mod common;
 
 use common::*;
-use shardcast::{Audience, Builder, ClientId, Engine, Payload, RemoveReason, SlowConsumerPolicy};
+use shardcast::{
+    Audience, Builder, ClientId, Engine, FRAME_OVERHEAD_BYTES, Payload, RemoveReason,
+    SlowConsumerPolicy,
+};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
 /// Body size of each numbered broadcast.
 const BODY: usize = 16 << 10;
+/// What one numbered frame is charged in a client's queue: its body, its 4-byte header (a
+/// 16-bit length) and the per-frame overhead.
+const FRAME_CHARGE: usize = BODY + 4 + FRAME_OVERHEAD_BYTES;
 /// Queue cap of every client: four numbered frames do not fit.
 const QUEUE_MAX: usize = 64 << 10;
 /// Frames sent but not yet read by every healthy client, at most: three frames fit in
 /// [`QUEUE_MAX`], so a healthy client's queue never overflows whatever the shard ticks do.
 const IN_FLIGHT_MAX: usize = 3;
+// Three frames leave room for a few control frames (a ping, a pong); a fourth overflows.
+const _: () = assert!(IN_FLIGHT_MAX * FRAME_CHARGE + 1024 <= QUEUE_MAX);
+const _: () = assert!((IN_FLIGHT_MAX + 1) * FRAME_CHARGE > QUEUE_MAX);
 /// Consecutive broadcasts that must each cost the stalled client a frame before it counts as
 /// stalled for good.
 const STALL_STREAK: u64 = 5;
@@ -26,7 +35,9 @@ const BROADCASTS_MAX: u64 = 4000;
 fn numbered(seq: u64) -> Payload {
     let mut body = vec![0xa5; BODY];
     body[..8].copy_from_slice(&seq.to_le_bytes());
-    Payload::binary(body)
+    let payload = Payload::binary(body);
+    assert_eq!(payload.len() + FRAME_OVERHEAD_BYTES, FRAME_CHARGE);
+    payload
 }
 
 /// The sequence number of a numbered body.
