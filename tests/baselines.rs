@@ -1,8 +1,9 @@
 //! `shardcast bench` against the external baselines it starts itself, uWebSockets through Bun
-//! and a Node `ws` relay: frames flow and none is lost. Each test is skipped, saying why, when
-//! `npm ci --prefix baselines` has not installed the baseline (CI installs them).
+//! and a Node `ws` relay: frames flow and none is lost. Each test is skipped when
+//! `npm ci --prefix baselines` has not installed its baseline (CI installs them): it then passes
+//! having checked nothing, so it says so on the terminal, past the test harness's capture.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -17,23 +18,31 @@ static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 #[test]
 fn bench_against_bun_delivers_and_loses_nothing() {
-    bench_delivers_and_loses_nothing("bun", "node_modules/.bin/bun");
+    bench_delivers_and_loses_nothing(
+        "bench_against_bun_delivers_and_loses_nothing",
+        "bun",
+        "node_modules/.bin/bun",
+    );
 }
 
 #[test]
 fn bench_against_node_ws_delivers_and_loses_nothing() {
-    bench_delivers_and_loses_nothing("node-ws", "node_modules/ws");
+    bench_delivers_and_loses_nothing(
+        "bench_against_node_ws_delivers_and_loses_nothing",
+        "node-ws",
+        "node_modules/ws",
+    );
 }
 
-/// Runs `shardcast bench --server server` briefly, unless `installed` (in `baselines/`) is
-/// missing, and checks its report.
-fn bench_delivers_and_loses_nothing(server: &str, installed: &str) {
+/// Runs `shardcast bench --server server` briefly and checks its report, unless `installed`
+/// (in `baselines/`) is missing: then test `test` is skipped, saying so.
+fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed: &str) {
     let baselines = Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
     if !baselines.join(installed).exists() {
-        eprintln!(
-            "skipped: the {server} baseline is not installed (no baselines/{installed}); run \
-             `npm ci --prefix baselines`"
-        );
+        skipped(&format!(
+            "{test}: the {server} baseline is not installed (no baselines/{installed}); install \
+             it with `npm ci --prefix baselines`"
+        ));
         return;
     }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
@@ -78,6 +87,13 @@ fn bench_delivers_and_loses_nothing(server: &str, installed: &str) {
     );
     assert_eq!(field(&report, "lost"), 0, "{report}");
     assert!(field(&report, "deliveries") > 0, "{report}");
+}
+
+/// Says on the terminal that a test was skipped, and why. Written to the process's standard
+/// error itself, not with `eprintln!`, which the test harness captures and shows only for a
+/// test that fails: a skipped test passes, and its skip must not go unseen.
+fn skipped(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
 }
 
 /// The integer at `key` in the bench's flat JSON report.

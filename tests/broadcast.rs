@@ -291,11 +291,14 @@ async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
         + 2
         + END.len() as u64;
     // The counters move after the write returns, so a client can read a frame before its write
-    // is counted: wait for the bytes, then check every figure.
+    // is counted: wait for the bytes, then check every figure. Wait as well for every shard to
+    // apply every broadcast: a shard with none of the clients (all four may land on the
+    // other) delivers nothing, so what the clients read says nothing of how far it got.
     eventually(|| {
         let t = engine.stats().total;
         t.deliveries - before.total.deliveries == deliveries
             && t.bytes_written - before.total.bytes_written >= 4 * bytes
+            && t.broadcasts_applied - before.total.broadcasts_applied >= 2 * (FRAMES as u64 + 1)
     })
     .await;
     let after = engine.stats();

@@ -20,11 +20,10 @@ async fn violation_closes_only_its_client(chunks: &[Vec<u8>], code: u16) {
         .handler(recorder)
         .max_message_size(MAX_MESSAGE);
     let (engine, addr) = start(builder).await;
-    let healthy: Vec<Reader> = connect_many(&engine, addr, 3)
-        .await
-        .into_iter()
-        .map(spawn_reader)
-        .collect();
+    // Each healthy registration recorded before the raw client connects, so that the fourth
+    // recorded is the raw client (see `connect`).
+    let (healthy, _) = connect_many_with_ids(&engine, addr, &events, 3).await;
+    let healthy: Vec<Reader> = healthy.into_iter().map(spawn_reader).collect();
     let mut raw = RawClient::connect(addr).await;
     let raw_id = registered(&events, 4).await;
 

@@ -34,6 +34,10 @@ pub async fn start(builder: Builder) -> (Engine, SocketAddr) {
 }
 
 /// Connects one client and waits until the engine counts it as registered.
+///
+/// Not until a handler has seen it: the shard runs `on_registered` just after it counts the
+/// client, and may be preempted in between. A test that learns ids from a [`Recorder`] uses
+/// [`connect_with_id`] or [`connect_many_with_ids`].
 pub async fn connect(engine: &Engine, addr: SocketAddr) -> Client {
     let before = engine.client_count();
     let (ws, _) = tokio::time::timeout(
@@ -50,7 +54,7 @@ pub async fn connect(engine: &Engine, addr: SocketAddr) -> Client {
     ws
 }
 
-/// Connects `n` clients.
+/// Connects `n` clients (see [`connect`]: a [`Recorder`] may not have seen the last one yet).
 pub async fn connect_many(engine: &Engine, addr: SocketAddr, n: usize) -> Vec<Client> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
