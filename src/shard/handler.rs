@@ -147,7 +147,7 @@ impl Context<'_> {
     /// Broadcasts `payload` to `audience` on every shard. Never waits (see the module docs for
     /// back-pressure).
     pub fn broadcast(&mut self, payload: Payload, audience: Audience) {
-        self.fan_out(smallvec![payload], audience);
+        self.publish(smallvec![payload], audience);
     }
 
     /// Broadcasts several frames; each client receives them adjacent and in order.
@@ -156,10 +156,12 @@ impl Context<'_> {
         payloads: impl IntoIterator<Item = Payload>,
         audience: Audience,
     ) {
-        self.fan_out(payloads.into_iter().collect(), audience);
+        self.publish(payloads.into_iter().collect(), audience);
     }
 
-    fn fan_out(&mut self, payloads: Payloads, audience: Audience) {
+    /// Delivers a broadcast on this shard now and queues it for every other shard (the engine's
+    /// fan-out, from a handler: never waiting).
+    fn publish(&mut self, payloads: Payloads, audience: Audience) {
         if payloads.is_empty() {
             return;
         }

@@ -213,7 +213,7 @@ impl State {
         }
         tally.publish(&self.counters);
         for slot in evict {
-            self.close(slot, RemoveReason::SlowConsumer);
+            self.evict(slot, RemoveReason::SlowConsumer);
         }
     }
 
@@ -292,7 +292,7 @@ impl State {
         );
         tally.publish(&self.counters);
         if !ok {
-            self.close(slot, RemoveReason::SlowConsumer);
+            self.evict(slot, RemoveReason::SlowConsumer);
         }
     }
 
@@ -359,6 +359,12 @@ impl State {
             self.close(slot, RemoveReason::Removed);
         }
         Some(info)
+    }
+
+    /// Evicts the client in `slot` by policy (a full queue, the heartbeat, auth or write
+    /// deadline): closed for `reason`, and counted under it.
+    fn evict(&mut self, slot: usize, reason: RemoveReason) {
+        self.close(slot, reason);
     }
 
     /// Closes the client in `slot` for `reason`: it leaves the audience now, and its connection
@@ -502,7 +508,7 @@ impl State {
             bump(&self.counters.queued_bytes, pinged);
         }
         for (slot, reason) in doomed {
-            self.close(slot, reason);
+            self.evict(slot, reason);
         }
         for slot in stuck {
             if let Some(client) = self.clients.get_mut(slot) {
