@@ -421,8 +421,8 @@ async fn try_broadcast_is_all_or_nothing_when_one_shard_is_full() {
             }
             other => panic!("expected Full, got {other:?}"),
         }
-        // Let the shards run: the one with room took nothing either.
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Let the shards run (paused time): the one with room took nothing either.
+        elapse(Duration::from_millis(10)).await;
         let stats = engine.stats();
         assert_eq!(stats.total.broadcasts_applied, 0);
         assert_eq!(stats.broadcasts, 0);
@@ -447,7 +447,7 @@ async fn a_cancelled_broadcast_reaches_no_shard() {
         })
         .await;
         drop(broadcast);
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        elapse(Duration::from_millis(10)).await;
         let stats = engine.stats();
         assert_eq!(stats.total.broadcasts_applied, 0, "no shard got it");
         assert_eq!(stats.broadcasts, 0);
@@ -456,7 +456,7 @@ async fn a_cancelled_broadcast_reaches_no_shard() {
             .broadcast(Payload::text("y"), Audience::ALL)
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(10)).await;
+        elapse(Duration::from_millis(10)).await;
         assert_eq!(engine.stats().total.broadcasts_applied, 2);
         engine.shutdown(Duration::from_secs(1)).await;
     })

@@ -9,7 +9,7 @@
 mod common;
 
 use common::{
-    Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, local,
+    Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, elapse, local,
     start_local as start,
 };
 use futures_util::{SinkExt, StreamExt};
@@ -22,12 +22,6 @@ use std::time::Duration;
 use tokio::io::AsyncReadExt;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::{Bytes, Message};
-
-/// Lets `d` of paused time pass: the clock jumps from timer to timer, and every task due at
-/// each one runs before the next.
-async fn elapse(d: Duration) {
-    tokio::time::sleep(d).await;
-}
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)

@@ -139,6 +139,12 @@ pub fn start_local(builder: Builder) -> Engine {
     builder.build_local().expect("build")
 }
 
+/// Lets `d` of paused time pass: the clock jumps from timer to timer, and every task due at
+/// each one runs before the next.
+pub async fn elapse(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
 /// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
 pub async fn connect_pipe(engine: &Engine) -> (Pipe, ClientId) {
     connect_with_pipe(engine, PIPE_BYTES).await
