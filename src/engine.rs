@@ -143,15 +143,16 @@ impl Engine {
     /// Hands a stream to the engine; the HTTP upgrade runs on the client's shard, within
     /// [`Config::handshake_deadline`]. Returns once the stream is queued to its shard; the
     /// client receives broadcasts from the moment its upgrade completes
-    /// ([`Handler::on_registered`]). For a `tokio::net::TcpStream`, prefer
-    /// [`Engine::register_tcp`].
+    /// ([`Handler::on_registered`]).
     ///
-    /// # `TCP_NODELAY`
+    /// # TCP streams
     ///
-    /// A `tokio::net::TcpStream` gets `TCP_NODELAY` here. Any other stream over TCP (TLS, a
-    /// framework's upgraded connection) must have it set by its owner before it is handed
-    /// over: with Nagle's algorithm on, the kernel holds each small write back until the last
-    /// one is acknowledged, which cut throughput about 5x in our measurements.
+    /// A plain `tokio::net::TcpStream`, accepted on any runtime, is moved to its shard's own
+    /// reactor (as [`Engine::register_tcp`] does), so it does not depend on the runtime that
+    /// accepted it, and gets `TCP_NODELAY`. Any other stream over TCP (TLS, a framework's
+    /// upgraded connection) must have `TCP_NODELAY` set by its owner before it is handed over:
+    /// with Nagle's algorithm on, the kernel holds each small write back until the last one is
+    /// acknowledged, which cut throughput about 5x in our measurements.
     ///
     /// # Errors
     ///
@@ -162,16 +163,14 @@ impl Engine {
     ///
     /// If cancelled while waiting for room in the shard queue, the stream is dropped.
     pub async fn register<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
-        let peer = set_nodelay(&stream);
-        self.adopt(Stream::Boxed(Box::new(stream), peer), false)
-            .await
+        self.adopt(into_stream(stream)?, false).await
     }
 
     /// Like [`Engine::register`], for a stream on which the embedder already completed the
     /// upgrade: the client is registered as soon as its shard takes it, so it receives every
     /// broadcast this caller issues after this call returns. As with [`Engine::register`], a
-    /// stream over TCP other than a plain `tokio::net::TcpStream` must have `TCP_NODELAY` set
-    /// by its owner.
+    /// plain `tokio::net::TcpStream` moves to its shard's reactor, and any other stream over
+    /// TCP must have `TCP_NODELAY` set by its owner.
     ///
     /// # Errors
     ///
@@ -195,9 +194,7 @@ impl Engine {
     /// # }
     /// ```
     pub async fn register_upgraded<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
-        let peer = set_nodelay(&stream);
-        self.adopt(Stream::Boxed(Box::new(stream), peer), true)
-            .await
+        self.adopt(into_stream(stream)?, true).await
     }
 
     /// Like [`Engine::register`] for a TCP stream accepted on any runtime: the socket is moved
@@ -1284,15 +1281,27 @@ impl Builder {
     }
 }
 
-/// Turns Nagle's algorithm off if `stream` is a plain `tokio::net::TcpStream`. With it on, the
+/// A stream on its way to its shard. A plain `tokio::net::TcpStream` is detached from the
+/// runtime that made it, to be registered with its shard's reactor (polled from another
+/// thread's reactor, it would pay a cross-thread wake-up per event, and die with that
+/// runtime), and gets `TCP_NODELAY` and its peer's address there. With Nagle's algorithm on, the
 /// kernel holds a small frame back until the previous one is acknowledged: measured here, 0.36M
 /// deliveries/s against 1.4-2.0M with it off. A stream that wraps a TCP socket (TLS, an HTTP
-/// upgrade) is out of the engine's reach: its owner must set it. Returns the peer's address
-/// of a TCP stream, for [`Handler::on_upgrade`].
-fn set_nodelay<S: Io>(stream: &S) -> Option<SocketAddr> {
-    let tcp = (stream as &dyn std::any::Any).downcast_ref::<tokio::net::TcpStream>()?;
-    let _ = tcp.set_nodelay(true);
-    tcp.peer_addr().ok()
+/// upgrade) is out of the engine's reach: its owner must set it.
+fn into_stream<S: Io>(stream: S) -> Result<Stream, RegisterError> {
+    let mut slot = Some(stream);
+    let tcp = (&mut slot as &mut dyn std::any::Any)
+        .downcast_mut::<Option<tokio::net::TcpStream>>()
+        .and_then(Option::take);
+    match (tcp, slot) {
+        (Some(tcp), _) => Ok(Stream::Tcp(
+            tcp.into_std().map_err(RegisterError::Io)?,
+            None,
+        )),
+        (None, Some(stream)) => Ok(Stream::Boxed(Box::new(stream), None)),
+        // The downcast takes the stream only when it returns it.
+        (None, None) => unreachable!("a stream is either a TcpStream or still in its slot"),
+    }
 }
 
 /// Checks every field once, so shards never re-check a limit.

@@ -556,11 +556,12 @@ async fn accepted_pair() -> (
 async fn register_and_register_upgraded_set_tcp_nodelay_on_a_tcp_stream() {
     let engine = Engine::builder().shards(1).build().unwrap();
     let (server, probe, _client) = accepted_pair().await;
+    // Set on the shard, once it adopts the socket.
     engine.register(server).await.unwrap();
-    assert!(probe.nodelay().unwrap(), "register");
+    eventually(|| probe.nodelay().unwrap()).await;
     let (server, probe, _client) = accepted_pair().await;
     engine.register_upgraded(server).await.unwrap();
-    assert!(probe.nodelay().unwrap(), "register_upgraded");
+    eventually(|| probe.nodelay().unwrap()).await;
     engine.shutdown(Duration::from_millis(100)).await;
 }
 
@@ -681,4 +682,38 @@ async fn on_upgrade_sees_the_peer_address_of_a_tcp_stream() {
         [Some(listened_from), Some(handed_from), None]
     );
     engine.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn register_moves_a_tcp_stream_to_its_shard_so_it_outlives_the_runtime_that_accepted_it() {
+    let engine = Engine::builder().shards(1).build().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
+    // Accepted and handed over on a runtime of its own, which then goes away with its reactor.
+    let handing = engine.clone();
+    std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            let (tcp, _) = listener.accept().await.unwrap();
+            handing.register(tcp).await.unwrap();
+        });
+    });
+    let (mut ws, _) = tokio::time::timeout(WAIT, connecting)
+        .await
+        .unwrap()
+        .unwrap()
+        .expect("upgrade accepted");
+    eventually(|| engine.client_count() == 1).await;
+    engine
+        .broadcast(Payload::text("still here"), Audience::ALL)
+        .await
+        .unwrap();
+    assert_eq!(next_text(&mut ws).await, "still here");
+    shutdown_reading(&engine, vec![ws]).await;
 }
