@@ -103,11 +103,18 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
                 // bursts): a queue full of relayed megabytes is delivered at the pace the
                 // clients' sockets take it, not into their queues all at once.
                 let budget = shared.config.read_buffer_bytes;
-                while !commands.is_empty() {
-                    let k = within_budget(&commands, budget);
-                    tick.extend(commands.drain(..k));
+                let mut received = commands.drain(..).peekable();
+                while received.peek().is_some() {
+                    // At least one command, then more while the tick's frames fit the budget.
+                    let mut bytes = 0;
+                    while let Some(command) = received.next_if(|c| {
+                        bytes += c.frame_bytes();
+                        tick.is_empty() || bytes <= budget
+                    }) {
+                        tick.push(command);
+                    }
                     apply_all(&shared, &mut tick, &mut stopping, Instant::now());
-                    if !commands.is_empty() {
+                    if received.peek().is_some() {
                         tokio::task::yield_now().await;
                     }
                 }
@@ -260,17 +267,4 @@ impl Shared {
             }
         }
     }
-}
-
-/// How many commands from the front of `commands` carry at most `budget` bytes of frames (at
-/// least one).
-fn within_budget(commands: &[Command], budget: usize) -> usize {
-    let mut bytes = 0;
-    for (i, command) in commands.iter().enumerate() {
-        bytes += command.frame_bytes();
-        if bytes > budget {
-            return i.max(1);
-        }
-    }
-    commands.len()
 }
