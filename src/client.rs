@@ -50,6 +50,8 @@ pub struct ClientInfo {
     pub idle: Duration,
     /// Bytes waiting in its outbound queue.
     pub queued_bytes: usize,
+    /// The topics it is subscribed to, sorted by name.
+    pub topics: Vec<crate::Topic>,
 }
 
 /// Why a registered client left. Passed to [`crate::Handler::on_removed`].
@@ -105,6 +107,8 @@ pub mod close_code {
     pub const PROTOCOL: u16 = 1002;
     /// Invalid UTF-8 in a text message (RFC 6455).
     pub const INVALID_PAYLOAD: u16 = 1007;
+    /// The message broke the application's rules (RFC 6455 "policy violation").
+    pub const POLICY: u16 = 1008;
     /// Message too big (RFC 6455).
     pub const TOO_BIG: u16 = 1009;
     /// Not authenticated before the auth deadline.

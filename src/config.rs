@@ -174,6 +174,10 @@ pub struct Config {
     /// After sending a close frame, how long to wait for the peer to close before dropping the
     /// socket. Default: 2 s.
     pub close_timeout: Duration,
+    /// Longest topic name a client may subscribe to, in bytes (1 to 65,536). Default: 256.
+    pub topic_bytes_max: usize,
+    /// Most topics one client may be subscribed to at once (1 to 65,536). Default: 128.
+    pub topics_per_client_max: usize,
 }
 
 impl Default for Config {
@@ -202,6 +206,8 @@ impl Default for Config {
             write_buffer_bytes: 64 << 10,
             copy_bytes_max: 2 << 10,
             close_timeout: Duration::from_secs(2),
+            topic_bytes_max: 256,
+            topics_per_client_max: 128,
         }
     }
 }

@@ -4,15 +4,17 @@
 
 use crate::client::{ClientInfo, Principal};
 use crate::config::{Coalescing, Config, SlowConsumerPolicy};
+use crate::error::SubscribeError;
 use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
 };
 use crate::shard::Handler;
 use crate::shard::{
-    self, Admission, Command, Control, Delivery, Handle, Io, Payloads, Permit, Stream, Wrap,
+    self, Admission, Command, Control, Delivery, Handle, Interest, Io, Payloads, Permit, Stream,
+    Wrap,
 };
 use crate::stats::{ShardCounters, Stats};
-use crate::{Audience, ClientId, Payload, ShardId};
+use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
 use smallvec::{SmallVec, smallvec};
@@ -91,6 +93,8 @@ struct Inner {
     published: CachePadded<AtomicU64>,
     /// Connection count and id sequence.
     admission: Arc<Admission>,
+    /// Which shards have subscribers of which topics.
+    interest: Arc<Interest>,
     /// Round-robin cursor for `register`.
     next_shard: AtomicUsize,
     /// Shard threads, joined by `shutdown`.
@@ -476,6 +480,128 @@ impl Engine {
         rx.await.ok().flatten()
     }
 
+    /// Subscribes `id` to `topic`: from when this returns, every broadcast to an audience of
+    /// the topic ([`Audience::topic`]) reaches the client. Subscribing twice is a no-op.
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::EmptyTopic`], [`SubscribeError::TopicTooLong`] or
+    /// [`SubscribeError::TooManyTopics`] past the limits ([`Config::topic_bytes_max`],
+    /// [`Config::topics_per_client_max`]), and nothing changed;
+    /// [`SubscribeError::NotRegistered`] if `id` is not registered;
+    /// [`SubscribeError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled before the shard took the command, nothing happens; after, the subscription
+    /// is made (only the answer is lost).
+    ///
+    /// ```
+    /// use shardcast::{Audience, Engine, Payload};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// engine.subscribe(id, "news").await?;
+    /// assert_eq!(engine.subscriber_count("news").await, 1);
+    /// engine.broadcast(Payload::text("extra!"), Audience::topic("news")).await?;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe(
+        &self,
+        id: ClientId,
+        topic: impl Into<Topic>,
+    ) -> Result<(), SubscribeError> {
+        let (reply, rx) = oneshot::channel();
+        let topic = topic.into();
+        self.command(id.shard(), Control::Subscribe { id, topic, reply }.into())
+            .await
+            .map_err(|_| SubscribeError::Closed)?;
+        rx.await.map_err(|_| SubscribeError::Closed)?.map(drop)
+    }
+
+    /// Unsubscribes `id` from `topic`: from when this returns, no broadcast accepted later to
+    /// an audience of only that topic reaches the client. Returns whether it was subscribed
+    /// (`false` too if it is not registered).
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::Closed`] after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancelled before the shard took the command, nothing happens; after, the client is
+    /// unsubscribed (only the answer is lost).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// let (_client, server) = tokio::io::duplex(4096);
+    /// let id = engine.register_upgraded(server).await?;
+    /// engine.subscribe(id, "news").await?;
+    /// assert!(engine.unsubscribe(id, "news").await?);
+    /// assert!(!engine.unsubscribe(id, "news").await?, "not any more");
+    /// assert_eq!(engine.subscriber_count("news").await, 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn unsubscribe(
+        &self,
+        id: ClientId,
+        topic: impl Into<Topic>,
+    ) -> Result<bool, SubscribeError> {
+        let (reply, rx) = oneshot::channel();
+        let topic = topic.into();
+        self.command(id.shard(), Control::Unsubscribe { id, topic, reply }.into())
+            .await
+            .map_err(|_| SubscribeError::Closed)?;
+        rx.await.map_err(|_| SubscribeError::Closed)
+    }
+
+    /// Subscribers of `topic` now, summed over the shards that have any (asked in turn, so
+    /// under churn the sum mixes moments). 0 after shutdown.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: it only asks.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().shards(2).build()?;
+    /// assert_eq!(engine.subscriber_count("nobody-here").await, 0);
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscriber_count(&self, topic: impl Into<Topic>) -> usize {
+        let topic = topic.into();
+        let audience = Audience::topic(&topic);
+        let shards = self.shards().clone();
+        let mut count = 0;
+        for handle in shards.iter() {
+            if !self.inner.interest.wants(&audience, handle.id.index()) {
+                continue;
+            }
+            let (reply, rx) = oneshot::channel();
+            let topic = topic.clone();
+            if handle
+                .send(Control::SubscriberCount { topic, reply }.into())
+                .await
+                .is_ok()
+            {
+                count += rx.await.unwrap_or(0);
+            }
+        }
+        count
+    }
+
     /// Registered clients now, summed over shards without a round trip (each shard's count is
     /// exact; the sum is a moment's snapshot).
     ///
@@ -687,8 +813,9 @@ impl Engine {
         self.fan_out(payloads, audience).await
     }
 
-    /// Reserves a slot in every shard's queue, then sends the broadcast to each: all or
-    /// nothing, so that a cancelled call has sent nothing.
+    /// Reserves a slot in the queue of every shard that may have clients in `audience` (for
+    /// a topic audience, the shards with subscribers: see `Interest`), then sends the broadcast
+    /// to each: all or nothing, so that a cancelled call has sent nothing.
     async fn fan_out(&self, payloads: Payloads, audience: Audience) -> Result<(), BroadcastError> {
         let shards = self.shards().clone();
         if shards.is_empty() {
@@ -696,7 +823,9 @@ impl Engine {
         }
         let mut permits = Permits::new();
         for handle in shards.iter() {
-            permits.push(handle.reserve().await.map_err(|_| BroadcastError::Closed)?);
+            if self.inner.interest.wants(&audience, handle.id.index()) {
+                permits.push(handle.reserve().await.map_err(|_| BroadcastError::Closed)?);
+            }
         }
         self.send_all(permits, payloads, audience);
         Ok(())
@@ -713,7 +842,7 @@ impl Engine {
             permit.send(
                 Delivery::Broadcast {
                     payloads: payloads.clone(),
-                    audience,
+                    audience: audience.clone(),
                 }
                 .into(),
             );
@@ -761,6 +890,9 @@ impl Engine {
         let mut permits = Permits::new();
         let mut full = Vec::new();
         for handle in shards.iter() {
+            if !self.inner.interest.wants(&audience, handle.id.index()) {
+                continue;
+            }
             match handle.try_reserve() {
                 Ok(permit) => permits.push(permit),
                 Err(mpsc::error::TrySendError::Full(())) => full.push(handle.id),
@@ -1097,6 +1229,10 @@ impl Builder {
         copy_bytes_max: usize,
         /// How long to wait for the peer after sending a close frame. Default: 2 s.
         close_timeout: Duration,
+        /// Longest topic name a client may subscribe to, 1 to 65,536 bytes. Default: 256.
+        topic_bytes_max: usize,
+        /// Most topics per client, 1 to 65,536. Default: 128.
+        topics_per_client_max: usize,
     }
 
     /// Ping clients silent for this long, so that clients which only listen (browsers) answer
@@ -1246,6 +1382,7 @@ impl Builder {
             counters.push(c);
         }
         let table: Arc<[Handle]> = handles.clone().into();
+        let interest = Arc::new(Interest::new(config.shards));
         let mut threads = Vec::with_capacity(config.shards);
         for (i, rx) in receivers.into_iter().enumerate() {
             let startup = shard::Startup {
@@ -1256,6 +1393,7 @@ impl Builder {
                 rx,
                 counters: counters[i].clone(),
                 admission: admission.clone(),
+                interest: interest.clone(),
                 hard_stop: hard_stop.clone(),
             };
             match spawn(startup) {
@@ -1273,6 +1411,7 @@ impl Builder {
                 counters,
                 published: CachePadded::new(AtomicU64::new(0)),
                 admission,
+                interest,
                 next_shard: AtomicUsize::new(0),
                 threads: Mutex::new(threads),
                 hard_stop,
@@ -1324,6 +1463,16 @@ fn check(config: Config) -> Result<Config, BuildError> {
         "must be positive",
     )?;
     require(config.clients_max > 0, "clients_max", "must be positive")?;
+    require(
+        (1..=1 << 16).contains(&config.topic_bytes_max),
+        "topic_bytes_max",
+        "must be 1 to 65536",
+    )?;
+    require(
+        (1..=1 << 16).contains(&config.topics_per_client_max),
+        "topics_per_client_max",
+        "must be 1 to 65536",
+    )?;
     require(
         config.client_queue_bytes_max >= 1024,
         "client_queue_bytes_max",

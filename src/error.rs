@@ -5,7 +5,7 @@
 
 // Defined beside `Payload`, which returns it, so that `payload` needs nothing from here.
 pub use crate::payload::PayloadError;
-use crate::{Payload, ShardId};
+use crate::{ClientId, Payload, ShardId};
 
 /// [`crate::Builder::build`] refused a setting, or could not start a shard.
 #[derive(Debug, thiserror::Error)]
@@ -112,4 +112,49 @@ pub enum TrySendError {
     /// The engine is shut down.
     #[error("engine is shut down")]
     Closed(Payload),
+}
+
+/// A subscription was refused; nothing changed.
+///
+/// ```
+/// use shardcast::{Engine, SubscribeError};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().shards(1).topic_bytes_max(8).build()?;
+/// let (_client, server) = tokio::io::duplex(4096);
+/// let id = engine.register_upgraded(server).await?;
+/// let refused = engine.subscribe(id, "much-too-long").await;
+/// assert_eq!(refused, Err(SubscribeError::TopicTooLong { len: 13, max: 8 }));
+/// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubscribeError {
+    /// A topic name must have at least one byte.
+    #[error("empty topic name")]
+    EmptyTopic,
+    /// The topic name is longer than [`crate::Config::topic_bytes_max`].
+    #[error("topic name of {len} bytes is longer than the limit of {max}")]
+    TopicTooLong {
+        /// Its length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The client has [`crate::Config::topics_per_client_max`] subscriptions already;
+    /// unsubscribe from one first.
+    #[error("client has {max} subscriptions already, the limit")]
+    TooManyTopics {
+        /// The limit.
+        max: usize,
+    },
+    /// No such client is registered (it left, or never was).
+    #[error("client {0} is not registered")]
+    NotRegistered(ClientId),
+    /// The engine is shut down.
+    #[error("engine is shut down")]
+    Closed,
 }

@@ -66,6 +66,7 @@ mod id;
 mod payload;
 mod shard;
 mod stats;
+mod topic;
 pub mod wire;
 
 pub use audience::Audience;
@@ -73,10 +74,11 @@ pub use client::{ClientInfo, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
-    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, TryBroadcastError,
-    TrySendError,
+    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, SubscribeError,
+    TryBroadcastError, TrySendError,
 };
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
 pub use shard::{Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
 pub use stats::{Evictions, ShardStats, Stats};
+pub use topic::Topic;

@@ -45,6 +45,10 @@ pub(crate) struct Counters {
     pub(crate) handshakes_failed: AtomicU64,
     /// Bytes in all client queues of the shard (gauge).
     pub(crate) queued_bytes: AtomicU64,
+    /// Topics with at least one subscriber on the shard (gauge).
+    pub(crate) topics: AtomicU64,
+    /// Subscriptions of the shard's clients (gauge).
+    pub(crate) subscriptions: AtomicU64,
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -110,6 +114,11 @@ pub struct ShardStats {
     pub queue_depth: u64,
     /// Bytes waiting in the shard's client queues now.
     pub queued_bytes: u64,
+    /// Topics with subscribers on this shard now (in a total, a topic counts once per shard
+    /// that has subscribers of it).
+    pub topics: u64,
+    /// Subscriptions of this shard's clients now.
+    pub subscriptions: u64,
 }
 
 /// Every shard's counters and their total, from [`crate::Engine::stats`].
@@ -148,6 +157,8 @@ impl ShardStats {
             handshakes_failed: c.handshakes_failed.load(Relaxed),
             queue_depth,
             queued_bytes: c.queued_bytes.load(Relaxed),
+            topics: c.topics.load(Relaxed),
+            subscriptions: c.subscriptions.load(Relaxed),
         }
     }
 
@@ -167,6 +178,8 @@ impl ShardStats {
         self.handshakes_failed += o.handshakes_failed;
         self.queue_depth += o.queue_depth;
         self.queued_bytes += o.queued_bytes;
+        self.topics += o.topics;
+        self.subscriptions += o.subscriptions;
     }
 }
 

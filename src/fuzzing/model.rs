@@ -262,7 +262,12 @@ impl Sim {
             ..DEFAULT.get_or_init(Config::default).clone()
         };
         let counters = Arc::new(ShardCounters::new(Counters::default()));
-        let state = State::new(Arc::new(config), counters.clone());
+        let state = State::new(
+            Arc::new(config),
+            counters.clone(),
+            Arc::new(crate::shard::Interest::new(1)),
+            0,
+        );
         let t0 = Instant::now();
         Sim {
             state,
@@ -535,14 +540,14 @@ impl Sim {
     fn deliver(&mut self, payloads: &[Payload], audience: (bool, Option<ClientId>)) {
         let now = self.instant(self.now);
         self.state
-            .deliver(payloads, Self::to_audience(audience), now);
+            .deliver(payloads, &Self::to_audience(audience), now);
         self.expect_deliver(payloads, audience);
     }
 
     fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: (bool, Option<ClientId>)) {
         let now = self.instant(self.now);
         self.state
-            .deliver_groups(groups, Self::to_audience(audience), now);
+            .deliver_groups(groups, &Self::to_audience(audience), now);
         for payloads in groups {
             self.expect_deliver(payloads, audience);
         }

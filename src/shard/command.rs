@@ -6,7 +6,8 @@
 //! take effect in the order it sent them.
 
 use crate::client::{ClientInfo, Principal};
-use crate::{Audience, ClientId, Payload};
+use crate::error::SubscribeError;
+use crate::{Audience, ClientId, Payload, Topic};
 use smallvec::SmallVec;
 use std::future::Future;
 use std::pin::Pin;
@@ -115,6 +116,23 @@ pub(crate) enum Control {
     },
     /// Refresh a client's last-seen time.
     UpdateLastPing { id: ClientId },
+    /// Subscribe a client to a topic; reply whether it is new.
+    Subscribe {
+        id: ClientId,
+        topic: Topic,
+        reply: oneshot::Sender<Result<bool, SubscribeError>>,
+    },
+    /// Unsubscribe a client from a topic; reply whether it was subscribed.
+    Unsubscribe {
+        id: ClientId,
+        topic: Topic,
+        reply: oneshot::Sender<bool>,
+    },
+    /// Reply with the number of subscribers of a topic on this shard.
+    SubscriberCount {
+        topic: Topic,
+        reply: oneshot::Sender<usize>,
+    },
     /// Reply with a snapshot of one client.
     Query {
         id: ClientId,
@@ -177,6 +195,9 @@ impl std::fmt::Debug for Control {
             Control::Remove { .. } => "Remove",
             Control::SetAuthenticated { .. } => "SetAuthenticated",
             Control::UpdateLastPing { .. } => "UpdateLastPing",
+            Control::Subscribe { .. } => "Subscribe",
+            Control::Unsubscribe { .. } => "Unsubscribe",
+            Control::SubscriberCount { .. } => "SubscriberCount",
             Control::Query { .. } => "Query",
             Control::Shutdown { .. } => "Shutdown",
         })

@@ -7,8 +7,9 @@ use super::handle::Handle;
 use super::relay::Outbox;
 use super::state::State;
 use crate::client::{Principal, RemoveReason};
+use crate::error::SubscribeError;
 use crate::wire::handshake::Request;
-use crate::{Audience, ClientId, Payload, ShardId};
+use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use smallvec::smallvec;
 use std::fmt;
 use std::net::SocketAddr;
@@ -168,17 +169,17 @@ impl Context<'_> {
         let own = self.id.shard().index();
         for handle in self.shards {
             let index = handle.id.index();
-            if index == own {
+            if index == own || !self.state.wants(&audience, index) {
                 continue;
             }
             let cmd = Delivery::Broadcast {
                 payloads: payloads.clone(),
-                audience,
+                audience: audience.clone(),
             };
             self.push(index, cmd);
         }
         if self.shards.get(own).is_some() {
-            self.state.broadcast(&[&payloads[..]], audience, self.now);
+            self.state.broadcast(&[&payloads[..]], &audience, self.now);
         }
         let published = &self.state.counters().broadcasts_published;
         crate::stats::bump(published, payloads.len() as u64);
@@ -199,11 +200,82 @@ impl Context<'_> {
         self.state.set_authenticated(self.id, Some(principal));
     }
 
+    /// Subscribes this client to `topic` (at once: a broadcast to the topic that this shard
+    /// applies after this call reaches it). Subscribing twice is a no-op.
+    ///
+    /// ```
+    /// use shardcast::{Context, Handler, Incoming};
+    ///
+    /// /// `join ROOM` subscribes to a room.
+    /// struct Rooms;
+    ///
+    /// impl Handler for Rooms {
+    ///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+    ///         if let Incoming::Text(text) = message
+    ///             && let Some(room) = text.strip_prefix("join ")
+    ///             && ctx.subscribe(room).is_err()
+    ///         {
+    ///             ctx.close(1008);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Engine::subscribe`](crate::Engine::subscribe): past a limit nothing changes;
+    /// [`SubscribeError::NotRegistered`] in [`Handler::on_removed`].
+    pub fn subscribe(&mut self, topic: impl Into<Topic>) -> Result<(), SubscribeError> {
+        let slot = self.slot.ok_or(SubscribeError::NotRegistered(self.id))?;
+        self.state
+            .subscribe_slot(self.id, slot, &topic.into())
+            .map(drop)
+    }
+
+    /// Unsubscribes this client from `topic`; returns whether it was subscribed.
+    pub fn unsubscribe(&mut self, topic: impl Into<Topic>) -> bool {
+        match self.slot {
+            Some(slot) => self.state.unsubscribe_slot(slot, &topic.into()),
+            None => false,
+        }
+    }
+
+    /// The topics this client is subscribed to, sorted by name (none in
+    /// [`Handler::on_removed`]: it left them all).
+    pub fn topics(&self) -> Vec<Topic> {
+        self.slot
+            .map(|slot| self.state.topics_of(slot))
+            .unwrap_or_default()
+    }
+
     /// Closes this client with `code` once its queued frames are written (nothing in
     /// [`Handler::on_removed`]: it is closed already).
     pub fn close(&mut self, code: u16) {
         if let Some(slot) = self.slot {
             self.state.close(slot, RemoveReason::Closed(code));
+        }
+    }
+
+    /// Closes this client with `code` and a short `reason` for its peer (cut to the 123 bytes
+    /// a close frame holds, at a character boundary), once its queued frames are written.
+    ///
+    /// ```
+    /// use shardcast::{Context, Handler, Incoming, close_code};
+    ///
+    /// struct Strict;
+    ///
+    /// impl Handler for Strict {
+    ///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+    ///         if matches!(message, Incoming::Binary(_)) {
+    ///             ctx.close_with_reason(close_code::POLICY, "text only");
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn close_with_reason(&mut self, code: u16, reason: &str) {
+        if let Some(slot) = self.slot {
+            self.state
+                .close_saying(slot, RemoveReason::Closed(code), Some(reason));
         }
     }
 

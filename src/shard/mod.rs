@@ -20,6 +20,8 @@
 //! - `state`: every decision over the shard's clients (deliver, evict, ping, count), given `now`.
 //! - `accept`: the accept loop; `open`: a connection's wrapping and upgrade; `conn`: the served
 //!   connection (read, parse, flush to the socket).
+//! - `topics`: the shard's topic index (who is subscribed to what); `interest`: which shards
+//!   have subscribers of which topics, engine-wide, so that a publication skips the others.
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
 //!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade.
 //!
@@ -44,6 +46,7 @@ mod conn;
 mod decision;
 mod handle;
 mod handler;
+mod interest;
 mod open;
 mod outbound;
 mod relay;
@@ -51,6 +54,7 @@ mod shared;
 mod state;
 mod thread;
 mod tick;
+mod topics;
 
 pub(crate) use admission::Admission;
 pub(crate) use command::{Command, Control, Delivery, Payloads, Stream};
@@ -59,6 +63,7 @@ pub use decision::Decision;
 pub(crate) use decision::Verdict;
 pub(crate) use handle::{Handle, Permit};
 pub use handler::{Context, Handler, Incoming};
+pub(crate) use interest::Interest;
 #[cfg(any(test, fuzzing))]
 pub(crate) use state::State;
 pub(crate) use thread::{spawn, spawn_local};

@@ -154,6 +154,7 @@ async fn upgrade(
             Verdict::Accept {
                 protocol,
                 principal,
+                topics,
             } => {
                 let response = handshake::accept_response(request.key(), protocol.as_deref());
                 let pending = buf.get(used..).unwrap_or_default().to_vec();
@@ -161,10 +162,12 @@ async fn upgrade(
                 // can fall between the client seeing 101 and the client being in the audience;
                 // and the response never occupies the client's queue.
                 io.write_all(&response).await.ok()?;
-                let slot = shared
-                    .state
-                    .borrow_mut()
-                    .admit(id, principal, Instant::now());
+                let mut state = shared.state.borrow_mut();
+                let slot = state.admit(id, principal, Instant::now());
+                for topic in &topics {
+                    // Checked with the verdict (`upgrade_verdict`), so this cannot fail.
+                    let _ = state.subscribe_slot(id, slot, topic);
+                }
                 Some((slot, pending))
             }
         }

@@ -12,20 +12,26 @@
 //!   frame and released it.
 //! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
 //! - Every registered client produces exactly one `removed` event.
+//! - A client has subscriptions in `topics` only while it is in `index` (it leaves every topic
+//!   when it is closed), and the `topics`/`subscriptions` gauges follow `topics`.
 
 use super::decision::Verdict;
+use super::interest::Interest;
 use super::outbound::Outbound;
+use super::topics::{Limits, TopicIndex};
 use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
+use crate::error::SubscribeError;
 use crate::stats::{ShardCounters, bump, bump_release, drop_by};
 use crate::wire::handshake::Request;
 use crate::wire::{Opcode, envelope, frame};
-use crate::{Audience, ClientId, Payload};
+use crate::{Audience, ClientId, Payload, Topic};
 use slab::Slab;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 use std::task::Waker;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -113,6 +119,8 @@ pub(crate) struct State {
     clients: Slab<Client>,
     /// Open clients by id.
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
+    /// Open clients' subscriptions.
+    topics: TopicIndex,
     /// Clients that left since the last dispatch, for the handler; bounded by the client count.
     removed: Vec<(ClientId, RemoveReason)>,
     /// Connection tasks alive, including those still in their upgrade.
@@ -122,12 +130,19 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: Arc<Config>, counters: Arc<ShardCounters>) -> State {
+    /// The state of shard `shard`, which keeps its topic interest in `interest`.
+    pub(crate) fn new(
+        config: Arc<Config>,
+        counters: Arc<ShardCounters>,
+        interest: Arc<Interest>,
+        shard: usize,
+    ) -> State {
         State {
             config,
             counters,
             clients: Slab::new(),
             index: HashMap::default(),
+            topics: TopicIndex::new(interest, shard),
             removed: Vec::new(),
             live: 0,
             shutting_down: false,
@@ -181,7 +196,7 @@ impl State {
 
     /// Delivers `payloads` (one broadcast, or the frames of one batch, kept adjacent) to every
     /// open client of `audience`.
-    pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: Audience, now: Instant) {
+    pub(crate) fn deliver(&mut self, payloads: &[Payload], audience: &Audience, now: Instant) {
         self.deliver_groups(&[payloads], audience, now);
     }
 
@@ -191,7 +206,7 @@ impl State {
     pub(crate) fn deliver_groups<G: AsRef<[Payload]>>(
         &mut self,
         groups: &[G],
-        audience: Audience,
+        audience: &Audience,
         now: Instant,
     ) {
         let totals: SmallVec<[usize; 16]> = groups
@@ -200,15 +215,31 @@ impl State {
             .collect();
         let mut evict: SmallVec<[usize; 8]> = SmallVec::new();
         let mut tally = Tally::default();
-        for (slot, client) in self.clients.iter_mut() {
+        let config = &*self.config;
+        let mut visit = |slot: usize, client: &mut Client| {
             if client.phase != Phase::Open || !audience.admits(client.id, client.authenticated) {
-                continue;
+                return;
             }
             for (group, &total) in groups.iter().zip(&totals) {
-                if !offer(&self.config, client, group.as_ref(), total, now, &mut tally) {
+                if !offer(config, client, group.as_ref(), total, now, &mut tally) {
                     evict.push(slot);
                     break;
                 }
+            }
+        };
+        match audience.topic_filter() {
+            None => {
+                for (slot, client) in self.clients.iter_mut() {
+                    visit(slot, client);
+                }
+            }
+            Some(topics) => {
+                let clients = &mut self.clients;
+                self.topics.for_each_subscriber(topics, |slot| {
+                    if let Some(client) = clients.get_mut(slot) {
+                        visit(slot, client);
+                    }
+                });
             }
         }
         tally.publish(&self.counters);
@@ -222,7 +253,7 @@ impl State {
     pub(crate) fn broadcast<G: AsRef<[Payload]>>(
         &mut self,
         groups: &[G],
-        audience: Audience,
+        audience: &Audience,
         now: Instant,
     ) {
         self.deliver_groups(groups, audience, now);
@@ -236,7 +267,7 @@ impl State {
     pub(crate) fn broadcast_enveloped(
         &mut self,
         run: &[Payload],
-        audience: Audience,
+        audience: &Audience,
         now: Instant,
     ) {
         let max = self.config.envelope_bytes_max;
@@ -342,8 +373,10 @@ impl State {
 
     /// A snapshot of `id` at `now`, if it is open.
     pub(crate) fn info(&self, id: ClientId, now: Instant) -> Option<ClientInfo> {
-        let client = self.clients.get(*self.index.get(&id)?)?;
+        let slot = *self.index.get(&id)?;
+        let client = self.clients.get(slot)?;
         Some(ClientInfo {
+            topics: self.topics.topics_of(slot),
             id,
             principal: client.principal.clone(),
             authenticated: client.authenticated,
@@ -361,6 +394,84 @@ impl State {
         Some(info)
     }
 
+    /// The limits every subscription must respect.
+    fn topic_limits(&self) -> Limits {
+        Limits {
+            topic_bytes_max: self.config.topic_bytes_max,
+            topics_per_client_max: self.config.topics_per_client_max,
+        }
+    }
+
+    /// Subscribes `id` to `topic`; `Ok(false)` if it already was.
+    pub(crate) fn subscribe(
+        &mut self,
+        id: ClientId,
+        topic: &Topic,
+    ) -> Result<bool, SubscribeError> {
+        let &slot = self
+            .index
+            .get(&id)
+            .ok_or(SubscribeError::NotRegistered(id))?;
+        self.subscribe_slot(id, slot, topic)
+    }
+
+    /// Subscribes `id`, in `slot`, to `topic`; `Ok(false)` if it already was.
+    pub(crate) fn subscribe_slot(
+        &mut self,
+        id: ClientId,
+        slot: usize,
+        topic: &Topic,
+    ) -> Result<bool, SubscribeError> {
+        if self.phase(slot) != Phase::Open {
+            return Err(SubscribeError::NotRegistered(id));
+        }
+        let limits = self.topic_limits();
+        let added = self.topics.subscribe(slot, topic, limits)?;
+        self.topic_gauges();
+        Ok(added)
+    }
+
+    /// Unsubscribes `id` from `topic`; `false` if it was not subscribed (or not registered).
+    pub(crate) fn unsubscribe(&mut self, id: ClientId, topic: &Topic) -> bool {
+        match self.index.get(&id) {
+            Some(&slot) => self.unsubscribe_slot(slot, topic),
+            None => false,
+        }
+    }
+
+    /// Unsubscribes the client in `slot` from `topic`; `false` if it was not subscribed.
+    pub(crate) fn unsubscribe_slot(&mut self, slot: usize, topic: &Topic) -> bool {
+        let removed = self.topics.unsubscribe(slot, topic);
+        self.topic_gauges();
+        removed
+    }
+
+    /// The topics of the client in `slot`, sorted by name.
+    pub(crate) fn topics_of(&self, slot: usize) -> Vec<Topic> {
+        self.topics.topics_of(slot)
+    }
+
+    /// Whether shard `shard` may have clients in `audience` (the engine-wide interest table).
+    pub(crate) fn wants(&self, audience: &Audience, shard: usize) -> bool {
+        self.topics.wants(audience, shard)
+    }
+
+    /// Subscribers of `topic` on this shard.
+    pub(crate) fn subscriber_count(&self, topic: &Topic) -> usize {
+        self.topics.subscriber_count(topic)
+    }
+
+    /// Publishes the topic gauges.
+    fn topic_gauges(&self) {
+        let counters = &*self.counters;
+        counters
+            .topics
+            .store(self.topics.topic_count() as u64, Relaxed);
+        counters
+            .subscriptions
+            .store(self.topics.subscription_count() as u64, Relaxed);
+    }
+
     /// Evicts the client in `slot` by policy (a full queue, the heartbeat, auth or write
     /// deadline): closed for `reason`, and counted under it.
     fn evict(&mut self, slot: usize, reason: RemoveReason) {
@@ -370,6 +481,12 @@ impl State {
     /// Closes the client in `slot` for `reason`: it leaves the audience now, and its connection
     /// task flushes the close frame (if any) and releases the slot. Does nothing unless open.
     pub(crate) fn close(&mut self, slot: usize, reason: RemoveReason) {
+        self.close_saying(slot, reason, None);
+    }
+
+    /// [`State::close`], with `text` as the close frame's reason (cut at a character boundary
+    /// to fit a control frame) instead of the default one.
+    pub(crate) fn close_saying(&mut self, slot: usize, reason: RemoveReason, text: Option<&str>) {
         let Some(client) = self.clients.get_mut(slot) else {
             return;
         };
@@ -395,7 +512,9 @@ impl State {
                 close_code::AUTH_DEADLINE,
                 "not authenticated",
             )),
-            other => other.close_code().map(|code| frame::encode_close(code, "")),
+            other => other
+                .close_code()
+                .map(|code| frame::encode_close(code, text.unwrap_or(""))),
         };
         let counters = &*self.counters;
         match reason {
@@ -425,6 +544,8 @@ impl State {
         self.index.remove(&client.id);
         drop_by(&counters.clients, 1);
         self.removed.push((client.id, reason));
+        self.topics.leave_all(slot);
+        self.topic_gauges();
     }
 
     /// Records that `slot`'s socket refused the bytes queued for it at `now`: the write
@@ -571,7 +692,30 @@ impl State {
                 body: "shutting down".into(),
             };
         }
-        ask()
+        let verdict = ask();
+        if let Verdict::Accept { topics, .. } = &verdict
+            && let Err(e) = self.check_topics(topics)
+        {
+            return Verdict::Reject {
+                status: 400,
+                body: e.to_string(),
+            };
+        }
+        verdict
+    }
+
+    /// Whether a new client may subscribe to all of `topics` (without repeats).
+    fn check_topics(&self, topics: &[Topic]) -> Result<(), SubscribeError> {
+        let limits = self.topic_limits();
+        for topic in topics {
+            limits.check(topic)?;
+        }
+        if topics.len() > limits.topics_per_client_max {
+            return Err(SubscribeError::TooManyTopics {
+                max: limits.topics_per_client_max,
+            });
+        }
+        Ok(())
     }
 
     /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.
@@ -682,6 +826,8 @@ mod tests {
         State::new(
             Arc::new(config),
             Arc::new(ShardCounters::new(Counters::default())),
+            Arc::new(super::super::Interest::new(1)),
+            0,
         )
     }
 
@@ -801,7 +947,7 @@ mod tests {
         let t0 = epoch();
         let slot = s.admit(id(1), None, t0);
         let data = Payload::text("data");
-        s.deliver(std::slice::from_ref(&data), Audience::ALL, t0);
+        s.deliver(std::slice::from_ref(&data), &Audience::ALL, t0);
         s.sweep(t0 + Duration::from_secs(10));
         let mut buf = Vec::with_capacity(1 << 10);
         let mut gathered = Vec::new();
@@ -826,7 +972,7 @@ mod tests {
             let mut s = state(config);
             let stalled = s.admit(id(1), None, epoch());
             for _ in 0..10_000 {
-                s.deliver(&[Payload::binary([])], Audience::ALL, epoch());
+                s.deliver(&[Payload::binary([])], &Audience::ALL, epoch());
             }
             let dropped = s.counters().frames_dropped.load(Relaxed);
             let out = &s.client(stalled).expect("slot").out;
@@ -876,10 +1022,10 @@ mod tests {
         let a = s.admit(id(1), None, epoch());
         let b = s.admit(id(2), Some(Principal::new(2u32)), epoch());
         let c = s.admit(id(3), Some(Principal::new(3u32)), epoch());
-        s.deliver(&[Payload::text("all")], Audience::ALL, epoch());
+        s.deliver(&[Payload::text("all")], &Audience::ALL, epoch());
         s.deliver(
             &[Payload::text("auth")],
-            Audience::AUTHENTICATED.except(id(3)),
+            &Audience::AUTHENTICATED.except(id(3)),
             epoch(),
         );
         let text = |p: &str| Payload::text(p).frame().to_vec();
@@ -905,8 +1051,8 @@ mod tests {
             };
             let mut s = state(config);
             let slot = s.admit(id(1), None, epoch());
-            s.deliver(std::slice::from_ref(&payload), Audience::ALL, epoch());
-            s.deliver(std::slice::from_ref(&payload), Audience::ALL, epoch());
+            s.deliver(std::slice::from_ref(&payload), &Audience::ALL, epoch());
+            s.deliver(std::slice::from_ref(&payload), &Audience::ALL, epoch());
             assert_eq!(s.phase(slot) == Phase::Open, survives, "{policy:?}");
             if survives {
                 assert_eq!(s.counters().frames_dropped.load(Relaxed), 1, "{policy:?}");
@@ -931,8 +1077,8 @@ mod tests {
         let mut s = state(config);
         let slot = s.admit(id(1), None, epoch());
         let small = Payload::binary(vec![1u8; 500]);
-        s.deliver(std::slice::from_ref(&small), Audience::ALL, epoch());
-        s.deliver(&[Payload::binary(vec![2u8; 1100])], Audience::ALL, epoch());
+        s.deliver(std::slice::from_ref(&small), &Audience::ALL, epoch());
+        s.deliver(&[Payload::binary(vec![2u8; 1100])], &Audience::ALL, epoch());
         assert_eq!(s.counters().frames_dropped.load(Relaxed), 1);
         assert_eq!(wire(&mut s, slot), small.frame().to_vec());
     }
@@ -950,8 +1096,8 @@ mod tests {
             Payload::binary(vec![0u8; 400]),
             Payload::binary(vec![1u8; 400]),
         ];
-        s.deliver(&batch, Audience::ALL, epoch());
-        s.deliver(&batch, Audience::ALL, epoch());
+        s.deliver(&batch, &Audience::ALL, epoch());
+        s.deliver(&batch, &Audience::ALL, epoch());
         assert_eq!(s.client(slot).expect("slot").out.frames(), 2);
         assert_eq!(s.counters().frames_dropped.load(Relaxed), 2);
     }
@@ -961,7 +1107,7 @@ mod tests {
         let mut s = state(Config::default());
         let a = s.admit(id(1), None, epoch());
         let b = s.admit(id(2), None, epoch());
-        s.deliver(&[Payload::text("x")], Audience::ALL, epoch());
+        s.deliver(&[Payload::text("x")], &Audience::ALL, epoch());
         s.pong(a, b"p");
         assert!(s.counters().queued_bytes.load(Relaxed) > 0);
         assert_eq!(wire(&mut s, b), Payload::text("x").frame().to_vec());
@@ -1008,10 +1154,10 @@ mod tests {
                 let slots: Vec<usize> = (1..=3).map(|n| s.admit(id(n), None, epoch())).collect();
                 s.set_authenticated(id(2), Some(Principal::new("p")));
                 if one_pass {
-                    s.deliver_groups(&groups, audience, epoch());
+                    s.deliver_groups(&groups, &audience, epoch());
                 } else {
                     for g in &groups {
-                        s.deliver(g, audience, epoch());
+                        s.deliver(g, &audience, epoch());
                     }
                 }
                 let wires: Vec<Vec<u8>> = slots.iter().map(|&slot| wire(&mut s, slot)).collect();
@@ -1041,7 +1187,7 @@ mod tests {
         let mut written = 0;
         for _ in 0..50 {
             for p in &payloads {
-                s.deliver(std::slice::from_ref(p), Audience::ALL, epoch());
+                s.deliver(std::slice::from_ref(p), &Audience::ALL, epoch());
             }
             for &slot in &slots {
                 written += wire(&mut s, slot).len();

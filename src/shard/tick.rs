@@ -15,6 +15,7 @@ use super::accept::{accept, adopt};
 use super::admission::Admission;
 use super::command::{Command, Control, Delivery, Payloads};
 use super::handle::Handle;
+use super::interest::Interest;
 use super::open;
 use super::shared::Shared;
 use super::state::State;
@@ -48,6 +49,8 @@ pub(crate) struct Startup {
     pub(crate) counters: Arc<ShardCounters>,
     /// Engine-wide connection count and ids.
     pub(crate) admission: Arc<Admission>,
+    /// Engine-wide topic interest, in which this shard keeps its bits.
+    pub(crate) interest: Arc<Interest>,
     /// Cancelled when the engine is dropped without a shutdown.
     pub(crate) hard_stop: CancellationToken,
 }
@@ -61,11 +64,12 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         mut rx,
         counters,
         admission,
+        interest,
         hard_stop,
     } = startup;
     let shared = Rc::new(Shared {
         id,
-        state: RefCell::new(State::new(config.clone(), counters)),
+        state: RefCell::new(State::new(config.clone(), counters, interest, id.index())),
         read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
         outbox: RefCell::new(Vec::new()),
@@ -194,12 +198,12 @@ impl Runs {
     fn flush(&mut self, shared: &Shared, now: Instant) {
         if !self.run.is_empty() {
             let mut state = shared.state.borrow_mut();
-            state.broadcast_enveloped(&self.run, self.audience, now);
+            state.broadcast_enveloped(&self.run, &self.audience, now);
             self.run.clear();
         }
         if !self.groups.is_empty() {
             let mut state = shared.state.borrow_mut();
-            state.broadcast(&self.groups, self.audience, now);
+            state.broadcast(&self.groups, &self.audience, now);
             self.groups.clear();
         }
     }
@@ -253,6 +257,15 @@ impl Shared {
             }
             Control::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
             Control::UpdateLastPing { id } => state.update_last_ping(id, now),
+            Control::Subscribe { id, topic, reply } => {
+                let _ = reply.send(state.subscribe(id, &topic));
+            }
+            Control::Unsubscribe { id, topic, reply } => {
+                let _ = reply.send(state.unsubscribe(id, &topic));
+            }
+            Control::SubscriberCount { topic, reply } => {
+                let _ = reply.send(state.subscriber_count(&topic));
+            }
             Control::Query { id, reply } => {
                 let _ = reply.send(state.info(id, now));
             }

@@ -1,0 +1,107 @@
+//! `Interest`: which shards have subscribers of which topics, engine-wide, read without a lock,
+//! so that a publication is pushed only to shards that will deliver it.
+//!
+//! Topics are hashed into [`INTEREST_BUCKETS`] buckets; each bucket holds one bit per shard.
+//! A shard sets its bit when it gets its first topic in the bucket and clears it when it loses
+//! its last one (its topic index counts them), so a bit is written only when a shard's
+//! subscriber count for a topic goes 0 -> 1 or 1 -> 0, and only by that shard's thread. Two
+//! topics in one bucket can make a publication reach a shard with subscribers of the other
+//! one: it then delivers nothing there, at the cost of one wake-up. A bit is never missing:
+//!
+//! # Ordering
+//!
+//! A shard sets its bit (Release) before it answers the subscribe, or before the handler that
+//! subscribed returns; a publisher reads the bits (Acquire) when it publishes. So a
+//! publication that starts after a subscription was acknowledged sees the bit and reaches the
+//! shard, where it is applied after the subscription (the shard's queue is in order).
+
+use crate::audience::Audience;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Acquire, Release};
+
+/// Buckets of the interest table: a power of two. 4,096 buckets x one 64-bit word per 64
+/// shards is 32 KiB for up to 64 shards; a bucket is shared by two topics a shard does not
+/// both have with probability (topics / 4,096), and sharing costs a wasted push, never a miss.
+pub(crate) const INTEREST_BUCKETS: usize = 4096;
+
+/// One bit per (bucket, shard).
+#[derive(Debug)]
+pub(crate) struct Interest {
+    /// Words per bucket: one per 64 shards.
+    words: usize,
+    /// `INTEREST_BUCKETS x words` bits.
+    bits: Box<[AtomicU64]>,
+}
+
+impl Interest {
+    /// A table for `shards` shards, with no interest.
+    pub(crate) fn new(shards: usize) -> Interest {
+        let words = shards.div_ceil(64).max(1);
+        Interest {
+            words,
+            bits: (0..INTEREST_BUCKETS * words)
+                .map(|_| AtomicU64::new(0))
+                .collect(),
+        }
+    }
+
+    /// The bucket of a topic's hash.
+    pub(crate) fn bucket(hash: u64) -> usize {
+        // The high bits: the per-shard maps use the low ones.
+        (hash >> 52) as usize & (INTEREST_BUCKETS - 1)
+    }
+
+    /// The word and bit of `shard` in `bucket`.
+    fn at(&self, bucket: usize, shard: usize) -> (&AtomicU64, u64) {
+        (
+            &self.bits[bucket * self.words + shard / 64],
+            1 << (shard % 64),
+        )
+    }
+
+    /// Marks `shard` as having a topic in `bucket`. Called by that shard only.
+    pub(crate) fn set(&self, bucket: usize, shard: usize) {
+        let (word, bit) = self.at(bucket, shard);
+        word.fetch_or(bit, Release);
+    }
+
+    /// Marks `shard` as having no topic in `bucket`. Called by that shard only.
+    pub(crate) fn clear(&self, bucket: usize, shard: usize) {
+        let (word, bit) = self.at(bucket, shard);
+        word.fetch_and(!bit, Release);
+    }
+
+    /// Whether `shard` may have clients in `audience`: always for an audience not limited to
+    /// topics; for topics, if its bit is set in one of their buckets.
+    pub(crate) fn wants(&self, audience: &Audience, shard: usize) -> bool {
+        match audience.topic_filter() {
+            None => true,
+            Some(topics) => topics.iter().any(|topic| {
+                let (word, bit) = self.at(Interest::bucket(topic.hash()), shard);
+                word.load(Acquire) & bit != 0
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Topic;
+
+    #[test]
+    fn a_shard_is_wanted_exactly_while_its_bit_is_set() {
+        let interest = Interest::new(130);
+        let news = Topic::new("news");
+        let audience = Audience::topic(&news);
+        let bucket = Interest::bucket(news.hash());
+        assert!(!interest.wants(&audience, 129));
+        interest.set(bucket, 129);
+        assert!(interest.wants(&audience, 129));
+        assert!(!interest.wants(&audience, 65), "another shard's bit");
+        assert!(interest.wants(&Audience::ALL, 65), "no topic: every shard");
+        interest.clear(bucket, 129);
+        assert!(!interest.wants(&audience, 129));
+        assert!(!interest.wants(&Audience::topics(Vec::<Topic>::new()), 0));
+    }
+}
