@@ -71,6 +71,16 @@ impl Server {
         ws
     }
 
+    /// Connects a client to `path` (with its query).
+    async fn connect_to(&self, path: &str) -> Client {
+        let url = format!("ws://{}{path}", self.addr);
+        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("upgrade accepted");
+        ws
+    }
+
     /// Connects `n` clients.
     async fn connect_many(&self, n: usize) -> Vec<Client> {
         let mut clients = Vec::with_capacity(n);
@@ -245,4 +255,53 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
     for task in closing {
         assert_eq!(task.await.unwrap(), Some(1001));
     }
+}
+
+#[tokio::test]
+async fn topics_subscribe_at_upgrade_and_by_message_publish_with_the_opcode_and_close_with_1008() {
+    let server = Server::start(&["--topics"]);
+    let mut a = server.connect_to("/?sub=news&sub=caf%C3%A9").await;
+    let mut b = server.connect().await;
+    let mut c = server.connect().await;
+    send_text(&mut b, "sub news").await;
+    // b's own publication comes back once b's subscription is in place (same connection,
+    // handled in order).
+    send_text(&mut b, "pub news b is in").await;
+    assert_eq!(next_text(&mut b).await, "b is in");
+    assert_eq!(next_text(&mut a).await, "b is in");
+
+    send_text(&mut c, "pub news hello everyone").await;
+    assert_eq!(next_text(&mut a).await, "hello everyone");
+    assert_eq!(next_text(&mut b).await, "hello everyone");
+    c.send(Message::binary(b"pub caf\xc3\xa9 \x00\xff".to_vec()))
+        .await
+        .unwrap();
+    assert_eq!(next_data(&mut a).await, Message::binary(vec![0u8, 0xff]));
+
+    // After `unsub`, b's own publication reaches a but not b, whose next message is the one
+    // it publishes to a topic it then joins.
+    send_text(&mut b, "unsub news").await;
+    send_text(&mut b, "pub news b left").await;
+    send_text(&mut b, "sub mine").await;
+    send_text(&mut b, "pub mine just me").await;
+    assert_eq!(next_text(&mut a).await, "b left");
+    assert_eq!(next_text(&mut b).await, "just me");
+    // c never subscribed: the first thing it sees is its own publication to a topic it joins.
+    send_text(&mut c, "sub own").await;
+    send_text(&mut c, "pub own mine").await;
+    assert_eq!(next_text(&mut c).await, "mine");
+
+    // A message outside the protocol closes its sender with 1008 and a reason, and nothing
+    // else changes for the others.
+    let mut rude = server.connect().await;
+    send_text(&mut rude, "hello?").await;
+    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut rude)).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert!(frame.reason.contains("expected"), "{}", frame.reason);
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
+    send_text(&mut c, "pub news still here").await;
+    assert_eq!(next_text(&mut a).await, "still here");
 }

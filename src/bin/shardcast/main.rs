@@ -8,6 +8,7 @@ use std::process::ExitCode;
 mod bench;
 mod naive;
 mod serve;
+mod topics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,6 +1,7 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
 use crate::naive;
+use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
     Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
@@ -27,6 +28,11 @@ pub(crate) struct Args {
     /// Send each message back to its sender only (an echo server, for conformance suites).
     #[arg(long)]
     pub(crate) echo: bool,
+    /// Be a pub/sub relay instead: `/?sub=T` subscribes at upgrade (URL-encoded), text
+    /// messages `sub T` and `unsub T` subscribe and unsubscribe, and `pub T BODY` publishes
+    /// BODY to T's subscribers with the message's opcode; anything else is closed with 1008.
+    #[arg(long, conflicts_with = "echo")]
+    pub(crate) topics: bool,
     /// Largest inbound message and frame, in bytes (at least 125).
     #[arg(long, default_value_t = 64 << 10)]
     pub(crate) max_message_size: usize,
@@ -101,16 +107,25 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     crate::raise_descriptor_limit();
     let addr = resolve(&args.addr)?;
     if args.naive {
+        if args.topics {
+            return Err("--naive does not speak --topics yet".into());
+        }
         return run_naive(args, addr);
     }
     let queue = args
         .client_queue_bytes
         .unwrap_or((1 << 20).max(args.max_message_size.saturating_mul(2)));
-    let mut builder = Engine::builder()
-        .handler(Relay {
+    let builder = if args.topics {
+        Engine::builder().handler(TopicRelay {
+            exclude_sender: args.exclude_sender,
+        })
+    } else {
+        Engine::builder().handler(Relay {
             exclude_sender: args.exclude_sender,
             echo: args.echo,
         })
+    };
+    let mut builder = builder
         .max_message_size(args.max_message_size)
         .client_queue_bytes_max(queue)
         .slow_consumer(args.slow_consumer.into())
