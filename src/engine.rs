@@ -62,6 +62,16 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// its queue in order, and two publishers' broadcasts may interleave differently on different
 /// shards.
 ///
+/// Topics keep this order: a client receives one publisher's frames in the order published,
+/// whatever topics carried them, and a frame addressed to several of its topics once. A
+/// publication goes to a shard through the same queue as every other broadcast of that
+/// publisher, the shard applies its queue in order, and a client's outbound queue is first in,
+/// first out; interest routing only leaves out shards with no subscriber of the topics, which
+/// changes which frames a shard applies, never their order. A client subscribed when
+/// [`Engine::subscribe`] returns (or a handler's [`Context::subscribe`](crate::Context::subscribe)
+/// returns, for what its shard applies after) receives every later publication to the topic;
+/// one unsubscribed receives none accepted after [`Engine::unsubscribe`] returned.
+///
 /// # Back-pressure
 ///
 /// Each shard's queue holds [`Config::shard_queue_capacity`] commands. `broadcast().await`
