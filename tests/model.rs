@@ -1,5 +1,6 @@
-//! Model test: random sequences of connect, disconnect, authenticate, broadcast, send and batch
-//! run against the engine and against a trivial oracle; every client's deliveries must match.
+//! Model test: random sequences of connect, disconnect, authenticate, subscribe, unsubscribe,
+//! broadcast (to everyone or to topics), send and batch run against the engine and against a
+//! trivial oracle; every client's deliveries must match.
 
 mod common;
 
@@ -7,7 +8,7 @@ use common::{END, WAIT, lock};
 use futures_util::StreamExt;
 use proptest::prelude::*;
 use shardcast::{Audience, ClientId, Engine, Payload, Principal};
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::DuplexStream;
@@ -21,7 +22,13 @@ enum To {
     Authenticated,
     AllExcept(usize),
     AuthenticatedExcept(usize),
+    /// The subscribers of the topics in this mask (bit `t`: topic `t` of [`TOPICS`]),
+    /// authenticated only or not.
+    Topics(u8, bool),
 }
+
+/// The topics scenarios use.
+const TOPICS: [&str; 3] = ["red", "green", "blue"];
 
 /// One step of a scenario.
 #[derive(Clone, Debug)]
@@ -35,6 +42,8 @@ enum Op {
     Authenticate(usize),
     Broadcast(To),
     Send(usize),
+    Subscribe(usize, usize),
+    Unsubscribe(usize, usize),
     /// A batch of this many frames.
     Batch(usize, To),
 }
@@ -45,6 +54,7 @@ fn to() -> impl Strategy<Value = To> {
         2 => Just(To::Authenticated),
         2 => any::<usize>().prop_map(To::AllExcept),
         1 => any::<usize>().prop_map(To::AuthenticatedExcept),
+        3 => (0..8u8, any::<bool>()).prop_map(|(mask, only)| To::Topics(mask, only)),
     ]
 }
 
@@ -55,6 +65,8 @@ fn op() -> impl Strategy<Value = Op> {
         2 => any::<usize>().prop_map(Op::Authenticate),
         4 => to().prop_map(Op::Broadcast),
         2 => any::<usize>().prop_map(Op::Send),
+        3 => (any::<usize>(), 0..TOPICS.len()).prop_map(|(c, t)| Op::Subscribe(c, t)),
+        1 => (any::<usize>(), 0..TOPICS.len()).prop_map(|(c, t)| Op::Unsubscribe(c, t)),
         2 => (1..5usize, to()).prop_map(|(k, to)| Op::Batch(k, to)),
     ]
 }
@@ -64,6 +76,8 @@ fn op() -> impl Strategy<Value = Op> {
 struct Oracle {
     /// Client key → (authenticated, messages delivered in order).
     clients: Mutex<HashMap<usize, (bool, Vec<String>)>>,
+    /// Client key → the topics it is subscribed to.
+    topics: Mutex<HashMap<usize, BTreeSet<usize>>>,
 }
 
 impl Oracle {
@@ -73,6 +87,7 @@ impl Oracle {
 
     /// Returns whether it was authenticated.
     fn remove(&self, key: usize) -> Option<bool> {
+        lock(&self.topics).remove(&key);
         lock(&self.clients)
             .remove(&key)
             .map(|(authenticated, _)| authenticated)
@@ -84,9 +99,34 @@ impl Oracle {
         }
     }
 
-    fn broadcast(&self, messages: &[String], authenticated_only: bool, except: Option<usize>) {
+    /// Whether `key` is subscribed (`Some`: it changed).
+    fn subscribe(&self, key: usize, topic: usize, on: bool) -> bool {
+        let mut topics = lock(&self.topics);
+        let mine = topics.entry(key).or_default();
+        if on {
+            mine.insert(topic)
+        } else {
+            mine.remove(&topic)
+        }
+    }
+
+    /// Delivers to every client of the audience: authenticated (if `authenticated_only`), not
+    /// `except`, and subscribed to one of `topics` (if given; a bit mask).
+    fn broadcast(
+        &self,
+        messages: &[String],
+        authenticated_only: bool,
+        except: Option<usize>,
+        topics: Option<u8>,
+    ) {
+        let subscribed = lock(&self.topics);
         for (key, (authenticated, got)) in lock(&self.clients).iter_mut() {
-            if (*authenticated || !authenticated_only) && except != Some(*key) {
+            let in_topics = topics.is_none_or(|mask| {
+                subscribed
+                    .get(key)
+                    .is_some_and(|mine| mine.iter().any(|&t| mask & (1 << t) != 0))
+            });
+            if (*authenticated || !authenticated_only) && except != Some(*key) && in_topics {
                 got.extend(messages.iter().cloned());
             }
         }
@@ -145,15 +185,27 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
         // The audience as the engine and as the oracle see it.
         let audience = |to: To, live: &[Live]| {
             let pick = |i: usize| live.get(i % live.len().max(1)).map(|c| (c.id, c.key));
-            let (base, only, except) = match to {
-                To::All => (Audience::ALL, false, None),
-                To::Authenticated => (Audience::AUTHENTICATED, true, None),
-                To::AllExcept(i) => (Audience::ALL, false, pick(i)),
-                To::AuthenticatedExcept(i) => (Audience::AUTHENTICATED, true, pick(i)),
+            let (base, only, except, topics) = match to {
+                To::All => (Audience::ALL, false, None, None),
+                To::Authenticated => (Audience::AUTHENTICATED, true, None, None),
+                To::AllExcept(i) => (Audience::ALL, false, pick(i), None),
+                To::AuthenticatedExcept(i) => (Audience::AUTHENTICATED, true, pick(i), None),
+                To::Topics(mask, only) => {
+                    let names = (0..TOPICS.len())
+                        .filter(|t| mask & (1 << t) != 0)
+                        .map(|t| TOPICS[t]);
+                    let audience = Audience::topics(names);
+                    let audience = if only {
+                        audience.authenticated()
+                    } else {
+                        audience
+                    };
+                    (audience, only, None, Some(mask))
+                }
             };
             match except {
-                Some((id, key)) => (base.except(id), only, Some(key)),
-                None => (base, only, None),
+                Some((id, key)) => (base.except(id), only, Some(key), topics),
+                None => (base, only, None, topics),
             }
         };
         match op {
@@ -201,13 +253,25 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Broadcast(to) => {
-                let (audience, only, except) = audience(to, &live);
+                let (audience, only, except, topics) = audience(to, &live);
                 let text = message();
                 engine
                     .broadcast(Payload::text(&text), audience)
                     .await
                     .unwrap();
-                oracle.broadcast(std::slice::from_ref(&text), only, except);
+                oracle.broadcast(std::slice::from_ref(&text), only, except, topics);
+            }
+            Op::Subscribe(which, topic) | Op::Unsubscribe(which, topic) => {
+                let on = matches!(op, Op::Subscribe(..));
+                if let Some(client) = live.get(which % live.len().max(1)) {
+                    let changed = oracle.subscribe(client.key, topic, on);
+                    if on {
+                        engine.subscribe(client.id, TOPICS[topic]).await.unwrap();
+                    } else {
+                        let was = engine.unsubscribe(client.id, TOPICS[topic]).await.unwrap();
+                        prop_assert_eq!(was, changed, "unsubscribe of {}", client.id);
+                    }
+                }
             }
             Op::Send(which) => {
                 if let Some(client) = live.get(which % live.len().max(1)) {
@@ -217,13 +281,13 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 }
             }
             Op::Batch(k, to) => {
-                let (audience, only, except) = audience(to, &live);
+                let (audience, only, except, topics) = audience(to, &live);
                 let texts: Vec<String> = (0..k).map(|_| message()).collect();
                 engine
                     .broadcast_batch(texts.iter().map(Payload::text), audience)
                     .await
                     .unwrap();
-                oracle.broadcast(&texts, only, except);
+                oracle.broadcast(&texts, only, except, topics);
             }
         }
     }
@@ -250,7 +314,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 24, max_shrink_iters: 256, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 96, max_shrink_iters: 256, ..ProptestConfig::default() })]
 
     #[test]
     fn every_clients_deliveries_match_a_trivial_oracle(ops in proptest::collection::vec(op(), 1..40)) {
