@@ -154,12 +154,15 @@ write("handshake", "too_many_headers",
 # --- shard_ops: [mode, cap, timeouts, auth, copy_max, write buffer, ops..] ----------------------
 # mode: policy (0 Disconnect, 1 DropNewest, 2 DropOldest) | 4 (auth deadline on)
 # ops: 0 admit [auth]; 1 close [reason, client]; 2 auth [on, client];
-#      3 deliver [batch?, (n), audience, (client), payload..]; 4 send [payload, client];
+#      3 deliver [audience, (client), batch?, (n), payload..]; 4 send [payload, client];
 #      6 write [k, client]; 7 stall [client]; 8 tick [steps]; 9 sweep; 10 release [client];
-#      11 touch [client]; 12 ping [len, bytes.., client]; 13 shutdown
-# payload byte: len (or (len & 0x7f) * 8 with the top bit); audience: 1 auth only, 2 except
+#      11 touch [client]; 12 ping [len, bytes.., client]; 13 shutdown;
+#      14 subscribe [topic, client]; 15 unsubscribe [topic, client] (topics t0..t3, 3 per client)
+# payload byte: len (or (len & 0x7f) * 8 with the top bit); audience: 1 auth only, 2 except,
+# 8 topics (mask of t0..t3 in the high nibble)
 ADMIT, CLOSE, AUTH, DELIVER, SEND, WRITE, STALL, TICK, SWEEP, RELEASE, TOUCH, PING, SHUTDOWN = (
     0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13)
+SUBSCRIBE, UNSUBSCRIBE = 14, 15
 
 
 def shard(name, header, ops):
@@ -169,13 +172,28 @@ def shard(name, header, ops):
 shard("audiences_and_writes", [0, 250, 0x33, 0, 64, 64], [
     ADMIT, 0, ADMIT, 1, ADMIT, 1,
     DELIVER, 0, 0, 10,            # to all
-    DELIVER, 0, 1, 20,            # to authenticated
-    DELIVER, 0, 2, 1, 30,         # to all but client 1
-    DELIVER, 0, 3, 2, 0x85,       # to authenticated but client 2, 40 bytes
+    DELIVER, 1, 0, 20,            # to authenticated
+    DELIVER, 2, 1, 0, 30,         # to all but client 1
+    DELIVER, 3, 2, 0, 0x85,       # to authenticated but client 2, 40 bytes
     SEND, 5, 0,
     WRITE, 3, 0, WRITE, 0xff, 0, WRITE, 0xff, 1, WRITE, 0xff, 2,
-    AUTH, 1, 0, AUTH, 0, 1, DELIVER, 0, 1, 7,
+    AUTH, 1, 0, AUTH, 0, 1, DELIVER, 1, 0, 7,
     CLOSE, 0, 1, CLOSE, 9, 2, WRITE, 0xff, 2, RELEASE, 2,
+])
+shard("topics", [0, 250, 0x33, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 1, ADMIT, 1,
+    SUBSCRIBE, 0, 0, SUBSCRIBE, 1, 0, SUBSCRIBE, 1, 1, SUBSCRIBE, 2, 0,
+    SUBSCRIBE, 3, 0,              # a fourth topic: over the limit of 3
+    SUBSCRIBE, 1, 0,              # again: a no-op
+    DELIVER, 0x38, 0, 10,         # to t0 or t1: client 0 once, client 1
+    DELIVER, 0x29, 0, 20,         # to t1, authenticated only: client 1
+    DELIVER, 0x8A, 0, 0, 30,      # to t3 but client 0: nobody
+    UNSUBSCRIBE, 1, 1, UNSUBSCRIBE, 1, 1,
+    DELIVER, 0x28, 1, 2, 5, 6, 7, 8,  # a batch of 4 to t1: client 0
+    WRITE, 0xff, 0, WRITE, 0xff, 1,
+    CLOSE, 0, 0, SUBSCRIBE, 0, 0, # closed: not registered any more
+    DELIVER, 0x18, 0, 7,          # to t0: nobody left
+    SUBSCRIBE, 2, 9,              # an id never admitted
 ])
 shard("slow_consumer_disconnect", [0, 10, 0x33, 0, 8, 16], [
     ADMIT, 0, ADMIT, 0,
@@ -185,7 +203,7 @@ shard("slow_consumer_disconnect", [0, 10, 0x33, 0, 8, 16], [
     WRITE, 0xff, 0, WRITE, 0xff, 1,
 ])
 shard("drop_newest", [1, 20, 0x33, 0, 255, 255], [
-    ADMIT, 0, DELIVER, 0, 0, 50, DELIVER, 0, 0, 50, DELIVER, 1, 1, 0, 10, 10, 10,
+    ADMIT, 0, DELIVER, 0, 0, 50, DELIVER, 0, 0, 50, DELIVER, 0, 1, 1, 10, 10, 10,
     WRITE, 0xff, 0, DELIVER, 0, 0, 50,
 ])
 shard("drop_oldest_with_pongs", [2, 30, 0x33, 0, 0, 0], [
@@ -214,6 +232,6 @@ shard("shutdown_then_admit", [0, 100, 0x33, 0, 64, 64], [
     RELEASE, 0, ADMIT, 0,
 ])
 shard("release_and_reuse_slots", [1, 60, 0x33, 0, 16, 32], [
-    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 9, RELEASE, 0, ADMIT, 1, DELIVER, 0, 2, 0, 9,
+    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 9, RELEASE, 0, ADMIT, 1, DELIVER, 2, 0, 0, 9,
     SEND, 4, 0, CLOSE, 4, 1, WRITE, 0xff, 2,
 ])

@@ -3,7 +3,7 @@
 //!
 //! The rules the model states are listed on `shard_ops`.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -17,13 +17,18 @@ use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::shard::State;
 use crate::stats::{Counters, ShardCounters};
 use crate::wire::frame::CONTROL_PAYLOAD_MAX;
-use crate::{Audience, ClientId, Payload, ShardId};
+use crate::error::SubscribeError;
+use crate::{Audience, ClientId, Payload, ShardId, Topic};
 
 /// Most clients admitted in one run.
 const SHARD_CLIENTS_MAX: usize = 24;
 
 /// Most pongs a client may have queued (`state::CONTROL_FRAMES_MAX`).
 const PONGS_MAX: usize = 16;
+
+/// Topics runs use, and the most one client may have.
+const TOPICS: [&str; 4] = ["t0", "t1", "t2", "t3"];
+const TOPICS_PER_CLIENT_MAX: usize = 3;
 
 /// One simulated clock step.
 const TICK: Duration = Duration::from_millis(125);
@@ -82,6 +87,8 @@ struct ModelClient {
     offset: usize,
     /// Removed events produced.
     removed: usize,
+    /// Its topics (indices into `TOPICS`), while open.
+    topics: BTreeSet<usize>,
 }
 
 impl ModelClient {
@@ -188,6 +195,17 @@ fn close_frame(code: u16, reason: &str) -> Bytes {
     Bytes::from(f)
 }
 
+/// An audience, as the model sees it.
+#[derive(Clone, Copy, Debug)]
+struct To {
+    /// Only authenticated clients.
+    authenticated: bool,
+    /// Not this client.
+    except: Option<ClientId>,
+    /// Only subscribers of the topics in this mask (bit `t`: `TOPICS[t]`).
+    topics: Option<u8>,
+}
+
 /// Counters the model expects.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Expected {
@@ -258,6 +276,7 @@ impl Sim {
             auth_deadline,
             ping_interval,
             copy_bytes_max: copy_max,
+            topics_per_client_max: TOPICS_PER_CLIENT_MAX,
             // Built once: `Config::default` asks the OS for the number of cores.
             ..DEFAULT.get_or_init(Config::default).clone()
         };
@@ -329,7 +348,8 @@ impl Sim {
     }
 
     pub(super) fn step(&mut self, r: &mut Reader<'_>) {
-        match r.u8() % 14 {
+        let op = r.u8() % 16;
+        match op {
             0 => {
                 let authenticated = r.u8() & 1 != 0;
                 self.admit(authenticated);
@@ -409,6 +429,14 @@ impl Sim {
                     self.inbound(i, Some(ping));
                 }
             }
+            14 | 15 => {
+                let topic = usize::from(r.u8()) % TOPICS.len();
+                let id = match self.pick(r) {
+                    Some(i) => self.clients[i].id,
+                    None => ClientId::new(999, ShardId(0)),
+                };
+                self.subscription(id, topic, op == 14);
+            }
             _ => {
                 self.state.shutdown();
                 self.shutting_down = true;
@@ -443,6 +471,7 @@ impl Sim {
             queue: VecDeque::new(),
             offset: 0,
             removed: 0,
+            topics: BTreeSet::new(),
         });
         if self.shutting_down {
             self.close(self.clients.len() - 1, RemoveReason::Shutdown);
@@ -518,17 +547,51 @@ impl Sim {
             None => ModelPhase::Abort,
         };
         c.removed += 1;
+        c.topics.clear();
         self.removed.push((c.id, reason));
     }
 
-    /// The audience picked by the input: `(authenticated only, except)`.
-    fn audience(&mut self, r: &mut Reader<'_>) -> (bool, Option<ClientId>) {
+    /// Subscribes (`on`) or unsubscribes `id` to topic `t`, through the shard's API by id, and
+    /// checks its answer against the model's.
+    fn subscription(&mut self, id: ClientId, t: usize, on: bool) {
+        let topic = Topic::new(TOPICS[t]);
+        let open = self
+            .clients
+            .iter()
+            .position(|c| c.id == id && c.phase == ModelPhase::Open);
+        if on {
+            let got = self.state.subscribe(id, &topic);
+            let expected = match open {
+                None => Err(SubscribeError::NotRegistered(id)),
+                Some(i) if self.clients[i].topics.contains(&t) => Ok(false),
+                Some(i) if self.clients[i].topics.len() >= TOPICS_PER_CLIENT_MAX => {
+                    Err(SubscribeError::TooManyTopics {
+                        max: TOPICS_PER_CLIENT_MAX,
+                    })
+                }
+                Some(i) => Ok(self.clients[i].topics.insert(t)),
+            };
+            assert_eq!(got, expected, "subscribe {id} to {topic}");
+        } else {
+            let got = self.state.unsubscribe(id, &topic);
+            let expected = open.is_some_and(|i| self.clients[i].topics.remove(&t));
+            assert_eq!(got, expected, "unsubscribe {id} from {topic}");
+        }
+    }
+
+    /// The audience picked by the input.
+    fn audience(&mut self, r: &mut Reader<'_>) -> To {
         let kind = r.u8();
         let except = (kind & 0x02 != 0).then(|| match self.pick(r) {
             Some(i) if kind & 0x04 == 0 => self.clients[i].id,
             _ => ClientId::new(999, ShardId(0)),
         });
-        (kind & 0x01 != 0, except)
+        To {
+            authenticated: kind & 0x01 != 0,
+            except,
+            // Bit `t`: topic `t`; 0 is an audience of nobody.
+            topics: (kind & 0x08 != 0).then_some((kind >> 4) & 0x0F),
+        }
     }
 
     /// One broadcast's frames: one, or a batch of 2 to 4.
@@ -537,14 +600,14 @@ impl Sim {
         (0..batch).map(|_| self.payload(r)).collect()
     }
 
-    fn deliver(&mut self, payloads: &[Payload], audience: (bool, Option<ClientId>)) {
+    fn deliver(&mut self, payloads: &[Payload], audience: To) {
         let now = self.instant(self.now);
         self.state
             .deliver(payloads, &Self::to_audience(audience), now);
         self.expect_deliver(payloads, audience);
     }
 
-    fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: (bool, Option<ClientId>)) {
+    fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: To) {
         let now = self.instant(self.now);
         self.state
             .deliver_groups(groups, &Self::to_audience(audience), now);
@@ -553,28 +616,34 @@ impl Sim {
         }
     }
 
-    fn to_audience((authenticated, except): (bool, Option<ClientId>)) -> Audience {
-        let mut audience = if authenticated {
-            Audience::AUTHENTICATED
-        } else {
-            Audience::ALL
+    fn to_audience(to: To) -> Audience {
+        let mut audience = match to.topics {
+            None => Audience::ALL,
+            Some(mask) => Audience::topics(
+                (0..TOPICS.len())
+                    .filter(|t| mask & (1 << t) != 0)
+                    .map(|t| TOPICS[t]),
+            ),
         };
-        if let Some(id) = except {
+        if to.authenticated {
+            audience = audience.authenticated();
+        }
+        if let Some(id) = to.except {
             audience = audience.except(id);
         }
         audience
     }
 
     /// The model of delivering `payloads` to the audience.
-    fn expect_deliver(
-        &mut self,
-        payloads: &[Payload],
-        (authenticated, except): (bool, Option<ClientId>),
-    ) {
+    fn expect_deliver(&mut self, payloads: &[Payload], to: To) {
         let mut evict = Vec::new();
         for i in self.by_slot() {
             let c = &self.clients[i];
-            let admitted = (c.authenticated || !authenticated) && except != Some(c.id);
+            let subscribed = to
+                .topics
+                .is_none_or(|mask| c.topics.iter().any(|&t| mask & (1 << t) != 0));
+            let admitted =
+                (c.authenticated || !to.authenticated) && to.except != Some(c.id) && subscribed;
             if c.phase == ModelPhase::Open && admitted && !self.offer(i, payloads) {
                 evict.push(i);
             }
@@ -764,9 +833,15 @@ impl Sim {
             assert_eq!(client.out.bytes(), c.queued(), "queue of {c:?}");
             assert_eq!(client.out.frames(), c.queue.len(), "frames of {c:?}");
             assert_eq!(client.blocked_since, blocked, "blocked time of {c:?}");
+            let topics: Vec<Topic> = c.topics.iter().map(|&t| Topic::new(TOPICS[t])).collect();
+            assert_eq!(self.state.topics_of(slot), topics, "topics of {c:?}");
         }
+        let subscriptions: usize = self.clients.iter().map(|c| c.topics.len()).sum();
+        let topics: BTreeSet<usize> = self.clients.iter().flat_map(|c| c.topics.clone()).collect();
         let counters = &*self.counters;
         let load = |counter: &AtomicU64| counter.load(Relaxed);
+        assert_eq!(load(&counters.subscriptions), subscriptions as u64, "subscriptions gauge");
+        assert_eq!(load(&counters.topics), topics.len() as u64, "topics gauge");
         assert_eq!(load(&counters.clients), open, "clients gauge");
         assert_eq!(load(&counters.queued_bytes), queued, "queued_bytes gauge");
         let actual = Expected {

@@ -15,7 +15,9 @@ use super::reader::Reader;
 /// deliver a batch; write k bytes of a client's queue (gathered as the connection task does,
 /// through a small write buffer, then `wrote`); stall a client (its socket takes nothing: the
 /// connection task marks it blocked); advance the clock; sweep; release a client; an inbound
-/// frame (touch); a ping (touch and pong); shut down.
+/// frame (touch); a ping (touch and pong); subscribe or unsubscribe a client (or an id never
+/// admitted) to one of four topics; shut down. An audience may be limited to the subscribers of
+/// a set of topics (none: nobody).
 ///
 /// The model keeps, per client, its phase and its queue as one list of whole frames in write
 /// order, and states the rules plainly:
