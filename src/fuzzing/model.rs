@@ -14,10 +14,10 @@ use tokio::time::Instant;
 use super::reader::Reader;
 use crate::client::{Principal, RemoveReason};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
+use crate::error::SubscribeError;
 use crate::shard::State;
 use crate::stats::{Counters, ShardCounters};
 use crate::wire::frame::CONTROL_PAYLOAD_MAX;
-use crate::error::SubscribeError;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 
 /// Most clients admitted in one run.
@@ -840,7 +840,11 @@ impl Sim {
         let topics: BTreeSet<usize> = self.clients.iter().flat_map(|c| c.topics.clone()).collect();
         let counters = &*self.counters;
         let load = |counter: &AtomicU64| counter.load(Relaxed);
-        assert_eq!(load(&counters.subscriptions), subscriptions as u64, "subscriptions gauge");
+        assert_eq!(
+            load(&counters.subscriptions),
+            subscriptions as u64,
+            "subscriptions gauge"
+        );
         assert_eq!(load(&counters.topics), topics.len() as u64, "topics gauge");
         assert_eq!(load(&counters.clients), open, "clients gauge");
         assert_eq!(load(&counters.queued_bytes), queued, "queued_bytes gauge");

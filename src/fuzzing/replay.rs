@@ -47,3 +47,13 @@ fn handshake_seeds_pass() {
 fn shard_ops_seeds_pass() {
     replay("shard_ops", super::shard_ops);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
+
+    /// Random inputs besides the seeds, at every `cargo test`: the fuzzer's job in small.
+    #[test]
+    fn shard_ops_holds_on_random_inputs(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 6..600)) {
+        super::shard_ops(&data);
+    }
+}
