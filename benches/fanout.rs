@@ -23,6 +23,16 @@
 //! Engines and runtimes are built once per group and contender, outside the timing, and shut
 //! down after. Each contender checks at the end that exactly the expected bytes were written
 //! (and, for shardcast, that nothing was dropped or evicted).
+//!
+//! Topics: one group per (subscribers, shards), `topics/subscribers=<n>/shards=<s>`, n in
+//! {1, 100, 10 000} of [`TOPIC_CLIENTS`] clients, each client also subscribed to a topic of its
+//! own (so the index is not trivially small). One iteration publishes [`ROUND`] 32-byte frames
+//! to the topic and waits until its n subscribers' sinks took them. The contenders:
+//!
+//! - `shardcast`: [`Engine::subscribe`] and [`Audience::topic`].
+//! - `naive_topic_map`: what most servers do, a `Mutex<HashMap<topic, HashSet<client>>>` beside
+//!   the locked map of per-client channels of `naive_mutex_map`; the publisher locks both and
+//!   `try_send`s to each member.
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_main};
@@ -496,6 +506,147 @@ fn fanout(c: &mut Criterion) {
 
 /// Every benchmark of this file, with the settings given on the command line.
 ///
+/// Clients of every topic benchmark.
+const TOPIC_CLIENTS: usize = 10_000;
+
+/// Subscriber counts of the topic the benchmark publishes to.
+const TOPIC_SUBSCRIBERS: [usize; 3] = [1, 100, 10_000];
+
+/// The topic every subscriber is on; each client is also on `u<i>`, its own.
+const HOT: &str = "hot";
+
+/// shardcast with topics: `TOPIC_CLIENTS` sinks, the first `subscribers` of them on [`HOT`].
+struct ShardcastTopic {
+    inner: Shardcast,
+    topic: shardcast::Topic,
+}
+
+impl ShardcastTopic {
+    fn start(subscribers: usize, shards: usize) -> Self {
+        let inner = Shardcast::start(0, shards);
+        let topic = shardcast::Topic::new(HOT);
+        inner.publisher.block_on(async {
+            for i in 0..TOPIC_CLIENTS {
+                let sink = NullSink {
+                    progress: inner.progress.clone(),
+                };
+                let id = inner
+                    .engine
+                    .register_upgraded(sink)
+                    .await
+                    .unwrap_or_else(|e| panic!("could not register a client: {e}"));
+                // `subscribe` waits for the shard, which admits the client first (its
+                // `Register` command comes before in the same queue).
+                if i < subscribers {
+                    inner.engine.subscribe(id, &topic).await.expect("subscribe");
+                }
+                inner
+                    .engine
+                    .subscribe(id, format!("u{i}"))
+                    .await
+                    .expect("subscribe");
+            }
+        });
+        ShardcastTopic { inner, topic }
+    }
+
+    async fn publish(&self, frame: &Payload) {
+        for _ in 0..ROUND {
+            self.inner
+                .engine
+                .broadcast(frame.clone(), Audience::topic(&self.topic))
+                .await
+                .unwrap_or_else(|e| panic!("shardcast: publish failed: {e}"));
+        }
+    }
+}
+
+/// The usual design: topic -> member set behind a lock, per-client channels behind another.
+struct NaiveTopicMap {
+    inner: NaiveMutexMap,
+    topics: Arc<Mutex<HashMap<String, std::collections::HashSet<u64>>>>,
+}
+
+impl NaiveTopicMap {
+    fn start(subscribers: usize, shards: usize) -> Self {
+        let inner = NaiveMutexMap::start(TOPIC_CLIENTS, shards);
+        let mut topics: HashMap<String, std::collections::HashSet<u64>> = HashMap::new();
+        for i in 0..TOPIC_CLIENTS as u64 {
+            if (i as usize) < subscribers {
+                topics.entry(HOT.to_owned()).or_default().insert(i);
+            }
+            topics.entry(format!("u{i}")).or_default().insert(i);
+        }
+        NaiveTopicMap {
+            inner,
+            topics: Arc::new(Mutex::new(topics)),
+        }
+    }
+
+    async fn publish(&self, frame: &Payload) {
+        for _ in 0..ROUND {
+            let topics = self.topics.lock().unwrap_or_else(PoisonError::into_inner);
+            let clients = self
+                .inner
+                .clients
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            for id in topics.get(HOT).into_iter().flatten() {
+                if let Some(tx) = clients.get(id)
+                    && let Err(e) = tx.try_send(frame.frame().clone())
+                {
+                    panic!("naive_topic_map: client {id} refused a frame: {e}");
+                }
+            }
+        }
+    }
+}
+
+fn topics(c: &mut Criterion) {
+    let frame = Payload::binary(vec![0x5A; 32]);
+    for subscribers in TOPIC_SUBSCRIBERS {
+        for shards in SHARDS {
+            let mut group =
+                c.benchmark_group(format!("topics/subscribers={subscribers}/shards={shards}"));
+            group
+                .sampling_mode(SamplingMode::Flat)
+                .sample_size(10)
+                .warm_up_time(Duration::from_millis(200))
+                .measurement_time(Duration::from_millis(1500))
+                .throughput(Throughput::Elements((ROUND * subscribers) as u64));
+            let round_bytes = (ROUND * subscribers * frame.len()) as u64;
+
+            let shardcast = ShardcastTopic::start(subscribers, shards);
+            let progress = shardcast.inner.progress.clone();
+            group.bench_function(BenchmarkId::new("shardcast", "32B"), |b| {
+                b.to_async(&shardcast.inner.publisher).iter(|| async {
+                    let target = progress.arm(round_bytes);
+                    shardcast.publish(&frame).await;
+                    progress.wait(target, "shardcast").await;
+                });
+            });
+            assert_eq!(
+                progress.bytes.load(Ordering::Acquire) % round_bytes,
+                0,
+                "shardcast: only the topic's subscribers receive whole rounds"
+            );
+            shardcast.inner.stop();
+
+            let naive = NaiveTopicMap::start(subscribers, shards);
+            let progress = naive.inner.progress.clone();
+            group.bench_function(BenchmarkId::new("naive_topic_map", "32B"), |b| {
+                b.to_async(&naive.inner.runtime).iter(|| async {
+                    let target = progress.arm(round_bytes);
+                    naive.publish(&frame).await;
+                    progress.wait(target, "naive_topic_map").await;
+                });
+            });
+            naive.inner.stop();
+            group.finish();
+        }
+    }
+}
+
 /// Written out rather than with `criterion_group!`, whose `pub fn` cannot carry a doc.
 fn benches() {
     // Fewer bootstrap resamples than the default 100 000: analysis time adds up on a shared
@@ -504,6 +655,7 @@ fn benches() {
         .nresamples(10_000)
         .configure_from_args();
     fanout(&mut criterion);
+    topics(&mut criterion);
 }
 
 criterion_main!(benches);
