@@ -7,7 +7,9 @@ use std::process::ExitCode;
 
 mod bench;
 mod naive;
+mod pubsub;
 mod serve;
+mod topics;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

@@ -1,6 +1,7 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
 use crate::naive;
+use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
     Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
@@ -44,6 +45,10 @@ pub(crate) struct Args {
     /// channel) instead of the shardcast engine, for side-by-side benchmarks.
     #[arg(long, conflicts_with = "echo")]
     pub(crate) naive: bool,
+    /// Speak the topics protocol instead of relaying every message to everyone: `?sub=T` at
+    /// upgrade, text messages `sub T` and `unsub T`, and `pub T BODY` to T's subscribers.
+    #[arg(long, conflicts_with = "echo")]
+    pub(crate) topics: bool,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -106,11 +111,17 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     let queue = args
         .client_queue_bytes
         .unwrap_or((1 << 20).max(args.max_message_size.saturating_mul(2)));
-    let mut builder = Engine::builder()
-        .handler(Relay {
+    let builder = if args.topics {
+        Engine::builder().handler(TopicRelay {
+            exclude_sender: args.exclude_sender,
+        })
+    } else {
+        Engine::builder().handler(Relay {
             exclude_sender: args.exclude_sender,
             echo: args.echo,
         })
+    };
+    let mut builder = builder
         .max_message_size(args.max_message_size)
         .client_queue_bytes_max(queue)
         .slow_consumer(args.slow_consumer.into())
@@ -179,12 +190,25 @@ fn run_naive(args: Args, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
                 )
             });
         }
-        let server = naive::serve(
-            listener,
-            args.max_message_size,
-            args.exclude_sender,
-            counters,
-        );
+        let server = async {
+            if args.topics {
+                naive::serve_topics(
+                    listener,
+                    args.max_message_size,
+                    args.exclude_sender,
+                    counters,
+                )
+                .await
+            } else {
+                naive::serve(
+                    listener,
+                    args.max_message_size,
+                    args.exclude_sender,
+                    counters,
+                )
+                .await
+            }
+        };
         tokio::select! {
             r = server => r?,
             r = stop.wait() => r?,
