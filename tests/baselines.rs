@@ -1,7 +1,8 @@
-//! `shardcast bench` against the external baselines it starts itself, uWebSockets through Bun
-//! and a Node `ws` relay: frames flow and none is lost. Each test is skipped when
-//! `npm ci --prefix baselines` has not installed its baseline (CI installs them): it then passes
-//! having checked nothing, so it says so on the terminal, past the test harness's capture.
+//! `shardcast bench` against the baselines it starts itself, uWebSockets through Bun and a Node
+//! `ws` relay, and with `--topics` the naive one too: frames flow, none is lost, and with topics
+//! each publication reaches exactly its topic's subscribers. Each test of an external baseline
+//! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
+//! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -34,21 +35,105 @@ fn bench_against_node_ws_delivers_and_loses_nothing() {
     );
 }
 
+/// 100 clients on 10 topics, 3 each, and 2 publishers of 50 rounds of 4: each publisher takes
+/// every other topic, so each topic gets 40 publications, and the 300 subscriptions make
+/// 12,000 deliveries.
+const TOPICS_RUN: [&str; 12] = [
+    "--clients",
+    "100",
+    "--topics",
+    "10",
+    "--subscriptions",
+    "3",
+    "--publishers",
+    "2",
+    "--window",
+    "4",
+    "--rounds",
+    "50",
+];
+
+/// The deliveries of [`TOPICS_RUN`].
+const TOPICS_DELIVERIES: u64 = 12_000;
+
+#[test]
+fn bench_with_topics_against_the_embedded_server_delivers_each_publication_to_its_subscribers() {
+    topics_deliver_to_their_subscribers("embedded");
+}
+
+#[test]
+fn bench_with_topics_against_naive_delivers_each_publication_to_its_subscribers() {
+    topics_deliver_to_their_subscribers("naive");
+}
+
+#[test]
+fn bench_with_topics_against_bun_delivers_each_publication_to_its_subscribers() {
+    if installed(
+        "bench_with_topics_against_bun_delivers_each_publication_to_its_subscribers",
+        "bun",
+        "node_modules/.bin/bun",
+    ) {
+        topics_deliver_to_their_subscribers("bun");
+    }
+}
+
+#[test]
+fn bench_with_topics_against_node_ws_delivers_each_publication_to_its_subscribers() {
+    if installed(
+        "bench_with_topics_against_node_ws_delivers_each_publication_to_its_subscribers",
+        "node-ws",
+        "node_modules/ws",
+    ) {
+        topics_deliver_to_their_subscribers("node-ws");
+    }
+}
+
+/// Runs [`TOPICS_RUN`] against `server`: nothing lost, every expected delivery made, and the
+/// expectation is the layout's.
+fn topics_deliver_to_their_subscribers(server: &str) {
+    let report = bench(server, &TOPICS_RUN);
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    assert_eq!(
+        field(&report, "expected_deliveries"),
+        TOPICS_DELIVERIES,
+        "{report}"
+    );
+    assert_eq!(field(&report, "deliveries"), TOPICS_DELIVERIES, "{report}");
+    assert_eq!(field(&report, "publishes"), 400, "{report}");
+}
+
+/// Whether `installed` (in `baselines/`) is there; if not, test `test` is skipped, saying so.
+fn installed(test: &str, server: &str, installed: &str) -> bool {
+    let baselines = Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
+    if baselines.join(installed).exists() {
+        return true;
+    }
+    skipped(&format!(
+        "{test}: the {server} baseline is not installed (no baselines/{installed}); install it \
+         with `npm ci --prefix baselines`"
+    ));
+    false
+}
+
 /// Runs `shardcast bench --server server` briefly and checks its report, unless `installed`
 /// (in `baselines/`) is missing: then test `test` is skipped, saying so.
-fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed: &str) {
-    let baselines = Path::new(env!("CARGO_MANIFEST_DIR")).join("baselines");
-    if !baselines.join(installed).exists() {
-        skipped(&format!(
-            "{test}: the {server} baseline is not installed (no baselines/{installed}); install \
-             it with `npm ci --prefix baselines`"
-        ));
+fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed_at: &str) {
+    if !installed(test, server, installed_at) {
         return;
     }
+    let report = bench(server, &["--clients", "50", "--duration", "1"]);
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    assert!(field(&report, "deliveries") > 0, "{report}");
+}
+
+/// Runs `shardcast bench --server server args --json`, one at a time; returns its report,
+/// checked to be `server`'s.
+fn bench(server: &str, args: &[&str]) -> String {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut bench = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(["bench", "--server", server, "--clients", "50"])
-        .args(["--duration", "1", "--json"])
+        .args(["bench", "--server", server])
+        .args(args)
+        .arg("--json")
         .env_remove("SHARDCAST_BASELINES")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -85,8 +170,7 @@ fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed: &str) {
         report.contains(&format!("\"server\":\"{server}\"")),
         "{report}"
     );
-    assert_eq!(field(&report, "lost"), 0, "{report}");
-    assert!(field(&report, "deliveries") > 0, "{report}");
+    report
 }
 
 /// Says on the terminal that a test was skipped, and why. Written to the process's standard

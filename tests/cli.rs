@@ -145,6 +145,51 @@ fn bench_refuses_sweep_values_that_its_single_run_flags_refuse() {
 }
 
 #[test]
+fn bench_refuses_more_subscriptions_than_topics_naming_both_flags() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--rounds",
+            "1",
+            "--topics",
+            "3",
+            "--subscriptions",
+            "4",
+        ],
+        &["--subscriptions 4", "--topics 3"],
+    );
+}
+
+#[test]
+fn bench_refuses_subscriptions_without_topics_naming_the_flag() {
+    refused(
+        &[
+            "bench",
+            "--clients",
+            "1",
+            "--rounds",
+            "1",
+            "--subscriptions",
+            "2",
+        ],
+        &["--topics"],
+    );
+}
+
+#[test]
+fn bench_refuses_a_payload_too_small_for_the_topic_stamp_naming_the_flag() {
+    let topics = ["bench", "--clients", "1", "--rounds", "1", "--topics", "2"];
+    let mut args = topics.to_vec();
+    args.extend(["--payload", "16"]);
+    refused(&args, &["--payload 16", "--topics"]);
+    let mut args = topics.to_vec();
+    args.extend(["--sweep", "--sweep-payloads", "32,16"]);
+    refused(&args, &["--sweep-payloads 16", "--topics"]);
+}
+
+#[test]
 fn bench_refuses_zero_shards_naming_the_flag() {
     refused(
         &[

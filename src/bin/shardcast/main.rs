@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod naive;
+mod pubsub;
 mod serve;
 mod topics;
 
@@ -26,7 +27,7 @@ enum Command {
     /// Run a relay server: every message a client sends is broadcast to every client.
     Serve(serve::Args),
     /// Measure fan-out throughput and latency (default: against an embedded server).
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
 }
 
 /// File descriptors wanted: one per connection, with room to spare.
@@ -50,7 +51,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -107,9 +107,6 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     crate::raise_descriptor_limit();
     let addr = resolve(&args.addr)?;
     if args.naive {
-        if args.topics {
-            return Err("--naive does not speak --topics yet".into());
-        }
         return run_naive(args, addr);
     }
     let queue = args
@@ -194,12 +191,25 @@ fn run_naive(args: Args, addr: SocketAddr) -> Result<(), Box<dyn Error>> {
                 )
             });
         }
-        let server = naive::serve(
-            listener,
-            args.max_message_size,
-            args.exclude_sender,
-            counters,
-        );
+        let server = async {
+            if args.topics {
+                naive::serve_topics(
+                    listener,
+                    args.max_message_size,
+                    args.exclude_sender,
+                    counters,
+                )
+                .await
+            } else {
+                naive::serve(
+                    listener,
+                    args.max_message_size,
+                    args.exclude_sender,
+                    counters,
+                )
+                .await
+            }
+        };
         tokio::select! {
             r = server => r?,
             r = stop.wait() => r?,

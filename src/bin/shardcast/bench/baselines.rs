@@ -5,7 +5,8 @@
 //!
 //! Each is started on an ephemeral loopback port (`PORT=0`) and prints `ws://127.0.0.1:PORT/`
 //! first, as `shardcast serve` does; neither has a control line, so the engine's counters are
-//! not available for them.
+//! not available for them. With `--topics` each speaks the topics protocol of `shardcast serve
+//! --topics` instead of relaying every message to everyone.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -14,19 +15,20 @@ use std::process::Command;
 const DIR_VAR: &str = "SHARDCAST_BASELINES";
 
 /// `bun bun-relay.js`: Bun.serve, every message published to every client through
-/// uWebSockets' pub/sub.
-pub(crate) fn bun() -> Result<Command, String> {
+/// uWebSockets' pub/sub (with `topics`, `ws.subscribe` and `server.publish` per topic).
+pub(crate) fn bun(topics: bool) -> Result<Command, String> {
     let dir = dir()?;
     let bun = dir.join("node_modules/.bin/bun");
     installed(&dir, &bun)?;
-    relay(&dir, &bun, "bun-relay.js")
+    relay(&dir, &bun, "bun-relay.js", topics)
 }
 
-/// `node ws-relay.js`: a `ws` WebSocketServer, every message sent to each of its clients.
-pub(crate) fn node_ws() -> Result<Command, String> {
+/// `node ws-relay.js`: a `ws` WebSocketServer, every message sent to each of its clients (with
+/// `topics`, to each subscriber, from a `Map` of topic to a `Set` of clients).
+pub(crate) fn node_ws(topics: bool) -> Result<Command, String> {
     let dir = dir()?;
     installed(&dir, &dir.join("node_modules/ws"))?;
-    relay(&dir, Path::new("node"), "ws-relay.js")
+    relay(&dir, Path::new("node"), "ws-relay.js", topics)
 }
 
 /// The baselines directory, absolute: the child runs in it, and finds its script and program
@@ -61,9 +63,9 @@ fn installed(dir: &Path, what: &Path) -> Result<(), String> {
     ))
 }
 
-/// `program dir/script` on an ephemeral port, run in `dir` so that nothing around the caller's
-/// working directory (a `.env`, a `bunfig.toml`) changes it.
-fn relay(dir: &Path, program: &Path, script: &str) -> Result<Command, String> {
+/// `program dir/script` (`--topics` if `topics`) on an ephemeral port, run in `dir` so that
+/// nothing around the caller's working directory (a `.env`, a `bunfig.toml`) changes it.
+fn relay(dir: &Path, program: &Path, script: &str, topics: bool) -> Result<Command, String> {
     let script = dir.join(script);
     if !script.is_file() {
         return Err(format!(
@@ -73,5 +75,8 @@ fn relay(dir: &Path, program: &Path, script: &str) -> Result<Command, String> {
     }
     let mut cmd = Command::new(program);
     cmd.arg(script).env("PORT", "0").current_dir(dir);
+    if topics {
+        cmd.arg("--topics");
+    }
     Ok(cmd)
 }

@@ -2,9 +2,12 @@
 //! allocation per frame, one `mio` poll loop per thread.
 //!
 //! Every data frame the bench sends carries `u64le send time (ns since the bench epoch) | u32le
-//! publisher | u32le sequence`; a receiver checks that each publisher's sequence numbers arrive
-//! consecutively (a gap, a duplicate or a reordering counts as lost) and records the latency.
+//! publisher | u32le sequence`, and with `--topics` then `u32le topic` (see [`super::topics`]);
+//! a receiver checks that each (publisher, topic)'s sequence numbers arrive consecutively (a
+//! gap, a duplicate, a reordering or a topic it did not subscribe to counts as lost) and records
+//! the latency.
 
+use super::topics;
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -17,7 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Bytes of the stamp at the start of every bench payload.
+/// Bytes of the stamp at the start of every bench payload (without topics).
 pub(crate) const STAMP_BYTES: usize = 16;
 /// Size of each receiver thread's read buffer.
 const READ_BUFFER_BYTES: usize = 256 << 10;
@@ -73,6 +76,8 @@ pub(crate) struct Connected {
     pub(crate) leftover: Vec<u8>,
     /// Whether its deliveries are measured (false for publishers, whose echoes are drained).
     pub(crate) measured: bool,
+    /// The topics it subscribed to, sorted (`[0]` without `--topics`: everyone has topic 0).
+    pub(crate) topics: Vec<u32>,
 }
 
 /// Opens a TCP connection from `source` (if given) and performs the WebSocket upgrade.
@@ -151,7 +156,10 @@ struct Client {
     stream: TcpStream,
     /// Bytes of an unfinished frame from the previous read.
     partial: Vec<u8>,
-    /// Next expected sequence number, per publisher.
+    /// The topics it subscribed to, sorted: at most `--subscriptions` of them.
+    topics: Vec<u32>,
+    /// Next expected sequence number, per (publisher, topic): at `publisher x topics.len() +
+    /// the topic's index in `topics``.
     next_seq: Vec<u32>,
     measured: bool,
     open: bool,
@@ -172,6 +180,7 @@ const BUSY_POLLS_MAX: u32 = 2000;
 pub(crate) fn receive(
     clients: Vec<Connected>,
     publishers: usize,
+    named_topics: bool,
     shared: Arc<Shared>,
     busy_poll: bool,
 ) -> io::Result<Received> {
@@ -185,7 +194,8 @@ pub(crate) fn receive(
         conns.push(Client {
             stream,
             partial: c.leftover,
-            next_seq: vec![0; publishers],
+            next_seq: vec![0; publishers * c.topics.len()],
+            topics: c.topics,
             measured: c.measured,
             open: true,
         });
@@ -199,7 +209,10 @@ pub(crate) fn receive(
     let pings_started = Instant::now();
     let mut pinged = 0u64;
     // Frames that were already in the upgrade response.
-    let mut tally = Tally::default();
+    let mut tally = Tally {
+        named_topics,
+        ..Tally::default()
+    };
     let now = shared.now_ns();
     for c in conns.iter_mut() {
         let partial = std::mem::take(&mut c.partial);
@@ -265,6 +278,8 @@ struct Tally {
     delivered: u64,
     lost: u64,
     closed: u64,
+    /// Whether payloads carry their topic (`--topics`); else every one is of topic 0.
+    named_topics: bool,
 }
 
 impl Tally {
@@ -283,7 +298,10 @@ impl Tally {
         if self.closed > 0 {
             shared.closed.fetch_add(self.closed, Relaxed);
         }
-        *self = Tally::default();
+        *self = Tally {
+            named_topics: self.named_topics,
+            ..Tally::default()
+        };
     }
 }
 
@@ -328,8 +346,13 @@ fn parse(
             return at;
         };
         at += header + len;
+        let stamp_bytes = if tally.named_topics {
+            topics::STAMP_BYTES
+        } else {
+            STAMP_BYTES
+        };
         match b0 & 0x0f {
-            0x1 | 0x2 if c.measured && payload.len() >= STAMP_BYTES => {
+            0x1 | 0x2 if c.measured && payload.len() >= stamp_bytes => {
                 let field = |r: std::ops::Range<usize>| -> u64 {
                     payload[r]
                         .iter()
@@ -339,7 +362,18 @@ fn parse(
                 let sent = field(0..8);
                 let publisher = field(8..12) as usize;
                 let seq = field(12..16) as u32;
-                match c.next_seq.get_mut(publisher) {
+                let topic = if tally.named_topics {
+                    field(16..20) as u32
+                } else {
+                    0
+                };
+                // `None` for a topic the client did not subscribe to: lost, as a gap would be.
+                let slot = c
+                    .topics
+                    .binary_search(&topic)
+                    .ok()
+                    .map(|i| publisher.saturating_mul(c.topics.len()).saturating_add(i));
+                match slot.and_then(|slot| c.next_seq.get_mut(slot)) {
                     Some(next) if *next == seq => *next = seq.wrapping_add(1),
                     Some(next) => {
                         tally.lost += 1;

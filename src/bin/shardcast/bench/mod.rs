@@ -4,22 +4,30 @@
 //! The load generator must not be the bottleneck: its clients are raw TCP sockets read with
 //! large buffers by `mio` poll loops and parsed without allocation (see [`loadgen`]), and it
 //! reports its own CPU time next to the server's.
+//!
+//! With `--topics K --subscriptions S` it speaks the topics protocol of `shardcast serve
+//! --topics` to every server: clients subscribe at upgrade, publishers send `pub T BODY`
+//! round-robin over the topics, and the closed loop waits for each publication's subscribers;
+//! the layout that says how many there are is in [`topics`].
 
 mod baselines;
 mod loadgen;
 mod publish;
 mod report;
 mod server;
+mod topics;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
 use publish::{Length, Load};
 use report::Report;
 use server::{Kind, Policy, ServerOptions, Target};
+use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
+use topics::Layout;
 
 /// Options of `shardcast bench`.
 #[derive(Clone, Debug, clap::Args)]
@@ -74,11 +82,30 @@ pub(crate) struct Args {
     /// wake-up per send, at the price of a core.
     #[arg(long)]
     busy_poll: bool,
+    /// Publish to K topics (1 to 1,000,000) with the topics protocol of `serve --topics`,
+    /// instead of relaying every frame to every client.
+    ///
+    /// The topics are t0 to t{K-1}. Client i subscribes at upgrade (?sub=) to S topics: first
+    /// i mod K (its own topic when K >= clients), then S-1 topics of its group of 10 clients
+    /// (group g = i div 10 takes K-1 - ((g(S-1) + j) mod K) for j < S-1); a topic it already
+    /// has moves to the next one up it does not. Publisher p's n-th publication goes to topic (nP + p) mod
+    /// K, so the publishers go round-robin over the topics, and makes as many deliveries as
+    /// there are measured subscribers of its topic: clients x S / K on average. K=1: everyone
+    /// on one topic. K=10000 S=2 with 10000 clients: a personal topic plus a group of 10
+    /// (t9000-t9999 are the groups').
+    /// Payloads carry a 20-byte stamp (send time, publisher, sequence per publisher and topic,
+    /// topic), so --payload must be at least 20.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    topics: Option<u64>,
+    /// Topics each client subscribes to, from 1 to --topics and at most 256 (default: 1).
+    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=256))]
+    subscriptions: Option<u64>,
     /// Print one JSON object on standard output instead of the summary.
     #[arg(long)]
     json: bool,
     /// Run a matrix of clients x window x payload against each of --sweep-servers, and print
-    /// one table with the ratio between servers on each row.
+    /// one table with the ratio between servers on each row (--topics and --subscriptions apply
+    /// to every row).
     #[arg(long)]
     sweep: bool,
     /// Client counts of the sweep (each as --clients).
@@ -143,12 +170,37 @@ fn check(args: &Args) -> Result<(), String> {
     if !(0.0..1.0).contains(&args.stall) {
         return Err("--stall must be a fraction from 0 up to (not including) 1".into());
     }
+    if layout(args)?.is_some() {
+        let (flag, payloads) = if args.sweep {
+            ("--sweep-payloads", &args.sweep_payloads[..])
+        } else {
+            ("--payload", std::slice::from_ref(&args.payload))
+        };
+        if let Some(small) = payloads.iter().find(|&&p| p < topics::STAMP_BYTES as u64) {
+            return Err(format!(
+                "{flag} {small} is too small with --topics: at least {} bytes (send time, \
+                 publisher, sequence, topic)",
+                topics::STAMP_BYTES
+            ));
+        }
+    }
     Ok(())
+}
+
+/// The topics layout `--topics` and `--subscriptions` ask for, if any; the error names the flag.
+fn layout(args: &Args) -> Result<Option<Layout>, String> {
+    if let (None, Some(s)) = (args.topics, args.subscriptions) {
+        return Err(format!("--subscriptions {s} needs --topics"));
+    }
+    args.topics
+        .map(|k| Layout::new(k, args.subscriptions.unwrap_or(1)))
+        .transpose()
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     check(&args)?;
     let options = ServerOptions {
+        topics: args.topics.is_some(),
         shards: args.shards,
         client_queue_bytes: args.client_queue_bytes,
         slow_consumer: args.slow_consumer,
@@ -253,6 +305,7 @@ fn measure(
     interactive: bool,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(10);
+    let layout = layout(args)?;
     let pid = target.pid();
     let rss_before = pid.and_then(|p| server::settled_rss(p, Duration::from_secs(2)));
 
@@ -263,14 +316,25 @@ fn measure(
     let stalled_at =
         |i: u64| (((i + 1) as f64 * args.stall) as u64) > ((i as f64 * args.stall) as u64);
     let mut stalled = Vec::new();
+    // Measured subscribers per topic (without topics, everyone on topic 0).
+    let mut fanout = vec![0u64; layout.map_or(1, |l| l.topics() as usize)];
     for i in 0..shape.clients as usize {
         let source = loadgen::source_for(i, target.addr);
         let stall = stalled_at(i as u64);
         let recv_buffer = stall.then_some(4 << 10);
+        let (topics, path) = match layout {
+            Some(layout) => {
+                let topics = layout.of_client(i as u64);
+                let join = if target.path.contains('?') { '&' } else { '?' };
+                let path = format!("{}{join}{}", target.path, topics::query(&topics));
+                (topics, Cow::Owned(path))
+            }
+            None => (vec![0], Cow::Borrowed(target.path.as_str())),
+        };
         let (stream, leftover) = loadgen::connect(
             target.addr,
             &target.host,
-            &target.path,
+            &path,
             source,
             timeout,
             recv_buffer,
@@ -279,10 +343,14 @@ fn measure(
         if stall {
             stalled.push(stream);
         } else {
+            for &t in &topics {
+                fanout[t as usize] += 1;
+            }
             groups[i % threads].push(Connected {
                 stream,
                 leftover,
                 measured: true,
+                topics,
             });
         }
         connecting.inc(1);
@@ -298,6 +366,7 @@ fn measure(
             stream: reader,
             leftover,
             measured: false,
+            topics: Vec::new(),
         });
         publishers.push(stream);
         connecting.inc(1);
@@ -312,10 +381,13 @@ fn measure(
         let shared = shared.clone();
         let publishers = args.publishers as usize;
         let busy_poll = args.busy_poll;
+        let named_topics = layout.is_some();
         receivers.push(
             std::thread::Builder::new()
                 .name("bench-recv".into())
-                .spawn(move || loadgen::receive(group, publishers, shared, busy_poll))?,
+                .spawn(move || {
+                    loadgen::receive(group, publishers, named_topics, shared, busy_poll)
+                })?,
         );
     }
 
@@ -324,7 +396,9 @@ fn measure(
         None => Length::Time(Duration::from_secs_f64(args.duration)),
     };
     let load = Load {
-        clients: healthy,
+        fanout: &fanout,
+        rotation: layout.unwrap_or(Layout::ALL).rotation(args.publishers),
+        named_topics: layout.is_some(),
         window: shape.window as usize,
         payload: shape.payload as usize,
         length,
@@ -439,6 +513,11 @@ fn measure(
         rss_loaded,
         write_syscalls_per_delivery: syscalls,
         rss_samples,
+        topics: layout.map(|l| report::Topics {
+            topics: l.topics(),
+            subscriptions: l.subscriptions(),
+            expected_deliveries: published.expected,
+        }),
         stall: (stalled_count > 0).then(|| report::Stall {
             stalled: stalled_count,
             evicted: server_delta("evicted"),

@@ -1,7 +1,12 @@
 //! The publishers: rounds of `window` frames per publisher, closed loop (the next round starts
 //! when every client received the last one) or open loop at a fixed rate.
+//!
+//! Without `--topics` a frame is the stamped payload, which the server relays to everyone; with
+//! it, a frame is `pub tN <stamped payload>`, which it relays to `tN`'s subscribers: the topics
+//! and the deliveries each publication makes follow [`super::topics`].
 
 use super::loadgen::{MASK, STAMP_BYTES, Shared};
+use super::topics::{self, Rotation};
 use shardcast::wire::{Opcode, frame};
 use std::io::{self, Write};
 use std::net::TcpStream;
@@ -22,9 +27,14 @@ pub(crate) enum Length {
 
 /// The shape of the load.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Load {
-    /// Measured clients (each receives every frame).
-    pub(crate) clients: u64,
+pub(crate) struct Load<'a> {
+    /// Measured subscribers of each topic: the deliveries a publication to it makes (without
+    /// `--topics`, one topic: every measured client).
+    pub(crate) fanout: &'a [u64],
+    /// Which topic each publication goes to.
+    pub(crate) rotation: Rotation,
+    /// Whether frames name their topic (`pub tN ...`, with `--topics`) or go to everyone.
+    pub(crate) named_topics: bool,
     /// Frames per publisher per round.
     pub(crate) window: usize,
     /// Bytes per frame payload (at least the stamp).
@@ -44,26 +54,62 @@ pub(crate) struct Published {
     pub(crate) elapsed: Duration,
     /// Deliveries expected but not seen by the end (open loop, or a stalled round).
     pub(crate) missing: u64,
+    /// Deliveries the frames sent should have made.
+    pub(crate) expected: u64,
 }
 
-/// Writes one stamped frame for `publisher` with `seq` into `out`.
-fn stamp(out: &mut Vec<u8>, payload: &mut [u8], now_ns: u64, publisher: usize, seq: u32) {
-    payload[0..8].copy_from_slice(&now_ns.to_le_bytes());
-    payload[8..12].copy_from_slice(&(publisher as u32).to_le_bytes());
-    payload[12..16].copy_from_slice(&seq.to_le_bytes());
-    // Appends: `out` is reused across frames and sends, so this allocates only while it grows.
-    frame::put_masked(out, Opcode::Binary, payload, MASK);
+/// Reused buffers for building frames: they allocate only while they grow.
+struct Frames {
+    /// The payload, whose stamp each frame overwrites.
+    payload: Vec<u8>,
+    /// `pub tN <payload>`, with topics.
+    message: Vec<u8>,
+    /// Whether frames name their topic.
+    named_topics: bool,
+}
+
+impl Frames {
+    /// Appends one stamped frame for `publisher`'s publication `seq` to `topic` to `out`.
+    fn put(&mut self, out: &mut Vec<u8>, now_ns: u64, publisher: usize, (topic, seq): (u32, u32)) {
+        let payload = &mut self.payload;
+        payload[0..8].copy_from_slice(&now_ns.to_le_bytes());
+        payload[8..12].copy_from_slice(&(publisher as u32).to_le_bytes());
+        payload[12..16].copy_from_slice(&seq.to_le_bytes());
+        if !self.named_topics {
+            frame::put_masked(out, Opcode::Binary, payload, MASK);
+            return;
+        }
+        payload[16..20].copy_from_slice(&topic.to_le_bytes());
+        let message = &mut self.message;
+        message.clear();
+        // Into a `Vec`, which cannot fail; formatting an integer does not allocate.
+        let _ = write!(message, "pub t{topic} ");
+        message.extend_from_slice(payload);
+        frame::put_masked(out, Opcode::Binary, message, MASK);
+    }
 }
 
 /// Runs the publishers over `streams` (one per publisher) as `load` says.
 pub(crate) fn run(
     streams: &mut [TcpStream],
-    load: Load,
+    load: Load<'_>,
     shared: &Shared,
     mut progress: impl FnMut(f64),
 ) -> io::Result<Published> {
-    let mut payload = vec![0xabu8; load.payload.max(STAMP_BYTES)];
-    let mut seqs = vec![0u32; streams.len()];
+    let stamp_bytes = if load.named_topics {
+        topics::STAMP_BYTES
+    } else {
+        STAMP_BYTES
+    };
+    let mut frames_buf = Frames {
+        payload: vec![0xabu8; load.payload.max(stamp_bytes)],
+        message: Vec::new(),
+        named_topics: load.named_topics,
+    };
+    // Publications each publisher sent so far.
+    let mut sent = vec![0u64; streams.len()];
+    let fanout = |(topic, _): (u32, u32)| load.fanout.get(topic as usize).copied().unwrap_or(0);
+    let mut expected = 0u64;
     let mut buf = Vec::new();
     let start = Instant::now();
     let mut frames = 0u64;
@@ -90,8 +136,10 @@ pub(crate) fn run(
             for i in 0..batch {
                 let p = ((frames + i) % streams.len() as u64) as usize;
                 buf.clear();
-                stamp(&mut buf, &mut payload, shared.now_ns(), p, seqs[p]);
-                seqs[p] = seqs[p].wrapping_add(1);
+                let publication = load.rotation.of(p, sent[p]);
+                frames_buf.put(&mut buf, shared.now_ns(), p, publication);
+                sent[p] += 1;
+                expected += fanout(publication);
                 streams[p].write_all(&buf)?;
             }
             frames += batch;
@@ -100,14 +148,20 @@ pub(crate) fn run(
         }
     } else {
         while !done(rounds, start) {
-            let target = base + (frames + (load.window * streams.len()) as u64) * load.clients;
+            // The round's deliveries, known before any frame leaves.
+            for (p, &n) in sent.iter().enumerate() {
+                for k in 0..load.window as u64 {
+                    expected += fanout(load.rotation.of(p, n + k));
+                }
+            }
+            let target = base + expected;
             shared.target.store(target, Relaxed);
             for (p, stream) in streams.iter_mut().enumerate() {
                 buf.clear();
                 let now = shared.now_ns();
                 for _ in 0..load.window {
-                    stamp(&mut buf, &mut payload, now, p, seqs[p]);
-                    seqs[p] = seqs[p].wrapping_add(1);
+                    frames_buf.put(&mut buf, now, p, load.rotation.of(p, sent[p]));
+                    sent[p] += 1;
                 }
                 stream.write_all(&buf)?;
             }
@@ -119,7 +173,8 @@ pub(crate) fn run(
                     return Ok(Published {
                         frames,
                         elapsed: start.elapsed(),
-                        missing: (frames * load.clients).saturating_sub(seen),
+                        missing: expected.saturating_sub(seen),
+                        expected,
                     });
                 }
                 std::thread::park_timeout(Duration::from_millis(2));
@@ -129,10 +184,10 @@ pub(crate) fn run(
         }
     }
     // Wait for what is still in flight (open loop), bounded.
-    let expected = base + frames * load.clients;
+    let target = base + expected;
     let drain = Instant::now();
-    while shared.delivered.load(Relaxed) < expected && drain.elapsed() < Duration::from_secs(5) {
-        shared.target.store(expected, Relaxed);
+    while shared.delivered.load(Relaxed) < target && drain.elapsed() < Duration::from_secs(5) {
+        shared.target.store(target, Relaxed);
         std::thread::park_timeout(Duration::from_millis(2));
     }
     let elapsed = start.elapsed();
@@ -140,6 +195,7 @@ pub(crate) fn run(
     Ok(Published {
         frames,
         elapsed,
-        missing: expected.saturating_sub(base).saturating_sub(seen),
+        missing: expected.saturating_sub(seen),
+        expected,
     })
 }

@@ -26,8 +26,22 @@ pub(crate) struct Report {
     pub(crate) write_syscalls_per_delivery: Option<f64>,
     /// The server's resident memory during the run: (seconds since the first publish, bytes).
     pub(crate) rss_samples: Vec<(f64, u64)>,
+    /// The topics, with `--topics`.
+    pub(crate) topics: Option<Topics>,
     /// What happened to the stalled clients, with `--stall`.
     pub(crate) stall: Option<Stall>,
+}
+
+/// The topics of a `--topics` run.
+#[derive(Debug)]
+pub(crate) struct Topics {
+    /// K.
+    pub(crate) topics: u64,
+    /// S, per client.
+    pub(crate) subscriptions: u64,
+    /// Deliveries the publications should have made: the sum of their topics' measured
+    /// subscribers.
+    pub(crate) expected_deliveries: u64,
 }
 
 /// The stalled clients of a `--stall` run.
@@ -121,6 +135,18 @@ impl Report {
             thousands(self.deliveries_per_sec()),
             thousands(self.publishes_per_sec())
         );
+        if let Some(t) = &self.topics {
+            let _ = writeln!(
+                s,
+                "  topics         {} topics, {} per client: {:.2} deliveries per publication \
+                 ({} expected, {} received)",
+                t.topics,
+                t.subscriptions,
+                t.expected_deliveries as f64 / self.publishes.max(1) as f64,
+                t.expected_deliveries,
+                self.deliveries
+            );
+        }
         let _ = writeln!(
             s,
             "  latency        p50 {}  p90 {}  p99 {}  p99.9 {}  max {}",
@@ -187,7 +213,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"stall\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -213,6 +239,10 @@ impl Report {
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
             json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
+            self.topics.as_ref().map_or("null".into(), |t| format!(
+                "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",
+                t.topics, t.subscriptions, t.expected_deliveries
+            )),
             self.stall.as_ref().map_or("null".into(), |st| format!(
                 "{{\"stalled\":{},\"evicted\":{},\"frames_dropped\":{},\"resolved_after_s\":{},\"rss_bound_bytes\":{}}}",
                 st.stalled,
@@ -310,6 +340,14 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             );
         }
         s.push('\n');
+    }
+    if let Some(t) = first.first().and_then(|runs| runs.first()?.topics.as_ref()) {
+        let _ = writeln!(
+            s,
+            "\nEvery row: {} topics, {} per client (deliveries per publication vary with the \
+             clients: clients x {} / {} on average).",
+            t.topics, t.subscriptions, t.subscriptions, t.topics
+        );
     }
     if repeats > 1 {
         let _ = writeln!(

@@ -43,9 +43,11 @@ impl Kind {
     }
 }
 
-/// How the bench starts its server (our own only: the baselines take no options).
+/// How the bench starts its server (the baselines take `topics` only).
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct ServerOptions {
+    /// Speak the topics protocol (`--topics`), every server alike.
+    pub(crate) topics: bool,
     /// Shards (threads).
     pub(crate) shards: Option<usize>,
     /// Each client's queue cap (embedded only).
@@ -102,8 +104,8 @@ impl Server {
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
             Kind::Embedded | Kind::Naive => serve_command(kind, options)?,
-            Kind::Bun => baselines::bun()?,
-            Kind::NodeWs => baselines::node_ws()?,
+            Kind::Bun => baselines::bun(options.topics)?,
+            Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
         let control = kind.is_shardcast();
         // A baseline's own errors (a missing `node`, a crash) are worth seeing; it writes
@@ -207,7 +209,8 @@ fn first_line(stderr: ChildStderr) -> String {
         .unwrap_or_default()
 }
 
-/// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port.
+/// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port; with
+/// topics, `--topics`, for which the engine runs `crate::topics::TopicRelay`.
 fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut cmd = Command::new(exe);
@@ -225,6 +228,9 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
     }
     if kind == Kind::Naive {
         cmd.arg("--naive");
+    }
+    if options.topics {
+        cmd.arg("--topics");
     }
     Ok(cmd)
 }
