@@ -13,7 +13,8 @@
 //! benchmark thread publishing, all writing the same frame bytes into the same sinks:
 //!
 //! - `shardcast`: an [`Engine`] with `shards` shards, clients added with
-//!   [`Engine::register_upgraded`], frames sent with [`Engine::broadcast`].
+//!   [`Engine::register_with`] as already upgraded (decided by [`Engine::decide`], as an
+//!   embedder's own HTTP server would), frames sent with [`Engine::broadcast`].
 //! - `tokio_broadcast`: a multi-thread runtime with `shards` workers, one task per client
 //!   receiving from a `tokio::sync::broadcast` channel and writing each frame with `write_all`.
 //! - `naive_mutex_map`: the same runtime, one bounded `mpsc` channel and task per client, kept
@@ -27,7 +28,8 @@
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_main};
 use crossbeam_utils::CachePadded;
-use shardcast::{Audience, Engine, Payload};
+use shardcast::wire::handshake::Request;
+use shardcast::{Audience, Engine, Payload, Registration};
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
@@ -233,12 +235,23 @@ impl Contender for Shardcast {
                 .close_timeout(Duration::from_millis(1))
                 .build()
                 .unwrap_or_else(|e| panic!("could not build the engine: {e}"));
+            let headers = [
+                ("Upgrade", "websocket"),
+                ("Connection", "Upgrade"),
+                ("Sec-WebSocket-Version", "13"),
+                ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ];
+            let request = Request::new("/", headers)
+                .unwrap_or_else(|e| panic!("the upgrade request is valid: {e}"));
             for _ in 0..clients {
                 let sink = NullSink {
                     progress: progress.clone(),
                 };
+                let accepted = engine
+                    .decide(&request, None)
+                    .unwrap_or_else(|e| panic!("the engine accepts the request: {e}"));
                 engine
-                    .register_upgraded(sink)
+                    .register_with(sink, Registration::upgraded(accepted))
                     .await
                     .unwrap_or_else(|e| panic!("could not register a client: {e}"));
             }

@@ -1,6 +1,13 @@
-//! `Decision`: what the handler decides about an upgrade request.
+//! `Decision`: what the handler decides about an upgrade request; [`decide`]: the one upgrade
+//! policy every registration path runs; `Accepted`: what it lets in.
 
-use crate::client::Principal;
+use super::state::State;
+use crate::ClientId;
+use crate::client::{ClientData, Principal};
+use crate::config::Config;
+use crate::error::Rejected;
+use crate::wire::handshake::Request;
+use tokio::time::Instant;
 
 /// The answer to an upgrade request, from [`Handler::on_upgrade`](crate::Handler::on_upgrade).
 #[derive(Debug)]
@@ -11,6 +18,7 @@ pub(crate) enum Verdict {
     Accept {
         protocol: Option<String>,
         principal: Option<Principal>,
+        data: Option<ClientData>,
     },
     Reject {
         status: u16,
@@ -24,29 +32,52 @@ impl Decision {
         Decision(Verdict::Accept {
             protocol: None,
             principal: None,
+            data: None,
         })
     }
 
     /// Accept and answer with this subprotocol (one the client offered).
-    pub fn with_protocol(self, protocol: impl Into<String>) -> Decision {
-        match self.0 {
-            Verdict::Accept { principal, .. } => Decision(Verdict::Accept {
-                protocol: Some(protocol.into()),
-                principal,
-            }),
-            reject => Decision(reject),
+    pub fn with_protocol(mut self, protocol: impl Into<String>) -> Decision {
+        if let Verdict::Accept { protocol: p, .. } = &mut self.0 {
+            *p = Some(protocol.into());
         }
+        self
     }
 
     /// Accept and mark the client authenticated as `principal` from the start.
-    pub fn authenticated(self, principal: Principal) -> Decision {
-        match self.0 {
-            Verdict::Accept { protocol, .. } => Decision(Verdict::Accept {
-                protocol,
-                principal: Some(principal),
-            }),
-            reject => Decision(reject),
+    pub fn authenticated(mut self, principal: Principal) -> Decision {
+        if let Verdict::Accept { principal: p, .. } = &mut self.0 {
+            *p = Some(principal);
         }
+        self
+    }
+
+    /// Accept and attach `data` to the client, apart from who it is: every hook reads it with
+    /// [`Context::data`](crate::Context::data), and [`ClientInfo`](crate::ClientInfo) shows it.
+    /// It takes precedence over [`Registration::data`](crate::Registration::data).
+    ///
+    /// ```
+    /// use shardcast::{ClientData, Decision, Handler};
+    /// use shardcast::wire::handshake::Request;
+    /// use std::net::SocketAddr;
+    ///
+    /// /// The room a client asked for in its path.
+    /// struct Room(String);
+    ///
+    /// struct Rooms;
+    ///
+    /// impl Handler for Rooms {
+    ///     fn on_upgrade(&self, request: &Request<'_>, _peer: Option<SocketAddr>) -> Decision {
+    ///         let room = Room(request.path().trim_start_matches('/').to_owned());
+    ///         Decision::accept().with_data(ClientData::new(room))
+    ///     }
+    /// }
+    /// ```
+    pub fn with_data(mut self, data: ClientData) -> Decision {
+        if let Verdict::Accept { data: d, .. } = &mut self.0 {
+            *d = Some(data);
+        }
+        self
     }
 
     /// Refuse with this HTTP status (clamped to 400..=599) and a short text body.
@@ -55,5 +86,87 @@ impl Decision {
             status: status.clamp(400, 599),
             body: body.into(),
         })
+    }
+}
+
+/// An upgrade request the engine's policy accepted, from
+/// [`Engine::decide`](crate::Engine::decide): answer the client `101 Switching Protocols` with
+/// [`Accepted::protocol`], then hand the stream over with
+/// [`Registration::upgraded`](crate::Registration::upgraded), which gives the client the
+/// principal and data decided here.
+#[derive(Debug)]
+pub struct Accepted {
+    /// The subprotocol to answer with.
+    pub(crate) protocol: Option<String>,
+    /// Who the client is, if the handler authenticated it.
+    pub(crate) principal: Option<Principal>,
+    /// What the handler attached to it.
+    pub(crate) data: Option<ClientData>,
+}
+
+impl Accepted {
+    /// The subprotocol chosen among those the client offered, for the
+    /// `Sec-WebSocket-Protocol` header of the 101 answer; `None`: answer without one.
+    pub fn protocol(&self) -> Option<&str> {
+        self.protocol.as_deref()
+    }
+
+    /// Who the client will be authenticated as, if the handler said so.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.principal.as_ref()
+    }
+
+    /// What the client will carry, if the handler attached anything.
+    pub fn data(&self) -> Option<&ClientData> {
+        self.data.as_ref()
+    }
+
+    /// Admits the client `id` to `state` as accepted (its 101 answer is out); `data` is used
+    /// if the decision attached none. Returns its slot. The one place an accepted upgrade
+    /// becomes a client, for streams the shard upgraded and streams upgraded by the embedder.
+    pub(crate) fn admit(
+        self,
+        state: &mut State,
+        id: ClientId,
+        data: Option<ClientData>,
+        now: Instant,
+    ) -> usize {
+        let slot = state.admit(id, self.principal, now);
+        state.set_data(slot, self.data.or(data));
+        slot
+    }
+}
+
+/// The upgrade policy, in order: the `Origin` allow-list (403), refusal while the engine shuts
+/// down (503, unless `accepting`), then the handler's decision (`ask`, called only if it comes
+/// to that). Both ways a request is decided, the shard's own upgrade and
+/// [`Engine::decide`](crate::Engine::decide), call this, so they cannot drift apart.
+pub(crate) fn decide(
+    config: &Config,
+    accepting: bool,
+    request: &Request<'_>,
+    ask: impl FnOnce() -> Decision,
+) -> Result<Accepted, Rejected> {
+    if let Some(allowed) = &config.allowed_origins
+        && !request
+            .origin()
+            .is_some_and(|o| allowed.iter().any(|a| a == o))
+    {
+        return Err(Rejected::new(403, "origin not allowed"));
+    }
+    if !accepting {
+        return Err(Rejected::new(503, "shutting down"));
+    }
+    match ask().0 {
+        Verdict::Accept {
+            protocol,
+            principal,
+            data,
+        } => Ok(Accepted {
+            protocol,
+            principal,
+            data,
+        }),
+        Verdict::Reject { status, body } => Err(Rejected::new(status, body)),
     }
 }

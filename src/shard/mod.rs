@@ -21,7 +21,8 @@
 //! - `accept`: the accept loop; `open`: a connection's wrapping and upgrade; `conn`: the served
 //!   connection (read, parse, flush to the socket).
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
-//!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade.
+//!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade, and the
+//!   upgrade policy every registration path runs.
 //!
 //! # Invariants
 //!
@@ -53,10 +54,10 @@ mod thread;
 mod tick;
 
 pub(crate) use admission::Admission;
-pub(crate) use command::{Command, Control, Delivery, Payloads, Stream};
+pub(crate) use command::{Command, Control, Delivery, Opening, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
-pub use decision::Decision;
-pub(crate) use decision::Verdict;
+pub(crate) use decision::decide;
+pub use decision::{Accepted, Decision};
 pub(crate) use handle::{Handle, Permit};
 pub use handler::{Context, Handler, Incoming};
 #[cfg(any(test, fuzzing))]
