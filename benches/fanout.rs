@@ -13,7 +13,8 @@
 //! benchmark thread publishing, all writing the same frame bytes into the same sinks:
 //!
 //! - `shardcast`: an [`Engine`] with `shards` shards, clients added with
-//!   [`Engine::register_upgraded`], frames sent with [`Engine::broadcast`].
+//!   [`Engine::register_with`] as already upgraded (decided by [`Engine::decide`], as an
+//!   embedder's own HTTP server would), frames sent with [`Engine::broadcast`].
 //! - `tokio_broadcast`: a multi-thread runtime with `shards` workers, one task per client
 //!   receiving from a `tokio::sync::broadcast` channel and writing each frame with `write_all`.
 //! - `naive_mutex_map`: the same runtime, one bounded `mpsc` channel and task per client, kept
@@ -37,7 +38,8 @@
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, SamplingMode, Throughput, criterion_main};
 use crossbeam_utils::CachePadded;
-use shardcast::{Audience, Engine, Payload};
+use shardcast::wire::handshake::Request;
+use shardcast::{Audience, Engine, Payload, Registration};
 use std::collections::HashMap;
 use std::io;
 use std::pin::Pin;
@@ -69,6 +71,18 @@ const CHANNEL_CAPACITY: usize = 4 * ROUND;
 
 /// Longest a round may take before the benchmark gives up.
 const ROUND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The upgrade request every in-memory client made, as an embedder's HTTP server saw it.
+fn upgrade_request() -> Request<'static> {
+    const HEADERS: [(&str, &str); 4] = [
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Version", "13"),
+        ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ];
+    Request::new("/", HEADERS.iter().map(|(name, value)| (*name, *value)))
+        .unwrap_or_else(|e| panic!("the upgrade request is valid: {e}"))
+}
 
 /// Bytes written by every sink of one contender, and who to wake when a round is complete.
 #[derive(Debug)]
@@ -243,12 +257,16 @@ impl Contender for Shardcast {
                 .close_timeout(Duration::from_millis(1))
                 .build()
                 .unwrap_or_else(|e| panic!("could not build the engine: {e}"));
+            let request = upgrade_request();
             for _ in 0..clients {
                 let sink = NullSink {
                     progress: progress.clone(),
                 };
+                let accepted = engine
+                    .decide(&request, None)
+                    .unwrap_or_else(|e| panic!("the engine accepts the request: {e}"));
                 engine
-                    .register_upgraded(sink)
+                    .register_with(sink, Registration::upgraded(accepted))
                     .await
                     .unwrap_or_else(|e| panic!("could not register a client: {e}"));
             }
@@ -526,13 +544,18 @@ impl ShardcastTopic {
         let inner = Shardcast::start(0, shards);
         let topic = shardcast::Topic::new(HOT);
         inner.publisher.block_on(async {
+            let request = upgrade_request();
             for i in 0..TOPIC_CLIENTS {
                 let sink = NullSink {
                     progress: inner.progress.clone(),
                 };
+                let accepted = inner
+                    .engine
+                    .decide(&request, None)
+                    .unwrap_or_else(|e| panic!("the engine accepts the request: {e}"));
                 let id = inner
                     .engine
-                    .register_upgraded(sink)
+                    .register_with(sink, Registration::upgraded(accepted))
                     .await
                     .unwrap_or_else(|e| panic!("could not register a client: {e}"));
                 // `subscribe` waits for the shard, which admits the client first (its

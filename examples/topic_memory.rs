@@ -11,7 +11,8 @@
 //! pays for a topic). After each layout every client unsubscribes, and the heap must return to
 //! where it was.
 
-use shardcast::{Engine, Topic};
+use shardcast::wire::handshake::Request;
+use shardcast::{Engine, Registration, Topic};
 use stats_alloc::{INSTRUMENTED_SYSTEM, Region, StatsAlloc};
 use std::alloc::System;
 use std::time::Duration;
@@ -22,8 +23,7 @@ static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
 /// Live heap bytes since `region` began.
 fn live(region: &Region<'_, System>) -> isize {
     let change = region.change();
-    change.bytes_allocated as isize - change.bytes_deallocated as isize
-        + change.bytes_reallocated
+    change.bytes_allocated as isize - change.bytes_deallocated as isize + change.bytes_reallocated
 }
 
 const CLIENTS: usize = 10_000;
@@ -48,9 +48,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .build()?;
         let mut ids = Vec::with_capacity(CLIENTS);
         let mut peers = Vec::with_capacity(CLIENTS);
+        // Streams whose upgrade an embedder's HTTP server answered.
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        let request = Request::new("/", headers)?;
         for _ in 0..CLIENTS {
             let (client, server) = tokio::io::duplex(64);
-            ids.push(engine.register_upgraded(server).await?);
+            let accepted = engine.decide(&request, None)?;
+            ids.push(
+                engine
+                    .register_with(server, Registration::upgraded(accepted))
+                    .await?,
+            );
             peers.push(client);
         }
         // Warm up what the first subscriptions allocate once (maps, the `seen` words).

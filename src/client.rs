@@ -1,4 +1,5 @@
-//! What the engine knows about one client: its principal, a snapshot, and why it left.
+//! What the engine knows about one client: its principal, its data, a snapshot, and why it
+//! left.
 
 use crate::ClientId;
 use std::any::Any;
@@ -35,6 +36,40 @@ impl fmt::Debug for Principal {
     }
 }
 
+/// What the embedder attaches to one connection, apart from who it is ([`Principal`]): a room,
+/// a tenant, what the upgrade request said. Any value, shared by reference count; set by
+/// [`Decision::with_data`](crate::Decision::with_data) or
+/// [`Registration::data`](crate::Registration::data), read with
+/// [`Context::data`](crate::Context::data) in every hook and in [`ClientInfo::data`].
+///
+/// ```
+/// # use shardcast::ClientData;
+/// struct Room(&'static str);
+/// let data = ClientData::new(Room("lobby"));
+/// assert_eq!(data.downcast_ref::<Room>().map(|r| r.0), Some("lobby"));
+/// assert!(data.downcast_ref::<String>().is_none());
+/// ```
+#[derive(Clone)]
+pub struct ClientData(Arc<dyn Any + Send + Sync>);
+
+impl ClientData {
+    /// Wraps `value`.
+    pub fn new<T: Any + Send + Sync>(value: T) -> ClientData {
+        ClientData(Arc::new(value))
+    }
+
+    /// The value, if it is a `T`.
+    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref::<T>()
+    }
+}
+
+impl fmt::Debug for ClientData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ClientData(..)")
+    }
+}
+
 /// A snapshot of one registered client, from [`crate::Engine::client`] or
 /// [`crate::Engine::remove`].
 #[derive(Clone, Debug)]
@@ -46,6 +81,8 @@ pub struct ClientInfo {
     pub principal: Option<Principal>,
     /// Whether [`crate::Engine::set_authenticated`] marked it.
     pub authenticated: bool,
+    /// What the embedder attached to it ([`ClientData`]), if anything.
+    pub data: Option<ClientData>,
     /// Time since its last inbound frame (or registration, or `update_last_ping`).
     pub idle: Duration,
     /// Bytes waiting in its outbound queue.

@@ -6,14 +6,16 @@ use crate::client::{ClientInfo, Principal};
 use crate::config::{Coalescing, Config, SlowConsumerPolicy};
 use crate::error::SubscribeError;
 use crate::error::{
-    BroadcastError, BuildError, ListenError, RegisterError, TryBroadcastError, TrySendError,
+    BroadcastError, BuildError, ListenError, RegisterError, Rejected, TryBroadcastError,
+    TrySendError, UpdateError,
 };
-use crate::shard::Handler;
+use crate::registration::Registration;
 use crate::shard::{
-    self, Admission, Command, Control, Delivery, Handle, Interest, Io, Payloads, Permit, Stream,
-    Wrap,
+    self, Accepted, Admission, Command, Control, Delivery, Handle, Handler, Interest, Io, Opening,
+    Payloads, Permit, Stream, Wrap,
 };
 use crate::stats::{ShardCounters, Stats};
+use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
@@ -91,10 +93,11 @@ pub struct Engine {
     inner: Arc<Inner>,
 }
 
-#[derive(Debug)]
 struct Inner {
     /// The limits, fixed at build time.
     config: Arc<Config>,
+    /// The embedder's hooks; `decide` asks them as the shards do.
+    handler: Arc<dyn Handler>,
     /// The shards; swapped for an empty table at shutdown, so later calls fail fast.
     shards: ArcSwap<Vec<Handle>>,
     /// Every shard's counters, readable after shutdown too.
@@ -111,6 +114,16 @@ struct Inner {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Cancelled on drop: shards stop at once.
     hard_stop: CancellationToken,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("config", &self.config)
+            .field("shards", &self.shards)
+            .field("admission", &self.admission)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Drop for Inner {
@@ -155,69 +168,16 @@ impl Engine {
     }
 
     /// Hands a stream to the engine; the HTTP upgrade runs on the client's shard, within
-    /// [`Config::handshake_deadline`]. Returns once the stream is queued to its shard; the
-    /// client receives broadcasts from the moment its upgrade completes
-    /// ([`Handler::on_registered`]).
-    ///
-    /// # TCP streams
-    ///
-    /// A plain `tokio::net::TcpStream`, accepted on any runtime, is moved to its shard's own
-    /// reactor (as [`Engine::register_tcp`] does), so it does not depend on the runtime that
-    /// accepted it, and gets `TCP_NODELAY`. Any other stream over TCP (TLS, a framework's
-    /// upgraded connection) must have `TCP_NODELAY` set by its owner before it is handed over:
-    /// with Nagle's algorithm on, the kernel holds each small write back until the last one is
-    /// acknowledged, which cut throughput about 5x in our measurements.
+    /// [`Config::handshake_deadline`], decided as [`Engine::decide`] decides. Returns once the
+    /// stream is queued to its shard; the client receives broadcasts from the moment its
+    /// upgrade completes ([`Handler::on_registered`]). The same as [`Engine::register_with`]
+    /// with [`Registration::new`], which also says what becomes of a TCP stream.
     ///
     /// # Errors
     ///
     /// [`RegisterError::Closed`] after shutdown; [`RegisterError::TooManyClients`] at
-    /// [`Config::clients_max`].
-    ///
-    /// # Cancel safety
-    ///
-    /// If cancelled while waiting for room in the shard queue, the stream is dropped.
-    pub async fn register<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
-        self.adopt(into_stream(stream)?, false).await
-    }
-
-    /// Like [`Engine::register`], for a stream on which the embedder already completed the
-    /// upgrade: the client is registered as soon as its shard takes it, so it receives every
-    /// broadcast this caller issues after this call returns. As with [`Engine::register`], a
-    /// plain `tokio::net::TcpStream` moves to its shard's reactor, and any other stream over
-    /// TCP must have `TCP_NODELAY` set by its owner.
-    ///
-    /// # Errors
-    ///
-    /// As [`Engine::register`].
-    ///
-    /// # Cancel safety
-    ///
-    /// Cancelled while waiting for room in the shard queue, the stream is dropped and nothing
-    /// was registered.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")]
-    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    /// let engine = shardcast::Engine::builder().shards(1).build()?;
-    /// // A stream on which the embedder already answered the upgrade.
-    /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
-    /// assert!(engine.is_alive(id).await);
-    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
-    /// # Ok(())
-    /// # }
-    /// ```
-    pub async fn register_upgraded<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
-        self.adopt(into_stream(stream)?, true).await
-    }
-
-    /// Like [`Engine::register`] for a TCP stream accepted on any runtime: the socket is moved
-    /// to its shard's own reactor (a socket polled from another thread's reactor would pay a
-    /// cross-thread wake-up per event), and `TCP_NODELAY` is set.
-    ///
-    /// # Errors
-    ///
-    /// As [`Engine::register`], and [`RegisterError::Io`] if the socket cannot be detached.
+    /// [`Config::clients_max`]; [`RegisterError::Io`] if a TCP stream cannot be detached from
+    /// its runtime.
     ///
     /// # Cancel safety
     ///
@@ -231,33 +191,43 @@ impl Engine {
     /// let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     /// # let _client = tokio::net::TcpStream::connect(listener.local_addr()?).await?;
     /// let (stream, _) = listener.accept().await?;
-    /// let id = engine.register_tcp(stream).await?;
+    /// let id = engine.register(stream).await?;
     /// # let _ = id;
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn register_tcp(
-        &self,
-        stream: tokio::net::TcpStream,
-    ) -> Result<ClientId, RegisterError> {
-        let std = stream.into_std().map_err(RegisterError::Io)?;
-        self.adopt(Stream::Tcp(std, None), false).await
+    pub async fn register<S: Io>(&self, stream: S) -> Result<ClientId, RegisterError> {
+        self.register_with(stream, Registration::new()).await
     }
 
-    /// Like [`Engine::register_tcp`], and `wrap` (a TLS acceptor, say) turns the raw stream into
-    /// the one the engine speaks WebSocket over, on the client's shard, within the handshake
-    /// deadline.
+    /// Hands a stream to the engine, opened as `registration` says: upgraded on its shard
+    /// (the default) or already upgraded by the embedder ([`Registration::upgraded`]), wrapped
+    /// on its shard first ([`Registration::wrap`]), with data ([`Registration::data`]).
+    /// Returns once the stream is queued to its shard.
+    ///
+    /// # TCP streams
+    ///
+    /// A plain `tokio::net::TcpStream`, accepted on any runtime, is moved to its shard's own
+    /// reactor (a socket polled from another thread's reactor would pay a cross-thread wake-up
+    /// per event, and die with that runtime), and gets `TCP_NODELAY`. Any other stream over
+    /// TCP (TLS, a framework's upgraded connection) must have `TCP_NODELAY` set by its owner
+    /// before it is handed over: with Nagle's algorithm on, the kernel holds each small write
+    /// back until the last one is acknowledged, which cut throughput about 5x in our
+    /// measurements.
     ///
     /// # Errors
     ///
-    /// As [`Engine::register_tcp`]. A failed wrap counts in `handshakes_failed`.
+    /// As [`Engine::register`], and [`RegisterError::CannotWrap`] for a wrap on a stream that
+    /// is not a plain `TcpStream`, or is already upgraded. On any error the stream is dropped.
     ///
     /// # Cancel safety
     ///
-    /// As [`Engine::register_tcp`].
+    /// As [`Engine::register`].
     ///
     /// ```
+    /// use shardcast::{ClientData, Registration};
+    ///
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
@@ -266,22 +236,26 @@ impl Engine {
     /// let (stream, _) = listener.accept().await?;
     /// // A wrap that adds nothing; a TLS acceptor would go here.
     /// let plain = |tcp: tokio::net::TcpStream| async move { Ok::<_, std::io::Error>(tcp) };
-    /// engine.register_tcp_wrapped(stream, plain).await?;
+    /// let registration = Registration::new().wrap(plain).data(ClientData::new("lobby"));
+    /// engine.register_with(stream, registration).await?;
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn register_tcp_wrapped(
+    pub async fn register_with<S: Io>(
         &self,
-        stream: tokio::net::TcpStream,
-        wrap: impl Wrap,
+        stream: S,
+        registration: Registration,
     ) -> Result<ClientId, RegisterError> {
-        let std = stream.into_std().map_err(RegisterError::Io)?;
-        self.adopt(Stream::Tcp(std, Some(Arc::new(wrap))), false)
-            .await
-    }
-
-    async fn adopt(&self, stream: Stream, upgraded: bool) -> Result<ClientId, RegisterError> {
+        let Registration {
+            upgraded,
+            wrap,
+            data,
+        } = registration;
+        if wrap.is_some() && upgraded.is_some() {
+            return Err(RegisterError::CannotWrap);
+        }
+        let stream = into_stream(stream, wrap)?;
         let shards = self.shards();
         if shards.is_empty() {
             return Err(RegisterError::Closed);
@@ -293,10 +267,11 @@ impl Engine {
             .admission
             .admit_on(handle.id)
             .ok_or(RegisterError::TooManyClients)?;
+        let opening = Box::new(Opening { upgraded, data });
         let command = Control::Register {
             id,
             stream,
-            upgraded,
+            opening,
         }
         .into();
         match handle.send(command).await {
@@ -306,6 +281,51 @@ impl Engine {
                 Err(RegisterError::Closed)
             }
         }
+    }
+
+    /// Decides on an upgrade request exactly as a shard does when it reads one itself: the
+    /// [`Config::allowed_origins`] list (403), refusal during shutdown (503), then
+    /// [`Handler::on_upgrade`] with `peer`. For an embedder whose own HTTP server answers the
+    /// upgrade: build the [`Request`] with [`Request::new`], answer with the [`Rejected`]
+    /// status or with 101 and [`Accepted::protocol`], then register the stream with
+    /// [`Registration::upgraded`]. Never waits: it runs the handler on the caller's thread.
+    ///
+    /// # Errors
+    ///
+    /// [`Rejected`], with the status and body to answer.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// use shardcast::Engine;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder()
+    ///     .shards(1)
+    ///     .allowed_origins(Some(vec!["https://example.com".into()]))
+    ///     .build()?;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ///     ("Origin", "https://elsewhere.example"),
+    /// ];
+    /// let refused = engine.decide(&Request::new("/", headers)?, None).unwrap_err();
+    /// assert_eq!((refused.status(), refused.body()), (403, "origin not allowed"));
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn decide(
+        &self,
+        request: &Request<'_>,
+        peer: Option<SocketAddr>,
+    ) -> Result<Accepted, Rejected> {
+        let accepting = !self.shards().is_empty();
+        shard::decide(&self.inner.config, accepting, request, || {
+            self.inner.handler.on_upgrade(request, peer)
+        })
     }
 
     /// Listens on `addr` with one `SO_REUSEPORT` listener per shard, so connections are
@@ -441,8 +461,14 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// assert!(engine.remove(id).await.is_some());
     /// assert!(engine.remove(id).await.is_none(), "already gone");
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
@@ -474,8 +500,14 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// let info = engine.client(id).await.expect("registered");
     /// assert!(!info.authenticated);
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
@@ -512,8 +544,13 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// engine.subscribe(id, "news").await?;
     /// assert_eq!(engine.subscriber_count("news").await, 1);
     /// engine.broadcast(Payload::text("extra!"), Audience::topic("news")).await?;
@@ -551,8 +588,13 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// engine.subscribe(id, "news").await?;
     /// assert!(engine.unsubscribe(id, "news").await?);
     /// assert!(!engine.unsubscribe(id, "news").await?, "not any more");
@@ -652,7 +694,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown.
+    /// [`UpdateError::Closed`] after shutdown.
     ///
     /// # Cancel safety
     ///
@@ -663,8 +705,14 @@ impl Engine {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use shardcast::Principal;
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// engine.set_authenticated(id, Principal::new("alice")).await?;
     /// assert!(engine.client(id).await.expect("registered").authenticated);
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
@@ -675,7 +723,7 @@ impl Engine {
         &self,
         id: ClientId,
         principal: Principal,
-    ) -> Result<(), BroadcastError> {
+    ) -> Result<(), UpdateError> {
         self.command(
             id.shard(),
             Control::SetAuthenticated {
@@ -691,7 +739,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown.
+    /// [`UpdateError::Closed`] after shutdown.
     ///
     /// # Cancel safety
     ///
@@ -701,15 +749,21 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// // An application-level heartbeat (TopGun's PING message) arrived.
     /// engine.update_last_ping(id).await?;
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
     /// # }
     /// ```
-    pub async fn update_last_ping(&self, id: ClientId) -> Result<(), BroadcastError> {
+    pub async fn update_last_ping(&self, id: ClientId) -> Result<(), UpdateError> {
         self.command(id.shard(), Control::UpdateLastPing { id }.into())
             .await
     }
@@ -725,8 +779,14 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// assert!(engine.is_alive(id).await);
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
@@ -747,8 +807,14 @@ impl Engine {
     /// # #[tokio::main(flavor = "current_thread")]
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// assert!(engine.idle_time(id).await < std::time::Duration::from_secs(1));
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
@@ -763,7 +829,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown.
+    /// [`BroadcastError::Closed`] after shutdown, with the payload.
     ///
     /// # Cancel safety
     ///
@@ -786,7 +852,14 @@ impl Engine {
         payload: Payload,
         audience: Audience,
     ) -> Result<(), BroadcastError> {
-        self.fan_out(smallvec![payload], audience).await
+        let shards = self.shards().clone();
+        match self.reserve_for(&shards, &audience).await {
+            Some(permits) => {
+                self.send_all(permits, smallvec![payload], audience);
+                Ok(())
+            }
+            None => Err(BroadcastError::Closed(payload)),
+        }
     }
 
     /// Broadcasts several frames as one batch: every client of `audience` receives them
@@ -794,7 +867,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown.
+    /// [`BroadcastError::Closed`] after shutdown, with the payloads.
     ///
     /// # Cancel safety
     ///
@@ -815,30 +888,39 @@ impl Engine {
         &self,
         payloads: impl IntoIterator<Item = Payload>,
         audience: Audience,
-    ) -> Result<(), BroadcastError> {
+    ) -> Result<(), BroadcastError<Vec<Payload>>> {
         let payloads: Payloads = payloads.into_iter().collect();
         if payloads.is_empty() {
             return Ok(());
         }
-        self.fan_out(payloads, audience).await
+        let shards = self.shards().clone();
+        match self.reserve_for(&shards, &audience).await {
+            Some(permits) => {
+                self.send_all(permits, payloads, audience);
+                Ok(())
+            }
+            None => Err(BroadcastError::Closed(payloads.into_vec())),
+        }
     }
 
-    /// Reserves a slot in the queue of every shard that may have clients in `audience` (for
-    /// a topic audience, the shards with subscribers: see `Interest`), then sends the broadcast
-    /// to each: all or nothing, so that a cancelled call has sent nothing.
-    async fn fan_out(&self, payloads: Payloads, audience: Audience) -> Result<(), BroadcastError> {
-        let shards = self.shards().clone();
+    /// Reserves a slot in the queue of every shard that may have clients in `audience` (for a
+    /// topic audience, the shards with subscribers: see `Interest`): all or nothing, so that
+    /// a cancelled call has sent nothing. `None` after shutdown.
+    async fn reserve_for<'a>(
+        &self,
+        shards: &'a [Handle],
+        audience: &Audience,
+    ) -> Option<Permits<'a>> {
         if shards.is_empty() {
-            return Err(BroadcastError::Closed);
+            return None;
         }
         let mut permits = Permits::new();
-        for handle in shards.iter() {
-            if self.inner.interest.wants(&audience, handle.id.index()) {
-                permits.push(handle.reserve().await.map_err(|_| BroadcastError::Closed)?);
+        for handle in shards {
+            if self.inner.interest.wants(audience, handle.id.index()) {
+                permits.push(handle.reserve().await.ok()?);
             }
         }
-        self.send_all(permits, payloads, audience);
-        Ok(())
+        Some(permits)
     }
 
     /// Sends one broadcast through a permit of every shard, and counts it.
@@ -925,7 +1007,7 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown.
+    /// [`BroadcastError::Closed`] after shutdown, with the payload.
     ///
     /// # Cancel safety
     ///
@@ -937,16 +1019,31 @@ impl Engine {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use shardcast::Payload;
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// engine.send(id, Payload::text("just for you")).await?;
     /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
     /// # Ok(())
     /// # }
     /// ```
     pub async fn send(&self, id: ClientId, payload: Payload) -> Result<(), BroadcastError> {
-        self.command(id.shard(), Delivery::Send { id, payload }.into())
-            .await
+        let Some(handle) = self.shards().get(id.shard().index()).cloned() else {
+            return Err(BroadcastError::Closed(payload));
+        };
+        // Reserved first, so that the payload comes back without unpacking a command.
+        match handle.reserve().await {
+            Ok(permit) => {
+                permit.send(Delivery::Send { id, payload }.into());
+                Ok(())
+            }
+            Err(_) => Err(BroadcastError::Closed(payload)),
+        }
     }
 
     /// Sends `payload` to one client without waiting.
@@ -961,8 +1058,14 @@ impl Engine {
     /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
     /// use shardcast::{Payload, TrySendError};
     /// let engine = shardcast::Engine::builder().shards(1).build()?;
+    /// # use shardcast::{Registration, wire::handshake::Request};
+    /// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+    /// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+    /// # let request = Request::new("/", headers)?;
+    /// // A client whose upgrade request (`request`) the embedder answered.
     /// let (_client, server) = tokio::io::duplex(4096);
-    /// let id = engine.register_upgraded(server).await?;
+    /// let accepted = engine.decide(&request, None)?;
+    /// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
     /// match engine.try_send(id, Payload::text("hi")) {
     ///     Ok(()) => {}
     ///     Err(TrySendError::Full(payload)) => engine.send(id, payload).await?,
@@ -988,16 +1091,13 @@ impl Engine {
         }
     }
 
-    async fn command(&self, shard: ShardId, command: Command) -> Result<(), BroadcastError> {
+    async fn command(&self, shard: ShardId, command: Command) -> Result<(), UpdateError> {
         let handle = self
             .shards()
             .get(shard.index())
             .cloned()
-            .ok_or(BroadcastError::Closed)?;
-        handle
-            .send(command)
-            .await
-            .map_err(|_| BroadcastError::Closed)
+            .ok_or(UpdateError::Closed)?;
+        handle.send(command).await.map_err(|_| UpdateError::Closed)
     }
 
     /// Counters of every shard and their total.
@@ -1417,6 +1517,7 @@ impl Builder {
         Ok(Engine {
             inner: Arc::new(Inner {
                 config,
+                handler,
                 shards: ArcSwap::from_pointee(handles),
                 counters,
                 published: CachePadded::new(AtomicU64::new(0)),
@@ -1436,8 +1537,9 @@ impl Builder {
 /// runtime), and gets `TCP_NODELAY` and its peer's address there. With Nagle's algorithm on, the
 /// kernel holds a small frame back until the previous one is acknowledged: measured here, 0.36M
 /// deliveries/s against 1.4-2.0M with it off. A stream that wraps a TCP socket (TLS, an HTTP
-/// upgrade) is out of the engine's reach: its owner must set it.
-fn into_stream<S: Io>(stream: S) -> Result<Stream, RegisterError> {
+/// upgrade) is out of the engine's reach: its owner must set it. Only a TCP stream can be
+/// wrapped (`wrap`).
+fn into_stream<S: Io>(stream: S, wrap: Option<Arc<dyn Wrap>>) -> Result<Stream, RegisterError> {
     let mut slot = Some(stream);
     let tcp = (&mut slot as &mut dyn std::any::Any)
         .downcast_mut::<Option<tokio::net::TcpStream>>()
@@ -1445,8 +1547,9 @@ fn into_stream<S: Io>(stream: S) -> Result<Stream, RegisterError> {
     match (tcp, slot) {
         (Some(tcp), _) => Ok(Stream::Tcp(
             tcp.into_std().map_err(RegisterError::Io)?,
-            None,
+            wrap,
         )),
+        (None, Some(_)) if wrap.is_some() => Err(RegisterError::CannotWrap),
         (None, Some(stream)) => Ok(Stream::Boxed(Box::new(stream), None)),
         // The downcast takes the stream only when it returns it.
         (None, None) => unreachable!("a stream is either a TcpStream or still in its slot"),

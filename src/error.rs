@@ -1,7 +1,8 @@
 //! Every public error type of shardcast.
 //!
-//! Each variant says what happened and what the caller should do. Variants of errors from calls
-//! that never wait hand back what is needed to retry.
+//! Each variant says what happened and what the caller should do. Errors of calls that take a
+//! payload hand it back, as tokio's `SendError<T>` does, so that nothing is lost to a failed
+//! call.
 
 // Defined beside `Payload`, which returns it, so that `payload` needs nothing from here.
 pub use crate::payload::PayloadError;
@@ -37,6 +38,12 @@ pub enum RegisterError {
     /// The stream could not be moved to its shard (e.g. `into_std` failed).
     #[error("cannot move stream to its shard: {0}")]
     Io(#[source] std::io::Error),
+    /// A [`Registration::wrap`](crate::Registration::wrap) was given for a stream that is not
+    /// a plain `tokio::net::TcpStream`, or for one already upgraded: a wrap runs on the raw
+    /// socket, before the upgrade. Wrap the stream yourself before registering it, or register
+    /// the `TcpStream`.
+    #[error("a wrap needs a plain tcp stream that is not upgraded yet")]
+    CannotWrap,
 }
 
 /// [`crate::Engine::listen`] could not bind the listeners.
@@ -75,13 +82,72 @@ pub enum ListenError {
     Io(#[from] std::io::Error),
 }
 
-/// [`crate::Engine::broadcast`] and [`crate::Engine::send`] failed: the engine is shut down.
+/// [`crate::Engine::broadcast`], [`crate::Engine::broadcast_batch`] or [`crate::Engine::send`]
+/// failed; what was not sent comes back, as with tokio's `SendError<T>`: the payload (`T` =
+/// [`Payload`]), or the payloads of a batch (`T` = `Vec<Payload>`).
+///
+/// ```
+/// use shardcast::{Audience, BroadcastError, Engine, Payload};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder().shards(1).build()?;
+/// engine.shutdown(std::time::Duration::from_secs(1)).await;
+/// match engine.broadcast(Payload::text("late"), Audience::ALL).await {
+///     Err(BroadcastError::Closed(payload)) => assert_eq!(payload.body(), b"late"),
+///     other => panic!("expected the payload back, got {other:?}"),
+/// }
+/// # Ok(())
+/// # }
+/// ```
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum BroadcastError {
-    /// The engine is shut down; nothing was sent.
+pub enum BroadcastError<T = Payload> {
+    /// The engine is shut down; nothing was sent, and here is what was not.
+    #[error("engine is shut down")]
+    Closed(T),
+}
+
+/// [`crate::Engine::set_authenticated`] or [`crate::Engine::update_last_ping`] changed
+/// nothing. These calls carry no payload, so there is nothing to hand back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UpdateError {
+    /// The engine is shut down; nothing was changed.
     #[error("engine is shut down")]
     Closed,
+}
+
+/// The engine's policy refused an upgrade request: from [`crate::Engine::decide`], the status
+/// and body to answer the client with (build the answer with
+/// [`reject_response`](crate::wire::handshake::reject_response) on a raw stream). The shard
+/// answers the same when it reads the request itself.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("upgrade refused ({status}): {body}")]
+pub struct Rejected {
+    /// The HTTP status, 400 to 599.
+    status: u16,
+    /// The short text body.
+    body: String,
+}
+
+impl Rejected {
+    pub(crate) fn new(status: u16, body: impl Into<String>) -> Rejected {
+        Rejected {
+            status,
+            body: body.into(),
+        }
+    }
+
+    /// The HTTP status to answer with (400 to 599).
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The short text body to answer with.
+    pub fn body(&self) -> &str {
+        &self.body
+    }
 }
 
 /// [`crate::Engine::try_broadcast`] could not reach every shard without waiting.
@@ -122,8 +188,13 @@ pub enum TrySendError {
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// let engine = Engine::builder().shards(1).topic_bytes_max(8).build()?;
+/// # use shardcast::{Registration, wire::handshake::Request};
+/// # let headers = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
+/// #     ("Sec-WebSocket-Version", "13"), ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")];
+/// # let request = Request::new("/", headers)?;
 /// let (_client, server) = tokio::io::duplex(4096);
-/// let id = engine.register_upgraded(server).await?;
+/// let accepted = engine.decide(&request, None)?;
+/// let id = engine.register_with(server, Registration::upgraded(accepted)).await?;
 /// let refused = engine.subscribe(id, "much-too-long").await;
 /// assert_eq!(refused, Err(SubscribeError::TopicTooLong { len: 13, max: 8 }));
 /// # engine.shutdown(std::time::Duration::from_secs(1)).await;

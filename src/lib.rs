@@ -64,21 +64,23 @@ mod error;
 pub mod fuzzing;
 mod id;
 mod payload;
+mod registration;
 mod shard;
 mod stats;
 mod topic;
 pub mod wire;
 
 pub use audience::Audience;
-pub use client::{ClientInfo, Principal, RemoveReason, close_code};
+pub use client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
-    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, SubscribeError,
-    TryBroadcastError, TrySendError,
+    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, Rejected, SubscribeError,
+    TryBroadcastError, TrySendError, UpdateError,
 };
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
-pub use shard::{Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
+pub use registration::Registration;
+pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
 pub use stats::{Evictions, ShardStats, Stats};
 pub use topic::Topic;

@@ -10,7 +10,8 @@ use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::handshake::Request;
 use shardcast::{
     Audience, BroadcastError, ClientId, Decision, Engine, Handler, ListenError, Payload, Principal,
-    RegisterError, RemoveReason, SlowConsumerPolicy, TryBroadcastError, TrySendError,
+    RegisterError, Registration, RemoveReason, SlowConsumerPolicy, TryBroadcastError, TrySendError,
+    UpdateError,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -292,7 +293,7 @@ where
 }
 
 #[tokio::test]
-async fn register_tcp_adopts_a_stream_accepted_by_the_embedder() {
+async fn register_adopts_a_tcp_stream_accepted_by_the_embedder() {
     let engine = Engine::builder().shards(2).build().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -303,7 +304,7 @@ async fn register_tcp_adopts_a_stream_accepted_by_the_embedder() {
             .await
             .unwrap()
             .unwrap();
-        engine.register_tcp(tcp).await.expect("registered");
+        engine.register(tcp).await.expect("registered");
         let (ws, _) = tokio::time::timeout(WAIT, connecting)
             .await
             .unwrap()
@@ -366,13 +367,13 @@ async fn shutdown_closes_every_client_with_1001_and_later_calls_fail_with_closed
     let id = ids[0];
     assert!(matches!(
         engine.broadcast(Payload::text("x"), Audience::ALL).await,
-        Err(BroadcastError::Closed)
+        Err(BroadcastError::Closed(_))
     ));
     assert!(matches!(
         engine
             .broadcast_batch([Payload::text("x")], Audience::ALL)
             .await,
-        Err(BroadcastError::Closed)
+        Err(BroadcastError::Closed(_))
     ));
     assert!(matches!(
         engine.try_broadcast(Payload::text("x"), Audience::ALL),
@@ -380,7 +381,7 @@ async fn shutdown_closes_every_client_with_1001_and_later_calls_fail_with_closed
     ));
     assert!(matches!(
         engine.send(id, Payload::text("x")).await,
-        Err(BroadcastError::Closed)
+        Err(BroadcastError::Closed(_))
     ));
     assert!(matches!(
         engine.try_send(id, Payload::text("x")),
@@ -388,11 +389,11 @@ async fn shutdown_closes_every_client_with_1001_and_later_calls_fail_with_closed
     ));
     assert!(matches!(
         engine.set_authenticated(id, Principal::new(())).await,
-        Err(BroadcastError::Closed)
+        Err(UpdateError::Closed)
     ));
     assert!(matches!(
         engine.update_last_ping(id).await,
-        Err(BroadcastError::Closed)
+        Err(UpdateError::Closed)
     ));
     let (_, server_half) = tokio::io::duplex(1024);
     assert!(matches!(
@@ -502,14 +503,15 @@ async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
 }
 
 #[tokio::test]
-async fn register_upgraded_receives_a_broadcast_issued_right_after_it_returns() {
+async fn an_upgraded_registration_receives_a_broadcast_issued_right_after_it_returns() {
     use tokio_tungstenite::tungstenite::protocol::Role;
     let engine = Engine::builder().shards(2).build().expect("engine");
     let mut clients = Vec::new();
     for _ in 0..8 {
         let (server_half, client_half) = tokio::io::duplex(64 << 10);
+        let upgraded = Registration::upgraded(accepted(&engine));
         engine
-            .register_upgraded(server_half)
+            .register_with(server_half, upgraded)
             .await
             .expect("register");
         clients.push(
@@ -553,14 +555,15 @@ async fn accepted_pair() -> (
 }
 
 #[tokio::test]
-async fn register_and_register_upgraded_set_tcp_nodelay_on_a_tcp_stream() {
+async fn register_and_an_upgraded_registration_set_tcp_nodelay_on_a_tcp_stream() {
     let engine = Engine::builder().shards(1).build().unwrap();
     let (server, probe, _client) = accepted_pair().await;
     // Set on the shard, once it adopts the socket.
     engine.register(server).await.unwrap();
     eventually(|| probe.nodelay().unwrap()).await;
     let (server, probe, _client) = accepted_pair().await;
-    engine.register_upgraded(server).await.unwrap();
+    let upgraded = Registration::upgraded(accepted(&engine));
+    engine.register_with(server, upgraded).await.unwrap();
     eventually(|| probe.nodelay().unwrap()).await;
     engine.shutdown(Duration::from_millis(100)).await;
 }

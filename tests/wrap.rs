@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{WAIT, eventually, next_text};
-use shardcast::{Audience, Engine, Payload};
+use common::{WAIT, accepted, eventually, next_text};
+use shardcast::{Audience, Engine, Payload, RegisterError, Registration};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -63,7 +63,7 @@ async fn a_failed_wrap_counts_as_a_failed_handshake_and_registers_nobody() {
 }
 
 #[tokio::test]
-async fn register_tcp_wrapped_runs_the_wrap_on_the_owning_shard() {
+async fn a_registration_wrap_runs_on_the_owning_shard() {
     let engine = Engine::builder().shards(2).build().expect("engine");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -73,12 +73,13 @@ async fn register_tcp_wrapped_runs_the_wrap_on_the_owning_shard() {
     let (tcp, _) = listener.accept().await.expect("accept");
     let shard_threads = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = shard_threads.clone();
+    let wrap = move |tcp: tokio::net::TcpStream| {
+        let name = std::thread::current().name().map(str::to_owned);
+        seen.lock().expect("lock").push(name);
+        async move { Ok::<_, std::io::Error>(tcp) }
+    };
     engine
-        .register_tcp_wrapped(tcp, move |tcp: tokio::net::TcpStream| {
-            let name = std::thread::current().name().map(str::to_owned);
-            seen.lock().expect("lock").push(name);
-            async move { Ok::<_, std::io::Error>(tcp) }
-        })
+        .register_with(tcp, Registration::new().wrap(wrap))
         .await
         .expect("register");
     let (mut ws, _) = tokio::time::timeout(WAIT, connecting)
@@ -100,5 +101,45 @@ async fn register_tcp_wrapped_runs_the_wrap_on_the_owning_shard() {
         .await
         .expect("broadcast");
     assert_eq!(next_text(&mut ws).await, "hi");
+    engine.shutdown(Duration::from_secs(1)).await;
+}
+
+/// A wrap that adds nothing.
+async fn plain(tcp: tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStream> {
+    Ok(tcp)
+}
+
+#[tokio::test]
+async fn a_wrap_on_a_stream_that_is_not_tcp_is_refused_and_registers_nothing() {
+    let engine = Engine::builder().shards(1).build().expect("engine");
+    let (_client, server) = tokio::io::duplex(4096);
+    let refused = engine
+        .register_with(server, Registration::new().wrap(plain))
+        .await;
+    assert!(
+        matches!(refused, Err(RegisterError::CannotWrap)),
+        "{refused:?}"
+    );
+    assert_eq!(engine.connection_count(), 0);
+    engine.shutdown(Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn a_wrap_on_an_upgraded_tcp_stream_is_refused_and_registers_nothing() {
+    let engine = Engine::builder().shards(1).build().expect("engine");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let _client = tokio::net::TcpStream::connect(listener.local_addr().expect("addr"))
+        .await
+        .expect("connect");
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let registration = Registration::upgraded(accepted(&engine)).wrap(plain);
+    let refused = engine.register_with(tcp, registration).await;
+    assert!(
+        matches!(refused, Err(RegisterError::CannotWrap)),
+        "{refused:?}"
+    );
+    assert_eq!(engine.connection_count(), 0);
     engine.shutdown(Duration::from_secs(1)).await;
 }

@@ -860,8 +860,9 @@ impl Sim {
             write_syscalls: load(&counters.write_syscalls),
         };
         assert_eq!(actual, self.expected, "counters");
-        let mut removed = Vec::new();
-        self.state.take_removed(&mut removed);
+        let mut taken = Vec::new();
+        self.state.take_removed(&mut taken);
+        let mut removed: Vec<_> = taken.into_iter().map(|(id, r, _)| (id, r)).collect();
         removed.sort_by_key(|&(id, _)| id);
         self.removed.sort_by_key(|&(id, _)| id);
         assert_eq!(removed, self.removed, "removed events");

@@ -5,7 +5,8 @@
 //! A shard applies its commands in queue order, so the commands one publisher sends to one shard
 //! take effect in the order it sent them.
 
-use crate::client::{ClientInfo, Principal};
+use super::decision::Accepted;
+use crate::client::{ClientData, ClientInfo, Principal};
 use crate::error::SubscribeError;
 use crate::{Audience, ClientId, Payload, Topic};
 use smallvec::SmallVec;
@@ -64,6 +65,18 @@ pub(crate) enum Stream {
     Boxed(Box<dyn Io>, Option<std::net::SocketAddr>),
 }
 
+/// How a registered stream opens, beyond the stream itself. Boxed in its command (one small
+/// allocation per registration), so that every slot of every shard queue stays 64 bytes
+/// instead of 128.
+#[derive(Debug)]
+pub(crate) struct Opening {
+    /// The decision for a stream the embedder upgraded (admit it at once); `None`: run the
+    /// upgrade.
+    pub(crate) upgraded: Option<Accepted>,
+    /// The client's data if its decision attaches none.
+    pub(crate) data: Option<ClientData>,
+}
+
 /// The payloads of one broadcast: one, or the frames of a batch.
 pub(crate) type Payloads = SmallVec<[Payload; 1]>;
 
@@ -93,11 +106,11 @@ pub(crate) enum Delivery {
 
 /// Commands about the shard and its clients that deliver no frame.
 pub(crate) enum Control {
-    /// Own this stream; run the upgrade unless `upgraded`.
+    /// Own this stream and open it as `opening` says.
     Register {
         id: ClientId,
         stream: Stream,
-        upgraded: bool,
+        opening: Box<Opening>,
     },
     /// Accept connections from this listener (one per shard, `SO_REUSEPORT`), wrapping each.
     Listen {

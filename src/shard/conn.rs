@@ -154,6 +154,7 @@ impl Conn {
                 state: &mut state,
                 shards: &shared.shards,
                 outbox: &mut outbox,
+                left: None,
             };
             shared.handler.on_registered(&mut ctx);
             post(&shared.shards, &mut outbox, &mut self.blocked);
@@ -274,6 +275,7 @@ fn ingest(
             state: &mut *state,
             shards,
             outbox: &mut *outbox,
+            left: None,
         };
         handler.on_message(&mut ctx, message);
         if outbox.len() >= OUTBOX_POST_AT {

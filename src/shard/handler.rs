@@ -6,11 +6,12 @@ use super::decision::Decision;
 use super::handle::Handle;
 use super::relay::Outbox;
 use super::state::State;
-use crate::client::{Principal, RemoveReason};
+use crate::client::{ClientData, Principal, RemoveReason};
 use crate::error::SubscribeError;
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use smallvec::smallvec;
+use std::any::Any;
 use std::fmt;
 use std::net::SocketAddr;
 use tokio::time::Instant;
@@ -52,8 +53,12 @@ use tokio::time::Instant;
 /// so back-pressure reaches that client through TCP and no shard ever waits for another.
 pub trait Handler: Send + Sync + 'static {
     /// Decides on an upgrade request (after the engine checked it and its `Origin`): inspect
-    /// auth headers, the peer's address (`None` for a stream that is not a plain TCP stream)
-    /// or pick a subprotocol. Default: accept.
+    /// auth headers, the peer's address (`None` for a stream that is not a plain TCP stream),
+    /// pick a subprotocol, attach data. Default: accept.
+    ///
+    /// It runs on the client's shard when the engine reads the upgrade, and on the caller's
+    /// thread when an embedder that answers the upgrade itself asks
+    /// [`Engine::decide`](crate::Engine::decide): the same decision on every path.
     fn on_upgrade(&self, request: &Request<'_>, peer: Option<SocketAddr>) -> Decision {
         let _ = (request, peer);
         Decision::accept()
@@ -118,6 +123,9 @@ pub struct Context<'a> {
     pub(crate) shards: &'a [Handle],
     /// Commands for other shards, in order; posted when the current read is handled.
     pub(crate) outbox: &'a mut Outbox,
+    /// The data of a client that left (in `on_removed`, where its record is gone); `None`
+    /// otherwise, as the record holds it.
+    pub(crate) left: Option<ClientData>,
 }
 
 impl fmt::Debug for Context<'_> {
@@ -143,6 +151,35 @@ impl Context<'_> {
     /// client is gone).
     pub fn principal(&self) -> Option<&Principal> {
         self.state.principal(self.slot?)
+    }
+
+    /// What the embedder attached to this client ([`ClientData`]), if it is a `T`; in every
+    /// hook, [`Handler::on_removed`] included.
+    ///
+    /// ```
+    /// use shardcast::{Context, Handler, Incoming, Payload};
+    ///
+    /// struct Nick(String);
+    ///
+    /// struct Echo;
+    ///
+    /// impl Handler for Echo {
+    ///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+    ///         let from = ctx.data::<Nick>().map_or("anonymous", |n| n.0.as_str());
+    ///         if let Incoming::Text(text) = message {
+    ///             let reply = Payload::text(format!("{from}: {text}"));
+    ///             let id = ctx.id();
+    ///             ctx.send(id, reply);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    pub fn data<T: Any>(&self) -> Option<&T> {
+        let data = match self.slot {
+            Some(slot) => self.state.data(slot),
+            None => self.left.as_ref(),
+        };
+        data?.downcast_ref()
     }
 
     /// Broadcasts `payload` to `audience` on every shard. Never waits (see the module docs for

@@ -23,7 +23,8 @@
 //! - `topics`: the shard's topic index (who is subscribed to what); `interest`: which shards
 //!   have subscribers of which topics, engine-wide, so that a publication skips the others.
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
-//!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade.
+//!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade, and the
+//!   upgrade policy every registration path runs.
 //!
 //! # Invariants
 //!
@@ -57,10 +58,10 @@ mod tick;
 mod topics;
 
 pub(crate) use admission::Admission;
-pub(crate) use command::{Command, Control, Delivery, Payloads, Stream};
+pub(crate) use command::{Command, Control, Delivery, Opening, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
-pub use decision::Decision;
-pub(crate) use decision::Verdict;
+pub(crate) use decision::decide;
+pub use decision::{Accepted, Decision};
 pub(crate) use handle::{Handle, Permit};
 pub use handler::{Context, Handler, Incoming};
 pub(crate) use interest::Interest;

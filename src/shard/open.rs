@@ -3,9 +3,10 @@
 
 use super::command::{Io, Wrap};
 use super::conn::{Conn, Ended};
+use super::decision::decide;
 use super::shared::Shared;
 use crate::ClientId;
-use crate::shard::Verdict;
+use crate::client::ClientData;
 use crate::stats::bump;
 use crate::wire::{Limits, Parser, handshake};
 use std::net::SocketAddr;
@@ -26,7 +27,8 @@ pub(crate) enum Source {
 ///
 /// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
 /// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
-/// queued after the registration can never miss it.
+/// queued after the registration can never miss it. Otherwise the client gets `data` if the
+/// handler's decision attaches none.
 ///
 /// Every connection's task lives as long as the client, so its size is memory per client: the
 /// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
@@ -37,8 +39,9 @@ pub(crate) fn run(
     source: Source,
     admitted: Option<usize>,
     peer: Option<SocketAddr>,
+    data: Option<ClientData>,
 ) -> impl Future<Output = ()> + 'static {
-    let opening = Box::pin(open(shared, id, source, admitted, peer));
+    let opening = Box::pin(open(shared, id, source, admitted, peer, data));
     async move {
         // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
         let Some(mut conn) = opening.await else {
@@ -56,6 +59,7 @@ async fn open(
     source: Source,
     admitted: Option<usize>,
     peer: Option<SocketAddr>,
+    data: Option<ClientData>,
 ) -> Option<Conn> {
     let mut ended = Ended::new(shared, admitted);
     let shared = ended.shared().clone();
@@ -78,7 +82,7 @@ async fn open(
     } else {
         // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
         // sent, to answer 408, and a timeout around it would drop its buffer unread.
-        match upgrade(shared, id, &mut io, deadline, peer).await {
+        match upgrade(shared, id, &mut io, deadline, peer, data).await {
             Some(admitted) => admitted,
             None => {
                 bump(&shared.state.borrow().counters().handshakes_failed, 1);
@@ -107,6 +111,7 @@ async fn upgrade(
     io: &mut Box<dyn Io>,
     deadline: Instant,
     peer: Option<SocketAddr>,
+    data: Option<ClientData>,
 ) -> Option<(usize, Vec<u8>)> {
     let config = &shared.config;
     let max = config.handshake_bytes_max;
@@ -142,32 +147,24 @@ async fn upgrade(
     // The request is in: from here on the client waits for us, and our answer, whatever it
     // is, must be out by the deadline too.
     let answer = async {
-        let verdict = shared
-            .state
-            .borrow()
-            .upgrade_verdict(&request, || shared.handler.on_upgrade(&request, peer).0);
-        match verdict {
-            Verdict::Reject { status, body } => {
-                refuse(io, status, &body).await;
+        let accepting = shared.state.borrow().accepting();
+        let decided = decide(config, accepting, &request, || {
+            shared.handler.on_upgrade(&request, peer)
+        });
+        match decided {
+            Err(rejected) => {
+                refuse(io, rejected.status(), rejected.body()).await;
                 None
             }
-            Verdict::Accept {
-                protocol,
-                principal,
-                topics,
-            } => {
-                let response = handshake::accept_response(request.key(), protocol.as_deref());
+            Ok(accepted) => {
+                let response = handshake::accept_response(request.key(), accepted.protocol());
                 let pending = buf.get(used..).unwrap_or_default().to_vec();
                 // Admitted in the same poll in which the 101 is fully written, so no broadcast
                 // can fall between the client seeing 101 and the client being in the audience;
                 // and the response never occupies the client's queue.
                 io.write_all(&response).await.ok()?;
                 let mut state = shared.state.borrow_mut();
-                let slot = state.admit(id, principal, Instant::now());
-                for topic in &topics {
-                    // Checked with the verdict (`upgrade_verdict`), so this cannot fail.
-                    let _ = state.subscribe_slot(id, slot, topic);
-                }
+                let slot = accepted.admit(&mut state, id, data, Instant::now());
                 Some((slot, pending))
             }
         }

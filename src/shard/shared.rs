@@ -4,10 +4,8 @@ use super::admission::Admission;
 use super::handle::Handle;
 use super::handler::Context;
 use super::relay::{Outbox, Waiting, post, send_waiting};
-use super::state::State;
-use crate::ClientId;
+use super::state::{Removed, State};
 use crate::ShardId;
-use crate::client::RemoveReason;
 use crate::config::Config;
 use crate::shard::Handler;
 use std::cell::RefCell;
@@ -45,14 +43,14 @@ pub(crate) struct Shared {
 impl Shared {
     /// Calls the handler for every client removed since the last call, with a context in
     /// which it can tell others (what it sends to other shards is posted after the calls).
-    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<(ClientId, RemoveReason)>, now: Instant) {
+    pub(crate) fn dispatch_removed(&self, buf: &mut Vec<Removed>, now: Instant) {
         let mut state = self.state.borrow_mut();
         state.take_removed(buf);
         if buf.is_empty() {
             return;
         }
         let mut outbox = self.outbox.borrow_mut();
-        for (id, reason) in buf.drain(..) {
+        for (id, reason, data) in buf.drain(..) {
             let mut ctx = Context {
                 id,
                 slot: None,
@@ -60,6 +58,7 @@ impl Shared {
                 state: &mut state,
                 shards: &self.shards,
                 outbox: &mut outbox,
+                left: data,
             };
             self.handler.on_removed(&mut ctx, reason);
         }

@@ -15,15 +15,13 @@
 //! - A client has subscriptions in `topics` only while it is in `index` (it leaves every topic
 //!   when it is closed), and the `topics`/`subscriptions` gauges follow `topics`.
 
-use super::decision::Verdict;
 use super::interest::Interest;
 use super::outbound::Outbound;
 use super::topics::{Limits, TopicIndex};
-use crate::client::{ClientInfo, Principal, RemoveReason, close_code};
+use crate::client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
 use crate::stats::{ShardCounters, bump, bump_release, drop_by};
-use crate::wire::handshake::Request;
 use crate::wire::{Opcode, envelope, frame};
 use crate::{Audience, ClientId, Payload, Topic};
 use slab::Slab;
@@ -62,6 +60,8 @@ pub(crate) struct Client {
     authenticated: bool,
     /// Who it is, once authenticated.
     principal: Option<Principal>,
+    /// What the embedder attached to it; set once, at admission.
+    data: Option<ClientData>,
     /// Last inbound frame (or registration, or `update_last_ping`).
     last_seen: Instant,
     /// Whether a server ping went out since `last_seen` (so a silent client gets one ping per
@@ -87,6 +87,9 @@ impl Client {
         }
     }
 }
+
+/// A client that left, why, and its data (for `Handler::on_removed`).
+pub(crate) type Removed = (ClientId, RemoveReason, Option<ClientData>);
 
 /// A hasher for `ClientId`s: one folded multiply, so that ids which differ only in their high
 /// (sequence) bits spread over the table.
@@ -121,8 +124,9 @@ pub(crate) struct State {
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
     /// Open clients' subscriptions.
     topics: TopicIndex,
-    /// Clients that left since the last dispatch, for the handler; bounded by the client count.
-    removed: Vec<(ClientId, RemoveReason)>,
+    /// Clients that left since the last dispatch, with their data, for the handler; bounded by
+    /// the client count.
+    removed: Vec<Removed>,
     /// Connection tasks alive, including those still in their upgrade.
     live: usize,
     /// Set once by `shutdown`: no new client is admitted.
@@ -168,6 +172,7 @@ impl State {
             phase: Phase::Open,
             authenticated: principal.is_some(),
             principal,
+            data: None,
             last_seen: now,
             pinged: false,
             registered_at: now,
@@ -366,6 +371,18 @@ impl State {
         }
     }
 
+    /// Attaches `data` to the client in `slot` (at admission).
+    pub(crate) fn set_data(&mut self, slot: usize, data: Option<ClientData>) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.data = data;
+        }
+    }
+
+    /// The data of the client in `slot`.
+    pub(crate) fn data(&self, slot: usize) -> Option<&ClientData> {
+        self.clients.get(slot).and_then(|c| c.data.as_ref())
+    }
+
     /// The principal of the client in `slot`.
     pub(crate) fn principal(&self, slot: usize) -> Option<&Principal> {
         self.clients.get(slot).and_then(|c| c.principal.as_ref())
@@ -380,6 +397,7 @@ impl State {
             id,
             principal: client.principal.clone(),
             authenticated: client.authenticated,
+            data: client.data.clone(),
             idle: now.saturating_duration_since(client.last_seen),
             queued_bytes: client.out.bytes(),
         })
@@ -396,10 +414,7 @@ impl State {
 
     /// The limits every subscription must respect.
     fn topic_limits(&self) -> Limits {
-        Limits {
-            topic_bytes_max: self.config.topic_bytes_max,
-            topics_per_client_max: self.config.topics_per_client_max,
-        }
+        Limits::of(&self.config)
     }
 
     /// Subscribes `id` to `topic`; `Ok(false)` if it already was.
@@ -543,7 +558,9 @@ impl State {
         client.wake();
         self.index.remove(&client.id);
         drop_by(&counters.clients, 1);
-        self.removed.push((client.id, reason));
+        // A clone, not a take: hooks still running for this slot (the rest of its read) see
+        // the data too. One reference count per removal.
+        self.removed.push((client.id, reason, client.data.clone()));
         self.topics.leave_all(slot);
         self.topic_gauges();
     }
@@ -669,55 +686,6 @@ impl State {
         }
     }
 
-    /// The upgrade policy, in order: the `Origin` allow-list (403), refusal during shutdown
-    /// (503), then the handler's decision (`ask`, called only if it comes to that).
-    pub(crate) fn upgrade_verdict(
-        &self,
-        request: &Request<'_>,
-        ask: impl FnOnce() -> Verdict,
-    ) -> Verdict {
-        if let Some(allowed) = &self.config.allowed_origins
-            && !request
-                .origin()
-                .is_some_and(|o| allowed.iter().any(|a| a == o))
-        {
-            return Verdict::Reject {
-                status: 403,
-                body: "origin not allowed".into(),
-            };
-        }
-        if self.shutting_down {
-            return Verdict::Reject {
-                status: 503,
-                body: "shutting down".into(),
-            };
-        }
-        let verdict = ask();
-        if let Verdict::Accept { topics, .. } = &verdict
-            && let Err(e) = self.check_topics(topics)
-        {
-            return Verdict::Reject {
-                status: 400,
-                body: e.to_string(),
-            };
-        }
-        verdict
-    }
-
-    /// Whether a new client may subscribe to all of `topics` (without repeats).
-    fn check_topics(&self, topics: &[Topic]) -> Result<(), SubscribeError> {
-        let limits = self.topic_limits();
-        for topic in topics {
-            limits.check(topic)?;
-        }
-        if topics.len() > limits.topics_per_client_max {
-            return Err(SubscribeError::TooManyTopics {
-                max: limits.topics_per_client_max,
-            });
-        }
-        Ok(())
-    }
-
     /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.
     pub(crate) fn shutdown(&mut self) {
         self.shutting_down = true;
@@ -728,7 +696,7 @@ impl State {
     }
 
     /// Takes the clients removed since the last call (for the handler).
-    pub(crate) fn take_removed(&mut self, into: &mut Vec<(ClientId, RemoveReason)>) {
+    pub(crate) fn take_removed(&mut self, into: &mut Vec<Removed>) {
         into.append(&mut self.removed);
     }
 
@@ -863,7 +831,7 @@ mod tests {
     fn removed(state: &mut State) -> Vec<(ClientId, RemoveReason)> {
         let mut v = Vec::new();
         state.take_removed(&mut v);
-        v
+        v.into_iter().map(|(id, reason, _)| (id, reason)).collect()
     }
 
     #[test]

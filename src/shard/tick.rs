@@ -13,7 +13,7 @@
 
 use super::accept::{accept, adopt};
 use super::admission::Admission;
-use super::command::{Command, Control, Delivery, Payloads};
+use super::command::{Command, Control, Delivery, Opening, Payloads};
 use super::handle::Handle;
 use super::interest::Interest;
 use super::open;
@@ -222,7 +222,7 @@ impl Shared {
             Control::Register {
                 id,
                 stream,
-                upgraded,
+                opening,
             } => {
                 if !state.accepting() {
                     self.admission.release();
@@ -231,13 +231,20 @@ impl Shared {
                 match adopt(stream) {
                     Ok((source, peer)) => {
                         state.connection_started();
-                        let admitted = upgraded.then(|| state.admit(id, None, now));
+                        let Opening { upgraded, data } = *opening;
+                        let (admitted, data) = match upgraded {
+                            Some(accepted) => {
+                                (Some(accepted.admit(&mut state, id, data, now)), None)
+                            }
+                            None => (None, data),
+                        };
                         tokio::task::spawn_local(open::run(
                             self.clone(),
                             id,
                             source,
                             admitted,
                             peer,
+                            data,
                         ));
                     }
                     Err(e) => {

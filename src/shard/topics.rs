@@ -57,6 +57,14 @@ pub(crate) struct Limits {
 }
 
 impl Limits {
+    /// The limits `config` sets.
+    pub(crate) fn of(config: &crate::Config) -> Limits {
+        Limits {
+            topic_bytes_max: config.topic_bytes_max,
+            topics_per_client_max: config.topics_per_client_max,
+        }
+    }
+
     /// Whether `topic` may be subscribed to at all.
     pub(crate) fn check(&self, topic: &Topic) -> Result<(), SubscribeError> {
         let len = topic.as_str().len();

@@ -1,7 +1,8 @@
 //! Server side of the HTTP/1.1 WebSocket upgrade (RFC 6455 4.2).
 //!
-//! [`parse`] reads the client's request from the connection's read buffer, [`accept_response`]
-//! and [`reject_response`] build the answer.
+//! [`parse`] reads the client's request from the connection's read buffer (or
+//! [`Request::new`] checks one an HTTP server parsed), [`accept_response`] and
+//! [`reject_response`] build the answer.
 //!
 //! # Invariants
 //!
@@ -30,6 +31,48 @@ pub struct Request<'b> {
 }
 
 impl<'b> Request<'b> {
+    /// The upgrade request an HTTP server (axum, hyper, ...) already parsed: its target and
+    /// headers, checked as [`parse`] checks them (`Upgrade: websocket`, `Connection: upgrade`,
+    /// `Sec-WebSocket-Version: 13`, a well-formed `Sec-WebSocket-Key`). The method and HTTP
+    /// version are the server's to check. Pass it to
+    /// [`Engine::decide`](crate::Engine::decide).
+    ///
+    /// # Errors
+    ///
+    /// [`HandshakeError::TooLarge`] for more than [`HEADERS_MAX`] headers; otherwise the first
+    /// rule of RFC 6455 4.2.1 the request breaks, as [`parse`].
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::{HandshakeError, Request};
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    /// ];
+    /// let request = Request::new("/chat", headers)?;
+    /// assert_eq!(request.header("upgrade"), Some(&b"websocket"[..]));
+    /// let without_key = Request::new("/chat", headers.into_iter().take(3));
+    /// assert_eq!(without_key.unwrap_err(), HandshakeError::Key);
+    /// # Ok::<(), HandshakeError>(())
+    /// ```
+    pub fn new<V>(
+        path: &'b str,
+        headers: impl IntoIterator<Item = (&'b str, &'b V)>,
+    ) -> Result<Request<'b>, HandshakeError>
+    where
+        V: AsRef<[u8]> + ?Sized + 'b,
+    {
+        let mut list = SmallVec::new();
+        for (name, value) in headers {
+            if list.len() == HEADERS_MAX {
+                return Err(HandshakeError::TooLarge);
+            }
+            list.push((name, value.as_ref()));
+        }
+        upgrade_request(path, list)
+    }
+
     /// The request target (path and query).
     pub fn path(&self) -> &'b str {
         self.path
@@ -160,8 +203,16 @@ pub fn parse(
     if method != "GET" {
         return Err(HandshakeError::Method);
     }
-    let headers: SmallVec<[(&str, &[u8]); 24]> =
-        req.headers.iter().map(|h| (h.name, h.value)).collect();
+    let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    Ok(Some((upgrade_request(path, headers)?, n)))
+}
+
+/// The headers of a request for `path` that must hold for a WebSocket upgrade (what [`parse`]
+/// and [`Request::new`] both check), as a [`Request`].
+fn upgrade_request<'b>(
+    path: &'b str,
+    headers: SmallVec<[(&'b str, &'b [u8]); 24]>,
+) -> Result<Request<'b>, HandshakeError> {
     let has_token = |name: &str, token: &str| {
         headers
             .iter()
@@ -180,7 +231,7 @@ pub fn parse(
         .filter(|k| is_key(k))
         .and_then(|k| std::str::from_utf8(k).ok())
         .ok_or(HandshakeError::Key)?;
-    Ok(Some((Request { path, headers, key }, n)))
+    Ok(Request { path, headers, key })
 }
 
 /// First header called `name` (ASCII case-insensitive).

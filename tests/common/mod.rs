@@ -4,7 +4,10 @@
 use futures_util::{SinkExt, StreamExt};
 use shardcast::Incoming;
 use shardcast::wire::frame;
-use shardcast::{Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason};
+use shardcast::wire::handshake::Request;
+use shardcast::{
+    Accepted, Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason,
+};
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -374,6 +377,22 @@ pub async fn shutdown_reading(engine: &Engine, clients: Vec<Client>) -> Vec<Opti
 pub const UPGRADE_REQUEST: &str = "GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
     Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Version: 13\r\n\r\n";
+
+/// The headers of [`UPGRADE_REQUEST`], as an embedder's HTTP server passes them on.
+pub const UPGRADE_HEADERS: [(&str, &str); 5] = [
+    ("Host", "127.0.0.1"),
+    ("Upgrade", "websocket"),
+    ("Connection", "Upgrade"),
+    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ("Sec-WebSocket-Version", "13"),
+];
+
+/// The engine's decision on [`UPGRADE_HEADERS`], as an embedder that answers the upgrade
+/// itself asks for it before `Registration::upgraded`.
+pub fn accepted(engine: &Engine) -> Accepted {
+    let request = Request::new("/", UPGRADE_HEADERS).expect("valid upgrade request");
+    engine.decide(&request, None).expect("accepted")
+}
 
 /// The masking key of every frame the raw client builds.
 pub const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
