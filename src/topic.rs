@@ -139,6 +139,11 @@ impl Hasher for Prehashed {
     fn write_u64(&mut self, n: u64) {
         self.0 = n;
     }
+    /// Small numbers (interest buckets, cut from a topic's hash): spread over all 64 bits by a
+    /// multiply, so that the table's control bits differ.
+    fn write_u32(&mut self, n: u32) {
+        self.0 = u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
 }
 
 #[cfg(test)]

@@ -90,8 +90,9 @@ pub(crate) struct TopicIndex {
     entries: Slab<Entry>,
     /// Each client's subscriptions, by client slot (empty for clients without any).
     of_client: Vec<Vec<Sub>>,
-    /// Entries per interest bucket.
-    per_bucket: Box<[u32]>,
+    /// Entries per interest bucket, for the buckets that have any (a map, not a table of
+    /// every bucket: a shard's cost follows its topics).
+    per_bucket: HashMap<u32, u32, BuildHasherDefault<Prehashed>>,
     /// The engine-wide interest table, in which this shard keeps its bits.
     interest: Arc<Interest>,
     /// This shard's index.
@@ -109,7 +110,7 @@ impl TopicIndex {
             by_topic: HashMap::default(),
             entries: Slab::new(),
             of_client: Vec::new(),
-            per_bucket: vec![0; super::interest::INTEREST_BUCKETS].into_boxed_slice(),
+            per_bucket: HashMap::default(),
             interest,
             shard,
             subscriptions: 0,
@@ -268,8 +269,9 @@ impl TopicIndex {
         }) as u32;
         self.by_topic.insert(topic.clone(), e);
         let bucket = Interest::bucket(topic.hash());
-        self.per_bucket[bucket] += 1;
-        if self.per_bucket[bucket] == 1 {
+        let count = self.per_bucket.entry(bucket as u32).or_insert(0);
+        *count += 1;
+        if *count == 1 {
             self.interest.set(bucket, self.shard);
         }
         e
@@ -294,14 +296,18 @@ impl TopicIndex {
             let entry = self.entries.remove(sub.entry as usize);
             self.by_topic.remove(&entry.topic);
             let bucket = Interest::bucket(entry.topic.hash());
-            self.per_bucket[bucket] -= 1;
-            if self.per_bucket[bucket] == 0 {
-                self.interest.clear(bucket, self.shard);
+            if let Some(count) = self.per_bucket.get_mut(&(bucket as u32)) {
+                *count -= 1;
+                if *count == 0 {
+                    self.per_bucket.remove(&(bucket as u32));
+                    self.interest.clear(bucket, self.shard);
+                }
             }
             if self.entries.is_empty() {
                 // Every topic gone: give back what a busier past left.
                 self.entries.shrink_to_fit();
                 self.by_topic.shrink_to_fit();
+                self.per_bucket.shrink_to_fit();
             }
         }
     }
@@ -327,8 +333,9 @@ impl TopicIndex {
             assert!(!entry.subscribers.is_empty());
             assert_eq!(self.by_topic.get(&entry.topic), Some(&(e as u32)));
         }
-        let per_bucket: u32 = self.per_bucket.iter().sum();
+        let per_bucket: u32 = self.per_bucket.values().sum();
         assert_eq!(per_bucket as usize, self.entries.len());
+        assert!(self.per_bucket.values().all(|&n| n > 0));
         assert!(self.seen.iter().all(|&w| w == 0));
     }
 }
