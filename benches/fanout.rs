@@ -242,6 +242,48 @@ impl Contender for Shardcast {
     const NAME: &'static str = "shardcast";
 
     fn start(clients: usize, shards: usize) -> Self {
+        Shardcast::with_room(clients, shards, clients)
+    }
+
+    fn runtime(&self) -> &Runtime {
+        &self.publisher
+    }
+
+    fn progress(&self) -> &Progress {
+        &self.progress
+    }
+
+    async fn publish(&self, frame: &Payload) {
+        for _ in 0..ROUND {
+            self.engine
+                .broadcast(frame.clone(), Audience::ALL)
+                .await
+                .unwrap_or_else(|e| panic!("shardcast: broadcast failed: {e}"));
+        }
+    }
+
+    fn stop(self) {
+        let stats = self.engine.stats().total;
+        assert_eq!(stats.frames_dropped, 0, "shardcast dropped frames");
+        assert_eq!(
+            stats.evicted,
+            shardcast::Evictions::default(),
+            "shardcast evicted clients"
+        );
+        eprintln!(
+            "shardcast: {} deliveries in {} write calls ({:.1} frames per write)",
+            stats.deliveries,
+            stats.write_syscalls,
+            stats.deliveries as f64 / stats.write_syscalls.max(1) as f64,
+        );
+        self.publisher
+            .block_on(self.engine.shutdown(Duration::from_secs(10)));
+    }
+}
+
+impl Shardcast {
+    /// An engine with `clients` sinks registered and room for `room` clients in all.
+    fn with_room(clients: usize, shards: usize, room: usize) -> Self {
         let publisher = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -250,7 +292,7 @@ impl Contender for Shardcast {
         let engine = publisher.block_on(async {
             let engine = Engine::builder()
                 .shards(shards)
-                .clients_max(clients.max(1024))
+                .clients_max(room.max(1024))
                 // The sinks never send: keep the heartbeat from closing them mid-run.
                 .heartbeat_timeout(Duration::from_secs(24 * 3600))
                 .sweep_interval(Duration::from_secs(3600))
@@ -288,41 +330,6 @@ impl Contender for Shardcast {
             engine,
             progress,
         }
-    }
-
-    fn runtime(&self) -> &Runtime {
-        &self.publisher
-    }
-
-    fn progress(&self) -> &Progress {
-        &self.progress
-    }
-
-    async fn publish(&self, frame: &Payload) {
-        for _ in 0..ROUND {
-            self.engine
-                .broadcast(frame.clone(), Audience::ALL)
-                .await
-                .unwrap_or_else(|e| panic!("shardcast: broadcast failed: {e}"));
-        }
-    }
-
-    fn stop(self) {
-        let stats = self.engine.stats().total;
-        assert_eq!(stats.frames_dropped, 0, "shardcast dropped frames");
-        assert_eq!(
-            stats.evicted,
-            shardcast::Evictions::default(),
-            "shardcast evicted clients"
-        );
-        eprintln!(
-            "shardcast: {} deliveries in {} write calls ({:.1} frames per write)",
-            stats.deliveries,
-            stats.write_syscalls,
-            stats.deliveries as f64 / stats.write_syscalls.max(1) as f64,
-        );
-        self.publisher
-            .block_on(self.engine.shutdown(Duration::from_secs(10)));
     }
 }
 
@@ -541,7 +548,7 @@ struct ShardcastTopic {
 
 impl ShardcastTopic {
     fn start(subscribers: usize, shards: usize) -> Self {
-        let inner = Shardcast::start(0, shards);
+        let inner = Shardcast::with_room(0, shards, TOPIC_CLIENTS);
         let topic = shardcast::Topic::new(HOT);
         inner.publisher.block_on(async {
             let request = upgrade_request();
