@@ -392,3 +392,25 @@ async fn a_topic_audience_narrows_by_authentication_and_exclusion_and_keeps_batc
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn frames_from_several_topics_in_one_tick_go_out_in_one_write_in_publish_order() {
+    local(async {
+        let engine = start(Engine::builder().shards(1));
+        let (mut ws, id) = connect(&engine).await;
+        for topic in ["a", "b", "c"] {
+            engine.subscribe(id, topic).await.unwrap();
+        }
+        let before = engine.stats().total.write_syscalls;
+        // Queued without yielding: the shard, a task of this thread, takes them in one tick.
+        for (text, topic) in [("1", "a"), ("2", "b"), ("3", "c"), ("4", "a")] {
+            engine
+                .try_broadcast(Payload::text(text), Audience::topic(topic))
+                .expect("room in the queue");
+        }
+        assert_eq!(texts(&mut ws).await, ["1", "2", "3", "4"]);
+        assert_eq!(engine.stats().total.write_syscalls - before, 1);
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
