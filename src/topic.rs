@@ -59,7 +59,7 @@ impl PartialEq for Topic {
 
 impl Eq for Topic {}
 
-/// Hashes as the hash computed at construction: a map keyed by topics with [`Prehashed`]
+/// Hashes as the hash computed at construction: a map keyed by topics with `Prehashed`
 /// hashes nothing more.
 impl Hash for Topic {
     fn hash<H: Hasher>(&self, state: &mut H) {
