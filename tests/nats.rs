@@ -5,7 +5,8 @@
 //! authenticated-only audiences hold across nodes.
 //!
 //! The server is found through `NATS_SERVER` or on `PATH` (CI installs it: `.ci/run`); without
-//! one each test is skipped, saying so on the terminal past the test harness's capture.
+//! one each test is skipped, saying so on the terminal past the test harness's capture, except
+//! under CI (`CI` set), where that fails.
 #![cfg(feature = "nats")]
 
 mod common;
@@ -54,6 +55,11 @@ impl NatsServer {
     /// Starts a server, or says why test `test` is skipped and returns `None`.
     async fn start(test: &str) -> Option<NatsServer> {
         let Some(bin) = nats_server_bin() else {
+            // CI installs it (`.ci/run`): there, a missing server is a failure, not a skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: no nats-server under CI (NATS_SERVER unset, none on PATH)"
+            );
             let _ = writeln!(
                 std::io::stderr(),
                 "SKIPPED {test}: no nats-server (install it with `apt-get install nats-server` \
