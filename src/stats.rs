@@ -288,7 +288,8 @@ pub struct BridgeStats {
     pub published: u64,
     /// Messages received from the broker (other nodes' broadcasts this node subscribes to).
     pub received: u64,
-    /// Received broadcasts handed to the local shards.
+    /// Received broadcasts handed to the local shards. A broadcast to several topics arrives
+    /// once per topic this node subscribes to, and is delivered once.
     pub delivered: u64,
     /// Topics this node holds a broker subscription for now (not counting the one every node
     /// holds for broadcasts to everyone).
