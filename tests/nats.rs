@@ -526,3 +526,41 @@ fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
         engine.shutdown(Duration::from_secs(5)).await;
     });
 }
+
+#[tokio::test]
+async fn a_node_that_stops_leaves_the_others_unaffected() {
+    let Some(server) = NatsServer::start("a_node_that_stops_leaves_the_others_unaffected").await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, _) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let (gone, gone_addr) = node(&server, delay).await;
+        let mut on_b = connect(&b, b_addr).await;
+        let mut on_gone = connect(&gone, gone_addr).await;
+        for ws in [&mut on_b, &mut on_gone] {
+            command(ws, "sub news").await;
+        }
+        holds(&b, 1).await;
+        holds(&gone, 1).await;
+        // Dropped without a shutdown, as a crashed process would leave it.
+        drop(on_gone);
+        drop(gone);
+        for i in 0..20 {
+            let frame = Payload::text(format!("still {i}"));
+            a.broadcast(frame, Audience::topic("news"))
+                .await
+                .expect("publish");
+        }
+        for i in 0..20 {
+            assert_eq!(next_text(&mut on_b).await, format!("still {i}"));
+        }
+        assert_eq!(a.stats().bridge.dropped, Default::default());
+        for n in [a, b] {
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+}
