@@ -178,6 +178,23 @@ pub struct Config {
     pub topic_bytes_max: usize,
     /// Most topics one client may be subscribed to at once (1 to 65,536). Default: 128.
     pub topics_per_client_max: usize,
+    /// With a bridge to other nodes: local broadcasts queued for the broker, at most. A
+    /// broadcast that finds the queue full is delivered locally but not published, and counted
+    /// in [`BridgeDrops::outbound_full`](crate::BridgeDrops::outbound_full). Default: 8192.
+    pub bridge_outbound_capacity: usize,
+    /// With a bridge: messages received from the broker and waiting for the local shards, at
+    /// most; past it they are dropped and counted in
+    /// [`BridgeDrops::inbound_full`](crate::BridgeDrops::inbound_full). Default: 8192.
+    pub bridge_inbound_capacity: usize,
+    /// With a bridge: how long after a topic's last local subscriber left the node keeps its
+    /// broker subscription (a subscriber who comes back meanwhile finds it in place; flapping
+    /// interest costs no broker traffic). At least this long, and about as long. Default: 1 s.
+    pub bridge_unsubscribe_delay: Duration,
+    /// With a bridge: start even if the broker cannot be reached, local-only, and keep trying
+    /// in the background (broadcasts meanwhile are counted in
+    /// [`BridgeDrops::disconnected`](crate::BridgeDrops::disconnected)). Default: off
+    /// (`Builder::build` fails).
+    pub bridge_optional: bool,
 }
 
 impl Default for Config {
@@ -208,6 +225,10 @@ impl Default for Config {
             close_timeout: Duration::from_secs(2),
             topic_bytes_max: 256,
             topics_per_client_max: 128,
+            bridge_outbound_capacity: 8192,
+            bridge_inbound_capacity: 8192,
+            bridge_unsubscribe_delay: Duration::from_secs(1),
+            bridge_optional: false,
         }
     }
 }

@@ -2,6 +2,7 @@
 //! users need (ordering, back-pressure, shutdown) are on [`Engine`] itself, where rustdoc
 //! renders them.
 
+use crate::bridge::{Broker, Link, driver};
 use crate::client::{ClientInfo, Principal};
 use crate::config::{Coalescing, Config, SlowConsumerPolicy};
 use crate::error::SubscribeError;
@@ -14,7 +15,7 @@ use crate::shard::{
     self, Accepted, Admission, Command, Control, Delivery, Handle, Handler, Interest, Io, Opening,
     Payloads, Permit, Stream, Wrap,
 };
-use crate::stats::{ShardCounters, Stats};
+use crate::stats::{BridgeStats, ShardCounters, Stats};
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use arc_swap::ArcSwap;
@@ -74,6 +75,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// returns, for what its shard applies after) receives every later publication to the topic;
 /// one unsubscribed receives none accepted after [`Engine::unsubscribe`] returned.
 ///
+/// Across nodes ([`Builder::bridge`]) these hold per channel (everyone, or one topic), at
+/// most once; see the [`bridge`](crate::bridge) module.
+///
 /// # Back-pressure
 ///
 /// Each shard's queue holds [`Config::shard_queue_capacity`] commands. `broadcast().await`
@@ -114,6 +118,12 @@ struct Inner {
     threads: Mutex<Vec<std::thread::JoinHandle<()>>>,
     /// Cancelled on drop: shards stop at once.
     hard_stop: CancellationToken,
+    /// The bridge to other nodes, if any.
+    link: Option<Arc<Link>>,
+    /// The bridge thread, joined by `shutdown`.
+    bridge: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Stops the bridge (a child of `hard_stop`).
+    bridge_stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Inner {
@@ -928,6 +938,8 @@ impl Engine {
         self.inner
             .published
             .fetch_add(payloads.len() as u64, Relaxed);
+        // Offered once the shards have it: local delivery first, then the other nodes.
+        let bridged = (self.inner.link.as_ref()).map(|l| (l, payloads.clone(), audience.clone()));
         let mut permits = permits.into_iter();
         let last = permits.next_back();
         for permit in permits {
@@ -941,6 +953,9 @@ impl Engine {
         }
         if let Some(permit) = last {
             permit.send(Delivery::Broadcast { payloads, audience }.into());
+        }
+        if let Some((link, payloads, audience)) = bridged {
+            link.offer(payloads, audience);
         }
     }
 
@@ -1125,7 +1140,10 @@ impl Engine {
                 None => crate::stats::ShardStats::read(counters, 0),
             })
             .collect();
-        Stats::from_shards(per_shard, self.inner.published.load(Relaxed))
+        let bridge = (self.inner.link.as_ref()).map_or_else(BridgeStats::default, |link| {
+            BridgeStats::read(&link.counters)
+        });
+        Stats::from_shards(per_shard, self.inner.published.load(Relaxed), bridge)
     }
 
     /// Number of shards.
@@ -1166,6 +1184,8 @@ impl Engine {
     /// Cancelled, the shards that were asked to stop still stop by the deadline, but their
     /// threads are not joined by this call.
     pub async fn shutdown(&self, deadline: Duration) -> ShutdownReport {
+        // The bridge first: it publishes what is queued while the shards drain.
+        self.inner.bridge_stop.cancel();
         let shards = self.inner.shards.swap(Arc::new(Vec::new()));
         let at = Instant::now() + deadline;
         let mut waits = Vec::with_capacity(shards.len());
@@ -1207,6 +1227,21 @@ impl Engine {
                 report.unjoined.push(id);
             }
         }
+        let bridge = self
+            .inner
+            .bridge
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(thread) = bridge {
+            // It stops within a second of `bridge_stop` (see `bridge::driver`).
+            let joined = tokio::task::spawn_blocking(move || thread.join());
+            let margin = Instant::now() + Duration::from_secs(2);
+            report.bridge_unjoined = !matches!(
+                tokio::time::timeout_at(margin, joined).await,
+                Ok(Ok(Ok(())))
+            );
+        }
         report
     }
 }
@@ -1218,6 +1253,8 @@ pub struct ShutdownReport {
     /// Shards that did not stop within the deadline (plus a second), or whose thread could not
     /// be joined (it panicked): their threads were left to end on their own.
     pub unjoined: Vec<ShardId>,
+    /// The bridge thread did not stop within two seconds, or panicked.
+    pub bridge_unjoined: bool,
 }
 
 /// A non-blocking TCP socket with `SO_REUSEADDR`, bound to `addr`; with `SO_REUSEPORT` too
@@ -1268,6 +1305,8 @@ fn in_use(addr: SocketAddr) -> impl Fn(std::io::Error) -> ListenError {
 pub struct Builder {
     config: Config,
     handler: Option<Arc<dyn Handler>>,
+    /// Starts the bridge thread, if one was attached.
+    bridge: Option<driver::Spawn>,
     /// Whether `ping_interval` was chosen; if not, it follows the heartbeat timeout.
     ping_interval_set: bool,
 }
@@ -1343,6 +1382,16 @@ impl Builder {
         topic_bytes_max: usize,
         /// Most topics per client, 1 to 65,536. Default: 128.
         topics_per_client_max: usize,
+        /// With a bridge: local broadcasts queued for the broker, at most. Default: 8192.
+        bridge_outbound_capacity: usize,
+        /// With a bridge: received messages queued for the shards, at most. Default: 8192.
+        bridge_inbound_capacity: usize,
+        /// With a bridge: how long a topic's broker subscription outlives its last local
+        /// subscriber. Default: 1 s.
+        bridge_unsubscribe_delay: Duration,
+        /// With a bridge: start local-only if the broker cannot be reached, and keep trying.
+        /// Default: off.
+        bridge_optional: bool,
     }
 
     /// Ping clients silent for this long, so that clients which only listen (browsers) answer
@@ -1401,6 +1450,21 @@ impl Builder {
     /// ```
     pub fn handler(mut self, handler: impl Handler) -> Self {
         self.handler = Some(Arc::new(handler));
+        self
+    }
+
+    /// Shares this node's broadcasts and topics with other nodes through `broker` (a
+    /// [`Nats`](crate::Nats) server, feature `nats`): see the [`bridge`](crate::bridge) module
+    /// for what travels, interest routing, ordering and what can be lost. `build` connects
+    /// (on a thread of the bridge's own, where the connection lives as long as the engine)
+    /// and fails if the broker cannot be reached, unless [`Builder::bridge_optional`].
+    ///
+    /// The broker is attached here rather than connected by the caller because its connection
+    /// must live on a runtime that lives as long as the engine, which the engine owns; and a
+    /// broker value (`Nats::new(url)`) says where and how, so `build` can report an unreachable
+    /// broker like any other setting it cannot use. See [`Nats`](crate::Nats) for an example.
+    pub fn bridge<B: Broker>(mut self, broker: B) -> Self {
+        self.bridge = Some(Box::new(move |startup| driver::spawn(broker, startup)));
         self
     }
 
@@ -1493,6 +1557,13 @@ impl Builder {
         }
         let table: Arc<[Handle]> = handles.clone().into();
         let interest = Arc::new(Interest::new(config.shards));
+        let (link, outbound) = match self.bridge {
+            Some(_) => {
+                let (tx, rx) = mpsc::channel(config.bridge_outbound_capacity);
+                (Some(Arc::new(Link::new(tx))), Some(rx))
+            }
+            None => (None, None),
+        };
         let mut threads = Vec::with_capacity(config.shards);
         for (i, rx) in receivers.into_iter().enumerate() {
             let startup = shard::Startup {
@@ -1505,12 +1576,32 @@ impl Builder {
                 admission: admission.clone(),
                 interest: interest.clone(),
                 hard_stop: hard_stop.clone(),
+                link: link.clone(),
             };
             match spawn(startup) {
                 Ok(thread) => threads.extend(thread),
                 Err(e) => {
                     hard_stop.cancel();
                     return Err(BuildError::Spawn(e));
+                }
+            }
+        }
+        let bridge_stop = hard_stop.child_token();
+        let mut bridge = None;
+        if let (Some(spawn), Some(link), Some(outbound)) = (self.bridge, &link, outbound) {
+            let startup = crate::bridge::driver::Startup {
+                config: config.clone(),
+                link: link.clone(),
+                outbound,
+                shards: table.clone(),
+                interest: interest.clone(),
+                stop: bridge_stop.clone(),
+            };
+            match spawn(startup) {
+                Ok(thread) => bridge = Some(thread),
+                Err(e) => {
+                    hard_stop.cancel();
+                    return Err(e);
                 }
             }
         }
@@ -1526,6 +1617,9 @@ impl Builder {
                 next_shard: AtomicUsize::new(0),
                 threads: Mutex::new(threads),
                 hard_stop,
+                link,
+                bridge: Mutex::new(bridge),
+                bridge_stop,
             }),
         })
     }
@@ -1585,6 +1679,16 @@ fn check(config: Config) -> Result<Config, BuildError> {
         (1..=1 << 16).contains(&config.topics_per_client_max),
         "topics_per_client_max",
         "must be 1 to 65536",
+    )?;
+    require(
+        config.bridge_outbound_capacity > 0,
+        "bridge_outbound_capacity",
+        "must be positive",
+    )?;
+    require(
+        config.bridge_inbound_capacity > 0,
+        "bridge_inbound_capacity",
+        "must be positive",
     )?;
     require(
         config.client_queue_bytes_max >= 1024,

@@ -23,6 +23,10 @@ pub enum BuildError {
     /// The operating system refused to start a shard thread or its runtime.
     #[error("cannot start shard: {0}")]
     Spawn(#[source] std::io::Error),
+    /// The bridge to other nodes could not start (see [`BridgeError`]); the engine was not
+    /// started.
+    #[error("{0}")]
+    Bridge(#[source] BridgeError),
 }
 
 /// [`crate::Engine::register`] did not take the stream; the stream has been dropped.
@@ -228,4 +232,20 @@ pub enum SubscribeError {
     /// The engine is shut down.
     #[error("engine is shut down")]
     Closed,
+}
+
+/// A bridge to other nodes ([`crate::Builder::bridge`]) could not connect or was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// The broker could not be reached: start it, fix the address, or let the node start
+    /// without it ([`crate::Builder::bridge_optional`]).
+    #[error("cannot connect to the broker: {0}")]
+    Connect(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// The broker refused a publication or subscription (too large, an invalid subject).
+    #[error("the broker refused: {0}")]
+    Refused(#[source] Box<dyn std::error::Error + Send + Sync>),
+    /// A bridge setting is invalid; it names which.
+    #[error("invalid {0}")]
+    Invalid(&'static str),
 }

@@ -50,12 +50,15 @@
 //! - A healthy client receives every broadcast accepted after its registration completed,
 //!   exactly once, in the order each publisher issued them.
 //! - Every queue and buffer is bounded by a [`Config`] limit with a default.
+//! - Beyond one machine, nodes share broadcasts and topics through a broker (NATS, feature
+//!   `nats`), interest-routed and encoded once: see [`bridge`].
 //! - A slow or hostile client costs the others nothing but its own bounded queue: it is evicted
 //!   (or dropped from) by [`SlowConsumerPolicy`], and protocol violations close it with the RFC
 //!   6455 code.
 #![forbid(unsafe_code)]
 
 mod audience;
+pub mod bridge;
 mod client;
 mod config;
 mod engine;
@@ -71,16 +74,18 @@ mod topic;
 pub mod wire;
 
 pub use audience::Audience;
+#[cfg(feature = "nats")]
+pub use bridge::Nats;
 pub use client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
-    BroadcastError, BuildError, ListenError, PayloadError, RegisterError, Rejected, SubscribeError,
-    TryBroadcastError, TrySendError, UpdateError,
+    BridgeError, BroadcastError, BuildError, ListenError, PayloadError, RegisterError, Rejected,
+    SubscribeError, TryBroadcastError, TrySendError, UpdateError,
 };
 pub use id::{ClientId, ShardId};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
-pub use stats::{Evictions, ShardStats, Stats};
+pub use stats::{BridgeDrops, BridgeStats, Evictions, ShardStats, Stats};
 pub use topic::Topic;

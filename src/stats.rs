@@ -134,6 +134,8 @@ pub struct Stats {
     pub shards: Vec<ShardStats>,
     /// The sum over shards.
     pub total: ShardStats,
+    /// What the bridge to other nodes did (all zero without one).
+    pub bridge: BridgeStats,
 }
 
 impl ShardStats {
@@ -185,7 +187,11 @@ impl ShardStats {
 
 impl Stats {
     /// The stats of `shards`, with `published` broadcasts through the engine's own API.
-    pub(crate) fn from_shards(shards: Vec<ShardStats>, published: u64) -> Stats {
+    pub(crate) fn from_shards(
+        shards: Vec<ShardStats>,
+        published: u64,
+        bridge: BridgeStats,
+    ) -> Stats {
         let mut total = ShardStats::default();
         for s in &shards {
             total.add(s);
@@ -194,6 +200,132 @@ impl Stats {
             broadcasts: published + total.broadcasts_published,
             shards,
             total,
+            bridge,
+        }
+    }
+}
+
+/// What a node's bridge to other nodes did ([`crate::Builder::bridge`]), counted by the
+/// shards, the engine and the bridge thread, so each counter is a read-modify-write.
+#[derive(Debug, Default)]
+pub(crate) struct BridgeCounters {
+    /// 1 while the broker connection is up (gauge).
+    pub(crate) connected: AtomicU64,
+    /// Messages published to the broker.
+    pub(crate) published: AtomicU64,
+    /// Messages received from the broker.
+    pub(crate) received: AtomicU64,
+    /// Received broadcasts handed to the local shards.
+    pub(crate) delivered: AtomicU64,
+    /// Topics the node holds a broker subscription for (gauge).
+    pub(crate) subscriptions: AtomicU64,
+    /// Broker subscriptions made.
+    pub(crate) subscribes: AtomicU64,
+    /// Broker subscriptions dropped.
+    pub(crate) unsubscribes: AtomicU64,
+    /// Times the broker connection was lost.
+    pub(crate) disconnects: AtomicU64,
+    /// Broadcasts not published: the outbound queue was full.
+    pub(crate) outbound_full: AtomicU64,
+    /// Broadcasts not published: the broker was not connected.
+    pub(crate) disconnected: AtomicU64,
+    /// Messages the broker refused to publish (too large, invalid).
+    pub(crate) publish_failed: AtomicU64,
+    /// Broadcasts not published: the bridge had stopped.
+    pub(crate) stopped: AtomicU64,
+    /// Received messages dropped: the inbound queue was full.
+    pub(crate) inbound_full: AtomicU64,
+    /// Received messages dropped: not well-formed frames, or unreadable headers or subject.
+    pub(crate) malformed: AtomicU64,
+    /// Messages the broker client dropped for a slow consumer (its own events).
+    pub(crate) slow_consumer: AtomicU64,
+    /// Broker subscriptions refused.
+    pub(crate) subscribe_failed: AtomicU64,
+}
+
+/// Adds `n` to a counter that several threads write.
+#[inline]
+pub(crate) fn add(counter: &AtomicU64, n: u64) {
+    counter.fetch_add(n, Relaxed);
+}
+
+/// What was lost between this node and the others, by reason. Every loss is counted here;
+/// none is silent.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeDrops {
+    /// Local broadcasts not published: the outbound queue
+    /// ([`Config::bridge_outbound_capacity`](crate::Config::bridge_outbound_capacity)) was full.
+    pub outbound_full: u64,
+    /// Local broadcasts not published: the broker was not connected (an outage, or
+    /// `bridge_optional` before the first connection).
+    pub disconnected: u64,
+    /// Messages the broker refused to publish (larger than its payload limit, say).
+    pub publish_failed: u64,
+    /// Local broadcasts not published: the bridge had stopped (shutdown).
+    pub stopped: u64,
+    /// Received messages dropped: the inbound queue
+    /// ([`Config::bridge_inbound_capacity`](crate::Config::bridge_inbound_capacity)) was full.
+    pub inbound_full: u64,
+    /// Received messages dropped as malformed: not complete final text or binary frames, or
+    /// an unreadable subject or header.
+    pub malformed: u64,
+    /// Messages the broker client dropped because the node read too slowly (NATS
+    /// slow-consumer events; a lower bound if the client's own event queue overflowed).
+    pub slow_consumer: u64,
+    /// Broker subscriptions refused (a topic whose subject is too long for the server).
+    pub subscribe_failed: u64,
+}
+
+/// What this node exchanged with the other nodes through its bridge (all zero without one).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BridgeStats {
+    /// Whether the broker connection is up now.
+    pub connected: bool,
+    /// Messages published to the broker: one per local broadcast to everyone, one per topic
+    /// of a local broadcast to topics.
+    pub published: u64,
+    /// Messages received from the broker (other nodes' broadcasts this node subscribes to).
+    pub received: u64,
+    /// Received broadcasts handed to the local shards. A broadcast to several topics arrives
+    /// once per topic this node subscribes to, and is delivered once.
+    pub delivered: u64,
+    /// Topics this node holds a broker subscription for now (not counting the one every node
+    /// holds for broadcasts to everyone).
+    pub subscriptions: u64,
+    /// Broker subscriptions made to topics, in all.
+    pub subscribes: u64,
+    /// Broker subscriptions to topics dropped, in all.
+    pub unsubscribes: u64,
+    /// Times the broker connection was lost.
+    pub disconnects: u64,
+    /// Losses, by reason.
+    pub dropped: BridgeDrops,
+}
+
+impl BridgeStats {
+    pub(crate) fn read(c: &BridgeCounters) -> BridgeStats {
+        let r = |a: &AtomicU64| a.load(Relaxed);
+        BridgeStats {
+            connected: r(&c.connected) != 0,
+            published: r(&c.published),
+            received: r(&c.received),
+            delivered: r(&c.delivered),
+            subscriptions: r(&c.subscriptions),
+            subscribes: r(&c.subscribes),
+            unsubscribes: r(&c.unsubscribes),
+            disconnects: r(&c.disconnects),
+            dropped: BridgeDrops {
+                outbound_full: r(&c.outbound_full),
+                disconnected: r(&c.disconnected),
+                publish_failed: r(&c.publish_failed),
+                stopped: r(&c.stopped),
+                inbound_full: r(&c.inbound_full),
+                malformed: r(&c.malformed),
+                slow_consumer: r(&c.slow_consumer),
+                subscribe_failed: r(&c.subscribe_failed),
+            },
         }
     }
 }

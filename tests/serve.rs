@@ -305,3 +305,48 @@ async fn topics_subscribe_at_upgrade_and_by_message_publish_with_the_opcode_and_
     send_text(&mut c, "pub news still here").await;
     assert_eq!(next_text(&mut a).await, "still here");
 }
+
+/// A loopback URL where no NATS server listens.
+fn unreachable_nats() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    format!("nats://{}", listener.local_addr().expect("local addr"))
+}
+
+#[tokio::test]
+async fn serve_with_an_unreachable_nats_says_so_and_exits_non_zero() {
+    let url = unreachable_nats();
+    let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--shards",
+            "1",
+            "--nats",
+            &url,
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn shardcast serve");
+    let mut server = Server {
+        child,
+        addr: String::new(),
+    };
+    let (status, stderr) = server.exit_status().await;
+    assert!(!status.success(), "{status:?}");
+    assert!(stderr.contains(&format!("NATS at {url}")), "{stderr}");
+    assert!(stderr.contains("--nats-optional"), "{stderr}");
+}
+
+#[tokio::test]
+async fn serve_with_nats_optional_starts_local_only_and_relays() {
+    let url = unreachable_nats();
+    let server = Server::start(&["--nats", &url, "--nats-optional"]);
+    let mut clients = server.connect_many(2).await;
+    send_text(&mut clients[0], "local").await;
+    for ws in clients.iter_mut() {
+        assert_eq!(next_data(ws).await, Message::text("local"));
+    }
+}

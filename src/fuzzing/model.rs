@@ -286,6 +286,7 @@ impl Sim {
             counters.clone(),
             Arc::new(crate::shard::Interest::new(1)),
             0,
+            None,
         );
         let t0 = Instant::now();
         Sim {

@@ -220,6 +220,10 @@ impl Context<'_> {
         }
         let published = &self.state.counters().broadcasts_published;
         crate::stats::bump(published, payloads.len() as u64);
+        if let Some(link) = self.state.link() {
+            // Delivered here and queued for the other shards: now, once, for the other nodes.
+            link.offer(payloads, audience);
+        }
     }
 
     /// Sends `payload` to one client, on any shard. Never waits.

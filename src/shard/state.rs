@@ -18,6 +18,7 @@
 use super::interest::Interest;
 use super::outbound::Outbound;
 use super::topics::{Limits, TopicIndex};
+use crate::bridge::Link;
 use crate::client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
@@ -131,31 +132,41 @@ pub(crate) struct State {
     live: usize,
     /// Set once by `shutdown`: no new client is admitted.
     shutting_down: bool,
+    /// The bridge to other nodes, if any: broadcasts published here are offered to it.
+    link: Option<Arc<Link>>,
 }
 
 impl State {
-    /// The state of shard `shard`, which keeps its topic interest in `interest`.
+    /// The state of shard `shard`, which keeps its topic interest in `interest` (and, with a
+    /// bridge, tells `link` its topics' first and last subscribers).
     pub(crate) fn new(
         config: Arc<Config>,
         counters: Arc<ShardCounters>,
         interest: Arc<Interest>,
         shard: usize,
+        link: Option<Arc<Link>>,
     ) -> State {
         State {
             config,
             counters,
             clients: Slab::new(),
             index: HashMap::default(),
-            topics: TopicIndex::new(interest, shard),
+            topics: TopicIndex::new(interest, shard, link.clone()),
             removed: Vec::new(),
             live: 0,
             shutting_down: false,
+            link,
         }
     }
 
     /// This shard's counters.
     pub(crate) fn counters(&self) -> &ShardCounters {
         &self.counters
+    }
+
+    /// The bridge to other nodes, if any.
+    pub(crate) fn link(&self) -> Option<&Link> {
+        self.link.as_deref()
     }
 
     /// Admits a client whose upgrade succeeded (its 101 response is already written, so every
@@ -796,6 +807,7 @@ mod tests {
             Arc::new(ShardCounters::new(Counters::default())),
             Arc::new(super::super::Interest::new(1)),
             0,
+            None,
         )
     }
 

@@ -53,6 +53,8 @@ pub(crate) struct Startup {
     pub(crate) interest: Arc<Interest>,
     /// Cancelled when the engine is dropped without a shutdown.
     pub(crate) hard_stop: CancellationToken,
+    /// The bridge to other nodes, if any.
+    pub(crate) link: Option<Arc<crate::bridge::Link>>,
 }
 
 pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
@@ -66,10 +68,17 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         admission,
         interest,
         hard_stop,
+        link,
     } = startup;
     let shared = Rc::new(Shared {
         id,
-        state: RefCell::new(State::new(config.clone(), counters, interest, id.index())),
+        state: RefCell::new(State::new(
+            config.clone(),
+            counters,
+            interest,
+            id.index(),
+            link,
+        )),
         read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
         outbox: RefCell::new(Vec::new()),

@@ -22,6 +22,7 @@
 //! - Only clients in phase `Open` are subscribed (`State` calls `leave_all` when it closes one).
 
 use super::interest::Interest;
+use crate::bridge::Link;
 use crate::error::SubscribeError;
 use crate::topic::{Prehashed, Topic};
 use slab::Slab;
@@ -97,6 +98,8 @@ pub(crate) struct TopicIndex {
     interest: Arc<Interest>,
     /// This shard's index.
     shard: usize,
+    /// The bridge, if any, told of each topic's first and last subscriber on this shard.
+    link: Option<Arc<Link>>,
     /// Subscriptions in all.
     subscriptions: usize,
     /// One bit per client slot, set while a delivery to several topics has reached the
@@ -105,7 +108,11 @@ pub(crate) struct TopicIndex {
 }
 
 impl TopicIndex {
-    pub(crate) fn new(interest: Arc<Interest>, shard: usize) -> TopicIndex {
+    pub(crate) fn new(
+        interest: Arc<Interest>,
+        shard: usize,
+        link: Option<Arc<Link>>,
+    ) -> TopicIndex {
         TopicIndex {
             by_topic: HashMap::default(),
             entries: Slab::new(),
@@ -113,6 +120,7 @@ impl TopicIndex {
             per_bucket: HashMap::default(),
             interest,
             shard,
+            link,
             subscriptions: 0,
             seen: Vec::new(),
         }
@@ -274,6 +282,10 @@ impl TopicIndex {
         if *count == 1 {
             self.interest.set(bucket, self.shard);
         }
+        if let Some(link) = &self.link {
+            // This shard's 0 -> 1: the node may need the broker subscription.
+            link.registry.joined(topic);
+        }
         e
     }
 
@@ -295,6 +307,10 @@ impl TopicIndex {
         if entry.subscribers.is_empty() {
             let entry = self.entries.remove(sub.entry as usize);
             self.by_topic.remove(&entry.topic);
+            if let Some(link) = &self.link {
+                // This shard's 1 -> 0.
+                link.registry.left(&entry.topic);
+            }
             let bucket = Interest::bucket(entry.topic.hash());
             if let Some(count) = self.per_bucket.get_mut(&(bucket as u32)) {
                 *count -= 1;
@@ -351,7 +367,7 @@ mod tests {
     };
 
     fn index() -> TopicIndex {
-        TopicIndex::new(Arc::new(Interest::new(2)), 1)
+        TopicIndex::new(Arc::new(Interest::new(2)), 1, None)
     }
 
     fn members(index: &mut TopicIndex, topics: &[&str]) -> Vec<usize> {
@@ -413,7 +429,7 @@ mod tests {
     #[test]
     fn the_last_subscriber_leaving_forgets_the_topic_and_clears_the_shards_interest() {
         let interest = Arc::new(Interest::new(2));
-        let mut index = TopicIndex::new(interest.clone(), 1);
+        let mut index = TopicIndex::new(interest.clone(), 1, None);
         let news = Topic::new("news");
         let audience = Audience::topic(&news);
         index.subscribe(3, &news, LIMITS).unwrap();

@@ -4,7 +4,7 @@ use crate::naive;
 use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
-    Audience, BuildError, Context, Engine, Handler, ListenError, Payload, SlowConsumerPolicy,
+    Audience, BuildError, Context, Engine, Handler, ListenError, Nats, Payload, SlowConsumerPolicy,
 };
 use std::error::Error;
 use std::io::BufRead;
@@ -50,6 +50,21 @@ pub(crate) struct Args {
     /// channel) instead of the shardcast engine, for side-by-side benchmarks.
     #[arg(long, conflicts_with = "echo")]
     pub(crate) naive: bool,
+    /// Share broadcasts and topics with the other nodes on this NATS server
+    /// (`nats://HOST:PORT`). Without `--nats-optional`, exits if it cannot be reached.
+    #[arg(long, value_name = "URL", conflicts_with = "naive")]
+    pub(crate) nats: Option<String>,
+    /// Subject prefix on the NATS server: nodes with the same prefix share broadcasts.
+    #[arg(
+        long,
+        value_name = "PREFIX",
+        default_value = "shardcast",
+        requires = "nats"
+    )]
+    pub(crate) nats_prefix: String,
+    /// Start even if the NATS server cannot be reached, local-only, and keep trying.
+    #[arg(long, requires = "nats")]
+    pub(crate) nats_optional: bool,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -130,7 +145,18 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
-    let engine = builder.build().map_err(flag_error)?;
+    if let Some(url) = &args.nats {
+        builder = builder
+            .bridge(Nats::new(url).prefix(&args.nats_prefix))
+            .bridge_optional(args.nats_optional);
+    }
+    let engine = builder.build().map_err(|e| match (e, &args.nats) {
+        (BuildError::Bridge(e), Some(url)) => {
+            format!("NATS at {url}: {e} (start it, or pass --nats-optional to start without it)")
+                .into()
+        }
+        (e, _) => flag_error(e),
+    })?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
@@ -141,12 +167,18 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         })?;
         let stop = StopSignal::install()?;
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
+        if let Some(url) = &args.nats {
+            let up = if engine.stats().bridge.connected { "connected" } else { "not connected yet" };
+            eprintln!("shardcast: sharing through NATS at {url}, prefix {} ({up})", args.nats_prefix);
+        }
         if args.control_stdin {
             let engine = engine.clone();
             answer_stats(move || {
-                let t = engine.stats().total;
+                let stats = engine.stats();
+                let (t, b) = (stats.total, stats.bridge);
+                let d = b.dropped;
                 format!(
-                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{}}}",
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
                     t.clients,
                     t.deliveries,
                     t.write_syscalls,
@@ -154,6 +186,10 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     t.frames_dropped,
                     t.evicted.slow_consumer + t.evicted.write_deadline + t.evicted.heartbeat
                         + t.evicted.auth_deadline + t.evicted.protocol,
+                    b.published,
+                    b.received,
+                    d.outbound_full + d.disconnected + d.publish_failed + d.stopped
+                        + d.inbound_full + d.malformed + d.slow_consumer,
                 )
             });
         }

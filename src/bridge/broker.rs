@@ -1,0 +1,225 @@
+//! `Broker`: what a message broker must do for shardcast nodes to share broadcasts. NATS
+//! implements it ([`Nats`](crate::Nats), feature `nats`); a Redis sharded pub/sub backend
+//! could implement it too. The engine's side (queues, interest, counting, validating frames)
+//! is the same for every broker.
+
+use super::link::Link;
+use crate::error::BridgeError;
+use crate::stats::add;
+use crate::{Payload, Topic};
+use bytes::Bytes;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use tokio::sync::mpsc;
+
+/// Where a broadcast travels between nodes: one channel that every node subscribes to, for
+/// broadcasts to everyone; one per topic, which a node subscribes to while it has subscribers
+/// of the topic.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Channel {
+    /// Broadcasts to every client (or every authenticated one).
+    Everyone,
+    /// Broadcasts to a topic's subscribers.
+    Topic(Topic),
+}
+
+/// One message to publish: a local broadcast, for one channel.
+#[derive(Clone, Copy, Debug)]
+pub struct Publication<'a> {
+    /// Where it goes.
+    pub channel: &'a Channel,
+    /// Only authenticated clients receive it.
+    pub authenticated_only: bool,
+    /// Every topic of its audience, when there are several (it is published once on each
+    /// topic's channel; the receiving node delivers one of the copies, see [`Received`]).
+    pub topics: Option<&'a [Topic]>,
+    /// Its complete WebSocket frames, as clients receive them: one frame (the bytes of
+    /// [`Payload::frame`], not copied), or a batch's frames one after the other.
+    pub frames: &'a Bytes,
+}
+
+/// One message received from another node, as the broker decoded it.
+#[derive(Clone, Debug)]
+pub struct Received {
+    /// The channel it came on.
+    pub channel: Channel,
+    /// Only authenticated clients receive it.
+    pub authenticated_only: bool,
+    /// Every topic of its audience, when there are several.
+    pub topics: Option<Vec<Topic>>,
+    /// Its frames, handed to the shards as they are (each must be a complete, final, unmasked
+    /// text or binary frame; anything else is dropped and counted).
+    pub frames: Bytes,
+}
+
+/// The queue into which a broker hands what it receives, and its counters. Never waits.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    /// Bounded by `bridge_inbound_capacity`; read by the bridge's fan-out task.
+    tx: mpsc::Sender<Received>,
+    /// Where it counts.
+    link: Arc<Link>,
+}
+
+impl Inbound {
+    pub(crate) fn new(tx: mpsc::Sender<Received>, link: Arc<Link>) -> Inbound {
+        Inbound { tx, link }
+    }
+
+    /// Queues a received message for the local shards; if the queue is full, drops it and
+    /// counts it (`dropped.inbound_full`).
+    pub fn offer(&self, received: Received) {
+        let counters = &self.link.counters;
+        add(&counters.received, 1);
+        if self.tx.try_send(received).is_err() {
+            add(&counters.inbound_full, 1);
+        }
+    }
+
+    /// Counts a received message that could not be decoded (`dropped.malformed`).
+    pub fn malformed(&self) {
+        add(&self.link.counters.received, 1);
+        add(&self.link.counters.malformed, 1);
+    }
+
+    /// Counts a message the broker client dropped because the node read too slowly.
+    pub fn slow_consumer(&self) {
+        add(&self.link.counters.slow_consumer, 1);
+    }
+
+    /// Records that the connection went up or down.
+    pub fn connection(&self, up: bool) {
+        let counters = &self.link.counters;
+        let was = counters.connected.swap(u64::from(up), Relaxed);
+        if was == 1 && !up {
+            add(&counters.disconnects, 1);
+        }
+    }
+}
+
+/// A message broker: connects a node to the others.
+///
+/// The engine calls [`Broker::connect`] once, on the bridge's own thread and runtime (so the
+/// connection lives as long as the engine, whatever runtime built it), and then uses the
+/// [`Connection`] from that thread only.
+pub trait Broker: Send + 'static {
+    /// The live connection.
+    type Connection: Connection;
+
+    /// Connects, subscribes to [`Channel::Everyone`], and from then on hands every message
+    /// received on a subscribed channel to `inbound`, reconnecting (and subscribing again to
+    /// every channel it holds) whenever the connection is lost. With `required` false, it
+    /// returns at once and keeps trying in the background.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError`] if `required` and the broker cannot be reached, or a setting is invalid.
+    fn connect(
+        self,
+        inbound: Inbound,
+        required: bool,
+    ) -> impl Future<Output = Result<Self::Connection, BridgeError>> + Send;
+}
+
+/// A node's connection to its broker. One connection per node: it keeps the order of what
+/// the node publishes.
+pub trait Connection: Send + Sync + 'static {
+    /// Whether it is connected now (what is published otherwise is dropped and counted).
+    fn is_connected(&self) -> bool;
+
+    /// Publishes one message, in the order of the calls.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Refused`] if the broker will not take it (counted as `publish_failed`).
+    fn publish(
+        &self,
+        publication: Publication<'_>,
+    ) -> impl Future<Output = Result<(), BridgeError>> + Send;
+
+    /// Subscribes to a topic's channel.
+    ///
+    /// # Errors
+    ///
+    /// [`BridgeError::Refused`] if the broker refuses it (counted as `subscribe_failed`).
+    fn subscribe(&self, topic: &Topic) -> impl Future<Output = Result<(), BridgeError>> + Send;
+
+    /// Drops the subscription to a topic's channel.
+    fn unsubscribe(&self, topic: &Topic) -> impl Future<Output = ()> + Send;
+
+    /// Returns once the broker has taken every earlier call (a round trip), or once it is
+    /// clear it cannot now.
+    fn sync(&self) -> impl Future<Output = ()> + Send;
+}
+
+/// The frames of a received message: each a complete, final, unmasked text or binary frame
+/// (text in UTF-8), sliced out of `frames` without copying.
+///
+/// # Errors
+///
+/// What is wrong with the first frame that is not.
+pub(crate) fn split(mut frames: Bytes) -> Result<crate::shard::Payloads, &'static str> {
+    use crate::wire::{Opcode, frame};
+    if frames.is_empty() {
+        return Err("no frame");
+    }
+    let mut payloads = crate::shard::Payloads::new();
+    while !frames.is_empty() {
+        let (header, len) = frame::lengths(&frames).ok_or("truncated header")?;
+        let total = (header as u64)
+            .checked_add(len)
+            .filter(|&n| n <= frames.len() as u64)
+            .ok_or("truncated frame")?;
+        let payload = Payload::from_frame(frames.split_to(total as usize))
+            .map_err(|_| "not a complete final frame")?;
+        match payload.opcode() {
+            Opcode::Binary => {}
+            Opcode::Text if std::str::from_utf8(payload.body()).is_ok() => {}
+            Opcode::Text => return Err("text frame not in UTF-8"),
+            _ => return Err("not a text or binary frame"),
+        }
+        payloads.push(payload);
+    }
+    Ok(payloads)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{Opcode, frame};
+
+    #[test]
+    fn well_formed_frames_are_split_without_copying() {
+        let a = Payload::text("hello");
+        let b = Payload::binary(vec![7u8; 300]);
+        let one = split(a.frame().clone()).expect("one frame");
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0].frame().as_ptr(), a.frame().as_ptr(), "not copied");
+        let both = [&a.frame()[..], &b.frame()[..]].concat();
+        let both = split(Bytes::from(both)).expect("two frames");
+        assert_eq!((both[0].body(), both[1].body()), (a.body(), b.body()));
+    }
+
+    #[test]
+    fn anything_else_is_refused() {
+        let text = Payload::text("hello").frame().clone();
+        let mut cases = vec![
+            Bytes::new(),
+            text.slice(..3),
+            Bytes::from([&text[..], &[0x82][..]].concat()),
+            frame::encode(Opcode::Ping, b""),
+            frame::encode(Opcode::Close, b""),
+            frame::encode(Opcode::Text, &[0xff, 0xfe]),
+        ];
+        let mut masked = text.to_vec();
+        masked[1] |= 0x80;
+        cases.push(Bytes::from(masked));
+        let mut unfinished = text.to_vec();
+        unfinished[0] &= 0x7f;
+        cases.push(Bytes::from(unfinished));
+        for case in cases {
+            assert!(split(case.clone()).is_err(), "{case:?}");
+        }
+    }
+}

@@ -1,0 +1,504 @@
+//! The bridge thread: its own current-thread runtime, on which the broker connection lives,
+//! and three tasks: publish (outbound queue -> broker), fan out (inbound queue -> local
+//! shards), and follow interest (the registry -> broker subscriptions). Thin: `plan` decides.
+//!
+//! # Back-pressure
+//!
+//! Nothing here makes a shard wait: shards and the engine only `try_send` into the outbound
+//! queue. The fan-out task waits for room in the shards' queues, as `Engine::broadcast` does;
+//! meanwhile what the broker receives gathers in the bounded inbound queue, and past it is
+//! dropped and counted.
+//!
+//! # Shutdown
+//!
+//! On `stop`, the publisher publishes what is already queued (for at most a second), then the
+//! thread drops its runtime, which closes the connection.
+
+use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, split};
+use super::link::{Link, Outgoing, Topics};
+use crate::config::Config;
+use crate::error::BuildError;
+use crate::shard::{Delivery, Handle, Interest, Payloads, Permit};
+use crate::stats::add;
+use crate::{Audience, Topic};
+use bytes::{BufMut, Bytes, BytesMut};
+use smallvec::SmallVec;
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// How long the publisher keeps publishing what was queued before a shutdown, and how long a
+/// subscription round trip may take before the bridge moves on.
+const GRACE: Duration = Duration::from_secs(1);
+
+/// Everything the bridge thread needs.
+pub(crate) struct Startup {
+    /// The engine's limits.
+    pub(crate) config: Arc<Config>,
+    /// The engine's side of the bridge.
+    pub(crate) link: Arc<Link>,
+    /// The outbound queue's receiving end.
+    pub(crate) outbound: mpsc::Receiver<Outgoing>,
+    /// Every shard.
+    pub(crate) shards: Arc<[Handle]>,
+    /// Which shards have subscribers of which topics.
+    pub(crate) interest: Arc<Interest>,
+    /// Cancelled at shutdown, or when the engine is dropped.
+    pub(crate) stop: CancellationToken,
+}
+
+/// Starts a bridge thread (monomorphized for one broker, boxed by the builder).
+pub(crate) type Spawn =
+    Box<dyn FnOnce(Startup) -> Result<std::thread::JoinHandle<()>, BuildError> + Send>;
+
+/// Starts the bridge thread; returns once it has connected (or, with `bridge_optional`, has
+/// started trying).
+pub(crate) fn spawn<B: Broker>(
+    broker: B,
+    startup: Startup,
+) -> Result<std::thread::JoinHandle<()>, BuildError> {
+    let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel::<Result<(), BuildError>>(1);
+    let thread = std::thread::Builder::new()
+        .name("shardcast-bridge".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = ready_tx.send(Err(BuildError::Spawn(e)));
+                    return;
+                }
+            };
+            runtime.block_on(run(broker, startup, ready_tx));
+        })
+        .map_err(BuildError::Spawn)?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(BuildError::Spawn(std::io::Error::other(
+            "bridge thread died while starting",
+        ))),
+    }
+}
+
+async fn run<B: Broker>(
+    broker: B,
+    startup: Startup,
+    ready: std::sync::mpsc::SyncSender<Result<(), BuildError>>,
+) {
+    let Startup {
+        config,
+        link,
+        outbound,
+        shards,
+        interest,
+        stop,
+    } = startup;
+    let (tx, rx) = mpsc::channel(config.bridge_inbound_capacity);
+    let inbound = Inbound::new(tx, link.clone());
+    let connection = match broker.connect(inbound, !config.bridge_optional).await {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            let _ = ready.send(Err(BuildError::Bridge(e)));
+            return;
+        }
+    };
+    let _ = ready.send(Ok(()));
+    let fan_out = tokio::spawn(fan_out(rx, shards, interest, link.clone()));
+    let follow = tokio::spawn(follow_interest(
+        connection.clone(),
+        link.clone(),
+        config.bridge_unsubscribe_delay,
+        stop.clone(),
+    ));
+    publish(&*connection, outbound, &link, &stop).await;
+    fan_out.abort();
+    follow.abort();
+}
+
+/// Publishes each queued broadcast, in queue order, until `stop`; then what is left, for at
+/// most [`GRACE`].
+async fn publish<C: Connection>(
+    connection: &C,
+    mut outbound: mpsc::Receiver<Outgoing>,
+    link: &Link,
+    stop: &CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            next = outbound.recv() => match next {
+                Some(outgoing) => publish_one(connection, outgoing, link).await,
+                None => return,
+            },
+        }
+    }
+    outbound.close();
+    let rest = async {
+        while let Some(outgoing) = outbound.recv().await {
+            publish_one(connection, outgoing, link).await;
+        }
+        connection.sync().await;
+    };
+    let _ = tokio::time::timeout(GRACE, rest).await;
+}
+
+/// Publishes one broadcast: once on the channel for everyone, or once per topic. Dropped and
+/// counted while the broker is not connected (at most once: never queued for a later
+/// connection).
+async fn publish_one<C: Connection>(connection: &C, outgoing: Outgoing, link: &Link) {
+    let counters = &link.counters;
+    if !connection.is_connected() {
+        add(&counters.disconnected, 1);
+        return;
+    }
+    let Outgoing { payloads, audience } = outgoing;
+    let frames = frames_of(&payloads);
+    let authenticated_only = audience.is_authenticated_only();
+    let Some(topics) = audience.topic_filter() else {
+        let publication = Publication {
+            channel: &Channel::Everyone,
+            authenticated_only,
+            topics: None,
+            frames: &frames,
+        };
+        return count(connection.publish(publication).await, link);
+    };
+    let several = Some(topics).filter(|t| t.len() > 1);
+    for topic in topics.iter().filter(|t| !t.as_str().is_empty()) {
+        let channel = Channel::Topic(topic.clone());
+        let publication = Publication {
+            channel: &channel,
+            authenticated_only,
+            topics: several,
+            frames: &frames,
+        };
+        count(connection.publish(publication).await, link);
+    }
+}
+
+fn count(result: Result<(), crate::BridgeError>, link: &Link) {
+    match result {
+        Ok(()) => add(&link.counters.published, 1),
+        Err(e) => {
+            tracing::debug!(error = %e, "publish refused");
+            add(&link.counters.publish_failed, 1);
+        }
+    }
+}
+
+/// The frames of a broadcast as one `Bytes`: a single frame's own bytes (no copy), or a
+/// batch's frames copied one after the other (once per broadcast, at the origin).
+fn frames_of(payloads: &Payloads) -> Bytes {
+    match &payloads[..] {
+        [one] => one.frame().clone(),
+        many => {
+            let mut out = BytesMut::with_capacity(many.iter().map(crate::Payload::len).sum());
+            for p in many {
+                out.put_slice(p.frame());
+            }
+            out.freeze()
+        }
+    }
+}
+
+/// Hands each received broadcast to the local shards that may have clients for it (never
+/// back to the broker), waiting for room in their queues.
+async fn fan_out(
+    mut inbound: mpsc::Receiver<Received>,
+    shards: Arc<[Handle]>,
+    interest: Arc<Interest>,
+    link: Arc<Link>,
+) {
+    while let Some(received) = inbound.recv().await {
+        let Some((payloads, audience)) = admit(received, &link) else {
+            continue;
+        };
+        let mut permits: SmallVec<[Permit<'_>; 16]> = SmallVec::new();
+        for handle in shards.iter() {
+            if interest.wants(&audience, handle.id.index()) {
+                match handle.reserve().await {
+                    Ok(permit) => permits.push(permit),
+                    // The shards are stopping.
+                    Err(_) => return,
+                }
+            }
+        }
+        for permit in permits {
+            permit.send(
+                Delivery::Broadcast {
+                    payloads: payloads.clone(),
+                    audience: audience.clone(),
+                }
+                .into(),
+            );
+        }
+        add(&link.counters.delivered, 1);
+    }
+}
+
+/// What a received message becomes for the shards, or `None` if it is malformed (counted) or
+/// a copy another channel delivers.
+///
+/// A broadcast to several topics comes once per topic; this node delivers only the copy on
+/// the first of its topics the node is subscribed to, to the subscribers of any of them, so
+/// that each client receives it once.
+fn admit(received: Received, link: &Link) -> Option<(Payloads, Audience)> {
+    let Received {
+        channel,
+        authenticated_only,
+        topics,
+        frames,
+    } = received;
+    let malformed = || add(&link.counters.malformed, 1);
+    let payloads = match split(frames) {
+        Ok(p) => p,
+        Err(why) => {
+            tracing::debug!(why, "malformed frames from the broker");
+            malformed();
+            return None;
+        }
+    };
+    let audience = match (channel, topics) {
+        (Channel::Everyone, None) => Audience::ALL,
+        (Channel::Topic(topic), None) => Audience::topic(topic),
+        (Channel::Topic(topic), Some(list)) if list.contains(&topic) => {
+            if link.registry.first_subscribed(&list) != Some(&topic) {
+                return None;
+            }
+            Audience::topics(list)
+        }
+        _ => {
+            malformed();
+            return None;
+        }
+    };
+    let audience = if authenticated_only {
+        audience.authenticated()
+    } else {
+        audience
+    };
+    Some((payloads, audience))
+}
+
+/// Keeps the broker subscriptions in line with the registry: subscribes a topic when its
+/// first shard gets a subscriber, unsubscribes it `delay` after its last one left, unless one
+/// came back.
+async fn follow_interest<C: Connection>(
+    connection: Arc<C>,
+    link: Arc<Link>,
+    delay: Duration,
+    stop: CancellationToken,
+) {
+    let mut leaving = VecDeque::new();
+    loop {
+        let next = leaving.front().map(|(at, _): &(Instant, Topic)| *at);
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            () = link.registry.changed.notified() => {}
+            () = tokio::time::sleep_until(next.unwrap_or_else(Instant::now)), if next.is_some() => {}
+        }
+        let (join, leave) = plan(
+            &mut link.registry.lock(),
+            &mut leaving,
+            Instant::now(),
+            delay,
+        );
+        let counters = &link.counters;
+        for topic in &join {
+            match connection.subscribe(topic).await {
+                Ok(()) => add(&counters.subscribes, 1),
+                Err(e) => {
+                    tracing::warn!(topic = topic.as_str(), error = %e, "cannot subscribe");
+                    add(&counters.subscribe_failed, 1);
+                    refused(&mut link.registry.lock(), topic);
+                }
+            }
+        }
+        for topic in &leave {
+            connection.unsubscribe(topic).await;
+            add(&counters.unsubscribes, 1);
+        }
+        if !join.is_empty() {
+            // Counted as held once the broker has them: a remote publication made after the
+            // gauge moved reaches this node.
+            let _ = tokio::time::timeout(GRACE, connection.sync()).await;
+        }
+        if !(join.is_empty() && leave.is_empty()) {
+            let held = link
+                .registry
+                .lock()
+                .map
+                .values()
+                .filter(|n| n.subscribed)
+                .count();
+            counters.subscriptions.store(held as u64, Relaxed);
+        }
+    }
+}
+
+/// Marks a topic whose subscription the broker refused as not held (tried again at its next
+/// change).
+fn refused(topics: &mut Topics, topic: &Topic) {
+    if let Some(node) = topics.map.get_mut(topic) {
+        node.subscribed = false;
+        if node.shards == 0 {
+            topics.map.remove(topic);
+        }
+    }
+}
+
+/// Decides, at `now`, which topics to subscribe (a shard has subscribers, none held) and
+/// which to unsubscribe (no shard has had subscribers for `delay`), from the changes since
+/// the last call; `leaving` holds the pending unsubscriptions in deadline order.
+///
+/// # Invariants
+///
+/// A topic is unsubscribed only if its count has been 0 since its deadline was set: a topic
+/// that came back has no deadline (`leave_at` is `None`), and one that left again has a later
+/// deadline than the one queued first, so the older entry finds a mismatch and is skipped.
+pub(crate) fn plan(
+    topics: &mut Topics,
+    leaving: &mut VecDeque<(Instant, Topic)>,
+    now: Instant,
+    delay: Duration,
+) -> (Vec<Topic>, Vec<Topic>) {
+    let mut join = Vec::new();
+    let mut leave = Vec::new();
+    let Topics { map, dirty } = topics;
+    for topic in dirty.drain(..) {
+        let Some(node) = map.get_mut(&topic) else {
+            continue;
+        };
+        node.dirty = false;
+        if node.shards > 0 {
+            node.leave_at = None;
+            if !node.subscribed {
+                node.subscribed = true;
+                join.push(topic);
+            }
+        } else if node.subscribed {
+            if node.leave_at.is_none() {
+                let at = now + delay;
+                node.leave_at = Some(at);
+                leaving.push_back((at, topic));
+            }
+        } else {
+            map.remove(&topic);
+        }
+    }
+    while leaving.front().is_some_and(|(at, _)| *at <= now) {
+        let Some((at, topic)) = leaving.pop_front() else {
+            break;
+        };
+        if map
+            .get(&topic)
+            .is_some_and(|n| n.shards == 0 && n.leave_at == Some(at))
+        {
+            map.remove(&topic);
+            leave.push(topic);
+        }
+    }
+    (join, leave)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bridge::link::Registry;
+
+    fn step(
+        registry: &Registry,
+        leaving: &mut VecDeque<(Instant, Topic)>,
+        now: Instant,
+    ) -> (Vec<&'static str>, Vec<&'static str>) {
+        let (join, leave) = plan(&mut registry.lock(), leaving, now, Duration::from_secs(1));
+        let names = |v: Vec<Topic>| -> Vec<&'static str> {
+            v.iter()
+                .map(|t| &*String::from(t.as_str()).leak())
+                .collect()
+        };
+        (names(join), names(leave))
+    }
+
+    #[test]
+    fn a_topic_is_subscribed_on_its_first_shard_and_left_a_delay_after_its_last() {
+        let registry = Registry::default();
+        let mut leaving = VecDeque::new();
+        let t0 = Instant::now();
+        let news = Topic::new("news");
+        registry.joined(&news);
+        registry.joined(&news);
+        assert_eq!(step(&registry, &mut leaving, t0), (vec!["news"], vec![]));
+        registry.left(&news);
+        assert_eq!(step(&registry, &mut leaving, t0), (vec![], vec![]));
+        registry.left(&news);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        assert_eq!(step(&registry, &mut leaving, at(10)), (vec![], vec![]));
+        assert_eq!(
+            step(&registry, &mut leaving, at(1009)),
+            (vec![], vec![]),
+            "too early"
+        );
+        assert_eq!(
+            step(&registry, &mut leaving, at(1010)),
+            (vec![], vec!["news"])
+        );
+        assert!(registry.lock().map.is_empty(), "forgotten");
+    }
+
+    #[test]
+    fn a_topic_that_comes_back_within_the_delay_stays_subscribed() {
+        let registry = Registry::default();
+        let mut leaving = VecDeque::new();
+        let t0 = Instant::now();
+        let at = |ms| t0 + Duration::from_millis(ms);
+        let news = Topic::new("news");
+        registry.joined(&news);
+        step(&registry, &mut leaving, t0);
+        registry.left(&news);
+        step(&registry, &mut leaving, at(0));
+        registry.joined(&news);
+        assert_eq!(
+            step(&registry, &mut leaving, at(500)),
+            (vec![], vec![]),
+            "held"
+        );
+        registry.left(&news);
+        step(&registry, &mut leaving, at(800));
+        assert_eq!(
+            step(&registry, &mut leaving, at(1000)),
+            (vec![], vec![]),
+            "old deadline"
+        );
+        assert_eq!(
+            step(&registry, &mut leaving, at(1800)),
+            (vec![], vec!["news"])
+        );
+    }
+
+    #[test]
+    fn a_topic_that_leaves_before_the_bridge_looks_is_never_subscribed() {
+        let registry = Registry::default();
+        let mut leaving = VecDeque::new();
+        let news = Topic::new("news");
+        registry.joined(&news);
+        registry.left(&news);
+        assert_eq!(
+            step(&registry, &mut leaving, Instant::now()),
+            (vec![], vec![])
+        );
+        assert!(registry.lock().map.is_empty());
+    }
+}

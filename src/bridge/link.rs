@@ -1,0 +1,150 @@
+//! `Link`: the engine's side of the bridge, shared by the engine, every shard and the bridge
+//! thread: the bounded queue of broadcasts to publish, the node's topic registry, and the
+//! counters. Below the shards in the module tree: it knows nothing of them.
+//!
+//! # Back-pressure
+//!
+//! [`Link::offer`] never waits: a broadcast that finds the outbound queue full
+//! ([`Config::bridge_outbound_capacity`](crate::Config::bridge_outbound_capacity)) is dropped
+//! for the other nodes (it was already delivered locally) and counted.
+
+use crate::shard::Payloads;
+use crate::stats::{BridgeCounters, add};
+use crate::{Audience, Topic};
+use std::collections::HashMap;
+use std::hash::BuildHasherDefault;
+use std::sync::Mutex;
+use tokio::sync::{Notify, mpsc};
+use tokio::time::Instant;
+
+/// One local broadcast, on its way to the other nodes.
+#[derive(Debug)]
+pub(crate) struct Outgoing {
+    /// Its frames (one, or a batch's, in order).
+    pub(crate) payloads: Payloads,
+    /// Its audience; `except` is not carried to other nodes.
+    pub(crate) audience: Audience,
+}
+
+/// The engine's side of the bridge.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// Broadcasts to publish, bounded by `bridge_outbound_capacity`; read by the bridge's
+    /// publisher task.
+    tx: mpsc::Sender<Outgoing>,
+    /// Which topics have subscribers on this node.
+    pub(crate) registry: Registry,
+    /// What the bridge did; written by shards, the engine and the bridge thread.
+    pub(crate) counters: BridgeCounters,
+}
+
+impl Link {
+    /// A link whose outbound queue is `tx`.
+    pub(crate) fn new(tx: mpsc::Sender<Outgoing>) -> Link {
+        Link {
+            tx,
+            registry: Registry::default(),
+            counters: BridgeCounters::default(),
+        }
+    }
+
+    /// Hands a broadcast that was delivered locally to the bridge, without waiting: once per
+    /// broadcast, whatever the number of shards and clients. Dropped and counted if the queue
+    /// is full or the bridge has stopped.
+    pub(crate) fn offer(&self, payloads: Payloads, audience: Audience) {
+        if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
+            // An audience of nobody, here and everywhere.
+            return;
+        }
+        match self.tx.try_send(Outgoing { payloads, audience }) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => add(&self.counters.outbound_full, 1),
+            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.counters.stopped, 1),
+        }
+    }
+}
+
+/// The topics with subscribers on this node, with how many shards have them, and whether the
+/// node holds a broker subscription for each: the bridge subscribes on a topic's first shard
+/// and unsubscribes `bridge_unsubscribe_delay` after its last one left.
+///
+/// # Invariants
+///
+/// - `shards` of a topic is the number of shards whose topic index has it (each shard calls
+///   `joined` on its 0 -> 1 transition and `left` on its 1 -> 0 one), so it never misses a
+///   transition: the bridge reconciles from these counts, not from events.
+/// - A topic is in `dirty` exactly when its `dirty` flag is set; the bridge is notified after
+///   each push, and `Notify` keeps one permit, so no change goes unseen.
+/// - A topic leaves the map only when its count is 0 and it holds no subscription.
+///
+/// The lock is taken only on those transitions (rare: a topic's first or last subscriber on a
+/// shard) and by the bridge thread; never on the delivery path.
+#[derive(Debug, Default)]
+pub(crate) struct Registry {
+    /// The topics and the changes the bridge has not seen.
+    state: Mutex<Topics>,
+    /// Wakes the bridge's interest task after a change.
+    pub(crate) changed: Notify,
+}
+
+/// The registry's state.
+#[derive(Debug, Default)]
+pub(crate) struct Topics {
+    /// Every topic with local subscribers or a broker subscription.
+    pub(crate) map: HashMap<Topic, Node, BuildHasherDefault<crate::topic::Prehashed>>,
+    /// Topics whose count changed since the bridge last looked, once each.
+    pub(crate) dirty: Vec<Topic>,
+}
+
+/// One topic, node-wide.
+#[derive(Debug, Default)]
+pub(crate) struct Node {
+    /// Shards with subscribers of it.
+    pub(crate) shards: u32,
+    /// Whether the node holds (or has asked for) a broker subscription.
+    pub(crate) subscribed: bool,
+    /// Whether it is in `dirty`.
+    pub(crate) dirty: bool,
+    /// When it is to be unsubscribed, if its count is 0 and it is subscribed.
+    pub(crate) leave_at: Option<Instant>,
+}
+
+impl Registry {
+    /// A shard got its first subscriber of `topic`.
+    pub(crate) fn joined(&self, topic: &Topic) {
+        self.change(topic, |n| n.shards += 1);
+    }
+
+    /// A shard lost its last subscriber of `topic`.
+    pub(crate) fn left(&self, topic: &Topic) {
+        self.change(topic, |n| n.shards = n.shards.saturating_sub(1));
+    }
+
+    fn change(&self, topic: &Topic, f: impl FnOnce(&mut Node)) {
+        let mut state = self.lock();
+        let Topics { map, dirty } = &mut *state;
+        let node = map.entry(topic.clone()).or_default();
+        f(node);
+        if !node.dirty {
+            node.dirty = true;
+            dirty.push(topic.clone());
+        }
+        drop(state);
+        self.changed.notify_one();
+    }
+
+    /// The state, for the bridge.
+    pub(crate) fn lock(&self) -> std::sync::MutexGuard<'_, Topics> {
+        // A panic while holding it cannot leave the counts half-changed (each change is one
+        // field), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The first of `topics` the node holds a broker subscription for.
+    pub(crate) fn first_subscribed<'a>(&self, topics: &'a [Topic]) -> Option<&'a Topic> {
+        let state = self.lock();
+        topics
+            .iter()
+            .find(|t| state.map.get(*t).is_some_and(|n| n.subscribed))
+    }
+}

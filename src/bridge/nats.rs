@@ -1,0 +1,256 @@
+//! `Nats`: the [`Broker`] on a NATS server (`async-nats`).
+//!
+//! One connection per node, opened with `no_echo` (the node never receives its own
+//! publications) and reconnecting forever; one NATS subscription per topic with local
+//! subscribers, plus `{prefix}.all`. Subject mapping: see [`Nats::prefix`]. Audience flags
+//! travel in headers: `Shardcast-Auth: 1` for authenticated-only, and `Shardcast-Topics`
+//! (the topics' subject tokens, comma-separated) for an audience of several topics.
+
+use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received};
+use super::subject::{self, Subjects};
+use crate::Topic;
+use crate::error::BridgeError;
+use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message, connection::State};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::task::JoinHandle;
+
+/// Header marking a broadcast to authenticated clients only.
+const AUTH: &str = "Shardcast-Auth";
+/// Header listing every topic of an audience of several.
+const TOPICS: &str = "Shardcast-Topics";
+
+/// A NATS server to share broadcasts through, for [`Builder::bridge`](crate::Builder::bridge).
+///
+/// ```no_run
+/// use shardcast::{Engine, Nats};
+///
+/// # #[tokio::main]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// let engine = Engine::builder()
+///     .bridge(Nats::new("nats://127.0.0.1:4222").prefix("chat"))
+///     .build()?; // fails if the server cannot be reached (see `bridge_optional`)
+/// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Nats {
+    /// Server address(es), as `async-nats` takes them (`nats://host:port`, comma-separated).
+    url: String,
+    /// Subject prefix.
+    prefix: String,
+    /// Connection options (auth, TLS, ...).
+    options: ConnectOptions,
+}
+
+impl Nats {
+    /// The NATS server at `url` (`nats://host:port`; several, comma-separated), with prefix
+    /// `shardcast` and default options.
+    pub fn new(url: impl Into<String>) -> Nats {
+        Nats {
+            url: url.into(),
+            prefix: "shardcast".into(),
+            options: ConnectOptions::new(),
+        }
+    }
+
+    /// The subject prefix, one or more tokens (default `shardcast`): nodes share broadcasts
+    /// with the nodes of the same prefix on the same server. Broadcasts to everyone use
+    /// `{prefix}.all`; a topic uses `{prefix}.t.{token}`, its name's UTF-8 bytes with ASCII
+    /// letters, digits and `-` kept and every other byte written `_XX` (uppercase hex): `room/1`
+    /// is `{prefix}.t.room_2F1`. Any topic has one subject and round-trips.
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Nats {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Connection options (credentials, TLS, timeouts). The bridge sets `no_echo` and its own
+    /// event callback on them, and `retry_on_initial_connect` with
+    /// [`Builder::bridge_optional`](crate::Builder::bridge_optional).
+    pub fn options(mut self, options: ConnectOptions) -> Nats {
+        self.options = options;
+        self
+    }
+}
+
+impl Broker for Nats {
+    type Connection = NatsConnection;
+
+    async fn connect(
+        self,
+        inbound: Inbound,
+        required: bool,
+    ) -> Result<NatsConnection, BridgeError> {
+        let subjects =
+            Arc::new(Subjects::new(&self.prefix).ok_or(BridgeError::Invalid("nats prefix"))?);
+        let events = inbound.clone();
+        let mut options = self.options.no_echo().event_callback(move |event| {
+            match event {
+                Event::Connected => events.connection(true),
+                Event::Disconnected | Event::Closed => events.connection(false),
+                Event::SlowConsumer(_) => events.slow_consumer(),
+                _ => {}
+            }
+            async {}
+        });
+        if !required {
+            options = options.retry_on_initial_connect();
+        }
+        let client = options
+            .connect(self.url.as_str())
+            .await
+            .map_err(|e| BridgeError::Connect(Box::new(e)))?;
+        if client.connection_state() == State::Connected {
+            inbound.connection(true);
+        }
+        let everyone = client
+            .subscribe(subjects.everyone().to_owned())
+            .await
+            .map_err(|e| BridgeError::Refused(Box::new(e)))?;
+        let everyone = pump(everyone, subjects.clone(), inbound.clone());
+        Ok(NatsConnection {
+            client,
+            subjects,
+            inbound,
+            topics: Mutex::new(HashMap::new()),
+            _everyone: Pump(everyone),
+        })
+    }
+}
+
+/// A node's live NATS connection (see [`Nats`]).
+#[derive(Debug)]
+pub struct NatsConnection {
+    /// The connection (async-nats reconnects it and re-subscribes what it holds).
+    client: Client,
+    /// The node's subjects.
+    subjects: Arc<Subjects>,
+    /// Where received messages go.
+    inbound: Inbound,
+    /// The task reading each topic's subscription; dropping it unsubscribes.
+    topics: Mutex<HashMap<Topic, Pump>>,
+    /// The task reading the subscription to everyone.
+    _everyone: Pump,
+}
+
+/// The task reading one subscription, stopped (and so unsubscribed) when dropped.
+#[derive(Debug)]
+struct Pump(JoinHandle<()>);
+
+impl Drop for Pump {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Reads a subscription into `inbound`, in the order NATS delivers it.
+fn pump(
+    mut subscription: async_nats::Subscriber,
+    subjects: Arc<Subjects>,
+    inbound: Inbound,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        while let Some(message) = subscription.next().await {
+            match decode(&subjects, message) {
+                Some(received) => inbound.offer(received),
+                None => inbound.malformed(),
+            }
+        }
+    })
+}
+
+/// A NATS message as the bridge reads it: `None` if its subject or headers are not ours.
+fn decode(subjects: &Subjects, message: Message) -> Option<Received> {
+    let channel = match subjects.parse(message.subject.as_str()).ok()? {
+        None => Channel::Everyone,
+        Some(topic) => Channel::Topic(topic),
+    };
+    let headers = message.headers.as_ref();
+    let authenticated_only = headers
+        .and_then(|h| h.get(AUTH))
+        .is_some_and(|v| v.as_str() == "1");
+    let topics = match headers.and_then(|h| h.get(TOPICS)) {
+        None => None,
+        Some(list) => Some(
+            list.as_str()
+                .split(',')
+                .map(|token| subject::decode(token).map(Topic::new))
+                .collect::<Option<Vec<Topic>>>()?,
+        ),
+    };
+    Some(Received {
+        channel,
+        authenticated_only,
+        topics,
+        frames: message.payload,
+    })
+}
+
+impl Connection for NatsConnection {
+    fn is_connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    async fn publish(&self, publication: Publication<'_>) -> Result<(), BridgeError> {
+        let subject = match publication.channel {
+            Channel::Everyone => self.subjects.everyone().to_owned(),
+            Channel::Topic(topic) => self.subjects.topic(topic),
+        };
+        let mut headers = HeaderMap::new();
+        if publication.authenticated_only {
+            headers.insert(AUTH, "1");
+        }
+        if let Some(topics) = publication.topics {
+            let mut list = String::new();
+            for (i, topic) in topics.iter().enumerate() {
+                if i > 0 {
+                    list.push(',');
+                }
+                subject::encode(topic.as_str(), &mut list);
+            }
+            headers.insert(TOPICS, list.as_str());
+        }
+        let frames = publication.frames.clone();
+        let sent = if headers.is_empty() {
+            self.client.publish(subject, frames).await
+        } else {
+            self.client
+                .publish_with_headers(subject, headers, frames)
+                .await
+        };
+        sent.map_err(|e| BridgeError::Refused(Box::new(e)))
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BridgeError> {
+        let subscription = self
+            .client
+            .subscribe(self.subjects.topic(topic))
+            .await
+            .map_err(|e| BridgeError::Refused(Box::new(e)))?;
+        let pump = Pump(pump(
+            subscription,
+            self.subjects.clone(),
+            self.inbound.clone(),
+        ));
+        self.lock().insert(topic.clone(), pump);
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) {
+        // Dropping the pump drops its `Subscriber`, which unsubscribes.
+        let pump = self.lock().remove(topic);
+        drop(pump);
+    }
+
+    async fn sync(&self) {
+        let _ = self.client.flush().await;
+    }
+}
+
+impl NatsConnection {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Pump>> {
+        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}

@@ -1,0 +1,185 @@
+//! Topic names as NATS subjects.
+//!
+//! NATS gives `.` (token separator), `*` and `>` (wildcards) and whitespace meaning in a
+//! subject, and a topic name is any UTF-8 string. So a topic travels as one subject token under
+//! the node's prefix, `{prefix}.t.{token}`, where the token is the name's UTF-8 bytes with
+//! ASCII letters, digits and `-` kept as they are, and every other byte (`_` included) written
+//! as `_` and two uppercase hex digits: `room-1` is `room-1`, `room/1` is `room_2F1`, `a.b` is
+//! `a_2Eb`, `é` is `_C3_A9`. The encoding is one-to-one (decoding accepts only what encoding
+//! produces), so every topic has exactly one subject and back. Broadcasts to everyone travel
+//! on `{prefix}.all`, which no topic's subject can equal.
+//!
+//! A token is at most three times the name's length: with the default
+//! [`Config::topic_bytes_max`](crate::Config::topic_bytes_max) of 256 bytes, 768, well below
+//! nats-server's default 4 KiB control line. A subject the server refuses is counted in
+//! `dropped.subscribe_failed` or `dropped.publish_failed`.
+
+use crate::Topic;
+use std::fmt::Write;
+
+/// The subjects of one node's prefix.
+#[derive(Clone, Debug)]
+pub(crate) struct Subjects {
+    /// `{prefix}.all`.
+    everyone: String,
+    /// `{prefix}.t.`, which every topic's subject starts with.
+    topics: String,
+}
+
+/// Whether `prefix` is one or more valid tokens: non-empty, without wildcards or whitespace.
+pub(crate) fn valid_prefix(prefix: &str) -> bool {
+    prefix.split('.').all(|token| {
+        !token.is_empty()
+            && !token
+                .chars()
+                .any(|c| c == '*' || c == '>' || c.is_whitespace() || c.is_control())
+    })
+}
+
+impl Subjects {
+    /// The subjects under `prefix`, or `None` if it is not a valid subject prefix.
+    pub(crate) fn new(prefix: &str) -> Option<Subjects> {
+        valid_prefix(prefix).then(|| Subjects {
+            everyone: format!("{prefix}.all"),
+            topics: format!("{prefix}.t."),
+        })
+    }
+
+    /// The subject of broadcasts to everyone.
+    pub(crate) fn everyone(&self) -> &str {
+        &self.everyone
+    }
+
+    /// The subject of `topic`.
+    pub(crate) fn topic(&self, topic: &Topic) -> String {
+        let mut subject = String::with_capacity(self.topics.len() + topic.as_str().len());
+        subject.push_str(&self.topics);
+        encode(topic.as_str(), &mut subject);
+        subject
+    }
+
+    /// The topic a subject is for: `Ok(None)` for the subject of everyone; `Err` if it is
+    /// neither.
+    pub(crate) fn parse(&self, subject: &str) -> Result<Option<Topic>, ()> {
+        if subject == self.everyone {
+            return Ok(None);
+        }
+        let token = subject.strip_prefix(&*self.topics).ok_or(())?;
+        decode(token).map(|name| Some(Topic::new(name))).ok_or(())
+    }
+}
+
+/// Whether a byte stands for itself in a token.
+fn plain(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'-'
+}
+
+/// Appends the token of `name` to `out`.
+pub(crate) fn encode(name: &str, out: &mut String) {
+    for &b in name.as_bytes() {
+        if plain(b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "_{b:02X}");
+        }
+    }
+}
+
+/// The name whose token is `token`, if it is one `encode` produces.
+pub(crate) fn decode(token: &str) -> Option<String> {
+    let bytes = token.as_bytes();
+    let mut name = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let b = bytes[i];
+        if plain(b) {
+            name.push(b);
+            i += 1;
+        } else if b == b'_' {
+            let hex = bytes.get(i + 1..i + 3)?;
+            let digit = |h: u8| match h {
+                b'0'..=b'9' => Some(h - b'0'),
+                b'A'..=b'F' => Some(h - b'A' + 10),
+                _ => None,
+            };
+            let byte = digit(hex[0])? << 4 | digit(hex[1])?;
+            if plain(byte) {
+                // Not what `encode` writes: one name, one token.
+                return None;
+            }
+            name.push(byte);
+            i += 3;
+        } else {
+            return None;
+        }
+    }
+    String::from_utf8(name).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(name: &str) -> String {
+        let mut out = String::new();
+        encode(name, &mut out);
+        out
+    }
+
+    #[test]
+    fn readable_names_stay_readable() {
+        assert_eq!(token("room-1"), "room-1");
+        assert_eq!(token("room/1"), "room_2F1");
+        assert_eq!(token("a.b"), "a_2Eb");
+        assert_eq!(token("a_b"), "a_5Fb");
+        assert_eq!(token("é"), "_C3_A9");
+        assert_eq!(token("> *"), "_3E_20_2A");
+    }
+
+    #[test]
+    fn only_canonical_tokens_decode() {
+        for bad in ["_61", "_2f", "_2", "a.b", "a b", "_FF", "*", ">"] {
+            assert_eq!(decode(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn the_subject_of_everyone_is_no_topics() {
+        let subjects = Subjects::new("app.sc").expect("valid");
+        assert_eq!(subjects.everyone(), "app.sc.all");
+        assert_eq!(subjects.parse("app.sc.all"), Ok(None));
+        assert_eq!(subjects.topic(&Topic::new("all")), "app.sc.t.all");
+        assert_eq!(subjects.parse("app.sc.t.all"), Ok(Some(Topic::new("all"))));
+        assert_eq!(subjects.parse("other.t.x"), Err(()));
+        for bad in ["", "a..b", "a.*", "a b", ">", "a."] {
+            assert!(Subjects::new(bad).is_none(), "{bad:?}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Any topic a client may subscribe to (1 to 256 bytes of UTF-8) round-trips, and its
+        /// subject has exactly the prefix's tokens plus `t` and one valid token.
+        #[test]
+        fn every_topic_round_trips_through_one_valid_token(
+            name in "\\PC{1,64}|.{1,64}|[a-z./*> \t_-]{1,64}|\\PC{200,256}",
+        ) {
+            // The default `topic_bytes_max`: cut at a character boundary.
+            let mut name = name;
+            while name.len() > 256 {
+                name.pop();
+            }
+            let subjects = Subjects::new("shardcast").expect("valid");
+            let topic = Topic::new(name.as_str());
+            let subject = subjects.topic(&topic);
+            proptest::prop_assert_eq!(subjects.parse(&subject), Ok(Some(topic)));
+            let tokens: Vec<&str> = subject.split('.').collect();
+            proptest::prop_assert_eq!(tokens.len(), 3);
+            let token = tokens[2];
+            proptest::prop_assert!(!token.is_empty());
+            proptest::prop_assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            proptest::prop_assert!(token.len() <= 3 * name.len());
+            // And the NATS client agrees that it is a subject.
+            proptest::prop_assert!(async_nats::Subject::validated(&subject).is_ok());
+        }
+    }
+}

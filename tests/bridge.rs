@@ -1,0 +1,195 @@
+//! The bridge through an in-process broker (the `Broker` trait, with no server): what crosses
+//! nodes, once per broadcast; `except` stays on the origin node; a node receives a topic only
+//! while it has subscribers of it; malformed frames are counted and dropped.
+
+mod common;
+
+use common::*;
+use shardcast::bridge::{Broker, Channel, Connection, Inbound, Publication, Received};
+use shardcast::{Audience, BridgeError, Context, Engine, Handler, Incoming, Payload, Topic};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Every node's subscriptions and inbound queue: a broker in memory.
+#[derive(Clone, Default)]
+struct Hub {
+    nodes: Arc<Mutex<Vec<Member>>>,
+}
+
+struct Member {
+    topics: Arc<Mutex<HashSet<Topic>>>,
+    inbound: Inbound,
+}
+
+/// One node's connection to the hub.
+struct Link {
+    hub: Hub,
+    me: usize,
+    topics: Arc<Mutex<HashSet<Topic>>>,
+}
+
+impl Broker for Hub {
+    type Connection = Link;
+
+    async fn connect(self, inbound: Inbound, _required: bool) -> Result<Link, BridgeError> {
+        let topics = Arc::new(Mutex::new(HashSet::new()));
+        let mut nodes = lock(&self.nodes);
+        nodes.push(Member {
+            topics: topics.clone(),
+            inbound: inbound.clone(),
+        });
+        inbound.connection(true);
+        let me = nodes.len() - 1;
+        drop(nodes);
+        Ok(Link {
+            hub: self,
+            me,
+            topics,
+        })
+    }
+}
+
+impl Connection for Link {
+    fn is_connected(&self) -> bool {
+        true
+    }
+
+    async fn publish(&self, p: Publication<'_>) -> Result<(), BridgeError> {
+        for (i, node) in lock(&self.hub.nodes).iter().enumerate() {
+            let wanted = match p.channel {
+                Channel::Everyone => true,
+                Channel::Topic(t) => lock(&node.topics).contains(t),
+            };
+            if i != self.me && wanted {
+                node.inbound.offer(Received {
+                    channel: p.channel.clone(),
+                    authenticated_only: p.authenticated_only,
+                    topics: p.topics.map(<[Topic]>::to_vec),
+                    frames: p.frames.clone(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(&self, topic: &Topic) -> Result<(), BridgeError> {
+        lock(&self.topics).insert(topic.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(&self, topic: &Topic) {
+        lock(&self.topics).remove(topic);
+    }
+
+    async fn sync(&self) {}
+}
+
+/// `sub T` subscribes and answers `ok`; anything else is broadcast to everyone but its sender.
+struct Relay;
+
+impl Handler for Relay {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        let Incoming::Text(text) = message else {
+            return;
+        };
+        let id = ctx.id();
+        match text.strip_prefix("sub ") {
+            Some(topic) => {
+                ctx.subscribe(topic).expect("subscribe");
+                ctx.send(id, Payload::text("ok"));
+            }
+            None => ctx.broadcast(Payload::text(text), Audience::ALL.except(id)),
+        }
+    }
+}
+
+async fn node(hub: &Hub) -> (Engine, SocketAddr) {
+    start(
+        Engine::builder()
+            .shards(2)
+            .handler(Relay)
+            .bridge(hub.clone())
+            .bridge_unsubscribe_delay(Duration::from_millis(50)),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_handlers_broadcast_crosses_nodes_once_and_except_stays_on_the_origin() {
+    let hub = Hub::default();
+    let (a, a_addr) = node(&hub).await;
+    let (b, b_addr) = node(&hub).await;
+    let mut sender = connect(&a, a_addr).await;
+    let mut neighbour = connect(&a, a_addr).await;
+    let mut far = connect(&b, b_addr).await;
+    send_text(&mut sender, "hello").await;
+    assert_eq!(next_text(&mut neighbour).await, "hello");
+    assert_eq!(next_text(&mut far).await, "hello");
+    // The sender was excluded on its own node only; it hears the next one, from B.
+    b.broadcast(Payload::text("from b"), Audience::ALL)
+        .await
+        .expect("broadcast");
+    assert_eq!(next_text(&mut sender).await, "from b");
+    let (sa, sb) = (a.stats().bridge, b.stats().bridge);
+    assert_eq!((sa.published, sa.received), (1, 1));
+    assert_eq!((sb.published, sb.received, sb.delivered), (1, 1, 1));
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn a_topic_reaches_another_node_only_while_it_has_subscribers() {
+    let hub = Hub::default();
+    let (a, _) = node(&hub).await;
+    let (b, b_addr) = node(&hub).await;
+    a.broadcast(Payload::text("nobody there"), Audience::topic("news"))
+        .await
+        .expect("publish");
+    let mut far = connect(&b, b_addr).await;
+    send_text(&mut far, "sub news").await;
+    assert_eq!(next_text(&mut far).await, "ok");
+    eventually(|| b.stats().bridge.subscriptions == 1).await;
+    a.broadcast(Payload::text("news"), Audience::topic("news"))
+        .await
+        .expect("publish");
+    assert_eq!(next_text(&mut far).await, "news");
+    assert_eq!(
+        b.stats().bridge.received,
+        1,
+        "the first publication had no taker on B"
+    );
+    drop(far);
+    eventually(|| b.stats().bridge.unsubscribes == 1).await;
+    assert_eq!(b.stats().bridge.subscriptions, 0);
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
+async fn malformed_frames_from_the_broker_are_counted_and_dropped() {
+    let hub = Hub::default();
+    let (b, b_addr) = node(&hub).await;
+    let mut far = connect(&b, b_addr).await;
+    let inbound = lock(&hub.nodes)[0].inbound.clone();
+    let offer = |frames: &'static [u8]| {
+        inbound.offer(Received {
+            channel: Channel::Everyone,
+            authenticated_only: false,
+            topics: None,
+            frames: bytes::Bytes::from_static(frames),
+        })
+    };
+    offer(b"\x81\x05hel"); // truncated
+    offer(b"\x89\x00"); // a ping
+    offer(b"\x01\x01x"); // not final
+    offer(b"\x81\x02ok"); // fine
+    assert_eq!(next_text(&mut far).await, "ok");
+    let stats = b.stats().bridge;
+    assert_eq!(
+        (stats.received, stats.delivered, stats.dropped.malformed),
+        (4, 1, 3)
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+}

