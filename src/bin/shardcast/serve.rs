@@ -1,6 +1,7 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
 use crate::naive;
+use crate::observe;
 use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
@@ -50,6 +51,9 @@ pub(crate) struct Args {
     /// channel) instead of the shardcast engine, for side-by-side benchmarks.
     #[arg(long, conflicts_with = "echo")]
     pub(crate) naive: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, port not 0).
+    #[arg(long, value_name = "ADDR", conflicts_with = "naive")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -103,6 +107,7 @@ impl Handler for Relay {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    observe::install_logging();
     // Many connections need many descriptors; take what the hard limit allows.
     crate::raise_descriptor_limit();
     let addr = resolve(&args.addr)?;
@@ -140,7 +145,11 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
             other => other.into(),
         })?;
         let stop = StopSignal::install()?;
+        if let Some(metrics_addr) = args.metrics_addr {
+            observe::serve_metrics(metrics_addr, &engine)?;
+        }
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
+        tracing::info!("serving ws://{addr}/ with {} shards", engine.shard_count());
         if args.control_stdin {
             let engine = engine.clone();
             answer_stats(move || {
@@ -159,7 +168,9 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
         stop.wait().await?;
         eprintln!("shardcast: shutting down");
+        let clients = engine.stats().total.clients;
         engine.shutdown(Duration::from_secs(5)).await;
+        observe::log_summary(clients, &engine.stats());
         Ok(())
     })
 }
