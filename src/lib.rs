@@ -55,6 +55,18 @@
 //! - A slow or hostile client costs the others nothing but its own bounded queue: it is evicted
 //!   (or dropped from) by [`SlowConsumerPolicy`], and protocol violations close it with the RFC
 //!   6455 code.
+//!
+//! # Observability
+//!
+//! - [`Engine::stats`]: every shard's counters, read from any thread without a round trip.
+//! - Feature `metrics`: `Metrics` records those counters into the `metrics` facade, for any
+//!   of its exporters (Prometheus names, labelled by shard and reason); the shards never call a
+//!   recorder.
+//! - [`tracing`](https://docs.rs/tracing): a `connection` span per connection (client, peer,
+//!   shard) and the events `registered`, `removed` and `evicted` (with the reason) and
+//!   `handshake refused` (with the status), all at debug, none per frame; warnings when a
+//!   listener or an accept fails. Unless a subscriber enables them, a connection's task
+//!   carries no span at all.
 #![forbid(unsafe_code)]
 
 mod audience;
@@ -70,6 +82,8 @@ mod payload;
 mod registration;
 mod shard;
 mod stats;
+#[cfg(feature = "metrics")]
+mod telemetry;
 mod topic;
 pub mod wire;
 
@@ -88,4 +102,6 @@ pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
 pub use stats::{BridgeDrops, BridgeStats, Evictions, ShardStats, Stats};
+#[cfg(feature = "metrics")]
+pub use telemetry::Metrics;
 pub use topic::Topic;

@@ -132,6 +132,13 @@ async fn a_handlers_broadcast_crosses_nodes_once_and_except_stays_on_the_origin(
         .await
         .expect("broadcast");
     assert_eq!(next_text(&mut sender).await, "from b");
+    // A bridge counts a delivery once its fan-out returns, which may be a moment after the
+    // client read the frame: wait for the counters to settle, then check them exactly.
+    let settled = |e: &Engine| {
+        let s = e.stats().bridge;
+        (s.published, s.received, s.delivered)
+    };
+    eventually(|| settled(&a) == (1, 1, 1) && settled(&b) == (1, 1, 1)).await;
     let (sa, sb) = (a.stats().bridge, b.stats().bridge);
     assert_eq!((sa.published, sa.received), (1, 1));
     assert_eq!((sb.published, sb.received, sb.delivered), (1, 1, 1));

@@ -350,3 +350,128 @@ async fn serve_with_nats_optional_starts_local_only_and_relays() {
         assert_eq!(next_data(ws).await, Message::text("local"));
     }
 }
+
+/// A loopback port that was free a moment ago (the metrics exporter cannot report the port it
+/// gets for port 0, so the test picks one).
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local address").port()
+}
+
+/// `GET /metrics` over plain HTTP/1.1; the response body.
+async fn scrape(addr: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
+        .await
+        .expect("connect in time")
+        .expect("connect to the metrics address");
+    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(request.as_bytes()).await.expect("send GET");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
+        .await
+        .expect("response in time")
+        .expect("read response");
+    let response = String::from_utf8(response).expect("UTF-8 response");
+    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body.to_owned()
+}
+
+/// The value of the sample `series` (`name{labels}` as rendered), if present.
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .filter_map(|l| l.rsplit_once(' '))
+        .find(|(s, _)| *s == series)
+        .and_then(|(_, v)| v.parse().ok())
+}
+
+#[tokio::test]
+async fn metrics_addr_serves_prometheus_metrics_by_shard_and_logs_go_to_stderr() {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Server::start(&["--metrics-addr", &metrics_addr]);
+    let mut ws = server.connect().await;
+    send_text(&mut ws, "counted").await;
+    assert_eq!(next_text(&mut ws).await, "counted");
+
+    // The engine's counters are copied into the exporter every second: wait for this
+    // delivery to show, bounded.
+    let start = tokio::time::Instant::now();
+    let text = loop {
+        let text = scrape(&metrics_addr).await;
+        let delivered = (0..2).any(|shard| {
+            sample(
+                &text,
+                &format!("shardcast_deliveries_total{{shard=\"{shard}\"}}"),
+            )
+            .is_some_and(|n| n > 0.0)
+        });
+        if delivered {
+            break text;
+        }
+        assert!(start.elapsed() < WAIT, "no delivery counted:\n{text}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(
+        text.contains("# TYPE shardcast_deliveries_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE shardcast_clients gauge"), "{text}");
+    let clients: Vec<f64> = (0..2)
+        .map(|shard| {
+            sample(&text, &format!("shardcast_clients{{shard=\"{shard}\"}}"))
+                .unwrap_or_else(|| panic!("shard {shard} has no clients gauge:\n{text}"))
+        })
+        .collect();
+    assert_eq!(clients.iter().sum::<f64>(), 1.0, "{text}");
+    assert_eq!(
+        sample(&text, "shardcast_broadcasts_total"),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "shardcast_evictions_total{shard=\"0\",reason=\"slow_consumer\"}"
+        ),
+        Some(0.0),
+        "{text}"
+    );
+
+    server.terminate();
+    let (status, stderr) = server.exit_status().await;
+    assert!(
+        status.success(),
+        "exit status {status:?}, stderr: {stderr:?}"
+    );
+    assert!(
+        stderr.contains(&format!("metrics on http://{metrics_addr}/metrics")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("serving ws://"), "{stderr}");
+    let summary = stderr
+        .lines()
+        .find(|l| l.contains("stopped"))
+        .unwrap_or_else(|| panic!("no shutdown summary: {stderr}"));
+    assert!(summary.contains("broadcasts=1"), "{summary}");
+    assert!(summary.contains("deliveries=1"), "{summary}");
+    assert!(summary.contains("clients=1"), "{summary}");
+}
+
+#[tokio::test]
+async fn metrics_addr_with_port_0_is_refused_by_name() {
+    let output = Command::new(env!("CARGO_BIN_EXE_shardcast"))
+        .args([
+            "serve",
+            "--addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run shardcast serve");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--metrics-addr"), "{stderr}");
+}

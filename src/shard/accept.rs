@@ -59,14 +59,7 @@ pub(crate) async fn accept(
                 let _ = tcp.set_nodelay(true);
                 shared.state.borrow_mut().connection_started();
                 let source = source(tcp, wrap.clone());
-                tokio::task::spawn_local(open::run(
-                    shared.clone(),
-                    id,
-                    source,
-                    None,
-                    Some(peer),
-                    None,
-                ));
+                open::spawn(shared.clone(), id, source, None, Some(peer), None);
             }
             Err(e) => {
                 // Out of file descriptors or similar: back off instead of spinning.

@@ -14,6 +14,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// How a connection's stream reaches its task.
 pub(crate) enum Source {
@@ -21,6 +22,34 @@ pub(crate) enum Source {
     Ready(Box<dyn Io>),
     /// A raw TCP stream to wrap first (TLS, ...), on this shard.
     Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
+}
+
+/// Spawns [`run`] as a local task on this shard, inside a `connection` span (client, peer,
+/// shard) when debug spans of this module are enabled.
+///
+/// The span is decided once per connection: when it is disabled (the default, with no
+/// subscriber or one at `info`), the task is the bare future, so a connection costs neither
+/// the span's bytes nor its enter and exit on every poll.
+pub(crate) fn spawn(
+    shared: Rc<Shared>,
+    id: ClientId,
+    source: Source,
+    admitted: Option<usize>,
+    peer: Option<SocketAddr>,
+    data: Option<ClientData>,
+) {
+    let span = tracing::debug_span!(
+        "connection",
+        client = id.as_u64(),
+        peer = peer.map(tracing::field::display),
+        shard = shared.id.0,
+    );
+    let task = run(shared, id, source, admitted, peer, data);
+    if span.is_disabled() {
+        tokio::task::spawn_local(task);
+    } else {
+        tokio::task::spawn_local(task.instrument(span));
+    }
 }
 
 /// Runs one connection to its end.
@@ -33,7 +62,7 @@ pub(crate) enum Source {
 /// Every connection's task lives as long as the client, so its size is memory per client: the
 /// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
 /// stays is one [`Conn`].
-pub(crate) fn run(
+fn run(
     shared: Rc<Shared>,
     id: ClientId,
     source: Source,
@@ -75,6 +104,11 @@ async fn open(
     };
     let Some(mut io) = io else {
         bump(&shared.state.borrow().counters().handshakes_failed, 1);
+        tracing::debug!(
+            client = id.as_u64(),
+            shard = shared.id.0,
+            "handshake failed: the stream could not be wrapped in time"
+        );
         return None;
     };
     let (slot, pending) = if let Some(slot) = admitted {
@@ -91,6 +125,12 @@ async fn open(
         }
     };
     ended.registered(slot);
+    tracing::debug!(
+        client = id.as_u64(),
+        shard = shared.id.0,
+        peer = peer.map(tracing::field::display),
+        "registered"
+    );
     let config = &shared.config;
     let parser = Parser::new(Limits {
         frame_bytes_max: config.frame_bytes_max,
@@ -130,7 +170,7 @@ async fn upgrade(
             Ok(Ok(0) | Err(_)) => return None,
             Ok(Ok(_)) => {}
             Err(_) => {
-                time_out(shared, io, &buf).await;
+                time_out(shared, id, io, &buf).await;
                 return None;
             }
         }
@@ -138,6 +178,7 @@ async fn upgrade(
             Ok(None) => {}
             Ok(Some(parsed)) => break parsed,
             Err(e) => {
+                refused(shared, id, e.status(), &e);
                 let _ =
                     tokio::time::timeout_at(deadline, refuse(io, e.status(), &e.to_string())).await;
                 return None;
@@ -153,6 +194,7 @@ async fn upgrade(
         });
         match decided {
             Err(rejected) => {
+                refused(shared, id, rejected.status(), &rejected.body());
                 refuse(io, rejected.status(), rejected.body()).await;
                 None
             }
@@ -178,16 +220,35 @@ async fn upgrade(
 /// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
 /// any of one (`received`), so that it learns why it is closed; nothing if it sent nothing, as
 /// there is no request to answer. The deadline is past, so the answer gets `close_timeout`.
-async fn time_out(shared: &Shared, io: &mut Box<dyn Io>, received: &[u8]) {
+async fn time_out(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>, received: &[u8]) {
     if received.is_empty() {
         return;
     }
+    refused(
+        shared,
+        id,
+        408,
+        &"request not complete within the handshake deadline",
+    );
     let answer = refuse(
         io,
         408,
         "request not complete within the handshake deadline",
     );
     let _ = tokio::time::timeout(shared.config.close_timeout, answer).await;
+}
+
+/// Records that `id`'s upgrade is refused with `status`, for `reason`. At debug: a peer decides
+/// how often this happens, so at the default level it must not be able to fill the log (the
+/// count is in `handshakes_failed`).
+fn refused(shared: &Shared, id: ClientId, status: u16, reason: &dyn std::fmt::Display) {
+    tracing::debug!(
+        client = id.as_u64(),
+        shard = shared.id.0,
+        status,
+        reason = %reason,
+        "handshake refused"
+    );
 }
 
 /// Writes an HTTP error response and closes.

@@ -5,9 +5,10 @@ use super::handle::Handle;
 use super::handler::Context;
 use super::relay::{Outbox, Waiting, post, send_waiting};
 use super::state::{Removed, State};
-use crate::ShardId;
+use crate::client::RemoveReason;
 use crate::config::Config;
 use crate::shard::Handler;
+use crate::{ClientId, ShardId};
 use std::cell::RefCell;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -40,6 +41,25 @@ pub(crate) struct Shared {
     pub(crate) stop_accepting: CancellationToken,
 }
 
+/// Records why `id` left `shard`: `evicted` when the shard dropped it by policy, `removed`
+/// otherwise. Once per client, after the tick, never per frame. At debug: peers decide how
+/// often clients leave, so at the default level they must not be able to fill the log (each
+/// reason is counted in `Stats`).
+fn departed(shard: ShardId, id: ClientId, reason: RemoveReason) {
+    let evicted = matches!(
+        reason,
+        RemoveReason::SlowConsumer
+            | RemoveReason::WriteDeadline
+            | RemoveReason::HeartbeatTimeout
+            | RemoveReason::AuthDeadline
+    );
+    if evicted {
+        tracing::debug!(client = id.as_u64(), shard = shard.0, ?reason, "evicted");
+    } else {
+        tracing::debug!(client = id.as_u64(), shard = shard.0, ?reason, "removed");
+    }
+}
+
 impl Shared {
     /// Calls the handler for every client removed since the last call, with a context in
     /// which it can tell others (what it sends to other shards is posted after the calls).
@@ -51,6 +71,7 @@ impl Shared {
         }
         let mut outbox = self.outbox.borrow_mut();
         for (id, reason, data) in buf.drain(..) {
+            departed(self.id, id, reason);
             let mut ctx = Context {
                 id,
                 slot: None,

@@ -247,14 +247,7 @@ impl Shared {
                             }
                             None => (None, data),
                         };
-                        tokio::task::spawn_local(open::run(
-                            self.clone(),
-                            id,
-                            source,
-                            admitted,
-                            peer,
-                            data,
-                        ));
+                        open::spawn(self.clone(), id, source, admitted, peer, data);
                     }
                     Err(e) => {
                         tracing::debug!(%id, error = %e, "cannot adopt stream");

@@ -7,6 +7,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod naive;
+mod observe;
 mod pubsub;
 mod serve;
 mod topics;

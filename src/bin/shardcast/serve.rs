@@ -1,6 +1,7 @@
 //! `shardcast serve`: the relay server that benchmarks and conformance suites drive.
 
 use crate::naive;
+use crate::observe;
 use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
@@ -65,6 +66,9 @@ pub(crate) struct Args {
     /// Start even if the NATS server cannot be reached, local-only, and keep trying.
     #[arg(long, requires = "nats")]
     pub(crate) nats_optional: bool,
+    /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, port not 0).
+    #[arg(long, value_name = "ADDR", conflicts_with = "naive")]
+    pub(crate) metrics_addr: Option<SocketAddr>,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -118,6 +122,7 @@ impl Handler for Relay {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
+    observe::install_logging();
     // Many connections need many descriptors; take what the hard limit allows.
     crate::raise_descriptor_limit();
     let addr = resolve(&args.addr)?;
@@ -166,10 +171,14 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
             other => other.into(),
         })?;
         let stop = StopSignal::install()?;
+        if let Some(metrics_addr) = args.metrics_addr {
+            observe::serve_metrics(metrics_addr, &engine)?;
+        }
         println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
+        tracing::info!("serving ws://{addr}/ with {} shards", engine.shard_count());
         if let Some(url) = &args.nats {
             let up = if engine.stats().bridge.connected { "connected" } else { "not connected yet" };
-            eprintln!("shardcast: sharing through NATS at {url}, prefix {} ({up})", args.nats_prefix);
+            tracing::info!("sharing through NATS at {url}, prefix {} ({up})", args.nats_prefix);
         }
         if args.control_stdin {
             let engine = engine.clone();
@@ -195,7 +204,9 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
         stop.wait().await?;
         eprintln!("shardcast: shutting down");
+        let clients = engine.stats().total.clients;
         engine.shutdown(Duration::from_secs(5)).await;
+        observe::log_summary(clients, &engine.stats());
         Ok(())
     })
 }

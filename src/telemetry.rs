@@ -1,0 +1,274 @@
+//! `Metrics`: an engine's [`Stats`](crate::Stats), exported through the `metrics` facade.
+//!
+//! # Invariants
+//!
+//! The hot path pays nothing for metrics: the shards keep their own counters
+//! ([`Engine::stats`] reads them from any thread without a round trip), and [`Metrics::record`]
+//! copies a snapshot of them into the facade's counters and gauges as absolute values. No shard
+//! ever calls into a recorder, so a slow or locking recorder cannot slow a shard down.
+//!
+//! Labels are `shard` (its index) and `reason` (a fixed set of names), never a topic or a
+//! client, so the number of series is bounded by the number of shards.
+
+use crate::Engine;
+use crate::stats::{ShardStats, Stats};
+use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
+use std::time::Duration;
+
+/// The metrics [`Metrics`] records, by name: Prometheus names, `_total` for counters.
+mod name {
+    pub(super) const BROADCASTS: &str = "shardcast_broadcasts_total";
+    pub(super) const CONNECTIONS: &str = "shardcast_connections";
+    pub(super) const CLIENTS: &str = "shardcast_clients";
+    pub(super) const BROADCASTS_APPLIED: &str = "shardcast_broadcasts_applied_total";
+    pub(super) const BROADCASTS_PUBLISHED: &str = "shardcast_broadcasts_published_total";
+    pub(super) const DELIVERIES: &str = "shardcast_deliveries_total";
+    pub(super) const WRITTEN_BYTES: &str = "shardcast_written_bytes_total";
+    pub(super) const WRITE_CALLS: &str = "shardcast_write_calls_total";
+    pub(super) const FRAMES_DROPPED: &str = "shardcast_frames_dropped_total";
+    pub(super) const EVICTIONS: &str = "shardcast_evictions_total";
+    pub(super) const HANDSHAKE_FAILURES: &str = "shardcast_handshake_failures_total";
+    pub(super) const QUEUE_DEPTH: &str = "shardcast_queue_depth";
+    pub(super) const QUEUED_BYTES: &str = "shardcast_queued_bytes";
+    pub(super) const TOPICS: &str = "shardcast_topics";
+    pub(super) const SUBSCRIPTIONS: &str = "shardcast_subscriptions";
+}
+
+/// An engine's counters, recorded into the [`metrics`](https://docs.rs/metrics) facade, so that
+/// any `metrics` exporter (Prometheus, StatsD, ...) publishes them. Feature `metrics`.
+///
+/// Recording is a copy of [`Engine::stats`] into the facade's counters and gauges: the shards
+/// keep counting as they always do and never call a recorder, so the hot path costs the same
+/// with metrics as without. Call [`Metrics::record`] before each scrape, or let
+/// [`Metrics::run`] record on an interval; what an exporter shows is then at most one interval
+/// old.
+///
+/// | name | kind | labels | what |
+/// | --- | --- | --- | --- |
+/// | `shardcast_broadcasts_total` | counter | | broadcasts published ([`Stats::broadcasts`]) |
+/// | `shardcast_connections` | gauge | | connections, upgrades included ([`Engine::connection_count`]) |
+/// | `shardcast_clients` | gauge | `shard` | registered clients |
+/// | `shardcast_broadcasts_applied_total` | counter | `shard` | broadcasts the shard applied |
+/// | `shardcast_broadcasts_published_total` | counter | `shard` | broadcasts its handlers published |
+/// | `shardcast_deliveries_total` | counter | `shard` | frames appended to client queues |
+/// | `shardcast_written_bytes_total` | counter | `shard` | bytes written to sockets |
+/// | `shardcast_write_calls_total` | counter | `shard` | `write`/`writev` calls that wrote |
+/// | `shardcast_frames_dropped_total` | counter | `shard` | frames dropped by the drop policy |
+/// | `shardcast_evictions_total` | counter | `shard`, `reason` | clients closed by policy: `slow_consumer`, `write_deadline`, `heartbeat`, `auth_deadline`, `protocol` |
+/// | `shardcast_handshake_failures_total` | counter | `shard` | upgrades refused or timed out |
+/// | `shardcast_queue_depth` | gauge | `shard` | commands waiting in the shard's queue |
+/// | `shardcast_queued_bytes` | gauge | `shard` | bytes waiting in its client queues |
+/// | `shardcast_topics` | gauge | `shard` | topics with subscribers on the shard |
+/// | `shardcast_subscriptions` | gauge | `shard` | subscriptions of its clients |
+///
+/// Counters are set with [`Counter::absolute`], which never moves a counter back: record one
+/// engine per recorder (or tell engines apart with a global label of the exporter).
+///
+/// The facade's handles are taken from the recorder installed when [`Metrics::new`] runs
+/// (the global one, or a local one for the call): install the recorder first.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+/// use shardcast::{Engine, Metrics};
+/// use std::time::Duration;
+///
+/// let engine = Engine::builder().shards(2).build()?;
+/// // After installing a recorder (`metrics_exporter_prometheus::PrometheusBuilder`, say):
+/// let metrics = Metrics::new(&engine);
+/// metrics.record(); // once, e.g. before a scrape
+/// let every_second = tokio::spawn(metrics.run(Duration::from_secs(1)));
+/// # every_second.abort();
+/// # engine.shutdown(Duration::from_secs(1)).await;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Debug)]
+pub struct Metrics {
+    /// The engine whose stats are recorded; a clone, so it does not stop shards on drop, but
+    /// [`Engine::shutdown`] stops them whoever holds clones.
+    engine: Engine,
+    /// `shardcast_broadcasts_total`.
+    broadcasts: Counter,
+    /// `shardcast_connections`.
+    connections: Gauge,
+    /// One set per shard, by shard index.
+    shards: Vec<ShardMetrics>,
+}
+
+/// The handles of one shard's metrics, labelled with its index.
+#[derive(Debug)]
+struct ShardMetrics {
+    /// `shardcast_clients`.
+    clients: Gauge,
+    /// `shardcast_broadcasts_applied_total`.
+    broadcasts_applied: Counter,
+    /// `shardcast_broadcasts_published_total`.
+    broadcasts_published: Counter,
+    /// `shardcast_deliveries_total`.
+    deliveries: Counter,
+    /// `shardcast_written_bytes_total`.
+    written_bytes: Counter,
+    /// `shardcast_write_calls_total`.
+    write_calls: Counter,
+    /// `shardcast_frames_dropped_total`.
+    frames_dropped: Counter,
+    /// `shardcast_evictions_total`, in the order of [`EVICTION_REASONS`].
+    evictions: [Counter; 5],
+    /// `shardcast_handshake_failures_total`.
+    handshake_failures: Counter,
+    /// `shardcast_queue_depth`.
+    queue_depth: Gauge,
+    /// `shardcast_queued_bytes`.
+    queued_bytes: Gauge,
+    /// `shardcast_topics`.
+    topics: Gauge,
+    /// `shardcast_subscriptions`.
+    subscriptions: Gauge,
+}
+
+/// The `reason` label of `shardcast_evictions_total`, one per field of
+/// [`Evictions`](crate::Evictions).
+const EVICTION_REASONS: [&str; 5] = [
+    "slow_consumer",
+    "write_deadline",
+    "heartbeat",
+    "auth_deadline",
+    "protocol",
+];
+
+impl Metrics {
+    /// Registers `engine`'s metrics (names, units, help texts) with the recorder installed
+    /// now, and keeps their handles; records nothing yet.
+    pub fn new(engine: &Engine) -> Metrics {
+        describe();
+        let shards = (0..engine.shard_count())
+            .map(|i| ShardMetrics::new(i.to_string()))
+            .collect();
+        Metrics {
+            engine: engine.clone(),
+            broadcasts: counter!(name::BROADCASTS),
+            connections: gauge!(name::CONNECTIONS),
+            shards,
+        }
+    }
+
+    /// Records a snapshot of the engine's counters: a few dozen atomic loads per shard, no
+    /// round trip to the shards, no allocation past the snapshot's `Vec`.
+    pub fn record(&self) {
+        self.record_stats(&self.engine.stats(), self.engine.connection_count());
+    }
+
+    /// Records `stats` and `connections`.
+    fn record_stats(&self, stats: &Stats, connections: usize) {
+        self.broadcasts.absolute(stats.broadcasts);
+        self.connections.set(connections as f64);
+        for (metrics, shard) in self.shards.iter().zip(&stats.shards) {
+            metrics.record(shard);
+        }
+    }
+
+    /// Records every `every`, from now on; never returns (drop the future or abort its task to
+    /// stop). Put it on any runtime: it only reads counters.
+    ///
+    /// # Cancel safety
+    ///
+    /// Cancel safe: a cancelled call has recorded whole snapshots only.
+    pub async fn run(self, every: Duration) {
+        let mut interval = tokio::time::interval(every);
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            interval.tick().await;
+            self.record();
+        }
+    }
+}
+
+impl ShardMetrics {
+    /// The handles of shard `shard`'s metrics.
+    fn new(shard: String) -> ShardMetrics {
+        let evictions = EVICTION_REASONS
+            .map(|reason| counter!(name::EVICTIONS, "shard" => shard.clone(), "reason" => reason));
+        ShardMetrics {
+            clients: gauge!(name::CLIENTS, "shard" => shard.clone()),
+            broadcasts_applied: counter!(name::BROADCASTS_APPLIED, "shard" => shard.clone()),
+            broadcasts_published: counter!(name::BROADCASTS_PUBLISHED, "shard" => shard.clone()),
+            deliveries: counter!(name::DELIVERIES, "shard" => shard.clone()),
+            written_bytes: counter!(name::WRITTEN_BYTES, "shard" => shard.clone()),
+            write_calls: counter!(name::WRITE_CALLS, "shard" => shard.clone()),
+            frames_dropped: counter!(name::FRAMES_DROPPED, "shard" => shard.clone()),
+            evictions,
+            handshake_failures: counter!(name::HANDSHAKE_FAILURES, "shard" => shard.clone()),
+            queue_depth: gauge!(name::QUEUE_DEPTH, "shard" => shard.clone()),
+            queued_bytes: gauge!(name::QUEUED_BYTES, "shard" => shard.clone()),
+            topics: gauge!(name::TOPICS, "shard" => shard.clone()),
+            subscriptions: gauge!(name::SUBSCRIPTIONS, "shard" => shard),
+        }
+    }
+
+    /// Records one shard's counters.
+    fn record(&self, s: &ShardStats) {
+        self.clients.set(s.clients as f64);
+        self.broadcasts_applied.absolute(s.broadcasts_applied);
+        self.broadcasts_published.absolute(s.broadcasts_published);
+        self.deliveries.absolute(s.deliveries);
+        self.written_bytes.absolute(s.bytes_written);
+        self.write_calls.absolute(s.write_syscalls);
+        self.frames_dropped.absolute(s.frames_dropped);
+        let e = &s.evicted;
+        let evictions = [
+            e.slow_consumer,
+            e.write_deadline,
+            e.heartbeat,
+            e.auth_deadline,
+            e.protocol,
+        ];
+        for (counter, n) in self.evictions.iter().zip(evictions) {
+            counter.absolute(n);
+        }
+        self.handshake_failures.absolute(s.handshakes_failed);
+        self.queue_depth.set(s.queue_depth as f64);
+        self.queued_bytes.set(s.queued_bytes as f64);
+        self.topics.set(s.topics as f64);
+        self.subscriptions.set(s.subscriptions as f64);
+    }
+}
+
+/// Describes every metric (unit and help text) to the recorder installed now.
+fn describe() {
+    describe_counter!(name::BROADCASTS, "Broadcast payloads published, once each.");
+    describe_gauge!(
+        name::CONNECTIONS,
+        "Connections now, those still in their upgrade included."
+    );
+    describe_gauge!(name::CLIENTS, "Registered clients now.");
+    describe_counter!(
+        name::BROADCASTS_APPLIED,
+        "Broadcast payloads the shard applied to its clients."
+    );
+    describe_counter!(
+        name::BROADCASTS_PUBLISHED,
+        "Broadcast payloads the shard's handlers published."
+    );
+    describe_counter!(name::DELIVERIES, "Frames appended to client queues.");
+    describe_counter!(
+        name::WRITTEN_BYTES,
+        Unit::Bytes,
+        "Bytes written to sockets."
+    );
+    describe_counter!(name::WRITE_CALLS, "Write calls that wrote something.");
+    describe_counter!(name::FRAMES_DROPPED, "Frames dropped by a drop policy.");
+    describe_counter!(name::EVICTIONS, "Clients closed by policy, by reason.");
+    describe_counter!(
+        name::HANDSHAKE_FAILURES,
+        "Upgrade requests refused or timed out."
+    );
+    describe_gauge!(name::QUEUE_DEPTH, "Commands waiting in the shard's queue.");
+    describe_gauge!(
+        name::QUEUED_BYTES,
+        Unit::Bytes,
+        "Bytes waiting in the shard's client queues."
+    );
+    describe_gauge!(name::TOPICS, "Topics with subscribers on the shard.");
+    describe_gauge!(name::SUBSCRIPTIONS, "Subscriptions of the shard's clients.");
+}

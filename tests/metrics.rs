@@ -1,0 +1,114 @@
+//! `Metrics` (feature `metrics`): an engine's counters, recorded into a Prometheus recorder,
+//! render under their Prometheus names with shard and reason labels.
+#![cfg(feature = "metrics")]
+
+mod common;
+
+use common::*;
+use metrics_exporter_prometheus::PrometheusBuilder;
+use shardcast::{Audience, Engine, Metrics, Payload};
+use std::collections::HashMap;
+
+/// The samples of a Prometheus text exposition: `name{labels}` (as rendered) to value.
+fn samples(text: &str) -> HashMap<String, f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (series, value) = l.rsplit_once(' ')?;
+            Some((series.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
+    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let mut clients = connect_many(&engine, addr, 3).await;
+    for i in 0..5 {
+        engine
+            .broadcast(Payload::text(format!("m{i}")), Audience::ALL)
+            .await
+            .expect("broadcast");
+    }
+    for ws in clients.iter_mut() {
+        for i in 0..5 {
+            assert_eq!(next_text(ws).await, format!("m{i}"));
+        }
+    }
+
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(&engine));
+    metrics.record();
+    let text = handle.render();
+    let samples = samples(&text);
+    let value = |series: &str| {
+        *samples
+            .get(series)
+            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+    };
+
+    let stats = engine.stats();
+    assert_eq!(value("shardcast_broadcasts_total"), 5.0);
+    assert_eq!(value("shardcast_connections"), 3.0);
+    let mut clients_total = 0.0;
+    let mut deliveries_total = 0.0;
+    let mut written = 0.0;
+    for (i, shard) in stats.shards.iter().enumerate() {
+        let clients = value(&format!("shardcast_clients{{shard=\"{i}\"}}"));
+        assert_eq!(clients, shard.clients as f64);
+        clients_total += clients;
+        let deliveries = value(&format!("shardcast_deliveries_total{{shard=\"{i}\"}}"));
+        deliveries_total += deliveries;
+        assert_eq!(
+            value(&format!(
+                "shardcast_broadcasts_applied_total{{shard=\"{i}\"}}"
+            )),
+            5.0
+        );
+        written += value(&format!("shardcast_written_bytes_total{{shard=\"{i}\"}}"));
+        for reason in [
+            "slow_consumer",
+            "write_deadline",
+            "heartbeat",
+            "auth_deadline",
+            "protocol",
+        ] {
+            assert_eq!(
+                value(&format!(
+                    "shardcast_evictions_total{{shard=\"{i}\",reason=\"{reason}\"}}"
+                )),
+                0.0
+            );
+        }
+    }
+    assert_eq!(clients_total, 3.0);
+    // Every client received every broadcast before the snapshot.
+    assert_eq!(deliveries_total, 15.0);
+    assert!(written > 0.0, "{text}");
+    assert!(
+        text.contains("# TYPE shardcast_deliveries_total counter"),
+        "{text}"
+    );
+    assert!(text.contains("# TYPE shardcast_clients gauge"), "{text}");
+    // Labels are shards and reasons only: never a client or a topic.
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        if let Some((_, labels)) = line.split_once('{') {
+            let labels = labels.split_once('}').expect("closed labels").0;
+            for label in labels.split(',') {
+                let key = label.split_once('=').expect("key=value").0;
+                assert!(key == "shard" || key == "reason", "label {key} in {line}");
+            }
+        }
+    }
+
+    // Counters move forward with the engine; gauges follow it down.
+    drop(clients);
+    eventually(|| engine.client_count() == 0).await;
+    metrics.record();
+    let samples = self::samples(&handle.render());
+    assert_eq!(samples["shardcast_clients{shard=\"0\"}"], 0.0);
+    assert_eq!(samples["shardcast_clients{shard=\"1\"}"], 0.0);
+    assert_eq!(samples["shardcast_broadcasts_total"], 5.0);
+    engine.shutdown(WAIT).await;
+}
