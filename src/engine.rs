@@ -13,14 +13,14 @@ use crate::error::{
 use crate::registration::Registration;
 use crate::shard::{
     self, Accepted, Admission, Command, Control, Delivery, Handle, Handler, Interest, Io, Opening,
-    Payloads, Permit, Stream, Wrap,
+    Payloads, Permits, Stream, Wrap,
 };
 use crate::stats::{BridgeStats, ShardCounters, Stats};
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use arc_swap::ArcSwap;
 use crossbeam_utils::CachePadded;
-use smallvec::{SmallVec, smallvec};
+use smallvec::smallvec;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -28,10 +28,6 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-
-/// A reserved slot in each shard's queue, for one broadcast: inline up to 16 shards, so that a
-/// broadcast allocates nothing for them.
-type Permits<'a> = SmallVec<[Permit<'a>; 16]>;
 
 /// Connections each listener lets the kernel queue before they are accepted.
 const LISTEN_BACKLOG: i32 = 1024;
@@ -924,13 +920,7 @@ impl Engine {
         if shards.is_empty() {
             return None;
         }
-        let mut permits = Permits::new();
-        for handle in shards {
-            if self.inner.interest.wants(audience, handle.id.index()) {
-                permits.push(handle.reserve().await.ok()?);
-            }
-        }
-        Some(permits)
+        shard::reserve_wanted(shards, &self.inner.interest, audience).await
     }
 
     /// Sends one broadcast through a permit of every shard, and counts it.
@@ -940,20 +930,7 @@ impl Engine {
             .fetch_add(payloads.len() as u64, Relaxed);
         // Offered once the shards have it: local delivery first, then the other nodes.
         let bridged = (self.inner.link.as_ref()).map(|l| (l, payloads.clone(), audience.clone()));
-        let mut permits = permits.into_iter();
-        let last = permits.next_back();
-        for permit in permits {
-            permit.send(
-                Delivery::Broadcast {
-                    payloads: payloads.clone(),
-                    audience: audience.clone(),
-                }
-                .into(),
-            );
-        }
-        if let Some(permit) = last {
-            permit.send(Delivery::Broadcast { payloads, audience }.into());
-        }
+        shard::send_each(permits, payloads, audience);
         if let Some((link, payloads, audience)) = bridged {
             link.offer(payloads, audience);
         }

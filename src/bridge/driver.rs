@@ -18,11 +18,10 @@ use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received,
 use super::link::{Link, Outgoing, Topics};
 use crate::config::Config;
 use crate::error::BuildError;
-use crate::shard::{Delivery, Handle, Interest, Payloads, Permit};
+use crate::shard::{Handle, Interest, Payloads, reserve_wanted, send_each};
 use crate::stats::add;
 use crate::{Audience, Topic};
 use bytes::{BufMut, Bytes, BytesMut};
-use smallvec::SmallVec;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -224,25 +223,11 @@ async fn fan_out(
         let Some((payloads, audience)) = admit(received, &link) else {
             continue;
         };
-        let mut permits: SmallVec<[Permit<'_>; 16]> = SmallVec::new();
-        for handle in shards.iter() {
-            if interest.wants(&audience, handle.id.index()) {
-                match handle.reserve().await {
-                    Ok(permit) => permits.push(permit),
-                    // The shards are stopping.
-                    Err(_) => return,
-                }
-            }
-        }
-        for permit in permits {
-            permit.send(
-                Delivery::Broadcast {
-                    payloads: payloads.clone(),
-                    audience: audience.clone(),
-                }
-                .into(),
-            );
-        }
+        let Some(permits) = reserve_wanted(&shards, &interest, &audience).await else {
+            // The shards are stopping.
+            return;
+        };
+        send_each(permits, payloads, audience);
         add(&link.counters.delivered, 1);
     }
 }

@@ -7,15 +7,57 @@
 //! command back). A reserved slot is taken until its permit is used or dropped, so a caller
 //! can reserve a slot on every shard before it sends to any (all or nothing).
 
-use super::command::Command;
-use crate::ShardId;
+use super::command::{Command, Delivery, Payloads};
+use super::interest::Interest;
 use crate::stats::{ShardCounters, ShardStats};
+use crate::{Audience, ShardId};
+use smallvec::SmallVec;
 use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
 /// A reserved slot in one shard's queue.
 pub(crate) type Permit<'a> = mpsc::Permit<'a, Command>;
+
+/// A reserved slot in each of several shards' queues, for one broadcast: inline up to 16
+/// shards, so that a broadcast allocates nothing for them.
+pub(crate) type Permits<'a> = SmallVec<[Permit<'a>; 16]>;
+
+/// Reserves a slot in the queue of every shard of `shards` that may have clients in `audience`
+/// (for a topic audience, the shards with subscribers: see `Interest`), waiting for room: all
+/// or nothing, so that a caller cancelled meanwhile has sent nothing. `None` if a shard has
+/// stopped.
+pub(crate) async fn reserve_wanted<'a>(
+    shards: &'a [Handle],
+    interest: &Interest,
+    audience: &Audience,
+) -> Option<Permits<'a>> {
+    let mut permits = Permits::new();
+    for handle in shards {
+        if interest.wants(audience, handle.id.index()) {
+            permits.push(handle.reserve().await.ok()?);
+        }
+    }
+    Some(permits)
+}
+
+/// Sends one broadcast through each permit, its payloads shared by reference count.
+pub(crate) fn send_each(permits: Permits<'_>, payloads: Payloads, audience: Audience) {
+    let mut permits = permits.into_iter();
+    let last = permits.next_back();
+    for permit in permits {
+        permit.send(
+            Delivery::Broadcast {
+                payloads: payloads.clone(),
+                audience: audience.clone(),
+            }
+            .into(),
+        );
+    }
+    if let Some(permit) = last {
+        permit.send(Delivery::Broadcast { payloads, audience }.into());
+    }
+}
 
 /// The shard has stopped: its queue takes nothing more.
 #[derive(Debug)]

@@ -62,7 +62,7 @@ pub(crate) use command::{Command, Control, Delivery, Opening, Payloads, Stream};
 pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use decision::decide;
 pub use decision::{Accepted, Decision};
-pub(crate) use handle::{Handle, Permit};
+pub(crate) use handle::{Handle, Permits, reserve_wanted, send_each};
 pub use handler::{Context, Handler, Incoming};
 pub(crate) use interest::Interest;
 #[cfg(any(test, fuzzing))]
