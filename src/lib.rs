@@ -101,7 +101,7 @@ pub use id::{ClientId, ShardId};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
-pub use stats::{BridgeDrops, BridgeStats, Evictions, ShardStats, Stats};
+pub use stats::{BridgeDrops, BridgeStats, Evictions, HandshakeFailures, ShardStats, Stats};
 #[cfg(feature = "metrics")]
 pub use telemetry::Metrics;
 pub use topic::Topic;

@@ -41,8 +41,16 @@ pub(crate) struct Counters {
     pub(crate) evicted_auth_deadline: AtomicU64,
     /// Clients closed for a protocol violation (1002, 1007, 1009).
     pub(crate) protocol_errors: AtomicU64,
-    /// Upgrade requests refused or timed out.
-    pub(crate) handshakes_failed: AtomicU64,
+    /// Upgrades that failed: not a valid request (see [`HandshakeFailures`] for each cause).
+    pub(crate) handshakes_malformed: AtomicU64,
+    /// Refused by the policy.
+    pub(crate) handshakes_refused: AtomicU64,
+    /// Not complete by the handshake deadline.
+    pub(crate) handshakes_timed_out: AtomicU64,
+    /// The stream could not be wrapped.
+    pub(crate) handshakes_wrap_failed: AtomicU64,
+    /// The peer left first.
+    pub(crate) handshakes_abandoned: AtomicU64,
     /// Bytes in all client queues of the shard (gauge).
     pub(crate) queued_bytes: AtomicU64,
     /// Topics with at least one subscriber on the shard (gauge).
@@ -88,6 +96,31 @@ pub struct Evictions {
     pub protocol: u64,
 }
 
+/// Upgrades that failed, by cause. Every connection that never became a client counts in
+/// exactly one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandshakeFailures {
+    /// The request was not a valid WebSocket upgrade, or too large (answered 4xx).
+    pub malformed: u64,
+    /// The policy refused it: the `Origin` allow-list (403), shutdown (503), the handler's
+    /// decision, or subscriptions past the topic limits (400).
+    pub refused: u64,
+    /// Not complete within the handshake deadline (answered 408 if part of a request came).
+    pub timed_out: u64,
+    /// The stream could not be wrapped (a TLS handshake failed, say) within the deadline.
+    pub wrap_failed: u64,
+    /// The peer left (or its socket failed) before the upgrade completed.
+    pub abandoned: u64,
+}
+
+impl HandshakeFailures {
+    /// Their sum.
+    pub fn total(&self) -> u64 {
+        self.malformed + self.refused + self.timed_out + self.wrap_failed + self.abandoned
+    }
+}
+
 /// Counters of one shard, or their sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -108,8 +141,10 @@ pub struct ShardStats {
     pub frames_dropped: u64,
     /// Clients evicted, by reason.
     pub evicted: Evictions,
-    /// Upgrade requests refused or timed out.
+    /// Upgrades that failed, whatever the cause (the sum of `handshake_failures`).
     pub handshakes_failed: u64,
+    /// Upgrades that failed, by cause.
+    pub handshake_failures: HandshakeFailures,
     /// Commands waiting in the shard's queue now.
     pub queue_depth: u64,
     /// Bytes waiting in the shard's client queues now.
@@ -140,7 +175,7 @@ pub struct Stats {
 
 impl ShardStats {
     pub(crate) fn read(c: &Counters, queue_depth: u64) -> ShardStats {
-        ShardStats {
+        let mut stats = ShardStats {
             // First, and Acquire: see `Counters::broadcasts_applied`.
             broadcasts_applied: c.broadcasts_applied.load(Acquire),
             broadcasts_published: c.broadcasts_published.load(Relaxed),
@@ -156,12 +191,21 @@ impl ShardStats {
                 auth_deadline: c.evicted_auth_deadline.load(Relaxed),
                 protocol: c.protocol_errors.load(Relaxed),
             },
-            handshakes_failed: c.handshakes_failed.load(Relaxed),
+            handshakes_failed: 0,
+            handshake_failures: HandshakeFailures {
+                malformed: c.handshakes_malformed.load(Relaxed),
+                refused: c.handshakes_refused.load(Relaxed),
+                timed_out: c.handshakes_timed_out.load(Relaxed),
+                wrap_failed: c.handshakes_wrap_failed.load(Relaxed),
+                abandoned: c.handshakes_abandoned.load(Relaxed),
+            },
             queue_depth,
             queued_bytes: c.queued_bytes.load(Relaxed),
             topics: c.topics.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
-        }
+        };
+        stats.handshakes_failed = stats.handshake_failures.total();
+        stats
     }
 
     fn add(&mut self, o: &ShardStats) {
@@ -178,6 +222,12 @@ impl ShardStats {
         self.evicted.auth_deadline += o.evicted.auth_deadline;
         self.evicted.protocol += o.evicted.protocol;
         self.handshakes_failed += o.handshakes_failed;
+        let (f, g) = (&mut self.handshake_failures, &o.handshake_failures);
+        f.malformed += g.malformed;
+        f.refused += g.refused;
+        f.timed_out += g.timed_out;
+        f.wrap_failed += g.wrap_failed;
+        f.abandoned += g.abandoned;
         self.queue_depth += o.queue_depth;
         self.queued_bytes += o.queued_bytes;
         self.topics += o.topics;

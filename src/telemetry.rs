@@ -55,7 +55,7 @@ mod name {
 /// | `shardcast_write_calls_total` | counter | `shard` | `write`/`writev` calls that wrote |
 /// | `shardcast_frames_dropped_total` | counter | `shard` | frames dropped by the drop policy |
 /// | `shardcast_evictions_total` | counter | `shard`, `reason` | clients closed by policy: `slow_consumer`, `write_deadline`, `heartbeat`, `auth_deadline`, `protocol` |
-/// | `shardcast_handshake_failures_total` | counter | `shard` | upgrades refused or timed out |
+/// | `shardcast_handshake_failures_total` | counter | `shard`, `cause` | upgrades that failed: `malformed`, `refused`, `timed_out`, `wrap_failed`, `abandoned` |
 /// | `shardcast_queue_depth` | gauge | `shard` | commands waiting in the shard's queue |
 /// | `shardcast_queued_bytes` | gauge | `shard` | bytes waiting in its client queues |
 /// | `shardcast_topics` | gauge | `shard` | topics with subscribers on the shard |
@@ -115,8 +115,8 @@ struct ShardMetrics {
     frames_dropped: Counter,
     /// `shardcast_evictions_total`, in the order of [`EVICTION_REASONS`].
     evictions: [Counter; 5],
-    /// `shardcast_handshake_failures_total`.
-    handshake_failures: Counter,
+    /// `shardcast_handshake_failures_total`, in the order of [`HANDSHAKE_CAUSES`].
+    handshake_failures: [Counter; 5],
     /// `shardcast_queue_depth`.
     queue_depth: Gauge,
     /// `shardcast_queued_bytes`.
@@ -126,6 +126,16 @@ struct ShardMetrics {
     /// `shardcast_subscriptions`.
     subscriptions: Gauge,
 }
+
+/// The `cause` label of `shardcast_handshake_failures_total`, one per field of
+/// [`HandshakeFailures`](crate::HandshakeFailures).
+const HANDSHAKE_CAUSES: [&str; 5] = [
+    "malformed",
+    "refused",
+    "timed_out",
+    "wrap_failed",
+    "abandoned",
+];
 
 /// The `reason` label of `shardcast_evictions_total`, one per field of
 /// [`Evictions`](crate::Evictions).
@@ -198,7 +208,9 @@ impl ShardMetrics {
             write_calls: counter!(name::WRITE_CALLS, "shard" => shard.clone()),
             frames_dropped: counter!(name::FRAMES_DROPPED, "shard" => shard.clone()),
             evictions,
-            handshake_failures: counter!(name::HANDSHAKE_FAILURES, "shard" => shard.clone()),
+            handshake_failures: HANDSHAKE_CAUSES.map(|cause| {
+                counter!(name::HANDSHAKE_FAILURES, "shard" => shard.clone(), "cause" => cause)
+            }),
             queue_depth: gauge!(name::QUEUE_DEPTH, "shard" => shard.clone()),
             queued_bytes: gauge!(name::QUEUED_BYTES, "shard" => shard.clone()),
             topics: gauge!(name::TOPICS, "shard" => shard.clone()),
@@ -226,7 +238,17 @@ impl ShardMetrics {
         for (counter, n) in self.evictions.iter().zip(evictions) {
             counter.absolute(n);
         }
-        self.handshake_failures.absolute(s.handshakes_failed);
+        let f = &s.handshake_failures;
+        let causes = [
+            f.malformed,
+            f.refused,
+            f.timed_out,
+            f.wrap_failed,
+            f.abandoned,
+        ];
+        for (counter, n) in self.handshake_failures.iter().zip(causes) {
+            counter.absolute(n);
+        }
         self.queue_depth.set(s.queue_depth as f64);
         self.queued_bytes.set(s.queued_bytes as f64);
         self.topics.set(s.topics as f64);

@@ -383,3 +383,60 @@ async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write()
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn each_failed_upgrade_is_counted_under_its_cause() {
+    use tokio::io::AsyncWriteExt;
+    local(async {
+        let engine = start(
+            Engine::builder()
+                .shards(1)
+                .allowed_origins(Some(vec!["https://example.com".into()])),
+        );
+        let open = |engine: &Engine| {
+            let engine = engine.clone();
+            async move {
+                let (client, server) = tokio::io::duplex(4096);
+                engine.register(server).await.expect("register");
+                client
+            }
+        };
+        // Not an upgrade: 400.
+        let mut malformed = open(&engine).await;
+        malformed
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // A valid upgrade without an allowed Origin: 403.
+        let mut refused = open(&engine).await;
+        refused
+            .write_all(
+                b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        // Half a request, then silence past the deadline: 408.
+        let mut slow = open(&engine).await;
+        slow.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        // Gone before saying anything.
+        drop(open(&engine).await);
+        elapse(secs(11)).await;
+        let failures = engine.stats().total.handshake_failures;
+        assert_eq!(
+            (
+                failures.malformed,
+                failures.refused,
+                failures.timed_out,
+                failures.abandoned,
+                failures.wrap_failed
+            ),
+            (1, 1, 1, 1, 0),
+            "{failures:?}"
+        );
+        assert_eq!(engine.stats().total.handshakes_failed, 4);
+        drop((malformed, refused, slow));
+        engine.shutdown(secs(1)).await;
+    })
+    .await;
+}

@@ -59,6 +59,7 @@ async fn a_failed_wrap_counts_as_a_failed_handshake_and_registers_nobody() {
     eventually(|| engine.stats().total.handshakes_failed == 1).await;
     eventually(|| engine.connection_count() == 0).await;
     assert_eq!(engine.client_count(), 0);
+    assert_eq!(engine.stats().total.handshake_failures.wrap_failed, 1);
     engine.shutdown(Duration::from_secs(1)).await;
 }
 

@@ -80,8 +80,39 @@ fn run(
     }
 }
 
+/// Why an opening did not make a client; each is counted under its own cause.
+#[derive(Clone, Copy, Debug)]
+enum Failure {
+    /// Not a valid upgrade request (answered 4xx).
+    Malformed,
+    /// Refused by the policy (answered with its status).
+    Refused,
+    /// Not complete by the handshake deadline.
+    TimedOut,
+    /// The stream could not be wrapped in time.
+    WrapFailed,
+    /// The peer left, or its socket failed, first.
+    Abandoned,
+}
+
+impl Failure {
+    /// Counts it.
+    fn count(self, shared: &Shared) {
+        let state = shared.state.borrow();
+        let c = state.counters();
+        let counter = match self {
+            Failure::Malformed => &c.handshakes_malformed,
+            Failure::Refused => &c.handshakes_refused,
+            Failure::TimedOut => &c.handshakes_timed_out,
+            Failure::WrapFailed => &c.handshakes_wrap_failed,
+            Failure::Abandoned => &c.handshakes_abandoned,
+        };
+        bump(counter, 1);
+    }
+}
+
 /// Wraps and upgrades the stream, within the handshake deadline. `None` if it did not work out
-/// (counted as a failed handshake) or the peer left.
+/// (counted as a failed handshake, by cause).
 async fn open(
     shared: Rc<Shared>,
     id: ClientId,
@@ -103,7 +134,7 @@ async fn open(
         },
     };
     let Some(mut io) = io else {
-        bump(&shared.state.borrow().counters().handshakes_failed, 1);
+        Failure::WrapFailed.count(shared);
         tracing::debug!(
             client = id.as_u64(),
             shard = shared.id.0,
@@ -117,9 +148,9 @@ async fn open(
         // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
         // sent, to answer 408, and a timeout around it would drop its buffer unread.
         match upgrade(shared, id, &mut io, deadline, peer, data).await {
-            Some(admitted) => admitted,
-            None => {
-                bump(&shared.state.borrow().counters().handshakes_failed, 1);
+            Ok(admitted) => admitted,
+            Err(failure) => {
+                failure.count(shared);
                 return None;
             }
         }
@@ -140,8 +171,7 @@ async fn open(
 }
 
 /// Reads and answers the upgrade request by `deadline`. Returns the client's slot and any bytes
-/// the client sent after its request, or `None` if the request was refused or timed out, or the
-/// peer left.
+/// the client sent after its request, or why it did not become a client.
 ///
 /// A client that sent part of a request by `deadline` is answered 408 (see [`time_out`]); one
 /// that sent nothing is just closed.
@@ -152,7 +182,7 @@ async fn upgrade(
     deadline: Instant,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
-) -> Option<(usize, Vec<u8>)> {
+) -> Result<(usize, Vec<u8>), Failure> {
     let config = &shared.config;
     let max = config.handshake_bytes_max;
     let mut buf: Vec<u8> = Vec::with_capacity(512.min(max));
@@ -167,11 +197,11 @@ async fn upgrade(
         // completes, it has read nothing), so when the deadline wins `buf` holds exactly what
         // the client sent.
         match tokio::time::timeout_at(deadline, io.read_buf(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => return None,
+            Ok(Ok(0) | Err(_)) => return Err(Failure::Abandoned),
             Ok(Ok(_)) => {}
             Err(_) => {
                 time_out(shared, id, io, &buf).await;
-                return None;
+                return Err(Failure::TimedOut);
             }
         }
         match handshake::parse(&buf, max) {
@@ -181,7 +211,7 @@ async fn upgrade(
                 refused(shared, id, e.status(), &e);
                 let _ =
                     tokio::time::timeout_at(deadline, refuse(io, e.status(), &e.to_string())).await;
-                return None;
+                return Err(Failure::Malformed);
             }
         }
     };
@@ -196,7 +226,7 @@ async fn upgrade(
             Err(rejected) => {
                 refused(shared, id, rejected.status(), &rejected.body());
                 refuse(io, rejected.status(), rejected.body()).await;
-                None
+                Err(Failure::Refused)
             }
             Ok(accepted) => {
                 let response = handshake::accept_response(request.key(), accepted.protocol());
@@ -204,17 +234,18 @@ async fn upgrade(
                 // Admitted in the same poll in which the 101 is fully written, so no broadcast
                 // can fall between the client seeing 101 and the client being in the audience;
                 // and the response never occupies the client's queue.
-                io.write_all(&response).await.ok()?;
+                io.write_all(&response)
+                    .await
+                    .map_err(|_| Failure::Abandoned)?;
                 let mut state = shared.state.borrow_mut();
                 let slot = accepted.admit(&mut state, id, data, Instant::now());
-                Some((slot, pending))
+                Ok((slot, pending))
             }
         }
     };
     tokio::time::timeout_at(deadline, answer)
         .await
-        .ok()
-        .flatten()
+        .unwrap_or(Err(Failure::TimedOut))
 }
 
 /// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
