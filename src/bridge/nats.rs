@@ -245,7 +245,14 @@ impl Connection for NatsConnection {
     }
 
     async fn sync(&self) {
-        let _ = self.client.flush().await;
+        // A round trip on this connection, which the server handles in order: a request to a
+        // subject nobody subscribes to comes back "no responders" once every command sent
+        // before it (a SUB, say) is in place. A flush alone only hands them to the socket,
+        // and a publication from another node could then still miss the new subscription.
+        let _ = self
+            .client
+            .request(self.subjects.sync().to_owned(), bytes::Bytes::new())
+            .await;
     }
 }
 

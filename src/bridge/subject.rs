@@ -22,6 +22,8 @@ use std::fmt::Write;
 pub(crate) struct Subjects {
     /// `{prefix}.all`.
     everyone: String,
+    /// `{prefix}.sync`: no node subscribes to it; a request to it is a round trip.
+    sync: String,
     /// `{prefix}.t.`, which every topic's subject starts with.
     topics: String,
 }
@@ -41,6 +43,7 @@ impl Subjects {
     pub(crate) fn new(prefix: &str) -> Option<Subjects> {
         valid_prefix(prefix).then(|| Subjects {
             everyone: format!("{prefix}.all"),
+            sync: format!("{prefix}.sync"),
             topics: format!("{prefix}.t."),
         })
     }
@@ -48,6 +51,11 @@ impl Subjects {
     /// The subject of broadcasts to everyone.
     pub(crate) fn everyone(&self) -> &str {
         &self.everyone
+    }
+
+    /// The subject of round trips, which no node subscribes to.
+    pub(crate) fn sync(&self) -> &str {
+        &self.sync
     }
 
     /// The subject of `topic`.
