@@ -89,15 +89,6 @@ impl Watch {
     }
 }
 
-/// Polls `cond` until it holds; past [`WAIT`], panics with `what()`.
-async fn until(mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < WAIT, "not reached in time: {}", what());
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 /// Waits until the engine holds exactly `n` connections, all registered.
 async fn settle(engine: &Engine, n: usize) {
     until(

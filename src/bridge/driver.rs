@@ -227,8 +227,10 @@ async fn fan_out(
             // The shards are stopping.
             return;
         };
-        send_each(permits, payloads, audience);
+        // Counted before the sends, which cannot fail once reserved: a client that reads the
+        // frame never finds the count behind it.
         add(&link.counters.delivered, 1);
+        send_each(permits, payloads, audience);
     }
 }
 

@@ -114,10 +114,15 @@ where
 }
 
 /// Polls `cond` until it holds (bounded by [`WAIT`]).
-pub async fn eventually(mut cond: impl FnMut() -> bool) {
+pub async fn eventually(cond: impl FnMut() -> bool) {
+    until(cond, || "condition".to_owned()).await;
+}
+
+/// Polls `cond` until it holds; past [`WAIT`], panics with `what()`.
+pub async fn until(mut cond: impl FnMut() -> bool, what: impl Fn() -> String) {
     let start = tokio::time::Instant::now();
     while !cond() {
-        assert!(start.elapsed() < WAIT, "condition not reached in time");
+        assert!(start.elapsed() < WAIT, "not reached in time: {}", what());
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
