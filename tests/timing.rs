@@ -10,7 +10,7 @@ mod common;
 
 use common::{
     Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, elapse, local,
-    start_local as start,
+    start_local as start, texts_within,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::Incoming;
@@ -43,17 +43,6 @@ async fn listen_for(ws: &mut Pipe, d: Duration) -> usize {
             Ok(other) => panic!("the listener got {other:?}"),
         }
     }
-}
-
-/// The text messages `ws` has received, until none arrives within `d`.
-async fn texts_within(ws: &mut Pipe, d: Duration) -> Vec<String> {
-    let mut texts = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(d, ws.next()).await {
-        if let Message::Text(text) = message {
-            texts.push(text.to_string());
-        }
-    }
-    texts
 }
 
 #[tokio::test(start_paused = true)]

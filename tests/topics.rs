@@ -22,13 +22,7 @@ const QUIET: Duration = Duration::from_millis(100);
 
 /// The texts `ws` receives until none arrives within [`QUIET`].
 async fn texts(ws: &mut Pipe) -> Vec<String> {
-    let mut texts = Vec::new();
-    while let Ok(Some(Ok(message))) = tokio::time::timeout(QUIET, ws.next()).await {
-        if let Message::Text(text) = message {
-            texts.push(text.to_string());
-        }
-    }
-    texts
+    common::texts_within(ws, QUIET).await
 }
 
 async fn publish(engine: &Engine, text: &str, audience: Audience) {

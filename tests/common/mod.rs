@@ -153,6 +153,18 @@ pub async fn elapse(d: Duration) {
     tokio::time::sleep(d).await;
 }
 
+/// The text messages `ws` has received, until none arrives within `d` (on a paused clock, a
+/// wait the clock skips once everything is idle).
+pub async fn texts_within(ws: &mut Pipe, d: Duration) -> Vec<String> {
+    let mut texts = Vec::new();
+    while let Ok(Some(Ok(message))) = tokio::time::timeout(d, ws.next()).await {
+        if let Message::Text(text) = message {
+            texts.push(text.to_string());
+        }
+    }
+    texts
+}
+
 /// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
 pub async fn connect_pipe(engine: &Engine) -> (Pipe, ClientId) {
     connect_with_pipe(engine, PIPE_BYTES).await
