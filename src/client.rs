@@ -7,67 +7,63 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Who an authenticated client is: any value the embedder chooses, shared by reference count.
-///
-/// ```
-/// # use shardcast::Principal;
-/// let p = Principal::new(String::from("alice"));
-/// assert_eq!(p.downcast_ref::<String>().map(String::as_str), Some("alice"));
-/// assert!(p.downcast_ref::<u32>().is_none());
-/// ```
-#[derive(Clone)]
-pub struct Principal(Arc<dyn Any + Send + Sync>);
+/// A public newtype over any embedder value shared by reference count, with `new`,
+/// `downcast_ref` and a `Debug` that shows only its name: [`Principal`] and [`ClientData`],
+/// which differ in meaning, not in behaviour.
+macro_rules! any_value {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Clone)]
+        pub struct $name(Arc<dyn Any + Send + Sync>);
 
-impl Principal {
-    /// Wraps `value`.
-    pub fn new<T: Any + Send + Sync>(value: T) -> Principal {
-        Principal(Arc::new(value))
-    }
+        impl $name {
+            /// Wraps `value`.
+            pub fn new<T: Any + Send + Sync>(value: T) -> $name {
+                $name(Arc::new(value))
+            }
 
-    /// The value, if it is a `T`.
-    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.0.downcast_ref::<T>()
-    }
+            /// The value, if it is a `T`.
+            pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
+                self.0.downcast_ref::<T>()
+            }
+        }
+
+        impl fmt::Debug for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(concat!(stringify!($name), "(..)"))
+            }
+        }
+    };
 }
 
-impl fmt::Debug for Principal {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("Principal(..)")
-    }
+any_value! {
+    /// Who an authenticated client is: any value the embedder chooses, shared by reference
+    /// count.
+    ///
+    /// ```
+    /// # use shardcast::Principal;
+    /// let p = Principal::new(String::from("alice"));
+    /// assert_eq!(p.downcast_ref::<String>().map(String::as_str), Some("alice"));
+    /// assert!(p.downcast_ref::<u32>().is_none());
+    /// ```
+    Principal
 }
 
-/// What the embedder attaches to one connection, apart from who it is ([`Principal`]): a room,
-/// a tenant, what the upgrade request said. Any value, shared by reference count; set by
-/// [`Decision::with_data`](crate::Decision::with_data) or
-/// [`Registration::data`](crate::Registration::data), read with
-/// [`Context::data`](crate::Context::data) in every hook and in [`ClientInfo::data`].
-///
-/// ```
-/// # use shardcast::ClientData;
-/// struct Room(&'static str);
-/// let data = ClientData::new(Room("lobby"));
-/// assert_eq!(data.downcast_ref::<Room>().map(|r| r.0), Some("lobby"));
-/// assert!(data.downcast_ref::<String>().is_none());
-/// ```
-#[derive(Clone)]
-pub struct ClientData(Arc<dyn Any + Send + Sync>);
-
-impl ClientData {
-    /// Wraps `value`.
-    pub fn new<T: Any + Send + Sync>(value: T) -> ClientData {
-        ClientData(Arc::new(value))
-    }
-
-    /// The value, if it is a `T`.
-    pub fn downcast_ref<T: Any>(&self) -> Option<&T> {
-        self.0.downcast_ref::<T>()
-    }
-}
-
-impl fmt::Debug for ClientData {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("ClientData(..)")
-    }
+any_value! {
+    /// What the embedder attaches to one connection, apart from who it is ([`Principal`]): a
+    /// room, a tenant, what the upgrade request said. Any value, shared by reference count; set
+    /// by [`Decision::with_data`](crate::Decision::with_data) or
+    /// [`Registration::data`](crate::Registration::data), read with
+    /// [`Context::data`](crate::Context::data) in every hook and in [`ClientInfo::data`].
+    ///
+    /// ```
+    /// # use shardcast::ClientData;
+    /// struct Room(&'static str);
+    /// let data = ClientData::new(Room("lobby"));
+    /// assert_eq!(data.downcast_ref::<Room>().map(|r| r.0), Some("lobby"));
+    /// assert!(data.downcast_ref::<String>().is_none());
+    /// ```
+    ClientData
 }
 
 /// A snapshot of one registered client, from [`crate::Engine::client`] or
