@@ -24,12 +24,18 @@ use tokio::time::Instant;
 const TEST_MAX: Duration = Duration::from_secs(90);
 
 /// A `nats-server` on loopback, killed and reaped on drop.
+///
+/// The server picks its own ports (`-p -1 -m -1`) and reports them in a ports file: ports picked
+/// by the test and released before the server binds them could be taken by a parallel test's
+/// server in between, which then answered in this one's name (and went away with its test).
 struct NatsServer {
     /// The binary.
     bin: PathBuf,
-    /// Its client port.
+    /// Where the server writes its ports file, empty otherwise; removed on drop.
+    dir: PathBuf,
+    /// Its client port, once known.
     port: u16,
-    /// Its monitoring (HTTP) port.
+    /// Its monitoring (HTTP) port, once known.
     monitor: u16,
     /// The running server, if any.
     child: Option<Child>,
@@ -51,6 +57,13 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
+/// The port in the first `"key":["scheme://127.0.0.1:PORT"` of a ports file.
+fn port_of(ports: &str, key: &str) -> Option<u16> {
+    let rest = &ports[ports.find(&format!("\"{key}\""))?..];
+    let url = rest.split('"').nth(3)?;
+    url.rsplit(':').next()?.parse().ok()
+}
+
 impl NatsServer {
     /// Starts a server, or says why test `test` is skipped and returns `None`.
     async fn start(test: &str) -> Option<NatsServer> {
@@ -67,33 +80,60 @@ impl NatsServer {
             );
             return None;
         };
+        let dir =
+            std::env::temp_dir().join(format!("shardcast-nats-{}-{test}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("ports file directory");
         let mut server = NatsServer {
             bin,
-            port: free_port(),
-            monitor: free_port(),
+            dir,
+            port: 0,
+            monitor: 0,
             child: None,
         };
         server.run().await;
         Some(server)
     }
 
-    /// Starts the process and waits until it accepts connections.
+    /// Starts the process (on the ports it had before, once it has had some) and waits until
+    /// it has written its ports file, which it does once it listens on both.
     async fn run(&mut self) {
+        for entry in std::fs::read_dir(&self.dir).expect("ports file directory") {
+            let _ = std::fs::remove_file(entry.expect("directory entry").path());
+        }
+        let (port, monitor) = match self.port {
+            0 => ("-1".to_string(), "-1".to_string()),
+            port => (port.to_string(), self.monitor.to_string()),
+        };
         let child = Command::new(&self.bin)
-            .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
-            .args(["-m", &self.monitor.to_string()])
+            .args(["-a", "127.0.0.1", "-p", &port, "-m", &monitor])
+            .arg("--ports_file_dir")
+            .arg(&self.dir)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        let addr: SocketAddr = ([127, 0, 0, 1], self.port).into();
         let start = Instant::now();
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
+        let ports = loop {
+            let written = std::fs::read_dir(&self.dir)
+                .expect("ports file directory")
+                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                .find(|text| text.contains("monitoring") && text.trim_end().ends_with('}'));
+            if let Some(ports) = written {
+                break ports;
+            }
+            let exited = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            assert!(exited.is_none(), "nats-server exited at start: {exited:?}");
             assert!(start.elapsed() < WAIT, "nats-server did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        };
+        self.port = port_of(&ports, "nats").expect("client port in the ports file");
+        self.monitor = port_of(&ports, "monitoring").expect("monitoring port in the ports file");
     }
 
     /// Kills the process and reaps it.
@@ -126,6 +166,7 @@ impl NatsServer {
 impl Drop for NatsServer {
     fn drop(&mut self) {
         self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
