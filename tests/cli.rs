@@ -331,3 +331,13 @@ fn a_second_serve_on_the_port_of_a_running_one_fails_naming_the_address() {
         "the first server still runs"
     );
 }
+
+#[test]
+fn bench_refuses_nodes_with_a_target_or_a_baseline_naming_the_flag() {
+    refused(
+        &["bench", "--nodes", "2", "--target", "ws://127.0.0.1:1/"],
+        &["--nodes", "--target"],
+    );
+    refused(&["bench", "--nodes", "2", "--server", "bun"], &["--nodes"]);
+    refused(&["bench", "--nodes", "0"], &["--nodes"]);
+}

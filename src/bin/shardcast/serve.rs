@@ -187,7 +187,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 let (t, b) = (stats.total, stats.bridge);
                 let d = b.dropped;
                 format!(
-                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
                     t.clients,
                     t.deliveries,
                     t.write_syscalls,
@@ -195,6 +195,8 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     t.frames_dropped,
                     t.evicted.slow_consumer + t.evicted.write_deadline + t.evicted.heartbeat
                         + t.evicted.auth_deadline + t.evicted.protocol,
+                    u8::from(b.connected),
+                    b.subscriptions,
                     b.published,
                     b.received,
                     d.outbound_full + d.disconnected + d.publish_failed + d.stopped

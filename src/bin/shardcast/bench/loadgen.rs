@@ -78,6 +78,8 @@ pub(crate) struct Connected {
     pub(crate) measured: bool,
     /// The topics it subscribed to, sorted (`[0]` without `--topics`: everyone has topic 0).
     pub(crate) topics: Vec<u32>,
+    /// The node it is connected to (`--nodes`; 0 otherwise).
+    pub(crate) node: usize,
 }
 
 /// Opens a TCP connection from `source` (if given) and performs the WebSocket upgrade.
@@ -163,13 +165,16 @@ struct Client {
     next_seq: Vec<u32>,
     measured: bool,
     open: bool,
+    /// The node it is connected to.
+    node: usize,
 }
 
 /// What a receiver thread measured.
 #[derive(Debug)]
 pub(crate) struct Received {
-    /// Latency of every measured delivery, in microseconds.
-    pub(crate) latency_us: Histogram<u64>,
+    /// Latency of the measured deliveries, in microseconds: `[same node, other node]` (a
+    /// delivery is same-node when its publisher is connected to the receiver's node).
+    pub(crate) latency_us: [Histogram<u64>; 2],
 }
 
 /// Runs a receiver thread over `clients` until `shared.stop`; with `busy_poll`, it polls
@@ -181,6 +186,7 @@ pub(crate) fn receive(
     clients: Vec<Connected>,
     publishers: usize,
     named_topics: bool,
+    nodes: usize,
     shared: Arc<Shared>,
     busy_poll: bool,
 ) -> io::Result<Received> {
@@ -198,10 +204,14 @@ pub(crate) fn receive(
             topics: c.topics,
             measured: c.measured,
             open: true,
+            node: c.node,
         });
     }
-    let mut latency_us =
-        Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).map_err(io::Error::other)?;
+    let histogram = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3);
+    let mut latency_us = [
+        histogram().map_err(io::Error::other)?,
+        histogram().map_err(io::Error::other)?,
+    ];
     let mut events = Events::with_capacity(1024);
     let mut buf = vec![0u8; READ_BUFFER_BYTES];
     let mut ping = Vec::new();
@@ -211,6 +221,7 @@ pub(crate) fn receive(
     // Frames that were already in the upgrade response.
     let mut tally = Tally {
         named_topics,
+        nodes: nodes.max(1),
         ..Tally::default()
     };
     let now = shared.now_ns();
@@ -280,6 +291,8 @@ struct Tally {
     closed: u64,
     /// Whether payloads carry their topic (`--topics`); else every one is of topic 0.
     named_topics: bool,
+    /// Nodes the connections are spread over; publisher p is on node p mod `nodes`.
+    nodes: usize,
 }
 
 impl Tally {
@@ -300,6 +313,7 @@ impl Tally {
         }
         *self = Tally {
             named_topics: self.named_topics,
+            nodes: self.nodes,
             ..Tally::default()
         };
     }
@@ -311,7 +325,13 @@ fn close(c: &mut Client, tally: &mut Tally) {
 }
 
 /// Parses server frames from `data` (after any partial frame kept from the last read).
-fn ingest(c: &mut Client, data: &[u8], now_ns: u64, hist: &mut Histogram<u64>, tally: &mut Tally) {
+fn ingest(
+    c: &mut Client,
+    data: &[u8],
+    now_ns: u64,
+    hist: &mut [Histogram<u64>; 2],
+    tally: &mut Tally,
+) {
     if c.partial.is_empty() {
         let used = parse(c, data, now_ns, hist, tally);
         c.partial.extend_from_slice(&data[used..]);
@@ -329,7 +349,7 @@ fn parse(
     c: &mut Client,
     data: &[u8],
     now_ns: u64,
-    hist: &mut Histogram<u64>,
+    hist: &mut [Histogram<u64>; 2],
     tally: &mut Tally,
 ) -> usize {
     let mut at = 0;
@@ -382,7 +402,9 @@ fn parse(
                     None => tally.lost += 1,
                 }
                 tally.delivered += 1;
-                hist.saturating_record((now_ns.saturating_sub(sent) / 1000).max(1));
+                let cross = publisher % tally.nodes != c.node;
+                hist[usize::from(cross)]
+                    .saturating_record((now_ns.saturating_sub(sent) / 1000).max(1));
             }
             0x8 => close(c, tally),
             _ => {}

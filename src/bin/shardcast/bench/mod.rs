@@ -11,6 +11,7 @@
 //! the layout that says how many there are is in [`topics`].
 
 mod baselines;
+mod broker;
 mod loadgen;
 mod publish;
 mod report;
@@ -21,9 +22,10 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
 use publish::{Length, Load};
 use report::Report;
-use server::{Kind, Policy, ServerOptions, Target};
+use server::{Kind, Policy, ServerOptions, Setup, Target};
 use std::borrow::Cow;
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -100,6 +102,16 @@ pub(crate) struct Args {
     /// Topics each client subscribes to, from 1 to --topics and at most 256 (default: 1).
     #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=256))]
     subscriptions: Option<u64>,
+    /// Run N shardcast nodes (`serve --nats`, 1 to 16) sharing broadcasts through a
+    /// `nats-server` the bench starts on loopback, the clients and publishers spread over them
+    /// in turn; latency is split into same-node and cross-node deliveries. Several counts
+    /// (`--nodes 1,2`) run side by side, taking turns (see --repeat), in one table.
+    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=16))]
+    nodes: Vec<u64>,
+    /// The `nats-server` binary for --nodes. Default: the first on PATH, else
+    /// /usr/sbin/nats-server.
+    #[arg(long, value_name = "PATH")]
+    nats_server: Option<PathBuf>,
     /// Print one JSON object on standard output instead of the summary.
     #[arg(long)]
     json: bool,
@@ -134,6 +146,9 @@ pub(crate) struct Args {
 /// Descriptors the bench and its server use besides connections (stdio, epoll, listeners).
 const DESCRIPTORS_SPARE: u64 = 64;
 
+/// How long the nodes' NATS subscriptions may take to be in place before a `--nodes` run.
+const BRIDGES_READY_WITHIN: Duration = Duration::from_secs(10);
+
 /// How often the bench samples the server's resident memory during a run.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
@@ -165,6 +180,19 @@ fn check(args: &Args) -> Result<(), String> {
                 "--rate {rate} sends no frame in --duration {}; raise either",
                 args.duration
             ));
+        }
+    }
+    if !args.nodes.is_empty() {
+        if args.target.is_some() {
+            return Err("--nodes starts its own nodes: it cannot go with --target".into());
+        }
+        let embedded = if args.sweep {
+            args.sweep_servers.contains(&Kind::Embedded)
+        } else {
+            args.server == Kind::Embedded
+        };
+        if !embedded {
+            return Err("--nodes runs shardcast's own nodes: it needs the embedded server".into());
         }
     }
     if !(0.0..1.0).contains(&args.stall) {
@@ -225,36 +253,48 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let interactive = std::io::stdout().is_terminal() && !args.json;
-    if args.sweep {
-        let mut rows = Vec::new();
-        for &clients in &args.sweep_clients {
-            for &window in &args.sweep_windows {
-                for &payload in &args.sweep_payloads {
-                    let shape = Shape {
-                        clients,
-                        window,
-                        payload,
-                    };
-                    // row[server][repeat]: the servers take turns, so that a drift of the
-                    // machine's speed hits each of them alike.
-                    let mut row: Vec<Vec<Report>> =
-                        args.sweep_servers.iter().map(|_| Vec::new()).collect();
-                    for _ in 0..args.repeat {
-                        let mut turn = Vec::new();
-                        for &kind in &args.sweep_servers {
-                            let target = Target::start(kind, &options)?;
-                            turn.push(measure(&args, shape, target, interactive)?);
-                        }
-                        if !args.json {
-                            eprintln!("{}", report::sweep_progress(&turn));
-                        }
-                        for (runs, report) in row.iter_mut().zip(turn) {
-                            runs.push(report);
-                        }
+    let setups = setups(&args);
+    if args.sweep || setups.len() > 1 {
+        let shapes = if args.sweep {
+            let mut shapes = Vec::new();
+            for &clients in &args.sweep_clients {
+                for &window in &args.sweep_windows {
+                    for &payload in &args.sweep_payloads {
+                        shapes.push(Shape {
+                            clients,
+                            window,
+                            payload,
+                        });
                     }
-                    rows.push(row);
                 }
             }
+            shapes
+        } else {
+            vec![Shape {
+                clients: args.clients,
+                window: args.window,
+                payload: args.payload,
+            }]
+        };
+        let mut rows = Vec::new();
+        for shape in shapes {
+            // row[setup][repeat]: the setups take turns, so that a drift of the machine's speed
+            // hits each of them alike.
+            let mut row: Vec<Vec<Report>> = setups.iter().map(|_| Vec::new()).collect();
+            for _ in 0..args.repeat {
+                let mut turn = Vec::new();
+                for &setup in &setups {
+                    let target = Target::start(setup, &options, args.nats_server.as_deref())?;
+                    turn.push(measure(&args, shape, target, interactive)?);
+                }
+                if !args.json {
+                    eprintln!("{}", report::sweep_progress(&turn));
+                }
+                for (runs, report) in row.iter_mut().zip(turn) {
+                    runs.push(report);
+                }
+            }
+            rows.push(row);
         }
         if args.json {
             println!("{}", report::sweep_json(&rows));
@@ -263,9 +303,10 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         }
         return Ok(());
     }
-    let target = match &args.target {
-        Some(url) => Target::external(url)?,
-        None => Target::start(args.server, &options)?,
+    let target = match (&args.target, setups.first()) {
+        (Some(url), _) => Target::external(url)?,
+        (None, Some(&setup)) => Target::start(setup, &options, args.nats_server.as_deref())?,
+        (None, None) => return Err("nothing to measure".into()),
     };
     let shape = Shape {
         clients: args.clients,
@@ -279,6 +320,28 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         print!("{}", report.human());
     }
     Ok(())
+}
+
+/// What the bench starts, in the order the runs take turns: each server (`--sweep-servers`
+/// with --sweep, else `--server`), the embedded one once per `--nodes` count if given.
+fn setups(args: &Args) -> Vec<Setup> {
+    let kinds = if args.sweep {
+        args.sweep_servers.clone()
+    } else {
+        vec![args.server]
+    };
+    let mut setups = Vec::new();
+    for kind in kinds {
+        if kind == Kind::Embedded && !args.nodes.is_empty() {
+            setups.extend(args.nodes.iter().map(|&n| Setup {
+                kind,
+                nodes: Some(n as usize),
+            }));
+        } else {
+            setups.push(Setup { kind, nodes: None });
+        }
+    }
+    setups
 }
 
 fn bar(interactive: bool, len: u64, message: &'static str) -> ProgressBar {
@@ -306,8 +369,12 @@ fn measure(
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(10);
     let layout = layout(args)?;
-    let pid = target.pid();
-    let rss_before = pid.and_then(|p| server::settled_rss(p, Duration::from_secs(2)));
+    let pids = target.pids();
+    let cpu_pids = target.cpu_pids();
+    let nodes = target.nodes.len();
+    let rss_before = server::settled_rss(&pids, Duration::from_secs(2));
+    // The topics each node's clients subscribe to: the NATS subscriptions it must hold.
+    let mut node_topics = vec![std::collections::HashSet::new(); nodes];
 
     let connecting = bar(interactive, shape.clients + args.publishers, "connecting");
     let threads = args.loadgen_threads as usize;
@@ -319,7 +386,9 @@ fn measure(
     // Measured subscribers per topic (without topics, everyone on topic 0).
     let mut fanout = vec![0u64; layout.map_or(1, |l| l.topics() as usize)];
     for i in 0..shape.clients as usize {
-        let source = loadgen::source_for(i, target.addr);
+        let node = target.node_of(i);
+        let (addr, host) = &target.nodes[node];
+        let source = loadgen::source_for(i, *addr);
         let stall = stalled_at(i as u64);
         let recv_buffer = stall.then_some(4 << 10);
         let (topics, path) = match layout {
@@ -331,15 +400,11 @@ fn measure(
             }
             None => (vec![0], Cow::Borrowed(target.path.as_str())),
         };
-        let (stream, leftover) = loadgen::connect(
-            target.addr,
-            &target.host,
-            &path,
-            source,
-            timeout,
-            recv_buffer,
-        )
-        .map_err(|e| format!("client {i} cannot connect to {}: {e}", target.addr))?;
+        let (stream, leftover) = loadgen::connect(*addr, host, &path, source, timeout, recv_buffer)
+            .map_err(|e| format!("client {i} cannot connect to {addr}: {e}"))?;
+        if layout.is_some() {
+            node_topics[node].extend(topics.iter().copied());
+        }
         if stall {
             stalled.push(stream);
         } else {
@@ -351,6 +416,7 @@ fn measure(
                 leftover,
                 measured: true,
                 topics,
+                node,
             });
         }
         connecting.inc(1);
@@ -358,21 +424,29 @@ fn measure(
     let healthy = shape.clients - stalled.len() as u64;
     let mut publishers = Vec::new();
     for p in 0..args.publishers as usize {
+        // Publisher p is on node p mod nodes, as the receivers reckon.
+        let node = target.node_of(p);
+        let (addr, host) = &target.nodes[node];
         let (stream, leftover) =
-            loadgen::connect(target.addr, &target.host, &target.path, None, timeout, None)
-                .map_err(|e| format!("publisher {p} cannot connect to {}: {e}", target.addr))?;
+            loadgen::connect(*addr, host, &target.path, None, timeout, None)
+                .map_err(|e| format!("publisher {p} cannot connect to {addr}: {e}"))?;
         let reader = stream.try_clone()?;
         groups[p % threads].push(Connected {
             stream: reader,
             leftover,
             measured: false,
             topics: Vec::new(),
+            node,
         });
         publishers.push(stream);
         connecting.inc(1);
     }
     connecting.finish_and_clear();
-    let rss_idle = pid.and_then(|p| server::settled_rss(p, Duration::from_secs(3)));
+    if target.broker.is_some() {
+        let wanted: Vec<u64> = node_topics.iter().map(|t| t.len() as u64).collect();
+        await_bridges(&mut target.servers, &wanted)?;
+    }
+    let rss_idle = server::settled_rss(&pids, Duration::from_secs(3));
 
     let shared = Arc::new(Shared::new());
     let _ = shared.publisher.set(std::thread::current());
@@ -386,7 +460,7 @@ fn measure(
             std::thread::Builder::new()
                 .name("bench-recv".into())
                 .spawn(move || {
-                    loadgen::receive(group, publishers, named_topics, shared, busy_poll)
+                    loadgen::receive(group, publishers, named_topics, nodes, shared, busy_poll)
                 })?,
         );
     }
@@ -404,8 +478,8 @@ fn measure(
         length,
         rate: args.rate,
     };
-    let counters_before = target.child.as_mut().and_then(|s| s.counters());
-    let server_cpu_before = pid.and_then(server::cpu_ns);
+    let counters_before = server::counters(&mut target.servers);
+    let server_cpu_before = server::cpu_ns_of(&cpu_pids);
     let own_cpu_before = server::cpu_ns(std::process::id());
     let wall = Instant::now();
     let running = bar(interactive, 1000, "running");
@@ -423,14 +497,14 @@ fn measure(
         )
     });
     let started = Instant::now();
-    let child = &mut target.child;
+    let servers = &mut target.servers;
     // The server's memory every few seconds, to see whether it keeps growing (soak runs).
     let mut rss_samples: Vec<(f64, u64)> = Vec::new();
     let mut last_sample = Instant::now();
     let published = publish::run(&mut publishers, load, &shared, |f| {
         running.set_position((f.clamp(0.0, 1.0) * 1000.0) as u64);
         if last_sample.elapsed() >= RSS_SAMPLE_EVERY
-            && let Some(rss) = pid.and_then(server::rss_bytes)
+            && let Some(rss) = server::rss_of(&pids)
         {
             last_sample = Instant::now();
             rss_samples.push((started.elapsed().as_secs_f64(), rss));
@@ -440,8 +514,8 @@ fn measure(
             && watch.last.elapsed() >= watch.every
         {
             watch.last = Instant::now();
-            if let (Some(server), Some((evicted0, dropped0))) = (child.as_mut(), baseline)
-                && let Some(c) = server.counters()
+            if let Some((evicted0, dropped0)) = baseline
+                && let Some(c) = server::counters(servers)
             {
                 let evicted = c.get("evicted").unwrap_or(0).saturating_sub(evicted0);
                 let dropped = c
@@ -458,22 +532,27 @@ fn measure(
     })?;
     running.finish_and_clear();
     let wall = wall.elapsed();
-    let server_cpu = pid
-        .and_then(server::cpu_ns)
+    let server_cpu = server::cpu_ns_of(&cpu_pids)
         .zip(server_cpu_before)
         .map(|(a, b)| a.saturating_sub(b));
     let own_cpu = server::cpu_ns(std::process::id())
         .zip(own_cpu_before)
         .map(|(a, b)| a.saturating_sub(b));
-    let counters_after = target.child.as_mut().and_then(|s| s.counters());
-    let rss_loaded = pid.and_then(server::rss_bytes);
+    let counters_after = server::counters(&mut target.servers);
+    let rss_loaded = server::rss_of(&pids);
 
     shared.stop.store(true, Relaxed);
-    let mut latency = hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3)?;
+    let histogram = || hdrhistogram::Histogram::<u64>::new_with_bounds(1, 120_000_000, 3);
+    let (mut latency, mut same, mut cross) = (histogram()?, histogram()?, histogram()?);
     for r in receivers {
         let received = r.join().map_err(|_| "a receiver thread panicked")??;
-        latency.add(&received.latency_us)?;
+        let [s, c] = &received.latency_us;
+        same.add(s)?;
+        cross.add(c)?;
+        latency.add(s)?;
+        latency.add(c)?;
     }
+    let with_broker = target.broker.is_some();
     drop(publishers);
     let label = target.label.clone();
     let kind = target.kind;
@@ -518,6 +597,13 @@ fn measure(
             subscriptions: l.subscriptions(),
             expected_deliveries: published.expected,
         }),
+        cluster: with_broker.then(|| report::Cluster {
+            nodes,
+            same_node_us: same,
+            cross_node_us: cross,
+            broker_messages_per_publish: server_delta("bridge_published")
+                .map(|m| m as f64 / published.frames.max(1) as f64),
+        }),
         stall: (stalled_count > 0).then(|| report::Stall {
             stalled: stalled_count,
             evicted: server_delta("evicted"),
@@ -530,6 +616,30 @@ fn measure(
                 .then(|| args.client_queue_bytes.unwrap_or(1 << 20) as u64),
         }),
     })
+}
+
+/// Waits until every node's bridge is connected and holds the NATS subscriptions of its
+/// clients' topics (`wanted`, per node), so that the first publications reach every node.
+fn await_bridges(servers: &mut [server::Server], wanted: &[u64]) -> Result<(), String> {
+    let started = Instant::now();
+    loop {
+        let c = server::counters(servers).ok_or("a node does not answer `stats`")?;
+        let connected = c.each("bridge_connected");
+        let held = c.each("bridge_subscriptions");
+        let ready = connected.iter().all(|c| *c == Some(1))
+            && held.len() == wanted.len()
+            && held.iter().zip(wanted).all(|(h, w)| *h == Some(*w));
+        if ready {
+            return Ok(());
+        }
+        if started.elapsed() > BRIDGES_READY_WITHIN {
+            return Err(format!(
+                "the nodes' NATS bridges are not ready after {BRIDGES_READY_WITHIN:?}: \
+                 connected {connected:?}, topics held {held:?} of {wanted:?}"
+            ));
+        }
+        std::thread::park_timeout(Duration::from_millis(20));
+    }
 }
 
 /// When the bench last looked at the server's counters, and when the stalled clients were all

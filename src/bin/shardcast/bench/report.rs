@@ -30,6 +30,46 @@ pub(crate) struct Report {
     pub(crate) topics: Option<Topics>,
     /// What happened to the stalled clients, with `--stall`.
     pub(crate) stall: Option<Stall>,
+    /// The nodes and their broker, with `--nodes`.
+    pub(crate) cluster: Option<Cluster>,
+}
+
+/// The nodes of a `--nodes` run.
+#[derive(Debug)]
+pub(crate) struct Cluster {
+    /// Nodes the connections were spread over.
+    pub(crate) nodes: usize,
+    /// Latency of deliveries by the publisher's own node.
+    pub(crate) same_node_us: Histogram<u64>,
+    /// Latency of deliveries that crossed the broker to another node.
+    pub(crate) cross_node_us: Histogram<u64>,
+    /// Messages the nodes published to the broker per publication (1: once per broadcast,
+    /// whatever the shards and clients).
+    pub(crate) broker_messages_per_publish: Option<f64>,
+}
+
+impl Cluster {
+    /// "p50 X  p99 Y" of `h`, or "none".
+    fn summary(h: &Histogram<u64>) -> String {
+        if h.is_empty() {
+            return "none".into();
+        }
+        format!(
+            "p50 {}  p99 {}  ({} deliveries)",
+            micros(h.value_at_quantile(0.5)),
+            micros(h.value_at_quantile(0.99)),
+            thousands(h.len() as f64)
+        )
+    }
+}
+
+/// The `q` quantile of `h` in µs, 0 if it is empty.
+fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
+    if h.is_empty() {
+        0
+    } else {
+        h.value_at_quantile(q)
+    }
 }
 
 /// The topics of a `--topics` run.
@@ -109,11 +149,7 @@ impl Report {
     }
 
     fn percentile(&self, q: f64) -> u64 {
-        if self.latency_us.is_empty() {
-            0
-        } else {
-            self.latency_us.value_at_quantile(q)
-        }
+        quantile(&self.latency_us, q)
     }
 
     /// The summary for a person.
@@ -156,6 +192,21 @@ impl Report {
             micros(self.percentile(0.999)),
             micros(self.latency_us.max()),
         );
+        if let Some(c) = &self.cluster {
+            let _ = writeln!(
+                s,
+                "  nodes          {} sharing through NATS: same node {}; other node {}",
+                c.nodes,
+                Cluster::summary(&c.same_node_us),
+                Cluster::summary(&c.cross_node_us),
+            );
+            let _ = writeln!(
+                s,
+                "  NATS           {} messages published per publication (server CPU below \
+                 includes nats-server's)",
+                opt(c.broker_messages_per_publish, 3),
+            );
+        }
         let _ = writeln!(
             s,
             "  lost           {}{}",
@@ -213,7 +264,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -250,6 +301,17 @@ impl Report {
                 json_num(st.frames_dropped.map(|v| v as f64)),
                 json_num(st.resolved_after_s),
                 json_num(self.stall_bound().map(|v| v as f64)),
+            )),
+            self.cluster.as_ref().map_or("null".into(), |c| format!(
+                "{{\"nodes\":{},\"same_node_latency_us\":{{\"p50\":{},\"p99\":{},\"count\":{}}},\"cross_node_latency_us\":{{\"p50\":{},\"p99\":{},\"count\":{}}},\"broker_messages_per_publish\":{}}}",
+                c.nodes,
+                quantile(&c.same_node_us, 0.5),
+                quantile(&c.same_node_us, 0.99),
+                c.same_node_us.len(),
+                quantile(&c.cross_node_us, 0.5),
+                quantile(&c.cross_node_us, 0.99),
+                c.cross_node_us.len(),
+                json_num(c.broker_messages_per_publish),
             )),
         )
     }
@@ -312,12 +374,21 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
                 continue;
             };
             let rates: Vec<f64> = runs.iter().map(Report::deliveries_per_sec).collect();
+            // Across nodes: the same-node and the cross-node p99.
+            let p99 = match &median.cluster {
+                Some(c) if !c.cross_node_us.is_empty() => format!(
+                    "{} / {}",
+                    micros(quantile(&c.same_node_us, 0.99)),
+                    micros(quantile(&c.cross_node_us, 0.99))
+                ),
+                _ => micros(median.percentile(0.99)),
+            };
             let _ = write!(
                 s,
                 " {}{} | {} | {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
-                micros(median.percentile(0.99)),
+                p99,
                 runs.iter().map(|r| r.lost).sum::<u64>()
             );
         }
@@ -347,6 +418,18 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             "\nEvery row: {} topics, {} per client (deliveries per publication vary with the \
              clients: clients x {} / {} on average).",
             t.topics, t.subscriptions, t.subscriptions, t.topics
+        );
+    }
+    let clustered = rows.iter().flatten().flatten().any(|r| {
+        r.cluster
+            .as_ref()
+            .is_some_and(|c| !c.cross_node_us.is_empty())
+    });
+    if clustered {
+        let _ = writeln!(
+            s,
+            "\nWith nodes, p99 is same-node / cross-node: deliveries by the publisher's own node, \
+             and those that crossed NATS to another."
         );
     }
     if repeats > 1 {

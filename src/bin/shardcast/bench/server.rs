@@ -3,9 +3,11 @@
 //! `/proc` says about a process.
 
 use super::baselines;
+use super::broker::Broker;
 pub(crate) use crate::serve::Policy;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::Duration;
 
@@ -56,17 +58,36 @@ pub(crate) struct ServerOptions {
     pub(crate) slow_consumer: Policy,
 }
 
+/// What the bench starts: a server of `kind`, or `nodes` of our own `serve --nats` sharing
+/// broadcasts through a `nats-server` the bench starts too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Setup {
+    pub(crate) kind: Kind,
+    /// `Some(n)`: n nodes and a broker (`--nodes`); `None`: one server, no broker.
+    pub(crate) nodes: Option<usize>,
+}
+
+impl Setup {
+    /// How reports name it: the kind, and the node count for a cluster (`embedded x2 nats`).
+    pub(crate) fn label(self) -> String {
+        match self.nodes {
+            None => self.kind.name().into(),
+            Some(n) => format!("{} x{n} nats", self.kind.name()),
+        }
+    }
+}
+
 /// Where the load goes.
 #[derive(Debug)]
 pub(crate) struct Target {
-    /// Address to connect to.
-    pub(crate) addr: SocketAddr,
-    /// `Host` header value.
-    pub(crate) host: String,
+    /// Each node's address and `Host` header value; clients are spread over them in turn.
+    pub(crate) nodes: Vec<(SocketAddr, String)>,
     /// Request path.
     pub(crate) path: String,
-    /// The child process, when the bench started the server.
-    pub(crate) child: Option<Server>,
+    /// The processes the bench started (one per node), each with its control line.
+    pub(crate) servers: Vec<Server>,
+    /// The broker the nodes share, with `--nodes`.
+    pub(crate) broker: Option<Broker>,
     /// Which server the bench started; `None` for an external target.
     pub(crate) kind: Option<Kind>,
     /// Label for reports.
@@ -101,9 +122,10 @@ impl Server {
     pub(crate) fn start(
         kind: Kind,
         options: &ServerOptions,
+        nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::Naive => serve_command(kind, options)?,
+            Kind::Embedded | Kind::Naive => serve_command(kind, options, nats)?,
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
@@ -178,7 +200,7 @@ impl Server {
 
     /// Asks the server for its counters; `None` if it has no control line (the baselines) or
     /// does not answer.
-    pub(crate) fn counters(&mut self) -> Option<Counters> {
+    fn stats_line(&mut self) -> Option<String> {
         let stdin = self.stdin.as_mut()?;
         writeln!(stdin, "stats").ok()?;
         stdin.flush().ok()?;
@@ -189,7 +211,7 @@ impl Server {
                 return None;
             }
             if let Some(json) = line.strip_prefix("stats ") {
-                return Some(Counters(json.trim().to_owned()));
+                return Some(json.trim().to_owned());
             }
         }
     }
@@ -211,7 +233,11 @@ fn first_line(stderr: ChildStderr) -> String {
 
 /// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port; with
 /// topics, `--topics`, for which the engine runs `crate::topics::TopicRelay`.
-fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String> {
+fn serve_command(
+    kind: Kind,
+    options: &ServerOptions,
+    nats: Option<&str>,
+) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
     let mut cmd = Command::new(exe);
     cmd.args(["serve", "--addr", "127.0.0.1:0", "--control-stdin"]);
@@ -232,37 +258,90 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
     if options.topics {
         cmd.arg("--topics");
     }
+    if let Some(url) = nats {
+        cmd.args(["--nats", url]);
+    }
     Ok(cmd)
 }
 
-/// One `stats` answer: a flat JSON object of integers.
+/// The `stats` answers of every node: flat JSON objects of integers.
 #[derive(Debug)]
-pub(crate) struct Counters(String);
+pub(crate) struct Counters(Vec<String>);
 
 impl Counters {
-    /// The integer at `key`.
+    /// The integer at `key`, summed over the nodes; `None` if a node does not have it.
     pub(crate) fn get(&self, key: &str) -> Option<u64> {
         let pattern = format!("\"{key}\":");
-        let start = self.0.find(&pattern)? + pattern.len();
-        let digits: String = self.0[start..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        digits.parse().ok()
+        self.0.iter().try_fold(0u64, |sum, json| {
+            let start = json.find(&pattern)? + pattern.len();
+            let digits: String = json[start..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            Some(sum + digits.parse::<u64>().ok()?)
+        })
+    }
+
+    /// The integer at `key` of each node.
+    pub(crate) fn each(&self, key: &str) -> Vec<Option<u64>> {
+        self.0
+            .iter()
+            .map(|json| Counters(vec![json.clone()]).get(key))
+            .collect()
     }
 }
 
+/// The counters of every server in `servers`; `None` if there are none or one does not answer.
+pub(crate) fn counters(servers: &mut [Server]) -> Option<Counters> {
+    if servers.is_empty() {
+        return None;
+    }
+    let mut answers = Vec::with_capacity(servers.len());
+    for server in servers {
+        answers.push(server.stats_line()?);
+    }
+    Some(Counters(answers))
+}
+
 impl Target {
-    /// Starts a server of `kind`.
-    pub(crate) fn start(kind: Kind, options: &ServerOptions) -> Result<Target, String> {
-        let (server, addr) = Server::start(kind, options)?;
+    /// Starts what `setup` asks for: one server, or a broker (`nats_server`) and its nodes.
+    pub(crate) fn start(
+        setup: Setup,
+        options: &ServerOptions,
+        nats_server: Option<&Path>,
+    ) -> Result<Target, String> {
+        let Some(n) = setup.nodes else {
+            let (server, addr) = Server::start(setup.kind, options, None)?;
+            return Ok(Target {
+                nodes: vec![(addr, addr.to_string())],
+                path: "/".into(),
+                servers: vec![server],
+                broker: None,
+                kind: Some(setup.kind),
+                label: setup.label(),
+            });
+        };
+        if setup.kind != Kind::Embedded {
+            return Err(format!(
+                "--nodes runs shardcast's own nodes (embedded); {} has no NATS bridge",
+                setup.kind.name()
+            ));
+        }
+        let broker = Broker::start(&super::broker::find(nats_server)?)?;
+        let mut nodes = Vec::with_capacity(n);
+        let mut servers = Vec::with_capacity(n);
+        for _ in 0..n {
+            let (server, addr) = Server::start(setup.kind, options, Some(broker.url()))?;
+            nodes.push((addr, addr.to_string()));
+            servers.push(server);
+        }
         Ok(Target {
-            addr,
-            host: addr.to_string(),
+            nodes,
             path: "/".into(),
-            child: Some(server),
-            kind: Some(kind),
-            label: kind.name().into(),
+            servers,
+            broker: Some(broker),
+            kind: Some(setup.kind),
+            label: setup.label(),
         })
     }
 
@@ -281,19 +360,47 @@ impl Target {
             .next()
             .ok_or_else(|| format!("{host:?} resolves to no address"))?;
         Ok(Target {
-            addr,
-            host: host.into(),
+            nodes: vec![(addr, host.into())],
             path: path.into(),
-            child: None,
+            servers: Vec::new(),
+            broker: None,
             kind: None,
             label: url.into(),
         })
     }
 
-    /// The server process id, when the bench started it.
-    pub(crate) fn pid(&self) -> Option<u32> {
-        self.child.as_ref().map(Server::pid)
+    /// The node the `i`-th connection goes to: they take turns.
+    pub(crate) fn node_of(&self, i: usize) -> usize {
+        i % self.nodes.len()
     }
+
+    /// The process ids of the servers the bench started (none for an external target).
+    pub(crate) fn pids(&self) -> Vec<u32> {
+        self.servers.iter().map(Server::pid).collect()
+    }
+
+    /// The process ids whose CPU time is the server side's: the servers and their broker.
+    pub(crate) fn cpu_pids(&self) -> Vec<u32> {
+        let mut pids = self.pids();
+        pids.extend(self.broker.as_ref().map(Broker::pid));
+        pids
+    }
+}
+
+/// The summed CPU time of `pids`, in nanoseconds; `None` if there are none or one is gone.
+pub(crate) fn cpu_ns_of(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| cpu_ns(p)).sum()
+}
+
+/// The summed resident memory of `pids`, in bytes; `None` if there are none or one is gone.
+pub(crate) fn rss_of(pids: &[u32]) -> Option<u64> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().map(|&p| rss_bytes(p)).sum()
 }
 
 /// CPU time of every thread of a process, in nanoseconds (`/proc/PID/task/*/schedstat`).
@@ -321,14 +428,14 @@ pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
-/// Waits until `pid`'s resident memory stops moving (allocators return memory lazily), at most
-/// `limit`.
-pub(crate) fn settled_rss(pid: u32, limit: Duration) -> Option<u64> {
+/// Waits until the summed resident memory of `pids` stops moving (allocators return memory
+/// lazily), at most `limit`.
+pub(crate) fn settled_rss(pids: &[u32], limit: Duration) -> Option<u64> {
     let start = std::time::Instant::now();
-    let mut last = rss_bytes(pid)?;
+    let mut last = rss_of(pids)?;
     loop {
         std::thread::park_timeout(Duration::from_millis(100));
-        let now = rss_bytes(pid)?;
+        let now = rss_of(pids)?;
         if now == last || start.elapsed() > limit {
             return Some(now);
         }
