@@ -51,6 +51,7 @@ mod interest;
 mod open;
 mod outbound;
 mod relay;
+mod session;
 mod shared;
 mod state;
 mod thread;
