@@ -9,8 +9,8 @@
 //!
 //! - `index` maps exactly the ids of clients in phase `Open` to their slab slot. A client
 //!   leaves `index` (and the `clients` gauge, and the audience of every later broadcast) the
-//!   moment it is closed, while its slot stays until its connection task has flushed the close
-//!   frame and released it.
+//!   moment it is closed, while its slot stays until its driver (task or event loop) has
+//!   flushed the close frame and released it.
 //! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
 //! - Every registered client produces exactly one `removed` event.
 //! - A client has subscriptions in `topics` only while it is in `index` (it leaves every topic
@@ -153,7 +153,8 @@ pub(crate) struct State {
     config: Arc<Config>,
     /// This shard's counters (this thread is the only writer).
     counters: Arc<ShardCounters>,
-    /// Every client with a live connection task past its upgrade.
+    /// Every client past its upgrade whose connection is still served (by its task or the
+    /// event loop).
     clients: Slab<Client>,
     /// Open clients by id.
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
@@ -641,7 +642,7 @@ impl State {
         bump(&counters.write_syscalls, 1);
     }
 
-    /// Frees `slot` once its connection task is done. A client still open left without a close
+    /// Frees `slot` once its connection is done (its task, or the event loop, is through). A client still open left without a close
     /// frame (EOF, I/O error).
     pub(crate) fn release(&mut self, slot: usize) {
         self.close(slot, RemoveReason::Disconnected);
@@ -713,12 +714,12 @@ impl State {
         !self.shutting_down
     }
 
-    /// A connection task starts.
+    /// A connection starts (its opening task is spawned).
     pub(crate) fn connection_started(&mut self) {
         self.live += 1;
     }
 
-    /// A connection task ended; true if it was the last one of a shutdown.
+    /// A connection ended (task or event loop's); true if it was the last one of a shutdown.
     pub(crate) fn connection_ended(&mut self) -> bool {
         self.live -= 1;
         self.shutting_down && self.live == 0
