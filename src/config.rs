@@ -99,6 +99,45 @@ impl Default for Coalescing {
     }
 }
 
+/// How a shard moves the bytes of its connections: the driver between the sockets and the
+/// shard's decisions, which are the same under either.
+///
+/// Chosen with [`Builder::driver`](crate::Builder::driver); when it is not chosen, the
+/// environment variable `SHARDCAST_DRIVER` (`event-loop` or `tasks`) picks it, so that a test
+/// suite or a comparison can run on either driver without a change to the code.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Driver {
+    /// The default. One event loop per shard serves every plain TCP connection of that shard
+    /// once its upgrade is done (`epoll`, through `mio`): no task and no reactor registration
+    /// per connection, so a connection costs its client record, its parser and its socket.
+    /// Other streams (wrapped, TLS, in-memory, a framework's) are served as with
+    /// [`Driver::Tasks`]. Where the loop cannot run (not Unix, or `epoll` refused), every
+    /// connection is served as with `Tasks`.
+    #[default]
+    EventLoop,
+    /// Every connection is a task of its shard's runtime, registered with the runtime's
+    /// reactor: about 650 bytes more per connection than the event loop.
+    Tasks,
+}
+
+impl Driver {
+    /// The driver `SHARDCAST_DRIVER` names: `None` if it is not set, `Err` if it names none.
+    pub(crate) fn from_env() -> Result<Option<Driver>, &'static str> {
+        match std::env::var("SHARDCAST_DRIVER") {
+            Err(std::env::VarError::NotPresent) => Ok(None),
+            Ok(name) => match name.as_str() {
+                "event-loop" => Ok(Some(Driver::EventLoop)),
+                "tasks" => Ok(Some(Driver::Tasks)),
+                _ => Err("SHARDCAST_DRIVER must be `event-loop` or `tasks`"),
+            },
+            Err(std::env::VarError::NotUnicode(_)) => {
+                Err("SHARDCAST_DRIVER must be `event-loop` or `tasks`")
+            }
+        }
+    }
+}
+
 /// Every limit and setting of an engine. Built by [`crate::Builder`]; read with
 /// [`crate::Engine::config`].
 #[derive(Clone, Debug)]
@@ -195,6 +234,9 @@ pub struct Config {
     /// [`BridgeDrops::disconnected`](crate::BridgeDrops::disconnected)). Default: off
     /// (`Builder::build` fails).
     pub bridge_optional: bool,
+    /// How shards move their connections' bytes. Default: [`Driver::EventLoop`] (see
+    /// [`Driver`] for `SHARDCAST_DRIVER`).
+    pub driver: Driver,
 }
 
 impl Default for Config {
@@ -229,6 +271,7 @@ impl Default for Config {
             bridge_inbound_capacity: 8192,
             bridge_unsubscribe_delay: Duration::from_secs(1),
             bridge_optional: false,
+            driver: Driver::EventLoop,
         }
     }
 }

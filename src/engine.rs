@@ -4,7 +4,7 @@
 
 use crate::bridge::{Broker, Link, driver};
 use crate::client::{ClientInfo, Principal};
-use crate::config::{Coalescing, Config, SlowConsumerPolicy};
+use crate::config::{Coalescing, Config, Driver, SlowConsumerPolicy};
 use crate::error::SubscribeError;
 use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, Rejected, TryBroadcastError,
@@ -1286,6 +1286,8 @@ pub struct Builder {
     bridge: Option<driver::Spawn>,
     /// Whether `ping_interval` was chosen; if not, it follows the heartbeat timeout.
     ping_interval_set: bool,
+    /// Whether `driver` was chosen; if not, `SHARDCAST_DRIVER` may choose it.
+    driver_set: bool,
 }
 
 impl std::fmt::Debug for Builder {
@@ -1387,6 +1389,23 @@ impl Builder {
     pub fn ping_interval(mut self, interval: Option<Duration>) -> Self {
         self.config.ping_interval = interval;
         self.ping_interval_set = true;
+        self
+    }
+
+    /// How shards move their connections' bytes: one event loop per shard for plain TCP
+    /// connections, or a task per connection. Default: [`Driver::EventLoop`], unless the
+    /// environment variable `SHARDCAST_DRIVER` says `tasks` (see [`Driver`]); a driver chosen
+    /// here wins over the variable.
+    ///
+    /// ```
+    /// use shardcast::Driver;
+    /// let engine = shardcast::Engine::builder().driver(Driver::Tasks).build()?;
+    /// assert_eq!(engine.config().driver, Driver::Tasks);
+    /// # Ok::<(), shardcast::BuildError>(())
+    /// ```
+    pub fn driver(mut self, driver: Driver) -> Self {
+        self.config.driver = driver;
+        self.driver_set = true;
         self
     }
 
@@ -1514,6 +1533,18 @@ impl Builder {
         mut self,
         mut spawn: impl FnMut(shard::Startup) -> std::io::Result<Option<std::thread::JoinHandle<()>>>,
     ) -> Result<Engine, BuildError> {
+        if !self.driver_set {
+            match Driver::from_env() {
+                Ok(Some(driver)) => self.config.driver = driver,
+                Ok(None) => {}
+                Err(reason) => {
+                    return Err(BuildError::Invalid {
+                        field: "driver",
+                        reason,
+                    });
+                }
+            }
+        }
         if !self.ping_interval_set {
             let half = self.config.heartbeat_timeout / 2;
             self.config.ping_interval = self.config.ping_interval.map(|p| p.min(half));

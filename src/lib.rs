@@ -91,7 +91,7 @@ pub use audience::Audience;
 #[cfg(feature = "nats")]
 pub use bridge::Nats;
 pub use client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
-pub use config::{Coalescing, Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
+pub use config::{Coalescing, Config, Driver, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
     BridgeError, BroadcastError, BuildError, ListenError, PayloadError, RegisterError, Rejected,

@@ -57,6 +57,8 @@ pub(crate) struct Counters {
     pub(crate) topics: AtomicU64,
     /// Subscriptions of the shard's clients (gauge).
     pub(crate) subscriptions: AtomicU64,
+    /// Connections the shard's event loop serves (gauge).
+    pub(crate) event_loop_connections: AtomicU64,
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -154,6 +156,11 @@ pub struct ShardStats {
     pub topics: u64,
     /// Subscriptions of this shard's clients now.
     pub subscriptions: u64,
+    /// Connections the shard's event loop serves now ([`Driver::EventLoop`]), from the end of
+    /// their upgrade until their socket is closed; the others are served by tasks.
+    ///
+    /// [`Driver::EventLoop`]: crate::Driver::EventLoop
+    pub event_loop_connections: u64,
 }
 
 /// Every shard's counters and their total, from [`crate::Engine::stats`].
@@ -203,6 +210,7 @@ impl ShardStats {
             queued_bytes: c.queued_bytes.load(Relaxed),
             topics: c.topics.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
+            event_loop_connections: c.event_loop_connections.load(Relaxed),
         };
         stats.handshakes_failed = stats.handshake_failures.total();
         stats
@@ -232,6 +240,7 @@ impl ShardStats {
         self.queued_bytes += o.queued_bytes;
         self.topics += o.topics;
         self.subscriptions += o.subscriptions;
+        self.event_loop_connections += o.event_loop_connections;
     }
 }
 

@@ -32,6 +32,7 @@ mod name {
     pub(super) const QUEUED_BYTES: &str = "shardcast_queued_bytes";
     pub(super) const TOPICS: &str = "shardcast_topics";
     pub(super) const SUBSCRIPTIONS: &str = "shardcast_subscriptions";
+    pub(super) const EVENT_LOOP_CONNECTIONS: &str = "shardcast_event_loop_connections";
 }
 
 /// An engine's counters, recorded into the [`metrics`](https://docs.rs/metrics) facade, so that
@@ -60,6 +61,7 @@ mod name {
 /// | `shardcast_queued_bytes` | gauge | `shard` | bytes waiting in its client queues |
 /// | `shardcast_topics` | gauge | `shard` | topics with subscribers on the shard |
 /// | `shardcast_subscriptions` | gauge | `shard` | subscriptions of its clients |
+/// | `shardcast_event_loop_connections` | gauge | `shard` | connections its event loop serves |
 ///
 /// Counters are set with [`Counter::absolute`], which never moves a counter back: record one
 /// engine per recorder (or tell engines apart with a global label of the exporter).
@@ -125,6 +127,8 @@ struct ShardMetrics {
     topics: Gauge,
     /// `shardcast_subscriptions`.
     subscriptions: Gauge,
+    /// `shardcast_event_loop_connections`.
+    event_loop_connections: Gauge,
 }
 
 /// The `cause` label of `shardcast_handshake_failures_total`, one per field of
@@ -214,7 +218,8 @@ impl ShardMetrics {
             queue_depth: gauge!(name::QUEUE_DEPTH, "shard" => shard.clone()),
             queued_bytes: gauge!(name::QUEUED_BYTES, "shard" => shard.clone()),
             topics: gauge!(name::TOPICS, "shard" => shard.clone()),
-            subscriptions: gauge!(name::SUBSCRIPTIONS, "shard" => shard),
+            subscriptions: gauge!(name::SUBSCRIPTIONS, "shard" => shard.clone()),
+            event_loop_connections: gauge!(name::EVENT_LOOP_CONNECTIONS, "shard" => shard),
         }
     }
 
@@ -253,6 +258,8 @@ impl ShardMetrics {
         self.queued_bytes.set(s.queued_bytes as f64);
         self.topics.set(s.topics as f64);
         self.subscriptions.set(s.subscriptions as f64);
+        self.event_loop_connections
+            .set(s.event_loop_connections as f64);
     }
 }
 
@@ -293,4 +300,8 @@ fn describe() {
     );
     describe_gauge!(name::TOPICS, "Topics with subscribers on the shard.");
     describe_gauge!(name::SUBSCRIPTIONS, "Subscriptions of the shard's clients.");
+    describe_gauge!(
+        name::EVENT_LOOP_CONNECTIONS,
+        "Connections the shard's event loop serves."
+    );
 }

@@ -24,8 +24,15 @@ impl Drop for Running {
 
 /// Runs `shardcast args` to its end; returns its exit status and standard error.
 fn run(args: &[&str]) -> (ExitStatus, String) {
+    run_with(args, &[])
+}
+
+/// Runs `shardcast args` with the environment variables `env` to its end; returns its exit
+/// status and standard error.
+fn run_with(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
     let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
         .args(args)
+        .envs(env.iter().copied())
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -243,6 +250,23 @@ fn serve_refuses_a_client_queue_below_1_kib_naming_the_flag() {
         &["--client-queue-bytes"],
     );
     assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
+}
+
+#[test]
+fn serve_refuses_an_unknown_driver_naming_the_flag_or_the_variable() {
+    refused(
+        &["serve", "--addr", "127.0.0.1:0", "--driver", "threads"],
+        &["--driver", "threads"],
+    );
+    let (status, stderr) = run_with(
+        &["serve", "--addr", "127.0.0.1:0"],
+        &[("SHARDCAST_DRIVER", "threads")],
+    );
+    assert!(!status.success(), "exit status {status}");
+    let line = stderr.lines().next().unwrap_or_default();
+    for name in ["SHARDCAST_DRIVER", "event-loop", "tasks"] {
+        assert!(line.contains(name), "{name:?} not in {line:?}");
+    }
 }
 
 #[test]

@@ -125,6 +125,18 @@ impl Drop for Server {
 }
 
 #[tokio::test]
+async fn either_driver_relays_to_every_client() {
+    for driver in ["event-loop", "tasks"] {
+        let server = Server::start(&["--driver", driver]);
+        let mut clients = server.connect_many(3).await;
+        send_text(&mut clients[1], driver).await;
+        for ws in clients.iter_mut() {
+            assert_eq!(next_data(ws).await, Message::text(driver));
+        }
+    }
+}
+
+#[tokio::test]
 async fn text_stays_text_and_binary_stays_binary_relayed_to_every_client_including_the_sender() {
     let server = Server::start(&[]);
     let mut clients = server.connect_many(3).await;

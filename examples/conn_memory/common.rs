@@ -11,6 +11,9 @@
 //! It then exits without closing anything, so that a heap profiler's end-of-run snapshot is the
 //! state just measured (after `linger_s` seconds more, if given: a sweep gives back the queue
 //! capacity of idle clients).
+//!
+//! The engine runs on its default driver (the event loop); `SHARDCAST_DRIVER=tasks` measures
+//! a task per connection instead.
 
 use shardcast::{Audience, Engine, Payload};
 use std::error::Error;
@@ -119,8 +122,9 @@ async fn server(
         tokio::time::sleep(Duration::from_millis(500)).await;
         let before = snapshot(live);
         println!(
-            "allocator {allocator}, 2 shards, {clients} clients, {rounds} rounds of {WINDOW} x \
-             {PAYLOAD} B, clients {mode}"
+            "allocator {allocator}, 2 shards, driver {:?}, {clients} clients, {rounds} rounds of \
+             {WINDOW} x {PAYLOAD} B, clients {mode}",
+            engine.config().driver
         );
         let mut child = Command::new(std::env::current_exe()?)
             .args(["client", &addr.to_string(), &clients.to_string(), &mode])

@@ -11,22 +11,24 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 /// Adopts a stream on this shard's runtime; returns it with its peer's address, if known.
-pub(crate) fn adopt(stream: Stream) -> io::Result<(Source, Option<SocketAddr>)> {
+pub(crate) fn adopt(shared: &Shared, stream: Stream) -> io::Result<(Source, Option<SocketAddr>)> {
     match stream {
         Stream::Tcp(std, wrap) => {
             let peer = std.peer_addr().ok();
             let tcp = tokio::net::TcpStream::from_std(std)?;
             tcp.set_nodelay(true)?;
-            Ok((source(tcp, wrap), peer))
+            Ok((source(shared, tcp, wrap), peer))
         }
         Stream::Boxed(io, peer) => Ok((Source::Ready(io), peer)),
     }
 }
 
-/// A TCP stream born on this shard, to be wrapped or used as it is.
-fn source(tcp: tokio::net::TcpStream, wrap: Option<Arc<dyn Wrap>>) -> Source {
+/// A TCP stream born on this shard, to be wrapped, or used as it is: by the shard's event loop
+/// once upgraded, if it runs.
+fn source(shared: &Shared, tcp: tokio::net::TcpStream, wrap: Option<Arc<dyn Wrap>>) -> Source {
     match wrap {
         Some(wrap) => Source::Wrap(tcp, wrap),
+        None if shared.looped() => Source::Tcp(tcp),
         None => Source::Ready(Box::new(tcp)),
     }
 }
@@ -58,7 +60,7 @@ pub(crate) async fn accept(
                 };
                 let _ = tcp.set_nodelay(true);
                 shared.state.borrow_mut().connection_started();
-                let source = source(tcp, wrap.clone());
+                let source = source(&shared, tcp, wrap.clone());
                 open::spawn(shared.clone(), id, source, None, Some(peer), None);
             }
             Err(e) => {

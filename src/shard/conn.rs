@@ -18,16 +18,14 @@
 
 use super::command::Io;
 use super::outbound::IoSlices;
-use super::relay::{Waiting, post, send_waiting};
+use super::relay::{Waiting, send_waiting};
+use super::session::{Next, ingest, may_read, next, registered};
 use super::shared::Shared;
 use super::state::{Phase, State};
 use crate::ClientId;
-use crate::client::RemoveReason;
-use crate::shard::{Context, Incoming};
-use crate::wire::{Inbound, Parser};
+use crate::wire::Parser;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
-use std::ops::ControlFlow;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context as TaskContext, Poll};
@@ -56,22 +54,36 @@ enum Event {
     Done,
 }
 
-/// How a connection's stream reaches its task.
 /// Tells the shard a connection task ended, however it ended: normally, or by a panic (which
 /// the runtime contains to this task), so that a bug can never leave a client registered, leak
-/// a connection slot, or hold up shutdown.
+/// a connection slot, or hold up shutdown. Unless the connection was handed to the shard's
+/// event loop, which then ends it.
 pub(super) struct Ended {
     shared: Rc<Shared>,
-    /// The client's slot once it is registered.
-    slot: Option<usize>,
+    /// Where the connection is.
+    tenure: Tenure,
+}
+
+/// Where a connection is, for [`Ended`].
+enum Tenure {
+    /// Opening: no client yet.
+    Opening,
+    /// Its client is admitted in this slot.
+    Registered(usize),
+    /// Handed to the event loop (which releases the slot and counts the end).
+    HandedOver,
 }
 
 impl Drop for Ended {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot {
-            self.shared.state.borrow_mut().release(slot);
-            let mut removed = Vec::new();
-            self.shared.dispatch_removed(&mut removed, Instant::now());
+        match self.tenure {
+            Tenure::HandedOver => return,
+            Tenure::Registered(slot) => {
+                self.shared.state.borrow_mut().release(slot);
+                let mut removed = Vec::new();
+                self.shared.dispatch_removed(&mut removed, Instant::now());
+            }
+            Tenure::Opening => {}
         }
         self.shared.connection_ended();
     }
@@ -80,7 +92,8 @@ impl Drop for Ended {
 impl Ended {
     /// For a connection task of `shared`'s shard; `slot` if its client is already admitted.
     pub(super) fn new(shared: Rc<Shared>, slot: Option<usize>) -> Ended {
-        Ended { shared, slot }
+        let tenure = slot.map_or(Tenure::Opening, Tenure::Registered);
+        Ended { shared, tenure }
     }
 
     /// The shard's shared state.
@@ -90,7 +103,13 @@ impl Ended {
 
     /// Its client was admitted in `slot`.
     pub(super) fn registered(&mut self, slot: usize) {
-        self.slot = Some(slot);
+        self.tenure = Tenure::Registered(slot);
+    }
+
+    /// The connection now belongs to the event loop, which ends it.
+    #[cfg_attr(not(unix), allow(dead_code))]
+    pub(super) fn hand_over(mut self) {
+        self.tenure = Tenure::HandedOver;
     }
 }
 
@@ -143,22 +162,7 @@ impl Conn {
     /// an `.await` is a field of the task, and so memory per client.
     pub(super) async fn serve(&mut self) {
         let (id, slot) = (self.id, self.slot);
-        {
-            let shared = &*self.ended.shared;
-            let mut state = shared.state.borrow_mut();
-            let mut outbox = shared.outbox.borrow_mut();
-            let mut ctx = Context {
-                id,
-                slot: Some(slot),
-                now: Instant::now(),
-                state: &mut state,
-                shards: &shared.shards,
-                outbox: &mut outbox,
-                left: None,
-            };
-            shared.handler.on_registered(&mut ctx);
-            post(&shared.shards, &mut outbox, &mut self.blocked);
-        }
+        registered(&self.ended.shared, id, slot, &mut self.blocked);
         loop {
             if !self.pending.is_empty() {
                 let shared = &*self.ended.shared;
@@ -227,75 +231,6 @@ impl Conn {
     }
 }
 
-/// Commands in the outbox after which they are posted before the read is fully handled, so
-/// that a read of many small messages cannot pile up commands for a full shard.
-const OUTBOX_POST_AT: usize = 64;
-
-/// Parses `input`, answering pings and closes and calling the handler for each message; posts
-/// what the handler queued for other shards. Stops early (returning the bytes consumed) when
-/// fan-out must wait or the client closed.
-fn ingest(
-    shared: &Shared,
-    id: ClientId,
-    slot: usize,
-    parser: &mut Parser,
-    input: &mut [u8],
-    blocked: &mut Waiting,
-) -> usize {
-    let mut state = shared.state.borrow_mut();
-    if state.phase(slot) != Phase::Open {
-        return input.len();
-    }
-    // One clock for the whole read: every decision it leads to sees the same `now`.
-    let now = Instant::now();
-    state.touch(slot, now);
-    let state = &mut *state;
-    let handler = &*shared.handler;
-    let shards = &shared.shards[..];
-    let mut outbox = shared.outbox.borrow_mut();
-    let outbox = &mut *outbox;
-    let result = parser.feed(input, |message| {
-        let message = match message {
-            Inbound::Ping(ping) => {
-                state.pong(slot, ping);
-                return ControlFlow::Continue(());
-            }
-            Inbound::Pong(_) => return ControlFlow::Continue(()),
-            Inbound::Close { code, .. } => {
-                state.close(slot, RemoveReason::ClientClosed(code));
-                return ControlFlow::Break(());
-            }
-            Inbound::Text(text) => Incoming::Text(text),
-            Inbound::Binary(bytes) => Incoming::Binary(bytes),
-        };
-        let mut ctx = Context {
-            id,
-            slot: Some(slot),
-            now,
-            state: &mut *state,
-            shards,
-            outbox: &mut *outbox,
-            left: None,
-        };
-        handler.on_message(&mut ctx, message);
-        if outbox.len() >= OUTBOX_POST_AT {
-            post(shards, outbox, blocked);
-        }
-        if !blocked.is_empty() || state.phase(slot) != Phase::Open {
-            return ControlFlow::Break(());
-        }
-        ControlFlow::Continue(())
-    });
-    post(shards, outbox, blocked);
-    match result {
-        Ok(consumed) => consumed,
-        Err(e) => {
-            state.close(slot, RemoveReason::Protocol(e.close_code()));
-            input.len()
-        }
-    }
-}
-
 /// Flushes what is queued (subject to coalescing), then tries one read.
 fn poll_io(
     shared: &Shared,
@@ -320,7 +255,7 @@ fn poll_io(
         cx.waker().wake_by_ref();
         return Poll::Pending;
     }
-    if *reading == Reading::Now && state.phase(slot) == Phase::Open {
+    if *reading == Reading::Now && may_read(&state, slot, false) {
         let mut buf = shared.read_buf.borrow_mut();
         let mut read = ReadBuf::new(&mut buf[..]);
         match Pin::new(&mut **io).poll_read(cx, &mut read) {
@@ -350,24 +285,18 @@ fn flush(
 ) -> Option<Event> {
     let now = Instant::now();
     loop {
-        let Some(client) = state.client(slot) else {
-            return Some(Event::Done);
-        };
-        match client.phase {
-            Phase::Abort => return Some(Event::Done),
-            Phase::Closing if client.out.is_empty() => return Some(Event::Closed),
-            _ if client.out.is_empty() => return None,
-            _ => {}
-        }
-        if shared.config.coalescing.delays()
-            && let Some(wait) = state.flush_delay(slot, now)
-        {
-            let due = now + wait;
-            let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
-            sleep.as_mut().reset(due);
-            if sleep.as_mut().poll(cx).is_pending() {
-                return None;
+        match next(shared, state, slot, now) {
+            Next::Done => return Some(Event::Done),
+            Next::Closed => return Some(Event::Closed),
+            Next::Idle => return None,
+            Next::Delay(due) => {
+                let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
+                sleep.as_mut().reset(due);
+                if sleep.as_mut().poll(cx).is_pending() {
+                    return None;
+                }
             }
+            Next::Write => {}
         }
         let Some(client) = state.client(slot) else {
             return Some(Event::Done);

@@ -5,12 +5,21 @@
 //! A shard is one OS thread running a current-thread tokio runtime and a `LocalSet`. Everything
 //! it owns (its [`State`]: client map, outbound queues, counters it writes) lives in an `Rc` on
 //! that thread and is touched by nothing else, so the hot path takes no lock and no atomic
-//! read-modify-write. Each connection is a local task on its shard; sockets are registered with
-//! the shard's own reactor.
+//! read-modify-write. Sockets are registered with the shard's own reactor.
+//!
+//! Two drivers move the bytes ([`Driver`]). With the event loop (the default), each shard has
+//! one: a task that serves all its plain TCP connections through one `mio::Poll`, itself one
+//! registration of the shard's reactor, so a connection costs no task and no registration of
+//! its own. Every other connection (wrapped, TLS, in-memory, and all of them with
+//! `Driver::Tasks`) is a local task of its shard. Both ask `session` and `State` every
+//! question; only how they wait and move bytes differs.
 //!
 //! The only way in from outside is the shard's bounded command queue ([`Handle`]). A shard
 //! drains every queued command in one go (one tick), delivering into client queues and waking
-//! each touched connection once; the woken connections then flush, many frames per `write`.
+//! each touched connection's task once, or listing it once for the event loop; they then
+//! flush, many frames per `write`.
+//!
+//! [`Driver`]: crate::Driver
 //!
 //! # Files, in the order a broadcast passes them
 //!
@@ -18,8 +27,10 @@
 //! - `relay`: what handlers on one shard send to others (the outbox, posting, waiting).
 //! - `thread`: the shard's thread and runtime; `tick`: its command loop (drain, apply, sweep).
 //! - `state`: every decision over the shard's clients (deliver, evict, ping, count), given `now`.
-//! - `accept`: the accept loop; `open`: a connection's wrapping and upgrade; `conn`: the served
-//!   connection (read, parse, flush to the socket).
+//! - `accept`: the accept loop; `open`: a connection's wrapping and upgrade; `session`: what
+//!   serving a connection decides (parse and handle, may it read, what to write next), asked
+//!   by `conn`: a connection served by its own task (read, flush to the socket), and by
+//!   `evloop`: the shard's event loop, serving many.
 //! - `topics`: the shard's topic index (who is subscribed to what); `interest`: which shards
 //!   have subscribers of which topics, engine-wide, so that a publication skips the others.
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
@@ -37,20 +48,24 @@
 //! # Shutdown
 //!
 //! `Shutdown` closes every client with 1001 after its queued data and stops accepting; the
-//! worker returns when every connection task has ended or at the deadline, whichever comes first.
-//! Dropping the runtime then drops whatever is left (sockets, queued payloads).
+//! worker returns when every connection (task or event loop's) has ended or at the deadline,
+//! whichever comes first; the event loop ends with it. Dropping the runtime then drops whatever
+//! is left (sockets, queued payloads).
 
 mod accept;
 mod admission;
 mod command;
 mod conn;
 mod decision;
+#[cfg(unix)]
+mod evloop;
 mod handle;
 mod handler;
 mod interest;
 mod open;
 mod outbound;
 mod relay;
+mod session;
 mod shared;
 mod state;
 mod thread;

@@ -1,5 +1,7 @@
 //! The opening of a connection: wrapping (TLS, ...) and the HTTP upgrade, within the
-//! handshake deadline; then the connection is served (`conn`).
+//! handshake deadline, in a task of its own; then the connection is served: by the shard's
+//! event loop (`evloop`) if it is a plain TCP stream and the loop runs, the task ending there;
+//! otherwise by the same task (`conn`).
 
 use super::command::{Io, Wrap};
 use super::conn::{Conn, Ended};
@@ -20,6 +22,8 @@ use tracing::Instrument;
 pub(crate) enum Source {
     /// Ready to use.
     Ready(Box<dyn Io>),
+    /// A plain TCP stream, for the shard's event loop once it is upgraded.
+    Tcp(tokio::net::TcpStream),
     /// A raw TCP stream to wrap first (TLS, ...), on this shard.
     Wrap(tokio::net::TcpStream, Arc<dyn Wrap>),
 }
@@ -73,10 +77,65 @@ fn run(
     let opening = Box::pin(open(shared, id, source, admitted, peer, data));
     async move {
         // `let else`: the `Option` is gone by the time `serve` runs, not kept beside `conn`.
-        let Some(mut conn) = opening.await else {
+        let Some(opened) = opening.await else {
+            return;
+        };
+        let Some(mut conn) = opened.serve_here() else {
             return;
         };
         conn.serve().await;
+    }
+}
+
+/// The stream of an opening connection.
+enum Carrier {
+    /// Served by the connection's task.
+    Boxed(Box<dyn Io>),
+    /// Served by the event loop once upgraded.
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Carrier {
+    fn io(&mut self) -> &mut dyn Io {
+        match self {
+            Carrier::Boxed(io) => &mut **io,
+            Carrier::Tcp(tcp) => tcp,
+        }
+    }
+}
+
+/// A connection whose opening succeeded: its client is admitted in `slot`.
+struct Opened {
+    ended: Ended,
+    id: ClientId,
+    slot: usize,
+    carrier: Carrier,
+    parser: Parser,
+    /// Bytes the client sent after its upgrade request.
+    pending: Vec<u8>,
+}
+
+impl Opened {
+    /// Hands the connection to the event loop, or returns it to be served by this task.
+    fn serve_here(self) -> Option<Conn> {
+        let Opened {
+            ended,
+            id,
+            slot,
+            carrier,
+            parser,
+            pending,
+        } = self;
+        match carrier {
+            Carrier::Boxed(io) => Some(Conn::new(ended, id, slot, io, parser, pending)),
+            #[cfg(unix)]
+            Carrier::Tcp(tcp) => {
+                super::evloop::join(ended, id, slot, tcp, parser, pending);
+                None
+            }
+            #[cfg(not(unix))]
+            Carrier::Tcp(tcp) => Some(Conn::new(ended, id, slot, Box::new(tcp), parser, pending)),
+        }
     }
 }
 
@@ -120,16 +179,17 @@ async fn open(
     admitted: Option<usize>,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
-) -> Option<Conn> {
+) -> Option<Opened> {
     let mut ended = Ended::new(shared, admitted);
     let shared = ended.shared().clone();
     let shared = &*shared;
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
     let io = match source {
-        Source::Ready(io) => Some(io),
+        Source::Ready(io) => Some(Carrier::Boxed(io)),
+        Source::Tcp(tcp) => Some(Carrier::Tcp(tcp)),
         Source::Wrap(tcp, wrap) => match tokio::time::timeout_at(deadline, wrap.wrap(tcp)).await {
-            Ok(Ok(io)) => Some(io),
+            Ok(Ok(io)) => Some(Carrier::Boxed(io)),
             Ok(Err(_)) | Err(_) => None,
         },
     };
@@ -147,7 +207,7 @@ async fn open(
     } else {
         // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
         // sent, to answer 408, and a timeout around it would drop its buffer unread.
-        match upgrade(shared, id, &mut io, deadline, peer, data).await {
+        match upgrade(shared, id, io.io(), deadline, peer, data).await {
             Ok(admitted) => admitted,
             Err(failure) => {
                 failure.count(shared);
@@ -167,7 +227,14 @@ async fn open(
         frame_bytes_max: config.frame_bytes_max,
         message_bytes_max: config.message_bytes_max,
     });
-    Some(Conn::new(ended, id, slot, io, parser, pending))
+    Some(Opened {
+        ended,
+        id,
+        slot,
+        carrier: io,
+        parser,
+        pending,
+    })
 }
 
 /// Reads and answers the upgrade request by `deadline`. Returns the client's slot and any bytes
@@ -178,7 +245,7 @@ async fn open(
 async fn upgrade(
     shared: &Shared,
     id: ClientId,
-    io: &mut Box<dyn Io>,
+    io: &mut dyn Io,
     deadline: Instant,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
@@ -251,7 +318,7 @@ async fn upgrade(
 /// Answers a client whose request the handshake deadline cut: `408 Request Timeout` if it sent
 /// any of one (`received`), so that it learns why it is closed; nothing if it sent nothing, as
 /// there is no request to answer. The deadline is past, so the answer gets `close_timeout`.
-async fn time_out(shared: &Shared, id: ClientId, io: &mut Box<dyn Io>, received: &[u8]) {
+async fn time_out(shared: &Shared, id: ClientId, io: &mut dyn Io, received: &[u8]) {
     if received.is_empty() {
         return;
     }
@@ -283,7 +350,7 @@ fn refused(shared: &Shared, id: ClientId, status: u16, reason: &dyn std::fmt::Di
 }
 
 /// Writes an HTTP error response and closes.
-async fn refuse(io: &mut Box<dyn Io>, status: u16, body: &str) {
+async fn refuse(io: &mut dyn Io, status: u16, body: &str) {
     let _ = io
         .write_all(&handshake::reject_response(status, body))
         .await;

@@ -35,10 +35,13 @@ pub(crate) struct Shared {
     pub(crate) shards: Arc<[Handle]>,
     /// Engine-wide connection count and ids.
     pub(crate) admission: Arc<Admission>,
-    /// Signalled when the last connection task ends during shutdown.
+    /// Signalled when the last connection ends during shutdown.
     pub(crate) idle: Notify,
     /// Cancelled at shutdown: accept loops stop.
     pub(crate) stop_accepting: CancellationToken,
+    /// The way into the shard's event loop, if it runs (`Driver::EventLoop`).
+    #[cfg(unix)]
+    pub(crate) inbox: Option<RefCell<super::evloop::Inbox>>,
 }
 
 /// Records why `id` left `shard`: `evicted` when the shard dropped it by policy, `removed`
@@ -61,6 +64,14 @@ fn departed(shard: ShardId, id: ClientId, reason: RemoveReason) {
 }
 
 impl Shared {
+    /// Whether the shard's event loop runs, to serve its plain TCP connections.
+    pub(crate) fn looped(&self) -> bool {
+        #[cfg(unix)]
+        return self.inbox.is_some();
+        #[cfg(not(unix))]
+        return false;
+    }
+
     /// Calls the handler for every client removed since the last call, with a context in
     /// which it can tell others (what it sends to other shards is posted after the calls).
     pub(crate) fn dispatch_removed(&self, buf: &mut Vec<Removed>, now: Instant) {
@@ -93,7 +104,7 @@ impl Shared {
         }
     }
 
-    /// A connection task ended.
+    /// A connection ended (its task, or the event loop, is through with it).
     pub(crate) fn connection_ended(&self) {
         self.admission.release();
         let mut state = self.state.borrow_mut();

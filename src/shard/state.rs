@@ -1,19 +1,22 @@
 //! `State`: one shard's clients and every decision about them: deliver, evict, count.
 //!
-//! No I/O, no `async` and no clock here: the connection tasks and the worker call in, passing
-//! the time they read (`now`), and this code decides. Waking a connection task (so that it
-//! flushes) is the only effect on the outside.
+//! No I/O, no `async` and no clock here: the connection tasks, the event loop and the worker
+//! call in, passing the time they read (`now`), and this code decides. Waking a connection
+//! task, or listing a client for the event loop and waking it (so that it flushes), is the only
+//! effect on the outside.
 //!
 //! # Invariants
 //!
 //! - `index` maps exactly the ids of clients in phase `Open` to their slab slot. A client
 //!   leaves `index` (and the `clients` gauge, and the audience of every later broadcast) the
-//!   moment it is closed, while its slot stays until its connection task has flushed the close
-//!   frame and released it.
+//!   moment it is closed, while its slot stays until its driver (task or event loop) has
+//!   flushed the close frame and released it.
 //! - `queued_bytes` (gauge) is the sum of `out.bytes()` over the slab.
 //! - Every registered client produces exactly one `removed` event.
 //! - A client has subscriptions in `topics` only while it is in `index` (it leaves every topic
 //!   when it is closed), and the `topics`/`subscriptions` gauges follow `topics`.
+//! - A client the event loop serves (`looped`) is in `touched` at most once (`listed`), from
+//!   the moment something is queued for it, or it is closed, until the loop takes the list.
 
 use super::interest::Interest;
 use super::outbound::Outbound;
@@ -77,15 +80,46 @@ pub(crate) struct Client {
     /// Its unwritten frames, bounded by `client_queue_bytes_max`.
     pub(crate) out: Outbound,
     /// Wakes its connection task to flush; taken on the first delivery of a tick, so a client
-    /// is woken at most once however many frames it gets.
+    /// is woken at most once however many frames it gets. Always `None` on the event loop.
     waker: Option<Waker>,
+    /// Whether the shard's event loop serves it (it has no task, so no waker).
+    looped: bool,
+    /// Whether it is in `Touched::slots` (a looped client is listed once however many frames
+    /// it gets before the loop looks).
+    listed: bool,
 }
 
 impl Client {
-    fn wake(&mut self) {
+    /// Tells whoever writes `slot`'s socket that it has something to do: its task, or the
+    /// event loop.
+    fn wake(&mut self, slot: usize, touched: &mut Touched) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
+        } else if self.looped && !self.listed {
+            self.listed = true;
+            touched.push(slot);
         }
+    }
+}
+
+/// The clients the event loop must look at, and the loop's waker.
+#[derive(Debug, Default)]
+struct Touched {
+    /// Slots of looped clients with something new to write or an end to act on, each once;
+    /// bounded by the client count.
+    slots: Vec<usize>,
+    /// Wakes the event loop when `slots` gains its first entry.
+    waker: Option<Waker>,
+}
+
+impl Touched {
+    fn push(&mut self, slot: usize) {
+        if self.slots.is_empty()
+            && let Some(waker) = self.waker.take()
+        {
+            waker.wake();
+        }
+        self.slots.push(slot);
     }
 }
 
@@ -119,7 +153,8 @@ pub(crate) struct State {
     config: Arc<Config>,
     /// This shard's counters (this thread is the only writer).
     counters: Arc<ShardCounters>,
-    /// Every client with a live connection task past its upgrade.
+    /// Every client past its upgrade whose connection is still served (by its task or the
+    /// event loop).
     clients: Slab<Client>,
     /// Open clients by id.
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
@@ -134,6 +169,8 @@ pub(crate) struct State {
     shutting_down: bool,
     /// The bridge to other nodes, if any: broadcasts published here are offered to it.
     link: Option<Arc<Link>>,
+    /// Looped clients for the event loop to flush.
+    touched: Touched,
 }
 
 impl State {
@@ -156,6 +193,7 @@ impl State {
             live: 0,
             shutting_down: false,
             link,
+            touched: Touched::default(),
         }
     }
 
@@ -191,6 +229,8 @@ impl State {
             first_queued: None,
             out: Outbound::default(),
             waker: None,
+            looped: false,
+            listed: false,
         });
         self.index.insert(id, slot);
         bump(&self.counters.clients, 1);
@@ -232,12 +272,14 @@ impl State {
         let mut evict: SmallVec<[usize; 8]> = SmallVec::new();
         let mut tally = Tally::default();
         let config = &*self.config;
+        let touched = &mut self.touched;
         let mut visit = |slot: usize, client: &mut Client| {
             if client.phase != Phase::Open || !audience.admits(client.id, client.authenticated) {
                 return;
             }
             for (group, &total) in groups.iter().zip(&totals) {
-                if !offer(config, client, group.as_ref(), total, now, &mut tally) {
+                let offered = (&mut *client, slot, &mut *touched);
+                if !offer(config, offered, group.as_ref(), total, now, &mut tally) {
                     evict.push(slot);
                     break;
                 }
@@ -331,7 +373,7 @@ impl State {
         let mut tally = Tally::default();
         let ok = offer(
             &self.config,
-            client,
+            (client, slot, &mut self.touched),
             std::slice::from_ref(payload),
             payload.len(),
             now,
@@ -566,7 +608,7 @@ impl State {
             }
             None => client.phase = Phase::Abort,
         }
-        client.wake();
+        client.wake(slot, &mut self.touched);
         self.index.remove(&client.id);
         drop_by(&counters.clients, 1);
         // A clone, not a take: hooks still running for this slot (the rest of its read) see
@@ -600,7 +642,7 @@ impl State {
         bump(&counters.write_syscalls, 1);
     }
 
-    /// Frees `slot` once its connection task is done. A client still open left without a close
+    /// Frees `slot` once its connection is done (its task, or the event loop, is through). A client still open left without a close
     /// frame (EOF, I/O error).
     pub(crate) fn release(&mut self, slot: usize) {
         self.close(slot, RemoveReason::Disconnected);
@@ -650,7 +692,7 @@ impl State {
                 pinged += ping.len() as u64;
                 c.out.push_control(ping);
                 c.pinged = true;
-                c.wake();
+                c.wake(slot, &mut self.touched);
             }
         }
         if pinged > 0 {
@@ -662,7 +704,7 @@ impl State {
         for slot in stuck {
             if let Some(client) = self.clients.get_mut(slot) {
                 client.phase = Phase::Abort;
-                client.wake();
+                client.wake(slot, &mut self.touched);
             }
         }
     }
@@ -672,12 +714,12 @@ impl State {
         !self.shutting_down
     }
 
-    /// A connection task starts.
+    /// A connection starts (its opening task is spawned).
     pub(crate) fn connection_started(&mut self) {
         self.live += 1;
     }
 
-    /// A connection task ended; true if it was the last one of a shutdown.
+    /// A connection ended (task or event loop's); true if it was the last one of a shutdown.
     pub(crate) fn connection_ended(&mut self) -> bool {
         self.live -= 1;
         self.shutting_down && self.live == 0
@@ -695,6 +737,48 @@ impl State {
         {
             client.waker = Some(waker.clone());
         }
+    }
+
+    /// Hands the client in `slot` to the event loop, and lists it, so that what was queued
+    /// before the loop took it is written.
+    pub(crate) fn set_looped(&mut self, slot: usize) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.looped = true;
+            client.waker = None;
+            client.wake(slot, &mut self.touched);
+        }
+    }
+
+    /// Moves the looped clients touched since the last call into `into` (each once).
+    pub(crate) fn take_touched(&mut self, into: &mut Vec<usize>) {
+        for &slot in &self.touched.slots {
+            if let Some(client) = self.clients.get_mut(slot) {
+                client.listed = false;
+            }
+        }
+        into.append(&mut self.touched.slots);
+    }
+
+    /// Whether a looped client was touched since the last `take_touched`.
+    pub(crate) fn has_touched(&self) -> bool {
+        !self.touched.slots.is_empty()
+    }
+
+    /// Wakes the event loop with `waker` when a looped client is touched.
+    pub(crate) fn set_loop_waker(&mut self, waker: &Waker) {
+        if !self
+            .touched
+            .waker
+            .as_ref()
+            .is_some_and(|w| w.will_wake(waker))
+        {
+            self.touched.waker = Some(waker.clone());
+        }
+    }
+
+    /// The id of the client in `slot`.
+    pub(crate) fn id(&self, slot: usize) -> Option<ClientId> {
+        self.clients.get(slot).map(|c| c.id)
     }
 
     /// Starts a graceful shutdown: every open client gets its queued data, then close 1001.
@@ -754,7 +838,7 @@ impl Tally {
 /// Returns false if the client must be evicted.
 fn offer(
     config: &Config,
-    client: &mut Client,
+    (client, slot, touched): (&mut Client, usize, &mut Touched),
     payloads: &[Payload],
     total: usize,
     tick: Instant,
@@ -790,7 +874,7 @@ fn offer(
     if client.first_queued.is_none() {
         client.first_queued = Some(tick);
     }
-    client.wake();
+    client.wake(slot, touched);
     true
 }
 

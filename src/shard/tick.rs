@@ -8,12 +8,14 @@
 //!
 //! # Shutdown
 //!
-//! The loop ends on `Shutdown` once every connection task is gone or its deadline passed, or at
+//! The loop ends on `Shutdown` once every connection is gone or its deadline passed, or at
 //! once when the engine is dropped (`hard_stop`).
 
 use super::accept::{accept, adopt};
 use super::admission::Admission;
 use super::command::{Command, Control, Delivery, Opening, Payloads};
+#[cfg(unix)]
+use super::evloop;
 use super::handle::Handle;
 use super::interest::Interest;
 use super::open;
@@ -70,6 +72,16 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         hard_stop,
         link,
     } = startup;
+    // The event loop, if this shard runs one: a `Poll` registered with this runtime's reactor.
+    #[cfg(unix)]
+    let reactor = match config.driver {
+        crate::Driver::EventLoop => evloop::reactor()
+            .inspect_err(|e| {
+                tracing::warn!(shard = id.0, error = %e, "no event loop: connections run as tasks");
+            })
+            .ok(),
+        crate::Driver::Tasks => None,
+    };
     let shared = Rc::new(Shared {
         id,
         state: RefCell::new(State::new(
@@ -88,7 +100,16 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         admission,
         idle: Notify::new(),
         stop_accepting: CancellationToken::new(),
+        #[cfg(unix)]
+        inbox: reactor.as_ref().map(|_| RefCell::default()),
     });
+    // The event loop ends with this function, however it ends.
+    let stop_loop = CancellationToken::new();
+    let _stop_loop = stop_loop.clone().drop_guard();
+    #[cfg(unix)]
+    if let Some(reactor) = reactor {
+        tokio::task::spawn_local(evloop::run(shared.clone(), reactor, stop_loop));
+    }
     let capacity = config.shard_queue_capacity;
     let mut commands = Vec::with_capacity(capacity);
     // The part of `commands` one tick applies.
@@ -237,7 +258,7 @@ impl Shared {
                     self.admission.release();
                     return;
                 }
-                match adopt(stream) {
+                match adopt(self, stream) {
                     Ok((source, peer)) => {
                         state.connection_started();
                         let Opening { upgraded, data } = *opening;

@@ -5,7 +5,8 @@ use crate::observe;
 use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
-    Audience, BuildError, Context, Engine, Handler, ListenError, Nats, Payload, SlowConsumerPolicy,
+    Audience, BuildError, Context, Driver, Engine, Handler, ListenError, Nats, Payload,
+    SlowConsumerPolicy,
 };
 use std::error::Error;
 use std::io::BufRead;
@@ -47,6 +48,11 @@ pub(crate) struct Args {
     /// What to do with a client whose queue is full.
     #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
     pub(crate) slow_consumer: Policy,
+    /// How shards move their connections' bytes: `event-loop` (one per shard for plain TCP
+    /// connections) or `tasks` (a task per connection). Default: `SHARDCAST_DRIVER` if set,
+    /// else `event-loop`.
+    #[arg(long, value_enum)]
+    pub(crate) driver: Option<DriverArg>,
     /// Run the naive baseline (tokio-tungstenite, a task per client, a tokio broadcast
     /// channel) instead of the shardcast engine, for side-by-side benchmarks.
     #[arg(long, conflicts_with = "echo")]
@@ -91,6 +97,24 @@ impl From<Policy> for SlowConsumerPolicy {
             Policy::Disconnect => SlowConsumerPolicy::Disconnect,
             Policy::DropNewest => SlowConsumerPolicy::DropNewest,
             Policy::DropOldest => SlowConsumerPolicy::DropOldest,
+        }
+    }
+}
+
+/// `Driver`, as a command-line value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DriverArg {
+    /// One event loop per shard serves its plain TCP connections.
+    EventLoop,
+    /// A task per connection.
+    Tasks,
+}
+
+impl From<DriverArg> for Driver {
+    fn from(d: DriverArg) -> Driver {
+        match d {
+            DriverArg::EventLoop => Driver::EventLoop,
+            DriverArg::Tasks => Driver::Tasks,
         }
     }
 }
@@ -149,6 +173,9 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .pin_cores(args.pin_cores);
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
+    }
+    if let Some(driver) = args.driver {
+        builder = builder.driver(driver.into());
     }
     if let Some(url) = &args.nats {
         builder = builder
@@ -283,6 +310,7 @@ fn flag_error(e: BuildError) -> Box<dyn Error> {
             // `--max-message-size` sets both.
             "frame_bytes_max" | "message_bytes_max" => Some("--max-message-size"),
             "client_queue_bytes_max" => Some("--client-queue-bytes"),
+            "driver" => Some("--driver (or SHARDCAST_DRIVER)"),
             _ => None,
         };
         if let Some(flag) = flag {

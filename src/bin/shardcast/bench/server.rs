@@ -14,8 +14,13 @@ use std::time::Duration;
 /// Which server a run measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Kind {
-    /// shardcast's engine (`shardcast serve`), started by the bench.
+    /// shardcast's engine (`shardcast serve`), started by the bench, on its default driver
+    /// (the event loop, unless `SHARDCAST_DRIVER` says otherwise).
     Embedded,
+    /// shardcast's engine with a task per connection (`shardcast serve --driver tasks`),
+    /// started by the bench: to compare the drivers side by side.
+    #[value(name = "embedded-tasks")]
+    EmbeddedTasks,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
     /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
@@ -29,6 +34,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Embedded => "embedded",
+            Kind::EmbeddedTasks => "embedded-tasks",
             Kind::Naive => "naive",
             Kind::Bun => "bun",
             Kind::NodeWs => "node-ws",
@@ -39,7 +45,7 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::Naive => true,
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::Naive => true,
             Kind::Bun | Kind::NodeWs => false,
         }
     }
@@ -125,7 +131,9 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::Naive => serve_command(kind, options, nats)?,
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::Naive => {
+                serve_command(kind, options, nats)?
+            }
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
@@ -244,7 +252,10 @@ fn serve_command(
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
     }
-    if kind == Kind::Embedded {
+    if kind == Kind::EmbeddedTasks {
+        cmd.args(["--driver", "tasks"]);
+    }
+    if kind != Kind::Naive {
         if let Some(bytes) = options.client_queue_bytes {
             cmd.args(["--client-queue-bytes", &bytes.to_string()]);
         }

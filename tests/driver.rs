@@ -1,0 +1,203 @@
+//! The two drivers (`Driver::EventLoop`, `Driver::Tasks`): which connections each serves, and
+//! what only a driver can get wrong (a relay waiting for room, a handler that panics).
+//! Every other behaviour test runs on the default driver, or on the one `SHARDCAST_DRIVER`
+//! names.
+
+mod common;
+
+use common::*;
+use futures_util::SinkExt;
+use shardcast::{Audience, ClientId, Context, Driver, Engine, Handler, Incoming, Payload};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+
+const DRIVERS: [Driver; 2] = [Driver::EventLoop, Driver::Tasks];
+
+/// Connections the shards' event loops serve now.
+fn looped(engine: &Engine) -> u64 {
+    engine.stats().total.event_loop_connections
+}
+
+#[tokio::test]
+async fn plain_tcp_connections_are_served_by_the_event_loop() {
+    let (engine, addr) = start(Engine::builder().shards(2).driver(Driver::EventLoop)).await;
+    let mut clients = connect_many(&engine, addr, 6).await;
+    until(
+        || looped(&engine) == 6,
+        || format!("{} looped", looped(&engine)),
+    )
+    .await;
+    engine
+        .broadcast(Payload::text("hello"), Audience::ALL)
+        .await
+        .expect("broadcast");
+    for ws in &mut clients {
+        assert_eq!(next_text(ws).await, "hello");
+    }
+    // A client that leaves leaves the loop.
+    let mut gone = clients.pop().expect("a client");
+    gone.close(None).await.expect("close");
+    until(
+        || looped(&engine) == 5,
+        || format!("{} looped", looped(&engine)),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn the_tasks_driver_serves_every_connection_as_a_task() {
+    let (engine, addr) = start(Engine::builder().shards(2).driver(Driver::Tasks)).await;
+    let mut clients = connect_many(&engine, addr, 4).await;
+    engine
+        .broadcast(Payload::text("hello"), Audience::ALL)
+        .await
+        .expect("broadcast");
+    for ws in &mut clients {
+        assert_eq!(next_text(ws).await, "hello");
+    }
+    assert_eq!(looped(&engine), 0);
+}
+
+#[tokio::test]
+async fn wrapped_and_in_memory_streams_are_served_as_tasks_beside_the_event_loop() {
+    let engine = Engine::builder()
+        .shards(2)
+        .driver(Driver::EventLoop)
+        .build()
+        .expect("build");
+    let plain = |tcp: tokio::net::TcpStream| async move { Ok::<_, std::io::Error>(tcp) };
+    let wrapped_addr = engine
+        .listen_wrapped("127.0.0.1:0", plain)
+        .await
+        .expect("listen");
+    let plain_addr = engine.listen("127.0.0.1:0").await.expect("listen");
+    let mut wrapped = connect(&engine, wrapped_addr).await;
+    let (mut piped, _) = connect_pipe(&engine).await;
+    let mut looped_client = connect(&engine, plain_addr).await;
+    until(
+        || looped(&engine) == 1,
+        || format!("{} looped", looped(&engine)),
+    )
+    .await;
+    engine
+        .broadcast(Payload::text("all"), Audience::ALL)
+        .await
+        .expect("broadcast");
+    assert_eq!(next_text(&mut wrapped).await, "all");
+    assert_eq!(next_text(&mut looped_client).await, "all");
+    let piped_texts = texts_within(&mut piped, std::time::Duration::from_millis(500)).await;
+    assert_eq!(piped_texts, ["all"]);
+    assert_eq!(looped(&engine), 1, "only the plain TCP stream is looped");
+}
+
+/// Relays every text to every other client.
+struct Relay;
+
+impl Handler for Relay {
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        if let Incoming::Text(text) = message {
+            let from = ctx.id();
+            ctx.broadcast(Payload::text(text), Audience::ALL.except(from));
+        }
+    }
+}
+
+/// A client whose server side the test accepts and registers, so that registrations alternate
+/// over the shards.
+async fn registered_client(engine: &Engine, listener: &TcpListener) -> (Client, ClientId) {
+    let addr = listener.local_addr().expect("address");
+    let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
+    let (tcp, _) = listener.accept().await.expect("accept");
+    let id = engine.register(tcp).await.expect("register");
+    let (ws, _) = connecting.await.expect("join").expect("upgrade");
+    (ws, id)
+}
+
+#[tokio::test]
+async fn a_relay_that_finds_another_shards_queue_full_waits_and_loses_nothing() {
+    const MESSAGES: usize = 3000;
+    for driver in DRIVERS {
+        // One command of room: the sender's shard finds the receiver's shard full again and
+        // again, and the sender must stop being read until its relays are through.
+        let engine = Engine::builder()
+            .shards(2)
+            .shard_queue_capacity(1)
+            .handler(Relay)
+            .driver(driver)
+            .build()
+            .expect("build");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (mut sender, a) = registered_client(&engine, &listener).await;
+        let (receiver, b) = registered_client(&engine, &listener).await;
+        assert_ne!(a.shard(), b.shard(), "registrations alternate over shards");
+        eventually(|| engine.client_count() == 2).await;
+        let reader = spawn_reader(receiver);
+        for i in 0..MESSAGES {
+            sender
+                .feed(Message::text(format!("m{i}")))
+                .await
+                .expect("send");
+        }
+        sender.send(Message::text(END)).await.expect("send");
+        let (got, _) = reader.until_end().await;
+        let expected: Vec<String> = (0..MESSAGES).map(|i| format!("m{i}")).collect();
+        assert_eq!(texts(&got), expected, "{driver:?}");
+        engine.shutdown(WAIT).await;
+    }
+}
+
+/// Panics on the text "boom"; records the rest.
+struct Fragile(Recorder);
+
+impl Handler for Fragile {
+    fn on_registered(&self, ctx: &mut Context<'_>) {
+        self.0.on_registered(ctx);
+    }
+
+    fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+        if message == Incoming::Text("boom") {
+            panic!("a handler bug (expected by the test)");
+        }
+        self.0.on_message(ctx, message);
+    }
+
+    fn on_removed(&self, ctx: &mut Context<'_>, reason: shardcast::RemoveReason) {
+        self.0.on_removed(ctx, reason);
+    }
+}
+
+#[tokio::test]
+async fn a_handler_that_panics_ends_only_the_connection_it_was_handling() {
+    for driver in DRIVERS {
+        let (recorder, events) = Recorder::new();
+        let (engine, addr) = start(
+            Engine::builder()
+                .shards(1)
+                .handler(Fragile(recorder))
+                .driver(driver),
+        )
+        .await;
+        let mut doomed = connect(&engine, addr).await;
+        let mut other = connect(&engine, addr).await;
+        send_text(&mut doomed, "boom").await;
+        until(
+            || events.removed().len() == 1,
+            || format!("{driver:?}: removed {:?}", events.removed()),
+        )
+        .await;
+        assert_eq!(engine.client_count(), 1, "{driver:?}");
+        // The shard goes on serving the others, reading and writing.
+        send_text(&mut other, "still here").await;
+        until(
+            || !events.messages().is_empty(),
+            || format!("{driver:?}: no message"),
+        )
+        .await;
+        engine
+            .broadcast(Payload::text("after"), Audience::ALL)
+            .await
+            .expect("broadcast");
+        assert_eq!(next_text(&mut other).await, "after", "{driver:?}");
+        engine.shutdown(WAIT).await;
+    }
+}
