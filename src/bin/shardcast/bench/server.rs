@@ -1,12 +1,15 @@
-//! The server under test: a child process the bench starts (our own `serve` or `serve
-//! --naive`, or one of the external baselines: Bun, Node `ws`), or an external target; and what
-//! `/proc` says about a process.
+//! The server under test: a child process the bench starts (our own `serve`, with TLS or
+//! `--naive`, or one of the external baselines: Bun, Node `ws`), or an external target (`ws` or
+//! `wss`); and what `/proc` says about a process.
 
 use super::baselines;
 pub(crate) use crate::serve::Policy;
+use crate::tls::{Generated, Trust};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which server a run measures.
@@ -14,6 +17,10 @@ use std::time::Duration;
 pub(crate) enum Kind {
     /// shardcast's engine (`shardcast serve`), started by the bench.
     Embedded,
+    /// shardcast's engine serving `wss` (`shardcast serve --tls-cert --tls-key`) with a
+    /// certificate the bench makes at start, started by the bench.
+    #[value(name = "embedded-tls")]
+    EmbeddedTls,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
     /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
@@ -27,6 +34,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Embedded => "embedded",
+            Kind::EmbeddedTls => "embedded-tls",
             Kind::Naive => "naive",
             Kind::Bun => "bun",
             Kind::NodeWs => "node-ws",
@@ -37,14 +45,24 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::Naive => true,
+            Kind::Embedded | Kind::EmbeddedTls | Kind::Naive => true,
             Kind::Bun | Kind::NodeWs => false,
         }
+    }
+
+    /// Whether it speaks `wss`.
+    pub(crate) fn is_tls(self) -> bool {
+        self == Kind::EmbeddedTls
+    }
+
+    /// The engine, with or without TLS: it takes the engine's options (queue cap, policy).
+    fn is_engine(self) -> bool {
+        matches!(self, Kind::Embedded | Kind::EmbeddedTls)
     }
 }
 
 /// How the bench starts its server (the baselines take `topics` only).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ServerOptions {
     /// Speak the topics protocol (`--topics`), every server alike.
     pub(crate) topics: bool,
@@ -54,6 +72,9 @@ pub(crate) struct ServerOptions {
     pub(crate) client_queue_bytes: Option<usize>,
     /// Slow-consumer policy (embedded only).
     pub(crate) slow_consumer: Policy,
+    /// The certificate of the servers that speak `wss`, made once per bench run; `None` if no
+    /// server of the run does.
+    pub(crate) tls: Option<Arc<Generated>>,
 }
 
 /// Where the load goes.
@@ -65,6 +86,8 @@ pub(crate) struct Target {
     pub(crate) host: String,
     /// Request path.
     pub(crate) path: String,
+    /// Whom to trust, for `wss`; `None` for `ws`.
+    pub(crate) tls: Option<Trust>,
     /// The child process, when the bench started the server.
     pub(crate) child: Option<Server>,
     /// Which server the bench started; `None` for an external target.
@@ -103,7 +126,7 @@ impl Server {
         options: &ServerOptions,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::Naive => serve_command(kind, options)?,
+            Kind::Embedded | Kind::EmbeddedTls | Kind::Naive => serve_command(kind, options)?,
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
@@ -158,8 +181,8 @@ impl Server {
             std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
         }
         let addr = line
-            .split("ws://")
-            .nth(1)
+            .split_once("://")
+            .map(|(_, rest)| rest)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
@@ -218,7 +241,7 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
     }
-    if kind == Kind::Embedded {
+    if kind.is_engine() {
         if let Some(bytes) = options.client_queue_bytes {
             cmd.args(["--client-queue-bytes", &bytes.to_string()]);
         }
@@ -228,6 +251,14 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
     }
     if kind == Kind::Naive {
         cmd.arg("--naive");
+    }
+    if kind.is_tls() {
+        let generated = options
+            .tls
+            .as_ref()
+            .ok_or("no certificate was made for the TLS server")?;
+        cmd.arg("--tls-cert").arg(&generated.cert);
+        cmd.arg("--tls-key").arg(&generated.key);
     }
     if options.topics {
         cmd.arg("--topics");
@@ -256,34 +287,62 @@ impl Target {
     /// Starts a server of `kind`.
     pub(crate) fn start(kind: Kind, options: &ServerOptions) -> Result<Target, String> {
         let (server, addr) = Server::start(kind, options)?;
+        let tls = match (kind.is_tls(), &options.tls) {
+            (false, _) => None,
+            (true, Some(generated)) => Some(generated.trust(&addr.ip().to_string())?),
+            (true, None) => return Err("no certificate was made for the TLS server".into()),
+        };
         Ok(Target {
             addr,
             host: addr.to_string(),
             path: "/".into(),
+            tls,
             child: Some(server),
             kind: Some(kind),
             label: kind.name().into(),
         })
     }
 
-    /// An external server at `url` (`ws://HOST:PORT/PATH`).
-    pub(crate) fn external(url: &str) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            format!("target must start with ws:// (got {url:?}; wss is not supported)")
-        })?;
+    /// An external server at `url`: `ws://HOST[:PORT]/PATH`, or `wss://` trusting the CA
+    /// certificates of the PEM file `ca` (the system's roots without it). The port defaults
+    /// to 80 or 443.
+    pub(crate) fn external(url: &str, ca: Option<&Path>) -> Result<Target, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "target must start with ws:// or wss:// (got {url:?})"
+            ));
+        };
+        if let (false, Some(ca)) = (tls, ca) {
+            return Err(format!(
+                "--ca {} is for a wss:// target, and {url} is not one",
+                ca.display()
+            ));
+        }
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let addr = host
-            .to_socket_addrs()
+        let (name, has_port) = split_host(host);
+        let port = if tls { 443 } else { 80 };
+        let resolved = if has_port {
+            host.to_socket_addrs()
+        } else {
+            (name, port).to_socket_addrs()
+        };
+        let addr = resolved
             .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{host:?} resolves to no address"))?;
+        let tls = tls.then(|| Trust::new(ca, name)).transpose()?;
         Ok(Target {
             addr,
             host: host.into(),
             path: path.into(),
+            tls,
             child: None,
             kind: None,
             label: url.into(),
@@ -293,6 +352,21 @@ impl Target {
     /// The server process id, when the bench started it.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Server::pid)
+    }
+}
+
+/// The name in `host` (`NAME`, `NAME:PORT`, `[IPv6]` or `[IPv6]:PORT`), without brackets, and
+/// whether a port follows it.
+fn split_host(host: &str) -> (&str, bool) {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((ip, after)) => (ip, after.starts_with(':')),
+            None => (host, false),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, _)) => (name, true),
+        None => (host, false),
     }
 }
 
