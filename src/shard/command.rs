@@ -18,6 +18,11 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 /// A byte stream a shard can own: TCP, TLS, an in-memory duplex, ...
+///
+/// A stream may buffer what it is given (TLS encrypts into records, which it keeps while the
+/// socket is full): the engine flushes it after the upgrade response and whenever the client's
+/// queue empties, and a flush that cannot finish counts toward
+/// [`Config::write_deadline`](crate::Config::write_deadline) as a blocked write does.
 pub trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}

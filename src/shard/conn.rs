@@ -129,6 +129,10 @@ pub(super) struct Conn {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the last event was a read: the next read waits for the next turn.
     just_read: bool,
+    /// Whether bytes were written since the stream was last flushed: a stream that buffers (TLS
+    /// encrypts into records and may keep them when the socket is full) holds them until
+    /// flushed, so an empty queue is not yet an empty pipe.
+    unflushed: bool,
 }
 
 impl Conn {
@@ -151,6 +155,7 @@ impl Conn {
             blocked: Waiting::new(),
             timer: None,
             just_read: false,
+            unflushed: false,
         }
     }
 }
@@ -201,6 +206,7 @@ impl Conn {
                     &mut self.io,
                     &mut reading,
                     &mut self.timer,
+                    &mut self.unflushed,
                 )
             })
             .await;
@@ -239,9 +245,10 @@ fn poll_io(
     io: &mut Box<dyn Io>,
     reading: &mut Reading,
     timer: &mut Option<Pin<Box<Sleep>>>,
+    unflushed: &mut bool,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
-    if let Some(end) = flush(shared, &mut state, cx, slot, io, timer) {
+    if let Some(end) = flush(shared, &mut state, cx, slot, io, timer, unflushed) {
         return Poll::Ready(end);
     }
     if *reading == Reading::NextTurn && state.phase(slot) == Phase::Open {
@@ -272,9 +279,10 @@ fn poll_io(
 }
 
 /// Writes the client's queue to its socket until the queue is empty, the socket takes no more
-/// (the write deadline starts), or coalescing holds the rest back (the timer is armed).
-/// Returns how the connection ends, if it does: its close frame is out, it is aborted, or the
-/// socket failed.
+/// (the write deadline starts), or coalescing holds the rest back (the timer is armed); once
+/// the queue is empty, flushes the stream (see `Conn::unflushed`), and a flush that cannot
+/// finish counts as a blocked write. Returns how the connection ends, if it does: its close
+/// frame is out, it is aborted, or the socket failed.
 fn flush(
     shared: &Shared,
     state: &mut State,
@@ -282,13 +290,30 @@ fn flush(
     slot: usize,
     io: &mut Box<dyn Io>,
     timer: &mut Option<Pin<Box<Sleep>>>,
+    unflushed: &mut bool,
 ) -> Option<Event> {
     let now = Instant::now();
     loop {
         match next(shared, state, slot, now) {
             Next::Done => return Some(Event::Done),
+            // `linger` shuts the stream down, which flushes it.
             Next::Closed => return Some(Event::Closed),
-            Next::Idle => return None,
+            Next::Idle if !*unflushed => return None,
+            // A plain TCP stream flushes at once, so this costs it one call after a write.
+            Next::Idle => {
+                return match Pin::new(&mut **io).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        *unflushed = false;
+                        state.flushed(slot);
+                        None
+                    }
+                    Poll::Ready(Err(_)) => Some(Event::Done),
+                    Poll::Pending => {
+                        state.write_blocked(slot, now);
+                        None
+                    }
+                };
+            }
             Next::Delay(due) => {
                 let sleep = timer.get_or_insert_with(|| Box::pin(tokio::time::sleep_until(due)));
                 sleep.as_mut().reset(due);
@@ -311,7 +336,10 @@ fn flush(
         };
         match written {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Some(Event::Done),
-            Poll::Ready(Ok(n)) => state.wrote(slot, n),
+            Poll::Ready(Ok(n)) => {
+                state.wrote(slot, n);
+                *unflushed = true;
+            }
             Poll::Pending => {
                 state.write_blocked(slot, now);
                 return None;

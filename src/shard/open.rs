@@ -298,12 +298,14 @@ async fn upgrade(
             Ok(accepted) => {
                 let response = handshake::accept_response(request.key(), accepted.protocol());
                 let pending = buf.get(used..).unwrap_or_default().to_vec();
-                // Admitted in the same poll in which the 101 is fully written, so no broadcast
-                // can fall between the client seeing 101 and the client being in the audience;
-                // and the response never occupies the client's queue.
+                // Admitted in the same poll in which the 101 is fully written (and flushed, for
+                // a stream that buffers, as TLS does), so no broadcast can fall between the
+                // client seeing 101 and the client being in the audience; and the response never
+                // occupies the client's queue.
                 io.write_all(&response)
                     .await
                     .map_err(|_| Failure::Abandoned)?;
+                io.flush().await.map_err(|_| Failure::Abandoned)?;
                 let mut state = shared.state.borrow_mut();
                 let slot = accepted.admit(&mut state, id, data, Instant::now());
                 Ok((slot, pending))

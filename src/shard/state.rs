@@ -73,7 +73,8 @@ pub(crate) struct Client {
     pinged: bool,
     /// When its upgrade completed.
     registered_at: Instant,
-    /// Since when its socket has refused bytes that are queued; `None` while writes progress.
+    /// Since when its socket has refused bytes that are queued (or buffered in its stream, as
+    /// TLS records); `None` while writes progress.
     pub(crate) blocked_since: Option<Instant>,
     /// Shard tick at which the oldest unwritten frame was queued (for delayed coalescing).
     first_queued: Option<Instant>,
@@ -623,6 +624,14 @@ impl State {
     pub(crate) fn write_blocked(&mut self, slot: usize, now: Instant) {
         if let Some(client) = self.clients.get_mut(slot) {
             client.blocked_since.get_or_insert(now);
+        }
+    }
+
+    /// Records that `slot`'s stream flushed what it buffered (TLS records), its queue being
+    /// empty: nothing of it is blocked any more.
+    pub(crate) fn flushed(&mut self, slot: usize) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.blocked_since = None;
         }
     }
 

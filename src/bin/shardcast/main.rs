@@ -10,6 +10,7 @@ mod naive;
 mod observe;
 mod pubsub;
 mod serve;
+mod tls;
 mod topics;
 
 #[global_allocator]

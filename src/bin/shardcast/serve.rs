@@ -11,6 +11,7 @@ use shardcast::{
 use std::error::Error;
 use std::io::BufRead;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
@@ -75,6 +76,17 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, port not 0).
     #[arg(long, value_name = "ADDR", conflicts_with = "naive")]
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Serve wss: the TLS certificate chain, PEM (leaf first). Needs --tls-key.
+    #[arg(
+        long,
+        value_name = "PEM",
+        requires = "tls_key",
+        conflicts_with = "naive"
+    )]
+    pub(crate) tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub(crate) tls_key: Option<PathBuf>,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -153,6 +165,12 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if args.naive {
         return run_naive(args, addr);
     }
+    // Before anything starts: a certificate that cannot be used is a mistake in the flags.
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(crate::tls::server_config(cert, key)?),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
     let queue = args
         .client_queue_bytes
         .unwrap_or((1 << 20).max(args.max_message_size.saturating_mul(2)));
@@ -193,7 +211,13 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr = engine.listen(addr).await.map_err(|e| match e {
+        // With TLS, each connection's handshake runs on the shard that accepted it, within the
+        // handshake deadline, before the upgrade.
+        let listening = match tls {
+            Some(config) => engine.listen_wrapped(addr, crate::tls::acceptor(config)).await,
+            None => engine.listen(addr).await,
+        };
+        let addr = listening.map_err(|e| match e {
             ListenError::Io(e) => listen_error(addr, e),
             other => other.into(),
         })?;
@@ -201,8 +225,8 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         if let Some(metrics_addr) = args.metrics_addr {
             observe::serve_metrics(metrics_addr, &engine)?;
         }
-        println!("shardcast serving on ws://{addr}/ with {} shards", engine.shard_count());
-        tracing::info!("serving ws://{addr}/ with {} shards", engine.shard_count());
+        println!("shardcast serving on {scheme}://{addr}/ with {} shards", engine.shard_count());
+        tracing::info!("serving {scheme}://{addr}/ with {} shards", engine.shard_count());
         if let Some(url) = &args.nats {
             let up = if engine.stats().bridge.connected { "connected" } else { "not connected yet" };
             tracing::info!("sharing through NATS at {url}, prefix {} ({up})", args.nats_prefix);

@@ -1,5 +1,5 @@
-//! The load generator's clients: raw TCP, our own server-frame parser, large reads, no
-//! allocation per frame, one `mio` poll loop per thread.
+//! The load generator's clients: raw TCP (with TLS for `wss`, see [`super::wss`]), our own
+//! server-frame parser, large reads, no allocation per frame, one `mio` poll loop per thread.
 //!
 //! Every data frame the bench sends carries `u64le send time (ns since the bench epoch) | u32le
 //! publisher | u32le sequence`, and with `--topics` then `u32le topic` (see [`super::topics`]);
@@ -7,7 +7,9 @@
 //! gap, a duplicate, a reordering or a topic it did not subscribe to counts as lost) and records
 //! the latency.
 
+use super::super::tls::Trust;
 use super::topics;
+use super::wss::{ReadWrite, Session};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
@@ -67,12 +69,31 @@ impl Shared {
     }
 }
 
+/// An upgraded connection: its socket, and its TLS session for `wss`.
+#[derive(Debug)]
+pub(crate) struct Link {
+    /// The socket (blocking until a receiver thread adopts a clone of it).
+    pub(crate) stream: std::net::TcpStream,
+    /// The TLS session over `stream`, for `wss`.
+    pub(crate) tls: Option<Session>,
+}
+
+impl Link {
+    /// Sends `bytes` whole (encrypted for `wss`).
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match &self.tls {
+            None => self.stream.write_all(bytes),
+            Some(tls) => tls.send(&mut self.stream, bytes),
+        }
+    }
+}
+
 /// A connected client before it joins a receiver thread.
 #[derive(Debug)]
 pub(crate) struct Connected {
-    /// The socket (blocking until adopted).
-    pub(crate) stream: std::net::TcpStream,
-    /// Bytes after the 101 response: the start of the first frames.
+    /// The socket and its TLS session.
+    pub(crate) link: Link,
+    /// Bytes (plaintext) after the 101 response: the start of the first frames.
     pub(crate) leftover: Vec<u8>,
     /// Whether its deliveries are measured (false for publishers, whose echoes are drained).
     pub(crate) measured: bool,
@@ -82,7 +103,8 @@ pub(crate) struct Connected {
     pub(crate) node: usize,
 }
 
-/// Opens a TCP connection from `source` (if given) and performs the WebSocket upgrade.
+/// Opens a TCP connection from `source` (if given), with TLS if `tls` says whom to trust, and
+/// performs the WebSocket upgrade. Returns the link and the bytes that came after the 101.
 pub(crate) fn connect(
     addr: SocketAddr,
     host: &str,
@@ -90,7 +112,8 @@ pub(crate) fn connect(
     source: Option<IpAddr>,
     timeout: Duration,
     recv_buffer: Option<usize>,
-) -> io::Result<(std::net::TcpStream, Vec<u8>)> {
+    tls: Option<&Trust>,
+) -> io::Result<(Link, Vec<u8>)> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     if let Some(bytes) = recv_buffer {
@@ -108,7 +131,23 @@ pub(crate) fn connect(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
+    let (tls, leftover) = match tls {
+        None => (None, upgrade(&mut stream, &request)?),
+        Some(trust) => {
+            let session = Session::new(trust)?;
+            let mut leftover = session.blocking(&mut stream, |tls| upgrade(tls, &request))?;
+            session.take_plaintext(&mut leftover)?;
+            (Some(session), leftover)
+        }
+    };
+    stream.set_read_timeout(None)?;
+    Ok((Link { stream, tls }, leftover))
+}
+
+/// Sends the upgrade `request` and reads the response; returns what came after it.
+fn upgrade(stream: &mut dyn ReadWrite, request: &str) -> io::Result<Vec<u8>> {
     stream.write_all(request.as_bytes())?;
+    stream.flush()?;
     let mut response = Vec::with_capacity(256);
     let mut chunk = [0u8; 1024];
     let end = loop {
@@ -138,8 +177,7 @@ pub(crate) fn connect(
             format!("upgrade refused: {line}"),
         ));
     }
-    stream.set_read_timeout(None)?;
-    Ok((stream, response.split_off(end)))
+    Ok(response.split_off(end))
 }
 
 /// The source address of the `i`-th connection: spread over 127.0.0.1-127.0.0.32 when the
@@ -156,6 +194,8 @@ pub(crate) fn source_for(i: usize, target: SocketAddr) -> Option<IpAddr> {
 /// One client inside a receiver thread.
 struct Client {
     stream: TcpStream,
+    /// Its TLS session, for `wss`.
+    tls: Option<Session>,
     /// Bytes of an unfinished frame from the previous read.
     partial: Vec<u8>,
     /// The topics it subscribed to, sorted: at most `--subscriptions` of them.
@@ -193,12 +233,13 @@ pub(crate) fn receive(
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(clients.len());
     for (i, c) in clients.into_iter().enumerate() {
-        c.stream.set_nonblocking(true)?;
-        let mut stream = TcpStream::from_std(c.stream);
+        c.link.stream.set_nonblocking(true)?;
+        let mut stream = TcpStream::from_std(c.link.stream);
         poll.registry()
             .register(&mut stream, Token(i), Interest::READABLE)?;
         conns.push(Client {
             stream,
+            tls: c.link.tls,
             partial: c.leftover,
             next_seq: vec![0; publishers * c.topics.len()],
             topics: c.topics,
@@ -254,7 +295,18 @@ pub(crate) fn receive(
                     Ok(0) => close(c, &mut tally),
                     Ok(n) => {
                         let now = shared.now_ns();
-                        ingest(c, &buf[..n], now, &mut latency_us, &mut tally);
+                        match c.tls.take() {
+                            None => ingest(c, &buf[..n], now, &mut latency_us, &mut tally),
+                            Some(tls) => {
+                                let open = tls.decrypt(&buf[..n], |plain| {
+                                    ingest(c, plain, now, &mut latency_us, &mut tally)
+                                });
+                                c.tls = Some(tls);
+                                if !matches!(open, Ok(true)) {
+                                    close(c, &mut tally);
+                                }
+                            }
+                        }
                         if n < buf.len() {
                             // A short read drained the socket: the next byte to arrive raises
                             // a new edge, so a read that would only say EAGAIN is saved.
@@ -276,7 +328,11 @@ pub(crate) fn receive(
         while pinged < due {
             let i = (pinged % conns.len() as u64) as usize;
             if let Some(c) = conns.get_mut(i).filter(|c| c.open) {
-                let _ = c.stream.write(&ping);
+                // A ping the socket does not take now is not worth waiting for.
+                let _ = match &c.tls {
+                    None => c.stream.write(&ping).map(drop),
+                    Some(tls) => tls.try_send(&mut c.stream, &ping),
+                };
             }
             pinged += 1;
         }
@@ -319,9 +375,12 @@ impl Tally {
     }
 }
 
+/// Counts `c` closed, once (a close frame and the end of its TLS session both close it).
 fn close(c: &mut Client, tally: &mut Tally) {
-    c.open = false;
-    tally.closed += 1;
+    if c.open {
+        c.open = false;
+        tally.closed += 1;
+    }
 }
 
 /// Parses server frames from `data` (after any partial frame kept from the last read).

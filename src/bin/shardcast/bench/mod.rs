@@ -17,6 +17,7 @@ mod publish;
 mod report;
 mod server;
 mod topics;
+mod wss;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
@@ -59,9 +60,18 @@ pub(crate) struct Args {
     /// Which server the bench starts (ignored with --target).
     #[arg(long, value_enum, default_value_t = Kind::Embedded)]
     server: Kind,
-    /// Measure an external relay server at ws://HOST:PORT/PATH instead.
+    /// Serve wss: start the server with TLS, with a certificate for 127.0.0.1 and localhost
+    /// made at start (the same as --server embedded-tls; the other servers speak ws only).
+    #[arg(long, conflicts_with_all = ["target", "sweep"])]
+    tls: bool,
+    /// Measure an external relay server at ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH
+    /// instead.
     #[arg(long)]
     target: Option<String>,
+    /// Trust the CA certificates of this PEM file for a wss:// --target (instead of the
+    /// system's roots).
+    #[arg(long, value_name = "PEM", requires = "target")]
+    ca: Option<std::path::PathBuf>,
     /// Shards (threads) of the shardcast server the bench starts, 1 to 1024. Default: the number
     /// of cores. (Bun and Node `ws` run their relay on one thread.)
     #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
@@ -129,7 +139,8 @@ pub(crate) struct Args {
     /// Payload sizes of the sweep (each as --payload).
     #[arg(long, value_delimiter = ',', default_value = "32", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     sweep_payloads: Vec<u64>,
-    /// Servers of the sweep, the first being the one the others are compared to.
+    /// Servers of the sweep, the first being the one the others are compared to
+    /// (embedded,embedded-tls: ws against wss).
     #[arg(
         long,
         value_enum,
@@ -215,6 +226,19 @@ fn check(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// The server a single run starts: `--server`, with TLS if `--tls`.
+fn server(args: &Args) -> Result<Kind, String> {
+    match (args.tls, args.server) {
+        (false, kind) => Ok(kind),
+        (true, Kind::Embedded | Kind::EmbeddedTls) => Ok(Kind::EmbeddedTls),
+        (true, other) => Err(format!(
+            "--tls: the {} server the bench starts speaks ws only; only the embedded server \
+             has TLS (measure another wss server with --target wss://HOST:PORT/ --ca FILE)",
+            other.name()
+        )),
+    }
+}
+
 /// The topics layout `--topics` and `--subscriptions` ask for, if any; the error names the flag.
 fn layout(args: &Args) -> Result<Option<Layout>, String> {
     if let (None, Some(s)) = (args.topics, args.subscriptions) {
@@ -227,11 +251,22 @@ fn layout(args: &Args) -> Result<Option<Layout>, String> {
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     check(&args)?;
+    let single = server(&args)?;
+    // One certificate for every wss server of the run, made only if one is.
+    let tls = if args.sweep {
+        args.sweep_servers.iter().any(|k| k.is_tls())
+    } else {
+        args.target.is_none() && single.is_tls()
+    };
     let options = ServerOptions {
         topics: args.topics.is_some(),
         shards: args.shards,
         client_queue_bytes: args.client_queue_bytes,
         slow_consumer: args.slow_consumer,
+        tls: tls
+            .then(crate::tls::Generated::new)
+            .transpose()?
+            .map(Arc::new),
     };
     crate::raise_descriptor_limit();
     // Each connection takes a descriptor here and one in the server (which inherits the limit):
@@ -253,7 +288,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         .into());
     }
     let interactive = std::io::stdout().is_terminal() && !args.json;
-    let setups = setups(&args);
+    let setups = setups(&args, single);
     if args.sweep || setups.len() > 1 {
         let shapes = if args.sweep {
             let mut shapes = Vec::new();
@@ -304,7 +339,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         return Ok(());
     }
     let target = match (&args.target, setups.first()) {
-        (Some(url), _) => Target::external(url)?,
+        (Some(url), _) => Target::external(url, args.ca.as_deref())?,
         (None, Some(&setup)) => Target::start(setup, &options, args.nats_server.as_deref())?,
         (None, None) => return Err("nothing to measure".into()),
     };
@@ -323,12 +358,12 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// What the bench starts, in the order the runs take turns: each server (`--sweep-servers`
-/// with --sweep, else `--server`), the embedded one once per `--nodes` count if given.
-fn setups(args: &Args) -> Vec<Setup> {
+/// with --sweep, else `single`: `--server`, with TLS if `--tls`), the embedded one once per `--nodes` count if given.
+fn setups(args: &Args, single: Kind) -> Vec<Setup> {
     let kinds = if args.sweep {
         args.sweep_servers.clone()
     } else {
-        vec![args.server]
+        vec![single]
     };
     let mut setups = Vec::new();
     for kind in kinds {
@@ -400,19 +435,27 @@ fn measure(
             }
             None => (vec![0], Cow::Borrowed(target.path.as_str())),
         };
-        let (stream, leftover) = loadgen::connect(*addr, host, &path, source, timeout, recv_buffer)
-            .map_err(|e| format!("client {i} cannot connect to {addr}: {e}"))?;
+        let (link, leftover) = loadgen::connect(
+            *addr,
+            host,
+            &path,
+            source,
+            timeout,
+            recv_buffer,
+            target.tls.as_ref(),
+        )
+        .map_err(|e| format!("client {i} cannot connect to {addr}: {e}"))?;
         if layout.is_some() {
             node_topics[node].extend(topics.iter().copied());
         }
         if stall {
-            stalled.push(stream);
+            stalled.push(link);
         } else {
             for &t in &topics {
                 fanout[t as usize] += 1;
             }
             groups[i % threads].push(Connected {
-                stream,
+                link,
                 leftover,
                 measured: true,
                 topics,
@@ -427,18 +470,29 @@ fn measure(
         // Publisher p is on node p mod nodes, as the receivers reckon.
         let node = target.node_of(p);
         let (addr, host) = &target.nodes[node];
-        let (stream, leftover) =
-            loadgen::connect(*addr, host, &target.path, None, timeout, None)
-                .map_err(|e| format!("publisher {p} cannot connect to {addr}: {e}"))?;
-        let reader = stream.try_clone()?;
+        let (link, leftover) = loadgen::connect(
+            *addr,
+            host,
+            &target.path,
+            None,
+            timeout,
+            None,
+            target.tls.as_ref(),
+        )
+        .map_err(|e| format!("publisher {p} cannot connect to {addr}: {e}"))?;
+        // Its echoes are read (and drained) by a receiver thread; its TLS session is shared.
+        let reader = loadgen::Link {
+            stream: link.stream.try_clone()?,
+            tls: link.tls.clone(),
+        };
         groups[p % threads].push(Connected {
-            stream: reader,
+            link: reader,
             leftover,
             measured: false,
             topics: Vec::new(),
             node,
         });
-        publishers.push(stream);
+        publishers.push(link);
         connecting.inc(1);
     }
     connecting.finish_and_clear();

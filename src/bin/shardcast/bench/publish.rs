@@ -5,11 +5,10 @@
 //! it, a frame is `pub tN <stamped payload>`, which it relays to `tN`'s subscribers: the topics
 //! and the deliveries each publication makes follow [`super::topics`].
 
-use super::loadgen::{MASK, STAMP_BYTES, Shared};
+use super::loadgen::{Link, MASK, STAMP_BYTES, Shared};
 use super::topics::{self, Rotation};
 use shardcast::wire::{Opcode, frame};
 use std::io::{self, Write};
-use std::net::TcpStream;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
@@ -91,7 +90,7 @@ impl Frames {
 
 /// Runs the publishers over `streams` (one per publisher) as `load` says.
 pub(crate) fn run(
-    streams: &mut [TcpStream],
+    streams: &mut [Link],
     load: Load<'_>,
     shared: &Shared,
     mut progress: impl FnMut(f64),
@@ -140,7 +139,7 @@ pub(crate) fn run(
                 frames_buf.put(&mut buf, shared.now_ns(), p, publication);
                 sent[p] += 1;
                 expected += fanout(publication);
-                streams[p].write_all(&buf)?;
+                streams[p].send(&buf)?;
             }
             frames += batch;
             rounds += 1;
@@ -163,7 +162,7 @@ pub(crate) fn run(
                     frames_buf.put(&mut buf, now, p, load.rotation.of(p, sent[p]));
                     sent[p] += 1;
                 }
-                stream.write_all(&buf)?;
+                stream.send(&buf)?;
             }
             frames += (load.window * streams.len()) as u64;
             let waited = Instant::now();

@@ -1,14 +1,16 @@
-//! The server under test: a child process the bench starts (our own `serve` or `serve
-//! --naive`, or one of the external baselines: Bun, Node `ws`), or an external target; and what
-//! `/proc` says about a process.
+//! The server under test: a child process the bench starts (our own `serve`, with TLS or
+//! `--naive`, or one of the external baselines: Bun, Node `ws`), or an external target (`ws` or
+//! `wss`); and what `/proc` says about a process.
 
 use super::baselines;
 use super::broker::Broker;
 pub(crate) use crate::serve::Policy;
+use crate::tls::{Generated, Trust};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::Path;
 use std::process::{Child, ChildStderr, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Which server a run measures.
@@ -21,6 +23,10 @@ pub(crate) enum Kind {
     /// started by the bench: to compare the drivers side by side.
     #[value(name = "embedded-tasks")]
     EmbeddedTasks,
+    /// shardcast's engine serving `wss` (`shardcast serve --tls-cert --tls-key`) with a
+    /// certificate the bench makes at start, started by the bench.
+    #[value(name = "embedded-tls")]
+    EmbeddedTls,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
     /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
@@ -35,6 +41,7 @@ impl Kind {
         match self {
             Kind::Embedded => "embedded",
             Kind::EmbeddedTasks => "embedded-tasks",
+            Kind::EmbeddedTls => "embedded-tls",
             Kind::Naive => "naive",
             Kind::Bun => "bun",
             Kind::NodeWs => "node-ws",
@@ -45,14 +52,27 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::Naive => true,
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Naive => true,
             Kind::Bun | Kind::NodeWs => false,
         }
+    }
+
+    /// Whether it speaks `wss`.
+    pub(crate) fn is_tls(self) -> bool {
+        self == Kind::EmbeddedTls
+    }
+
+    /// The engine, with or without TLS: it takes the engine's options (queue cap, policy).
+    fn is_engine(self) -> bool {
+        matches!(
+            self,
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls
+        )
     }
 }
 
 /// How the bench starts its server (the baselines take `topics` only).
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct ServerOptions {
     /// Speak the topics protocol (`--topics`), every server alike.
     pub(crate) topics: bool,
@@ -62,6 +82,9 @@ pub(crate) struct ServerOptions {
     pub(crate) client_queue_bytes: Option<usize>,
     /// Slow-consumer policy (embedded only).
     pub(crate) slow_consumer: Policy,
+    /// The certificate of the servers that speak `wss`, made once per bench run; `None` if no
+    /// server of the run does.
+    pub(crate) tls: Option<Arc<Generated>>,
 }
 
 /// What the bench starts: a server of `kind`, or `nodes` of our own `serve --nats` sharing
@@ -90,6 +113,8 @@ pub(crate) struct Target {
     pub(crate) nodes: Vec<(SocketAddr, String)>,
     /// Request path.
     pub(crate) path: String,
+    /// Whom to trust, for `wss`; `None` for `ws`.
+    pub(crate) tls: Option<Trust>,
     /// The processes the bench started (one per node), each with its control line.
     pub(crate) servers: Vec<Server>,
     /// The broker the nodes share, with `--nodes`.
@@ -131,7 +156,7 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::Naive => {
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Naive => {
                 serve_command(kind, options, nats)?
             }
             Kind::Bun => baselines::bun(options.topics)?,
@@ -188,8 +213,8 @@ impl Server {
             std::thread::spawn(move || std::io::copy(&mut { stderr }, &mut std::io::sink()));
         }
         let addr = line
-            .split("ws://")
-            .nth(1)
+            .split_once("://")
+            .map(|(_, rest)| rest)
             .and_then(|rest| rest.split('/').next())
             .and_then(|a| a.parse().ok())
             .ok_or_else(|| {
@@ -255,7 +280,7 @@ fn serve_command(
     if kind == Kind::EmbeddedTasks {
         cmd.args(["--driver", "tasks"]);
     }
-    if kind != Kind::Naive {
+    if kind.is_engine() {
         if let Some(bytes) = options.client_queue_bytes {
             cmd.args(["--client-queue-bytes", &bytes.to_string()]);
         }
@@ -265,6 +290,14 @@ fn serve_command(
     }
     if kind == Kind::Naive {
         cmd.arg("--naive");
+    }
+    if kind.is_tls() {
+        let generated = options
+            .tls
+            .as_ref()
+            .ok_or("no certificate was made for the TLS server")?;
+        cmd.arg("--tls-cert").arg(&generated.cert);
+        cmd.arg("--tls-key").arg(&generated.key);
     }
     if options.topics {
         cmd.arg("--topics");
@@ -323,9 +356,15 @@ impl Target {
     ) -> Result<Target, String> {
         let Some(n) = setup.nodes else {
             let (server, addr) = Server::start(setup.kind, options, None)?;
+            let tls = match (setup.kind.is_tls(), &options.tls) {
+                (false, _) => None,
+                (true, Some(generated)) => Some(generated.trust(&addr.ip().to_string())?),
+                (true, None) => return Err("no certificate was made for the TLS server".into()),
+            };
             return Ok(Target {
                 nodes: vec![(addr, addr.to_string())],
                 path: "/".into(),
+                tls,
                 servers: vec![server],
                 broker: None,
                 kind: Some(setup.kind),
@@ -349,6 +388,7 @@ impl Target {
         Ok(Target {
             nodes,
             path: "/".into(),
+            tls: None,
             servers,
             broker: Some(broker),
             kind: Some(setup.kind),
@@ -356,23 +396,45 @@ impl Target {
         })
     }
 
-    /// An external server at `url` (`ws://HOST:PORT/PATH`).
-    pub(crate) fn external(url: &str) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| {
-            format!("target must start with ws:// (got {url:?}; wss is not supported)")
-        })?;
+    /// An external server at `url`: `ws://HOST[:PORT]/PATH`, or `wss://` trusting the CA
+    /// certificates of the PEM file `ca` (the system's roots without it). The port defaults
+    /// to 80 or 443.
+    pub(crate) fn external(url: &str, ca: Option<&Path>) -> Result<Target, String> {
+        let (tls, rest) = if let Some(rest) = url.strip_prefix("wss://") {
+            (true, rest)
+        } else if let Some(rest) = url.strip_prefix("ws://") {
+            (false, rest)
+        } else {
+            return Err(format!(
+                "target must start with ws:// or wss:// (got {url:?})"
+            ));
+        };
+        if let (false, Some(ca)) = (tls, ca) {
+            return Err(format!(
+                "--ca {} is for a wss:// target, and {url} is not one",
+                ca.display()
+            ));
+        }
         let (host, path) = match rest.find('/') {
             Some(i) => (&rest[..i], &rest[i..]),
             None => (rest, "/"),
         };
-        let addr = host
-            .to_socket_addrs()
+        let (name, has_port) = split_host(host);
+        let port = if tls { 443 } else { 80 };
+        let resolved = if has_port {
+            host.to_socket_addrs()
+        } else {
+            (name, port).to_socket_addrs()
+        };
+        let addr = resolved
             .map_err(|e| format!("cannot resolve {host:?}: {e}"))?
             .next()
             .ok_or_else(|| format!("{host:?} resolves to no address"))?;
+        let tls = tls.then(|| Trust::new(ca, name)).transpose()?;
         Ok(Target {
             nodes: vec![(addr, host.into())],
             path: path.into(),
+            tls,
             servers: Vec::new(),
             broker: None,
             kind: None,
@@ -412,6 +474,21 @@ pub(crate) fn rss_of(pids: &[u32]) -> Option<u64> {
         return None;
     }
     pids.iter().map(|&p| rss_bytes(p)).sum()
+}
+
+/// The name in `host` (`NAME`, `NAME:PORT`, `[IPv6]` or `[IPv6]:PORT`), without brackets, and
+/// whether a port follows it.
+fn split_host(host: &str) -> (&str, bool) {
+    if let Some(rest) = host.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((ip, after)) => (ip, after.starts_with(':')),
+            None => (host, false),
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, _)) => (name, true),
+        None => (host, false),
+    }
 }
 
 /// CPU time of every thread of a process, in nanoseconds (`/proc/PID/task/*/schedstat`).
