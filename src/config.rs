@@ -195,6 +195,16 @@ pub struct Config {
     /// [`BridgeDrops::disconnected`](crate::BridgeDrops::disconnected)). Default: off
     /// (`Builder::build` fails).
     pub bridge_optional: bool,
+    /// Hand clients' messages and lifecycle events to an [`Inbox`](crate::Inbox) (taken with
+    /// [`Engine::inbox`](crate::Engine::inbox)), for code that must await; a
+    /// [`Handler`](crate::Handler) decides which messages stay with it
+    /// ([`Handler::forward`](crate::Handler::forward)). Default: off.
+    pub inbox: bool,
+    /// With an inbox: events each shard queues for it, at most (1 to 1,048,576). A client whose
+    /// event finds the queue full is not read until there is room, so with `n` connections
+    /// at most `shards x inbox_capacity + n` events wait, each no larger than
+    /// `message_bytes_max`. Default: 256.
+    pub inbox_capacity: usize,
 }
 
 impl Default for Config {
@@ -229,6 +239,8 @@ impl Default for Config {
             bridge_inbound_capacity: 8192,
             bridge_unsubscribe_delay: Duration::from_secs(1),
             bridge_optional: false,
+            inbox: false,
+            inbox_capacity: 256,
         }
     }
 }

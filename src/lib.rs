@@ -78,6 +78,7 @@ mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod id;
+mod inbox;
 mod payload;
 mod registration;
 mod shard;
@@ -98,6 +99,7 @@ pub use error::{
     SubscribeError, TryBroadcastError, TrySendError, UpdateError,
 };
 pub use id::{ClientId, ShardId};
+pub use inbox::{Event, EventKind, Inbox};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};

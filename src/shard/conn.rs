@@ -11,18 +11,22 @@
 //!
 //! # Back-pressure
 //!
-//! A connection reads only while it has nothing waiting to go to a full shard queue, so a
-//! client that sends faster than the engine can relay is slowed by TCP.
+//! A connection reads only while it has nothing waiting to go to a full shard queue or to a
+//! full inbox queue, so a client that sends faster than the engine can relay, or than the
+//! inbox's consumer reads, is slowed by TCP. While its event waits for the inbox, it still
+//! writes (flushes its queue): only its reading pauses.
 //!
 //! [`Outbound`]: super::outbound::Outbound
 
 use super::command::Io;
+use super::inlet::Held;
 use super::outbound::IoSlices;
 use super::relay::{Waiting, post, send_waiting};
 use super::shared::Shared;
 use super::state::{Phase, State};
 use crate::ClientId;
 use crate::client::RemoveReason;
+use crate::inbox::Event as InboxEvent;
 use crate::shard::{Context, Incoming};
 use crate::wire::{Inbound, Parser};
 use std::future::poll_fn;
@@ -37,7 +41,8 @@ use tokio::time::{Instant, Sleep};
 /// Whether a poll of the socket may read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reading {
-    /// No: bytes read earlier wait for room in another shard's queue.
+    /// No: bytes read earlier wait for room in another shard's queue, or an event for the
+    /// inbox's.
     No,
     /// Yes.
     Now,
@@ -50,6 +55,8 @@ enum Reading {
 enum Event {
     /// `n` bytes landed in the shard's read buffer.
     Read(usize),
+    /// The held event is in the inbox queue: reading may resume.
+    Queued,
     /// The close frame is written: finish the closing handshake.
     Closed,
     /// The connection is over (EOF, error, abort).
@@ -110,6 +117,22 @@ pub(super) struct Conn {
     timer: Option<Pin<Box<Sleep>>>,
     /// Whether the last event was a read: the next read waits for the next turn.
     just_read: bool,
+    /// Whether the inbox was told this client registered and not yet that it left.
+    announced: bool,
+    /// The event waiting for room in the inbox queue; nothing is read meanwhile.
+    held: Option<Box<Held>>,
+}
+
+impl Drop for Conn {
+    /// A client announced to the inbox whose task is dropped before it could report its
+    /// departure (the shard stopped) owes the inbox a `Removed`: counted lost.
+    fn drop(&mut self) {
+        if self.announced
+            && let Some(inlet) = &self.ended.shared().inlet
+        {
+            inlet.lost();
+        }
+    }
 }
 
 impl Conn {
@@ -132,6 +155,8 @@ impl Conn {
             blocked: Waiting::new(),
             timer: None,
             just_read: false,
+            announced: false,
+            held: None,
         }
     }
 }
@@ -158,9 +183,17 @@ impl Conn {
             };
             shared.handler.on_registered(&mut ctx);
             post(&shared.shards, &mut outbox, &mut self.blocked);
+            if let Some(inlet) = &shared.inlet {
+                // Before anything it sent is read: the inbox hears of a client first.
+                self.announced = true;
+                self.held = inlet.offer(InboxEvent::registered(id));
+                if self.held.is_some() {
+                    state.pause_reads(slot, true, Instant::now());
+                }
+            }
         }
         loop {
-            if !self.pending.is_empty() {
+            if self.held.is_none() && !self.pending.is_empty() {
                 let shared = &*self.ended.shared;
                 let pending = &mut self.pending;
                 let consumed = ingest(
@@ -170,6 +203,7 @@ impl Conn {
                     &mut self.parser,
                     pending,
                     &mut self.blocked,
+                    &mut self.held,
                 );
                 pending.drain(..consumed);
                 if pending.is_empty() {
@@ -181,7 +215,7 @@ impl Conn {
                 Box::pin(send_waiting(&self.ended.shared.shards, &mut self.blocked)).await;
                 continue;
             }
-            let mut reading = if !self.pending.is_empty() {
+            let mut reading = if self.held.is_some() || !self.pending.is_empty() {
                 Reading::No
             } else if std::mem::take(&mut self.just_read) {
                 Reading::NextTurn
@@ -197,6 +231,7 @@ impl Conn {
                     &mut self.io,
                     &mut reading,
                     &mut self.timer,
+                    &mut self.held,
                 )
             })
             .await;
@@ -206,19 +241,40 @@ impl Conn {
                     self.just_read = true;
                     let mut buf = shared.read_buf.borrow_mut();
                     let input = buf.get_mut(..n).unwrap_or_default();
-                    let consumed =
-                        ingest(shared, id, slot, &mut self.parser, input, &mut self.blocked);
+                    let consumed = ingest(
+                        shared,
+                        id,
+                        slot,
+                        &mut self.parser,
+                        input,
+                        &mut self.blocked,
+                        &mut self.held,
+                    );
                     if let Some(rest) = input.get(consumed..)
                         && !rest.is_empty()
                     {
                         self.pending.extend_from_slice(rest);
                     }
                 }
+                Event::Queued => {
+                    self.held = None;
+                    let mut state = shared.state.borrow_mut();
+                    state.pause_reads(slot, false, Instant::now());
+                }
                 Event::Closed => {
+                    if self.announced {
+                        // Boxed: only connections of an engine with an inbox pay for it.
+                        Box::pin(self.leave()).await;
+                    }
                     Box::pin(linger(&self.ended.shared, &mut self.io)).await;
                     return;
                 }
-                Event::Done => return,
+                Event::Done => {
+                    if self.announced {
+                        Box::pin(self.leave()).await;
+                    }
+                    return;
+                }
             }
             if self.parser.buffered_bytes() == 0 {
                 self.parser.shrink();
@@ -227,13 +283,39 @@ impl Conn {
     }
 }
 
+impl Conn {
+    /// Tells the inbox that the client left, after the event it still holds: its last event.
+    /// The client is closed first if it is still open (its connection ended without a close
+    /// frame), so that the reason is known and it leaves every audience.
+    async fn leave(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.queue().await;
+            self.held = None;
+        }
+        let shared = self.ended.shared().clone();
+        let Some(inlet) = &shared.inlet else {
+            return;
+        };
+        let reason = {
+            let mut state = shared.state.borrow_mut();
+            state.close(self.slot, RemoveReason::Disconnected);
+            state.left(self.slot).unwrap_or(RemoveReason::Disconnected)
+        };
+        self.announced = false;
+        if let Some(mut held) = inlet.offer(InboxEvent::removed(self.id, reason)) {
+            held.queue().await;
+        }
+    }
+}
+
 /// Commands in the outbox after which they are posted before the read is fully handled, so
 /// that a read of many small messages cannot pile up commands for a full shard.
 const OUTBOX_POST_AT: usize = 64;
 
-/// Parses `input`, answering pings and closes and calling the handler for each message; posts
-/// what the handler queued for other shards. Stops early (returning the bytes consumed) when
-/// fan-out must wait or the client closed.
+/// Parses `input`, answering pings and closes and handing each message to the handler or the
+/// inbox; posts what the handler queued for other shards. Stops early (returning the bytes
+/// consumed) when fan-out must wait, an event for the inbox must wait (`held`), or the client
+/// closed.
 fn ingest(
     shared: &Shared,
     id: ClientId,
@@ -241,6 +323,7 @@ fn ingest(
     parser: &mut Parser,
     input: &mut [u8],
     blocked: &mut Waiting,
+    held: &mut Option<Box<Held>>,
 ) -> usize {
     let mut state = shared.state.borrow_mut();
     if state.phase(slot) != Phase::Open {
@@ -251,6 +334,7 @@ fn ingest(
     state.touch(slot, now);
     let state = &mut *state;
     let handler = &*shared.handler;
+    let inlet = shared.inlet.as_ref();
     let shards = &shared.shards[..];
     let mut outbox = shared.outbox.borrow_mut();
     let outbox = &mut *outbox;
@@ -277,6 +361,17 @@ fn ingest(
             outbox: &mut *outbox,
             left: None,
         };
+        if let Some(inlet) = inlet
+            && handler.forward(&ctx, message)
+        {
+            *held = inlet.offer(InboxEvent::message(id, message));
+            if held.is_some() {
+                // Kept by the connection, which reads nothing more until it is queued.
+                state.pause_reads(slot, true, now);
+                return ControlFlow::Break(());
+            }
+            return ControlFlow::Continue(());
+        }
         handler.on_message(&mut ctx, message);
         if outbox.len() >= OUTBOX_POST_AT {
             post(shards, outbox, blocked);
@@ -296,7 +391,8 @@ fn ingest(
     }
 }
 
-/// Flushes what is queued (subject to coalescing), then tries one read.
+/// Flushes what is queued (subject to coalescing), then queues the held event for the inbox,
+/// if any, or tries one read.
 fn poll_io(
     shared: &Shared,
     cx: &mut TaskContext<'_>,
@@ -304,10 +400,17 @@ fn poll_io(
     io: &mut Box<dyn Io>,
     reading: &mut Reading,
     timer: &mut Option<Pin<Box<Sleep>>>,
+    held: &mut Option<Box<Held>>,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
     if let Some(end) = flush(shared, &mut state, cx, slot, io, timer) {
         return Poll::Ready(end);
+    }
+    // Flushed first: a client paused for the inbox still receives what is queued for it.
+    if let Some(held) = held
+        && held.poll_queue(cx).is_ready()
+    {
+        return Poll::Ready(Event::Queued);
     }
     if *reading == Reading::NextTurn && state.phase(slot) == Phase::Open {
         // INVARIANT: a connection handles at most one read (`read_buffer_bytes`) per turn of

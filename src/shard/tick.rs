@@ -15,12 +15,14 @@ use super::accept::{accept, adopt};
 use super::admission::Admission;
 use super::command::{Command, Control, Delivery, Opening, Payloads};
 use super::handle::Handle;
+use super::inlet::Inlet;
 use super::interest::Interest;
 use super::open;
 use super::shared::Shared;
 use super::state::State;
 use crate::ShardId;
 use crate::config::Config;
+use crate::inbox::Event;
 use crate::shard::Handler;
 use crate::stats::ShardCounters;
 use crate::{Audience, Payload};
@@ -55,6 +57,8 @@ pub(crate) struct Startup {
     pub(crate) hard_stop: CancellationToken,
     /// The bridge to other nodes, if any.
     pub(crate) link: Option<Arc<crate::bridge::Link>>,
+    /// This shard's inbox queue, if the engine has an inbox.
+    pub(crate) inbox: Option<mpsc::Sender<Event>>,
 }
 
 pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
@@ -69,7 +73,9 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         interest,
         hard_stop,
         link,
+        inbox,
     } = startup;
+    let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
     let shared = Rc::new(Shared {
         id,
         state: RefCell::new(State::new(
@@ -88,6 +94,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         admission,
         idle: Notify::new(),
         stop_accepting: CancellationToken::new(),
+        inlet,
     });
     let capacity = config.shard_queue_capacity;
     let mut commands = Vec::with_capacity(capacity);
