@@ -82,7 +82,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// `try_broadcast` never waits, and sends to every shard or to none. Inside the shards, each
 /// client's queue is bounded by [`Config::client_queue_bytes_max`] and its slow-consumer policy;
 /// what handlers relay is back-pressured by pausing the reads of the client that sent it, so no
-/// shard ever waits for another.
+/// shard ever waits for another. The same holds for the [`Inbox`] ([`Builder::inbox`]): a
+/// client whose message finds its shard's inbox queue full is not read until the consumer
+/// makes room, and no shard ever waits for the consumer.
 ///
 /// # Shutdown
 ///
