@@ -237,6 +237,16 @@ pub struct Config {
     /// How shards move their connections' bytes. Default: [`Driver::EventLoop`] (see
     /// [`Driver`] for `SHARDCAST_DRIVER`).
     pub driver: Driver,
+    /// Hand clients' messages and lifecycle events to an [`Inbox`](crate::Inbox) (taken with
+    /// [`Engine::inbox`](crate::Engine::inbox)), for code that must await; a
+    /// [`Handler`](crate::Handler) decides which messages stay with it
+    /// ([`Handler::forward`](crate::Handler::forward)). Default: off.
+    pub inbox: bool,
+    /// With an inbox: events each shard queues for it, at most (1 to 1,048,576). A client whose
+    /// event finds the queue full is not read until there is room, so with `n` connections
+    /// at most `shards x inbox_capacity + n` events wait, each no larger than
+    /// `message_bytes_max`. Default: 256.
+    pub inbox_capacity: usize,
 }
 
 impl Default for Config {
@@ -272,6 +282,8 @@ impl Default for Config {
             bridge_unsubscribe_delay: Duration::from_secs(1),
             bridge_optional: false,
             driver: Driver::EventLoop,
+            inbox: false,
+            inbox_capacity: 256,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, Rejected, TryBroadcastError,
     TrySendError, UpdateError,
 };
+use crate::inbox::{Inbox, Tally};
 use crate::registration::Registration;
 use crate::shard::{
     self, Accepted, Admission, Command, Control, Delivery, Handle, Handler, Interest, Io, Opening,
@@ -81,7 +82,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// `try_broadcast` never waits, and sends to every shard or to none. Inside the shards, each
 /// client's queue is bounded by [`Config::client_queue_bytes_max`] and its slow-consumer policy;
 /// what handlers relay is back-pressured by pausing the reads of the client that sent it, so no
-/// shard ever waits for another.
+/// shard ever waits for another. The same holds for the [`Inbox`] ([`Builder::inbox`]): a
+/// client whose message finds its shard's inbox queue full is not read until the consumer
+/// makes room, and no shard ever waits for the consumer.
 ///
 /// # Shutdown
 ///
@@ -120,6 +123,10 @@ struct Inner {
     bridge: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Stops the bridge (a child of `hard_stop`).
     bridge_stop: CancellationToken,
+    /// The inbox until `Engine::inbox` takes it; `None` then, or without one.
+    inbox: Mutex<Option<Inbox>>,
+    /// What the inbox took from each shard's queue, by shard index; empty without an inbox.
+    inbox_tallies: Vec<Arc<CachePadded<Tally>>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -1112,15 +1119,41 @@ impl Engine {
             .counters
             .iter()
             .enumerate()
-            .map(|(i, counters)| match shards.get(i) {
-                Some(handle) => handle.stats(),
-                None => crate::stats::ShardStats::read(counters, 0),
+            .map(|(i, counters)| {
+                let inbox = self.inner.inbox_tallies.get(i).map(|t| &***t);
+                match shards.get(i) {
+                    Some(handle) => handle.stats(inbox),
+                    None => crate::stats::ShardStats::read(counters, 0, inbox),
+                }
             })
             .collect();
         let bridge = (self.inner.link.as_ref()).map_or_else(BridgeStats::default, |link| {
             BridgeStats::read(&link.counters)
         });
         Stats::from_shards(per_shard, self.inner.published.load(Relaxed), bridge)
+    }
+
+    /// The [`Inbox`]: clients' messages and lifecycle events as an async stream, for code that
+    /// must await. `Some` once, for an engine built with [`Builder::inbox`]; `None` after that,
+    /// and without one. See [`Inbox`] for back-pressure, ordering and shutdown.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = shardcast::Engine::builder().inbox(true).build()?;
+    /// let inbox = engine.inbox();
+    /// assert!(inbox.is_some());
+    /// assert!(engine.inbox().is_none(), "taken already");
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn inbox(&self) -> Option<Inbox> {
+        self.inner
+            .inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
     }
 
     /// Number of shards.
@@ -1371,6 +1404,12 @@ impl Builder {
         /// With a bridge: start local-only if the broker cannot be reached, and keep trying.
         /// Default: off.
         bridge_optional: bool,
+        /// Hand messages and lifecycle events to an [`Inbox`] ([`Engine::inbox`]) for code that
+        /// awaits; see [`Inbox`] for when to use it rather than a [`Handler`]. Default: off.
+        inbox: bool,
+        /// With an inbox: events each shard queues for it before the clients whose events do
+        /// not fit are paused, 1 to 1,048,576. Default: 256.
+        inbox_capacity: usize,
     }
 
     /// Ping clients silent for this long, so that clients which only listen (browsers) answer
@@ -1564,6 +1603,20 @@ impl Builder {
             counters.push(c);
         }
         let table: Arc<[Handle]> = handles.clone().into();
+        let (mut inlets, inbox, inbox_tallies) = if config.inbox {
+            let (senders, queues): (Vec<_>, Vec<_>) = (0..config.shards)
+                .map(|_| mpsc::channel(config.inbox_capacity))
+                .unzip();
+            let tallies: Vec<_> = (0..config.shards).map(|_| Arc::default()).collect();
+            let inbox = Inbox::new(queues, &tallies);
+            (
+                senders.into_iter().map(Some).collect(),
+                Some(inbox),
+                tallies,
+            )
+        } else {
+            (Vec::new(), None, Vec::new())
+        };
         let interest = Arc::new(Interest::new(config.shards));
         let (link, outbound) = match self.bridge {
             Some(_) => {
@@ -1585,6 +1638,7 @@ impl Builder {
                 interest: interest.clone(),
                 hard_stop: hard_stop.clone(),
                 link: link.clone(),
+                inbox: inlets.get_mut(i).and_then(Option::take),
             };
             match spawn(startup) {
                 Ok(thread) => threads.extend(thread),
@@ -1628,6 +1682,8 @@ impl Builder {
                 link,
                 bridge: Mutex::new(bridge),
                 bridge_stop,
+                inbox: Mutex::new(inbox),
+                inbox_tallies,
             }),
         })
     }
@@ -1692,6 +1748,11 @@ fn check(config: Config) -> Result<Config, BuildError> {
         config.bridge_outbound_capacity > 0,
         "bridge_outbound_capacity",
         "must be positive",
+    )?;
+    require(
+        (1..=1 << 20).contains(&config.inbox_capacity),
+        "inbox_capacity",
+        "must be 1 to 1048576",
     )?;
     require(
         config.bridge_inbound_capacity > 0,

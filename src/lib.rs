@@ -45,11 +45,21 @@
 //! }
 //! ```
 //!
+//! # Messages from clients
+//!
+//! A [`Handler`] sees each message on the shard thread, borrowed, with no copy and no queue: the
+//! fast path, which must not block. Code that has to await (a database write, an auth call)
+//! reads an [`Inbox`] instead ([`Builder::inbox`]): messages and lifecycle events as an async
+//! stream from one bounded queue per shard, where a slow consumer pauses reading from the
+//! clients whose messages wait, and nothing is dropped silently. [`Handler::forward`] splits
+//! messages between the two.
+//!
 //! # Guarantees
 //!
 //! - A healthy client receives every broadcast accepted after its registration completed,
 //!   exactly once, in the order each publisher issued them.
-//! - Every queue and buffer is bounded by a [`Config`] limit with a default.
+//! - Every queue and buffer is bounded by a [`Config`] limit with a default; a slow consumer of
+//!   the [`Inbox`] slows the clients whose messages wait (through TCP), never grows a queue.
 //! - Beyond one machine, nodes share broadcasts and topics through a broker (NATS, feature
 //!   `nats`), interest-routed and encoded once: see [`bridge`].
 //! - A slow or hostile client costs the others nothing but its own bounded queue: it is evicted
@@ -78,6 +88,7 @@ mod error;
 #[cfg(any(test, fuzzing))]
 pub mod fuzzing;
 mod id;
+mod inbox;
 mod payload;
 mod registration;
 mod shard;
@@ -98,6 +109,7 @@ pub use error::{
     SubscribeError, TryBroadcastError, TrySendError, UpdateError,
 };
 pub use id::{ClientId, ShardId};
+pub use inbox::{Event, EventKind, Inbox};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};

@@ -7,6 +7,7 @@
 //! whole (Relaxed: a snapshot is per counter, not across counters). Each shard's block is
 //! cache-padded so that shards never share a cache line.
 
+use crate::inbox::Tally;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
@@ -59,6 +60,15 @@ pub(crate) struct Counters {
     pub(crate) subscriptions: AtomicU64,
     /// Connections the shard's event loop serves (gauge).
     pub(crate) event_loop_connections: AtomicU64,
+    /// Events queued for the inbox.
+    pub(crate) inbox_events: AtomicU64,
+    /// Times a connection stopped reading because its event found the inbox queue full.
+    pub(crate) inbox_paused: AtomicU64,
+    /// Connections not read now because their event waits for room in the inbox queue (gauge).
+    pub(crate) inbox_waiting: AtomicU64,
+    /// Events the shard could not queue for the inbox: it was dropped, or the shard stopped
+    /// first.
+    pub(crate) inbox_lost: AtomicU64,
 }
 
 /// Adds `n` to a counter that only the calling thread writes.
@@ -161,6 +171,18 @@ pub struct ShardStats {
     ///
     /// [`Driver::EventLoop`]: crate::Driver::EventLoop
     pub event_loop_connections: u64,
+    /// Events queued for the [`Inbox`](crate::Inbox) (messages and lifecycle events).
+    pub inbox_events: u64,
+    /// Events in this shard's inbox queue now, not yet read; at most
+    /// [`Config::inbox_capacity`](crate::Config::inbox_capacity).
+    pub inbox_depth: u64,
+    /// Times a client stopped being read because its event found the inbox queue full.
+    pub inbox_paused: u64,
+    /// Clients not read now because their event waits for room in the inbox queue.
+    pub inbox_waiting: u64,
+    /// Events lost: not queued because the `Inbox` was dropped or the shard stopped first, or
+    /// still queued when the `Inbox` was dropped.
+    pub inbox_lost: u64,
 }
 
 /// Every shard's counters and their total, from [`crate::Engine::stats`].
@@ -181,7 +203,7 @@ pub struct Stats {
 }
 
 impl ShardStats {
-    pub(crate) fn read(c: &Counters, queue_depth: u64) -> ShardStats {
+    pub(crate) fn read(c: &Counters, queue_depth: u64, inbox: Option<&Tally>) -> ShardStats {
         let mut stats = ShardStats {
             // First, and Acquire: see `Counters::broadcasts_applied`.
             broadcasts_applied: c.broadcasts_applied.load(Acquire),
@@ -211,7 +233,18 @@ impl ShardStats {
             topics: c.topics.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
             event_loop_connections: c.event_loop_connections.load(Relaxed),
+            inbox_events: 0,
+            inbox_depth: 0,
+            inbox_paused: c.inbox_paused.load(Relaxed),
+            inbox_waiting: c.inbox_waiting.load(Relaxed),
+            inbox_lost: c.inbox_lost.load(Relaxed),
         };
+        // Taken first: every event taken was queued before, so the depth is never negative.
+        let (taken, dropped) =
+            inbox.map_or((0, 0), |t| (t.taken.load(Relaxed), t.dropped.load(Relaxed)));
+        stats.inbox_events = c.inbox_events.load(Relaxed);
+        stats.inbox_depth = stats.inbox_events.saturating_sub(taken);
+        stats.inbox_lost += dropped;
         stats.handshakes_failed = stats.handshake_failures.total();
         stats
     }
@@ -241,6 +274,11 @@ impl ShardStats {
         self.topics += o.topics;
         self.subscriptions += o.subscriptions;
         self.event_loop_connections += o.event_loop_connections;
+        self.inbox_events += o.inbox_events;
+        self.inbox_depth += o.inbox_depth;
+        self.inbox_paused += o.inbox_paused;
+        self.inbox_waiting += o.inbox_waiting;
+        self.inbox_lost += o.inbox_lost;
     }
 }
 

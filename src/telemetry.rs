@@ -33,6 +33,11 @@ mod name {
     pub(super) const TOPICS: &str = "shardcast_topics";
     pub(super) const SUBSCRIPTIONS: &str = "shardcast_subscriptions";
     pub(super) const EVENT_LOOP_CONNECTIONS: &str = "shardcast_event_loop_connections";
+    pub(super) const INBOX_EVENTS: &str = "shardcast_inbox_events_total";
+    pub(super) const INBOX_DEPTH: &str = "shardcast_inbox_depth";
+    pub(super) const INBOX_PAUSES: &str = "shardcast_inbox_pauses_total";
+    pub(super) const INBOX_WAITING: &str = "shardcast_inbox_waiting";
+    pub(super) const INBOX_LOST: &str = "shardcast_inbox_lost_total";
 }
 
 /// An engine's counters, recorded into the [`metrics`](https://docs.rs/metrics) facade, so that
@@ -62,6 +67,11 @@ mod name {
 /// | `shardcast_topics` | gauge | `shard` | topics with subscribers on the shard |
 /// | `shardcast_subscriptions` | gauge | `shard` | subscriptions of its clients |
 /// | `shardcast_event_loop_connections` | gauge | `shard` | connections its event loop serves |
+/// | `shardcast_inbox_events_total` | counter | `shard` | events queued for the [`Inbox`](crate::Inbox) |
+/// | `shardcast_inbox_depth` | gauge | `shard` | events in its inbox queue, not yet read |
+/// | `shardcast_inbox_pauses_total` | counter | `shard` | times a client stopped being read for a full inbox queue |
+/// | `shardcast_inbox_waiting` | gauge | `shard` | clients not read now, their event waiting for the inbox |
+/// | `shardcast_inbox_lost_total` | counter | `shard` | inbox events lost (inbox dropped, shard stopped first) |
 ///
 /// Counters are set with [`Counter::absolute`], which never moves a counter back: record one
 /// engine per recorder (or tell engines apart with a global label of the exporter).
@@ -129,6 +139,16 @@ struct ShardMetrics {
     subscriptions: Gauge,
     /// `shardcast_event_loop_connections`.
     event_loop_connections: Gauge,
+    /// `shardcast_inbox_events_total`.
+    inbox_events: Counter,
+    /// `shardcast_inbox_depth`.
+    inbox_depth: Gauge,
+    /// `shardcast_inbox_pauses_total`.
+    inbox_pauses: Counter,
+    /// `shardcast_inbox_waiting`.
+    inbox_waiting: Gauge,
+    /// `shardcast_inbox_lost_total`.
+    inbox_lost: Counter,
 }
 
 /// The `cause` label of `shardcast_handshake_failures_total`, one per field of
@@ -219,7 +239,12 @@ impl ShardMetrics {
             queued_bytes: gauge!(name::QUEUED_BYTES, "shard" => shard.clone()),
             topics: gauge!(name::TOPICS, "shard" => shard.clone()),
             subscriptions: gauge!(name::SUBSCRIPTIONS, "shard" => shard.clone()),
-            event_loop_connections: gauge!(name::EVENT_LOOP_CONNECTIONS, "shard" => shard),
+            event_loop_connections: gauge!(name::EVENT_LOOP_CONNECTIONS, "shard" => shard.clone()),
+            inbox_events: counter!(name::INBOX_EVENTS, "shard" => shard.clone()),
+            inbox_depth: gauge!(name::INBOX_DEPTH, "shard" => shard.clone()),
+            inbox_pauses: counter!(name::INBOX_PAUSES, "shard" => shard.clone()),
+            inbox_waiting: gauge!(name::INBOX_WAITING, "shard" => shard.clone()),
+            inbox_lost: counter!(name::INBOX_LOST, "shard" => shard),
         }
     }
 
@@ -260,6 +285,11 @@ impl ShardMetrics {
         self.subscriptions.set(s.subscriptions as f64);
         self.event_loop_connections
             .set(s.event_loop_connections as f64);
+        self.inbox_events.absolute(s.inbox_events);
+        self.inbox_depth.set(s.inbox_depth as f64);
+        self.inbox_pauses.absolute(s.inbox_paused);
+        self.inbox_waiting.set(s.inbox_waiting as f64);
+        self.inbox_lost.absolute(s.inbox_lost);
     }
 }
 
@@ -303,5 +333,22 @@ fn describe() {
     describe_gauge!(
         name::EVENT_LOOP_CONNECTIONS,
         "Connections the shard's event loop serves."
+    );
+    describe_counter!(name::INBOX_EVENTS, "Events the shard queued for the inbox.");
+    describe_gauge!(
+        name::INBOX_DEPTH,
+        "Events in the shard's inbox queue, not yet read."
+    );
+    describe_counter!(
+        name::INBOX_PAUSES,
+        "Times a client stopped being read because the inbox queue was full."
+    );
+    describe_gauge!(
+        name::INBOX_WAITING,
+        "Clients not read now: their event waits for room in the inbox queue."
+    );
+    describe_counter!(
+        name::INBOX_LOST,
+        "Inbox events lost: the inbox was dropped, or the shard stopped first."
     );
 }

@@ -115,3 +115,39 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
     assert_eq!(samples["shardcast_broadcasts_total"], 5.0);
     engine.shutdown(WAIT).await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn metrics_show_the_inbox_queue_and_the_clients_it_pauses() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    local(async {
+        let engine = start_local(Engine::builder().shards(1).inbox(true).inbox_capacity(1));
+        // Taken and never read: `Registered` fills the queue, and the message waits.
+        let _inbox = engine.inbox().expect("an inbox");
+        let (mut ws, _) = connect_pipe(&engine).await;
+        ws.send(Message::text("waits")).await.expect("send");
+        elapse(std::time::Duration::from_millis(10)).await;
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(&engine));
+        metrics.record();
+        let text = handle.render();
+        let samples = samples(&text);
+        let value = |series: &str| {
+            *samples
+                .get(&format!("{series}{{shard=\"0\"}}"))
+                .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
+        };
+        assert_eq!(value("shardcast_inbox_events_total"), 1.0);
+        assert_eq!(value("shardcast_inbox_depth"), 1.0);
+        assert_eq!(value("shardcast_inbox_pauses_total"), 1.0);
+        assert_eq!(value("shardcast_inbox_waiting"), 1.0);
+        assert_eq!(value("shardcast_inbox_lost_total"), 0.0);
+        assert!(
+            text.contains("# TYPE shardcast_inbox_depth gauge"),
+            "{text}"
+        );
+        engine.shutdown(std::time::Duration::from_secs(1)).await;
+    })
+    .await;
+}

@@ -11,18 +11,23 @@
 //!
 //! # Back-pressure
 //!
-//! A connection reads only while it has nothing waiting to go to a full shard queue, so a
-//! client that sends faster than the engine can relay is slowed by TCP.
+//! A connection reads only while it has nothing waiting to go to a full shard queue or to a
+//! full inbox queue, so a client that sends faster than the engine can relay, or than the
+//! inbox's consumer reads, is slowed by TCP. While its event waits for the inbox, it still
+//! writes (flushes its queue): only its reading pauses.
 //!
 //! [`Outbound`]: super::outbound::Outbound
 
 use super::command::Io;
+use super::inlet::Held;
 use super::outbound::IoSlices;
 use super::relay::{Waiting, send_waiting};
 use super::session::{Next, ingest, may_read, next, registered};
 use super::shared::Shared;
 use super::state::{Phase, State};
 use crate::ClientId;
+use crate::client::RemoveReason;
+use crate::inbox::Event as InboxEvent;
 use crate::wire::Parser;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -35,7 +40,8 @@ use tokio::time::{Instant, Sleep};
 /// Whether a poll of the socket may read.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Reading {
-    /// No: bytes read earlier wait for room in another shard's queue.
+    /// No: bytes read earlier wait for room in another shard's queue, or an event for the
+    /// inbox's.
     No,
     /// Yes.
     Now,
@@ -48,6 +54,8 @@ enum Reading {
 enum Event {
     /// `n` bytes landed in the shard's read buffer.
     Read(usize),
+    /// The held event is in the inbox queue: reading may resume.
+    Queued,
     /// The close frame is written: finish the closing handshake.
     Closed,
     /// The connection is over (EOF, error, abort).
@@ -133,6 +141,22 @@ pub(super) struct Conn {
     /// encrypts into records and may keep them when the socket is full) holds them until
     /// flushed, so an empty queue is not yet an empty pipe.
     unflushed: bool,
+    /// Whether the inbox was told this client registered and not yet that it left.
+    announced: bool,
+    /// The event waiting for room in the inbox queue; nothing is read meanwhile.
+    held: Option<Box<Held>>,
+}
+
+impl Drop for Conn {
+    /// A client announced to the inbox whose task is dropped before it could report its
+    /// departure (the shard stopped) owes the inbox a `Removed`: counted lost.
+    fn drop(&mut self) {
+        if self.announced
+            && let Some(inlet) = &self.ended.shared().inlet
+        {
+            inlet.lost();
+        }
+    }
 }
 
 impl Conn {
@@ -156,6 +180,8 @@ impl Conn {
             timer: None,
             just_read: false,
             unflushed: false,
+            announced: false,
+            held: None,
         }
     }
 }
@@ -168,8 +194,17 @@ impl Conn {
     pub(super) async fn serve(&mut self) {
         let (id, slot) = (self.id, self.slot);
         registered(&self.ended.shared, id, slot, &mut self.blocked);
+        if let Some(inlet) = &self.ended.shared.inlet {
+            // Before anything it sent is read: the inbox hears of a client first.
+            self.announced = true;
+            self.held = inlet.offer(InboxEvent::registered(id));
+            if self.held.is_some() {
+                let mut state = self.ended.shared.state.borrow_mut();
+                state.pause_reads(slot, true, Instant::now());
+            }
+        }
         loop {
-            if !self.pending.is_empty() {
+            if self.held.is_none() && !self.pending.is_empty() {
                 let shared = &*self.ended.shared;
                 let pending = &mut self.pending;
                 let consumed = ingest(
@@ -179,6 +214,7 @@ impl Conn {
                     &mut self.parser,
                     pending,
                     &mut self.blocked,
+                    &mut self.held,
                 );
                 pending.drain(..consumed);
                 if pending.is_empty() {
@@ -190,7 +226,7 @@ impl Conn {
                 Box::pin(send_waiting(&self.ended.shared.shards, &mut self.blocked)).await;
                 continue;
             }
-            let mut reading = if !self.pending.is_empty() {
+            let mut reading = if self.held.is_some() || !self.pending.is_empty() {
                 Reading::No
             } else if std::mem::take(&mut self.just_read) {
                 Reading::NextTurn
@@ -207,6 +243,7 @@ impl Conn {
                     &mut reading,
                     &mut self.timer,
                     &mut self.unflushed,
+                    &mut self.held,
                 )
             })
             .await;
@@ -216,19 +253,40 @@ impl Conn {
                     self.just_read = true;
                     let mut buf = shared.read_buf.borrow_mut();
                     let input = buf.get_mut(..n).unwrap_or_default();
-                    let consumed =
-                        ingest(shared, id, slot, &mut self.parser, input, &mut self.blocked);
+                    let consumed = ingest(
+                        shared,
+                        id,
+                        slot,
+                        &mut self.parser,
+                        input,
+                        &mut self.blocked,
+                        &mut self.held,
+                    );
                     if let Some(rest) = input.get(consumed..)
                         && !rest.is_empty()
                     {
                         self.pending.extend_from_slice(rest);
                     }
                 }
+                Event::Queued => {
+                    self.held = None;
+                    let mut state = shared.state.borrow_mut();
+                    state.pause_reads(slot, false, Instant::now());
+                }
                 Event::Closed => {
+                    if self.announced {
+                        // Boxed: only connections of an engine with an inbox pay for it.
+                        Box::pin(self.leave()).await;
+                    }
                     Box::pin(linger(&self.ended.shared, &mut self.io)).await;
                     return;
                 }
-                Event::Done => return,
+                Event::Done => {
+                    if self.announced {
+                        Box::pin(self.leave()).await;
+                    }
+                    return;
+                }
             }
             if self.parser.buffered_bytes() == 0 {
                 self.parser.shrink();
@@ -237,7 +295,35 @@ impl Conn {
     }
 }
 
-/// Flushes what is queued (subject to coalescing), then tries one read.
+impl Conn {
+    /// Tells the inbox that the client left, after the event it still holds: its last event.
+    /// The client is closed first if it is still open (its connection ended without a close
+    /// frame), so that the reason is known and it leaves every audience.
+    async fn leave(&mut self) {
+        if let Some(held) = self.held.as_mut() {
+            held.queue().await;
+            self.held = None;
+        }
+        let shared = self.ended.shared().clone();
+        let Some(inlet) = &shared.inlet else {
+            return;
+        };
+        let reason = {
+            let mut state = shared.state.borrow_mut();
+            state.close(self.slot, RemoveReason::Disconnected);
+            state.left(self.slot).unwrap_or(RemoveReason::Disconnected)
+        };
+        self.announced = false;
+        if let Some(mut held) = inlet.offer(InboxEvent::removed(self.id, reason)) {
+            held.queue().await;
+        }
+    }
+}
+
+/// Flushes what is queued (subject to coalescing), then queues the held event for the inbox,
+/// if any, or tries one read.
+// The task's fields, borrowed one by one: the shard's `Shared` is borrowed from the same task.
+#[allow(clippy::too_many_arguments)]
 fn poll_io(
     shared: &Shared,
     cx: &mut TaskContext<'_>,
@@ -246,10 +332,17 @@ fn poll_io(
     reading: &mut Reading,
     timer: &mut Option<Pin<Box<Sleep>>>,
     unflushed: &mut bool,
+    held: &mut Option<Box<Held>>,
 ) -> Poll<Event> {
     let mut state = shared.state.borrow_mut();
     if let Some(end) = flush(shared, &mut state, cx, slot, io, timer, unflushed) {
         return Poll::Ready(end);
+    }
+    // Flushed first: a client paused for the inbox still receives what is queued for it.
+    if let Some(held) = held
+        && held.poll_queue(cx).is_ready()
+    {
+        return Poll::Ready(Event::Queued);
     }
     if *reading == Reading::NextTurn && state.phase(slot) == Phase::Open {
         // INVARIANT: a connection handles at most one read (`read_buffer_bytes`) per turn of

@@ -485,6 +485,8 @@ impl Loop {
                     &mut sock.parser,
                     &mut pending,
                     &mut blocked,
+                    // No inbox on this driver (see `tick`): nothing is ever held.
+                    &mut None,
                 )
             }));
             let Ok(consumed) = handled else {
@@ -559,7 +561,16 @@ impl Loop {
         let input = buf.get_mut(..n).unwrap_or_default();
         let mut blocked = Waiting::new();
         let handled = catch_unwind(AssertUnwindSafe(|| {
-            ingest(shared, id, slot, &mut sock.parser, input, &mut blocked)
+            // No inbox on this driver (see `tick`): nothing is ever held.
+            ingest(
+                shared,
+                id,
+                slot,
+                &mut sock.parser,
+                input,
+                &mut blocked,
+                &mut None,
+            )
         }));
         let Ok(consumed) = handled else {
             drop(buf);

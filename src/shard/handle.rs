@@ -9,6 +9,7 @@
 
 use super::command::{Command, Delivery, Payloads};
 use super::interest::Interest;
+use crate::inbox::Tally;
 use crate::stats::{ShardCounters, ShardStats};
 use crate::{Audience, ShardId};
 use smallvec::SmallVec;
@@ -112,9 +113,9 @@ impl Handle {
         self.tx.try_reserve()
     }
 
-    /// A snapshot of this shard's counters.
-    pub(crate) fn stats(&self) -> ShardStats {
+    /// A snapshot of this shard's counters, with what the inbox took from it (`inbox`).
+    pub(crate) fn stats(&self, inbox: Option<&Tally>) -> ShardStats {
         let depth = self.tx.max_capacity() - self.tx.capacity();
-        ShardStats::read(&self.counters, depth as u64)
+        ShardStats::read(&self.counters, depth as u64, inbox)
     }
 }

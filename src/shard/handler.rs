@@ -38,9 +38,11 @@ use tokio::time::Instant;
 /// # A handler must not block
 ///
 /// Every hook runs on the shard thread that owns the client, synchronously: while it runs,
-/// that shard reads, delivers and writes nothing, for any of its clients. Keep hooks short;
-/// hand slow work (a database write, an auth call) to another task and come back through the
-/// [`Engine`](crate::Engine). A handler that blocks anyway holds up its shard, and
+/// that shard reads, delivers and writes nothing, for any of its clients. Keep hooks short.
+/// For messages that need slow work (a database write, an auth call), turn on the
+/// [`Inbox`](crate::Inbox): a task of yours reads them and awaits what it needs, bounded, and
+/// only the clients whose messages wait are slowed down ([`Handler::forward`] picks which
+/// messages go there). A handler that blocks anyway holds up its shard, and
 /// [`Engine::shutdown`](crate::Engine::shutdown) reports a shard it could not stop.
 ///
 /// # Back-pressure
@@ -73,6 +75,36 @@ pub trait Handler: Send + Sync + 'static {
     /// bytes are valid only during the call).
     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
         let _ = (ctx, message);
+    }
+
+    /// With an [`Inbox`](crate::Inbox) ([`Builder::inbox`](crate::Builder::inbox)): whether
+    /// `message` goes to the inbox (`true`, the default) or to [`Handler::on_message`], here on
+    /// the shard (`false`). Never called without an inbox, where every message goes to
+    /// `on_message`.
+    ///
+    /// Keep cheap messages on the fast path and send the ones that need awaiting to the inbox:
+    ///
+    /// ```
+    /// use shardcast::{Audience, Context, Handler, Incoming, Payload};
+    ///
+    /// /// Chat lines are relayed on the shard; everything else (`save ...`) goes to the inbox.
+    /// struct Split;
+    ///
+    /// impl Handler for Split {
+    ///     fn forward(&self, _ctx: &Context<'_>, message: Incoming<'_>) -> bool {
+    ///         !matches!(message, Incoming::Text(text) if text.starts_with("say "))
+    ///     }
+    ///
+    ///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+    ///         if let Incoming::Text(text) = message {
+    ///             ctx.broadcast(Payload::text(text), Audience::ALL);
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn forward(&self, ctx: &Context<'_>, message: Incoming<'_>) -> bool {
+        let _ = (ctx, message);
+        true
     }
 
     /// A registered client left (`ctx.id()`), for `reason`; called exactly once per

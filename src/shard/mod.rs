@@ -33,6 +33,8 @@
 //!   `evloop`: the shard's event loop, serving many.
 //! - `topics`: the shard's topic index (who is subscribed to what); `interest`: which shards
 //!   have subscribers of which topics, engine-wide, so that a publication skips the others.
+//! - `inlet`: the shard's side of the inbox (queue without waiting, or hold the event in its
+//!   connection, which stops reading).
 //! - `outbound`: one client's queue; `shared`: what a shard's tasks share; `handler`: the
 //!   embedder's hooks and their `Context`; `decision`: its answer to an upgrade, and the
 //!   upgrade policy every registration path runs.
@@ -44,6 +46,8 @@
 //!   reading), never the shard's worker, which keeps draining its own queue. So every queue
 //!   keeps draining and no cycle of waits can form.
 //! - A `RefCell` borrow of the state is never held across an `.await`.
+//! - No shard ever waits for the consumer of the inbox: it only tries to queue, and an event
+//!   that does not fit waits in its connection, which stops reading (see `inlet`).
 //!
 //! # Shutdown
 //!
@@ -61,6 +65,7 @@ mod decision;
 mod evloop;
 mod handle;
 mod handler;
+mod inlet;
 mod interest;
 mod open;
 mod outbound;

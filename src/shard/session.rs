@@ -9,11 +9,13 @@
 //! waits for room in another shard's queue. Both drivers ask it before every read.
 
 use super::handler::{Context, Incoming};
+use super::inlet::Held;
 use super::relay::{Waiting, post};
 use super::shared::Shared;
 use super::state::{Phase, State};
 use crate::ClientId;
 use crate::client::RemoveReason;
+use crate::inbox::Event as InboxEvent;
 use crate::wire::{Inbound, Parser};
 use std::ops::ControlFlow;
 use tokio::time::Instant;
@@ -83,9 +85,10 @@ pub(super) fn next(shared: &Shared, state: &State, slot: usize, now: Instant) ->
 /// that a read of many small messages cannot pile up commands for a full shard.
 const OUTBOX_POST_AT: usize = 64;
 
-/// Parses `input`, answering pings and closes and calling the handler for each message; posts
-/// what the handler queued for other shards. Stops early (returning the bytes consumed) when
-/// fan-out must wait or the client closed.
+/// Parses `input`, answering pings and closes and handing each message to the handler or the
+/// inbox; posts what the handler queued for other shards. Stops early (returning the bytes
+/// consumed) when fan-out must wait, an event for the inbox must wait (`held`: the caller
+/// reads nothing more until it is queued), or the client closed.
 pub(super) fn ingest(
     shared: &Shared,
     id: ClientId,
@@ -93,6 +96,7 @@ pub(super) fn ingest(
     parser: &mut Parser,
     input: &mut [u8],
     blocked: &mut Waiting,
+    held: &mut Option<Box<Held>>,
 ) -> usize {
     let mut state = shared.state.borrow_mut();
     if state.phase(slot) != Phase::Open {
@@ -103,6 +107,7 @@ pub(super) fn ingest(
     state.touch(slot, now);
     let state = &mut *state;
     let handler = &*shared.handler;
+    let inlet = shared.inlet.as_ref();
     let shards = &shared.shards[..];
     let mut outbox = shared.outbox.borrow_mut();
     let outbox = &mut *outbox;
@@ -129,6 +134,17 @@ pub(super) fn ingest(
             outbox: &mut *outbox,
             left: None,
         };
+        if let Some(inlet) = inlet
+            && handler.forward(&ctx, message)
+        {
+            *held = inlet.offer(InboxEvent::message(id, message));
+            if held.is_some() {
+                // Kept by the connection, which reads nothing more until it is queued.
+                state.pause_reads(slot, true, now);
+                return ControlFlow::Break(());
+            }
+            return ControlFlow::Continue(());
+        }
         handler.on_message(&mut ctx, message);
         if outbox.len() >= OUTBOX_POST_AT {
             post(shards, outbox, blocked);

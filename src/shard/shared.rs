@@ -3,6 +3,7 @@
 use super::admission::Admission;
 use super::handle::Handle;
 use super::handler::Context;
+use super::inlet::Inlet;
 use super::relay::{Outbox, Waiting, post, send_waiting};
 use super::state::{Removed, State};
 use crate::client::RemoveReason;
@@ -42,6 +43,8 @@ pub(crate) struct Shared {
     /// The way into the shard's event loop, if it runs (`Driver::EventLoop`).
     #[cfg(unix)]
     pub(crate) inbox: Option<RefCell<super::evloop::Inbox>>,
+    /// The way into this shard's inbox queue, if the engine has an inbox.
+    pub(crate) inlet: Option<Inlet>,
 }
 
 /// Records why `id` left `shard`: `evicted` when the shard dropped it by policy, `removed`

@@ -71,6 +71,11 @@ pub(crate) struct Client {
     /// Whether a server ping went out since `last_seen` (so a silent client gets one ping per
     /// silence, not one per sweep).
     pinged: bool,
+    /// Whether its connection stopped reading while its event waits for room in the inbox:
+    /// its silence is then ours, and the heartbeat does not count it.
+    paused: bool,
+    /// Why it left, once it is closed (for the inbox's `Removed` event).
+    left: Option<RemoveReason>,
     /// When its upgrade completed.
     registered_at: Instant,
     /// Since when its socket has refused bytes that are queued (or buffered in its stream, as
@@ -225,6 +230,8 @@ impl State {
             data: None,
             last_seen: now,
             pinged: false,
+            paused: false,
+            left: None,
             registered_at: now,
             blocked_since: None,
             first_queued: None,
@@ -405,6 +412,24 @@ impl State {
             client.last_seen = now;
             client.pinged = false;
         }
+    }
+
+    /// Stops (`true`) or resumes counting `slot`'s silence: its connection is not read while
+    /// its event waits for room in the inbox, so the heartbeat must not close it for that. On
+    /// resuming, its silence starts again from `now`.
+    pub(crate) fn pause_reads(&mut self, slot: usize, paused: bool, now: Instant) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.paused = paused;
+            if !paused {
+                client.last_seen = now;
+                client.pinged = false;
+            }
+        }
+    }
+
+    /// Why the client in `slot` left, once it is closed.
+    pub(crate) fn left(&self, slot: usize) -> Option<RemoveReason> {
+        self.clients.get(slot)?.left
     }
 
     /// Refreshes the last-seen time of `id`.
@@ -610,6 +635,7 @@ impl State {
             None => client.phase = Phase::Abort,
         }
         client.wake(slot, &mut self.touched);
+        client.left = Some(reason);
         self.index.remove(&client.id);
         drop_by(&counters.clients, 1);
         // A clone, not a take: hooks still running for this slot (the rest of its read) see
@@ -683,9 +709,15 @@ impl State {
                 }
                 continue;
             }
+            // A paused client is not read, so it is neither silent nor pinged (its pong would
+            // not be read either).
+            let silence = match c.paused {
+                false => now.saturating_duration_since(c.last_seen),
+                true => Duration::ZERO,
+            };
             if blocked {
                 doomed.push((slot, RemoveReason::WriteDeadline));
-            } else if now.saturating_duration_since(c.last_seen) > config.heartbeat_timeout {
+            } else if silence > config.heartbeat_timeout {
                 doomed.push((slot, RemoveReason::HeartbeatTimeout));
             } else if let Some(deadline) = config.auth_deadline
                 && !c.authenticated
@@ -694,7 +726,7 @@ impl State {
                 doomed.push((slot, RemoveReason::AuthDeadline));
             } else if let Some(interval) = config.ping_interval
                 && !c.pinged
-                && now.saturating_duration_since(c.last_seen) >= interval
+                && silence >= interval
                 && c.out.control_frames() < CONTROL_FRAMES_MAX
             {
                 let ping = frame::encode(Opcode::Ping, &[]);

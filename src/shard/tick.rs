@@ -17,12 +17,14 @@ use super::command::{Command, Control, Delivery, Opening, Payloads};
 #[cfg(unix)]
 use super::evloop;
 use super::handle::Handle;
+use super::inlet::Inlet;
 use super::interest::Interest;
 use super::open;
 use super::shared::Shared;
 use super::state::State;
 use crate::ShardId;
 use crate::config::Config;
+use crate::inbox::Event;
 use crate::shard::Handler;
 use crate::stats::ShardCounters;
 use crate::{Audience, Payload};
@@ -57,6 +59,8 @@ pub(crate) struct Startup {
     pub(crate) hard_stop: CancellationToken,
     /// The bridge to other nodes, if any.
     pub(crate) link: Option<Arc<crate::bridge::Link>>,
+    /// This shard's inbox queue, if the engine has an inbox.
+    pub(crate) inbox: Option<mpsc::Sender<Event>>,
 }
 
 pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
@@ -71,17 +75,21 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         interest,
         hard_stop,
         link,
+        inbox,
     } = startup;
     // The event loop, if this shard runs one: a `Poll` registered with this runtime's reactor.
     #[cfg(unix)]
+    // An engine with an inbox serves its connections with tasks: pausing a connection until
+    // its event has room in the inbox is the task driver's alone so far.
     let reactor = match config.driver {
-        crate::Driver::EventLoop => evloop::reactor()
+        crate::Driver::EventLoop if !config.inbox => evloop::reactor()
             .inspect_err(|e| {
                 tracing::warn!(shard = id.0, error = %e, "no event loop: connections run as tasks");
             })
             .ok(),
-        crate::Driver::Tasks => None,
+        crate::Driver::EventLoop | crate::Driver::Tasks => None,
     };
+    let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
     let shared = Rc::new(Shared {
         id,
         state: RefCell::new(State::new(
@@ -102,6 +110,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         stop_accepting: CancellationToken::new(),
         #[cfg(unix)]
         inbox: reactor.as_ref().map(|_| RefCell::default()),
+        inlet,
     });
     // The event loop ends with this function, however it ends.
     let stop_loop = CancellationToken::new();
