@@ -2,7 +2,7 @@
 //!
 //! [`parse`] reads the client's request from the connection's read buffer (or
 //! [`Request::new`] checks one an HTTP server parsed), [`accept_response`] and
-//! [`reject_response`] build the answer.
+//! [`reject_response`] build the answer ([`accept_key`] for a server that builds its own).
 //!
 //! # Invariants
 //!
@@ -255,6 +255,19 @@ fn is_key(key: &[u8]) -> bool {
     }
 }
 
+/// The `Sec-WebSocket-Accept` value for `key` ([`Request::key`]): base64 of the SHA-1 of the
+/// key and the RFC 6455 GUID. For an HTTP server that builds its own 101 answer (as
+/// `shardcast::axum` does); [`accept_response`] includes it.
+///
+/// ```
+/// use shardcast::wire::handshake;
+/// let accept = handshake::accept_key("dGhlIHNhbXBsZSBub25jZQ==");
+/// assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+/// ```
+pub fn accept_key(key: &str) -> String {
+    tungstenite::handshake::derive_accept_key(key.as_bytes())
+}
+
 /// The 101 Switching Protocols response, with the chosen subprotocol if any.
 ///
 /// `protocol` should be one the client offered ([`Request::protocols`]); it is written as is.
@@ -266,7 +279,7 @@ fn is_key(key: &[u8]) -> bool {
 /// assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
 /// ```
 pub fn accept_response(key: &str, protocol: Option<&str>) -> Vec<u8> {
-    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let accept = accept_key(key);
     let mut out = String::with_capacity(160);
     out.push_str(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
