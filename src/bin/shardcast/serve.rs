@@ -69,6 +69,11 @@ pub(crate) struct Args {
     /// Serve Prometheus metrics at http://ADDR/metrics (IP:PORT, port not 0).
     #[arg(long, value_name = "ADDR", conflicts_with = "naive")]
     pub(crate) metrics_addr: Option<SocketAddr>,
+    /// Answer the WebSocket upgrade with axum (`shardcast::axum::Upgrade` on the route `/`)
+    /// instead of the engine's own listener: the path an application behind axum takes, for
+    /// side-by-side benchmarks (`bench --server axum`).
+    #[arg(long, conflicts_with = "naive")]
+    pub(crate) axum: bool,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -166,10 +171,14 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async {
-        let addr = engine.listen(addr).await.map_err(|e| match e {
-            ListenError::Io(e) => listen_error(addr, e),
-            other => other.into(),
-        })?;
+        let addr = if args.axum {
+            serve_axum(addr, &engine).await?
+        } else {
+            engine.listen(addr).await.map_err(|e| match e {
+                ListenError::Io(e) => listen_error(addr, e),
+                other => other.into(),
+            })?
+        };
         let stop = StopSignal::install()?;
         if let Some(metrics_addr) = args.metrics_addr {
             observe::serve_metrics(metrics_addr, &engine)?;
@@ -288,6 +297,29 @@ fn flag_error(e: BuildError) -> Box<dyn Error> {
         }
     }
     e.into()
+}
+
+/// Serves `engine` behind axum on `addr`: the upgrade on `/` is answered by axum and the
+/// connection handed to the engine. Returns the bound address; the server runs on this
+/// (current-thread) runtime until the process ends.
+async fn serve_axum(addr: SocketAddr, engine: &Engine) -> Result<SocketAddr, Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| listen_error(addr, e))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|upgrade: shardcast::axum::Upgrade| async { upgrade }),
+        )
+        .with_state(engine.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("axum stopped: {e}");
+        }
+    });
+    Ok(addr)
 }
 
 /// Why `addr` cannot be listened on, naming it.

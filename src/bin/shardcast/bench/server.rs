@@ -14,6 +14,9 @@ use std::time::Duration;
 pub(crate) enum Kind {
     /// shardcast's engine (`shardcast serve`), started by the bench.
     Embedded,
+    /// shardcast's engine behind axum (`shardcast serve --axum`): the upgrade answered by
+    /// `shardcast::axum::Upgrade`, started by the bench.
+    Axum,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
     /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
@@ -27,6 +30,7 @@ impl Kind {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Kind::Embedded => "embedded",
+            Kind::Axum => "axum",
             Kind::Naive => "naive",
             Kind::Bun => "bun",
             Kind::NodeWs => "node-ws",
@@ -37,7 +41,7 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::Naive => true,
+            Kind::Embedded | Kind::Axum | Kind::Naive => true,
             Kind::Bun | Kind::NodeWs => false,
         }
     }
@@ -103,7 +107,7 @@ impl Server {
         options: &ServerOptions,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::Naive => serve_command(kind, options)?,
+            Kind::Embedded | Kind::Axum | Kind::Naive => serve_command(kind, options)?,
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
@@ -209,7 +213,7 @@ fn first_line(stderr: ChildStderr) -> String {
         .unwrap_or_default()
 }
 
-/// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port; with
+/// `shardcast serve` (or `--naive`, `--axum`) with a control line, on an ephemeral loopback port; with
 /// topics, `--topics`, for which the engine runs `crate::topics::TopicRelay`.
 fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String> {
     let exe = std::env::current_exe().map_err(|e| format!("cannot find own binary: {e}"))?;
@@ -218,7 +222,7 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
     }
-    if kind == Kind::Embedded {
+    if matches!(kind, Kind::Embedded | Kind::Axum) {
         if let Some(bytes) = options.client_queue_bytes {
             cmd.args(["--client-queue-bytes", &bytes.to_string()]);
         }
@@ -226,8 +230,14 @@ fn serve_command(kind: Kind, options: &ServerOptions) -> Result<Command, String>
             cmd.args(["--slow-consumer", policy.get_name()]);
         }
     }
-    if kind == Kind::Naive {
-        cmd.arg("--naive");
+    match kind {
+        Kind::Naive => {
+            cmd.arg("--naive");
+        }
+        Kind::Axum => {
+            cmd.arg("--axum");
+        }
+        Kind::Embedded | Kind::Bun | Kind::NodeWs => {}
     }
     if options.topics {
         cmd.arg("--topics");
