@@ -66,6 +66,13 @@
 //!   (or dropped from) by [`SlowConsumerPolicy`], and protocol violations close it with the RFC
 //!   6455 code.
 //!
+//! # Behind a web framework
+//!
+//! Feature `axum`: [`axum::Upgrade`](crate::axum), an extractor that answers a WebSocket
+//! upgrade on an axum route with the engine's own decision and hands the connection, socket
+//! and all, to its shard. Any other HTTP server can do the same with [`Engine::decide`] and
+//! [`Registration::upgraded`].
+//!
 //! # Observability
 //!
 //! - [`Engine::stats`]: every shard's counters, read from any thread without a round trip.
@@ -80,6 +87,8 @@
 #![forbid(unsafe_code)]
 
 mod audience;
+#[cfg(feature = "axum")]
+pub mod axum;
 pub mod bridge;
 mod client;
 mod config;

@@ -3,7 +3,9 @@
 
 use crate::client::ClientData;
 use crate::shard::{Accepted, Wrap};
+use bytes::Bytes;
 use std::fmt;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 /// How [`Engine::register_with`](crate::Engine::register_with) opens a stream. The default
@@ -43,6 +45,14 @@ pub struct Registration {
     pub(crate) wrap: Option<Arc<dyn Wrap>>,
     /// The client's data, if its decision attaches none.
     pub(crate) data: Option<ClientData>,
+    /// What the embedder's HTTP server read from the stream after the upgrade request (the
+    /// client's first frames, sent without waiting for the 101): the shard parses it before
+    /// reading the stream. Empty unless `upgraded` is `Some` (only `shardcast::axum` sets it,
+    /// with the decision); bounded by that server's read buffer (hyper's: 400 KiB by default).
+    pub(crate) read: Bytes,
+    /// The peer's address, for a stream that is not a `TcpStream` (whose own address is read
+    /// from the socket); only the `connection` span shows it.
+    pub(crate) peer: Option<SocketAddr>,
 }
 
 impl Registration {
@@ -102,6 +112,24 @@ impl Registration {
         }
     }
 
+    /// [`Registration::upgraded`], for a stream from which the embedder's HTTP server already
+    /// read `read`: bytes the client sent after its upgrade request, which the shard must
+    /// parse before anything it reads itself.
+    #[cfg(feature = "axum")]
+    pub(crate) fn upgraded_after(accepted: Accepted, read: Bytes) -> Registration {
+        Registration {
+            read,
+            ..Registration::upgraded(accepted)
+        }
+    }
+
+    /// The peer's address of a stream that is not a `TcpStream`.
+    #[cfg(feature = "axum")]
+    pub(crate) fn peer(mut self, peer: Option<SocketAddr>) -> Registration {
+        self.peer = peer;
+        self
+    }
+
     /// Runs `wrap` (a TLS acceptor, say) on the raw stream, on the client's shard, within the
     /// handshake deadline, before the upgrade; a failed wrap counts in `handshakes_failed`.
     /// Only for a plain `tokio::net::TcpStream` that is not upgraded yet:
@@ -154,6 +182,8 @@ impl fmt::Debug for Registration {
             .field("upgraded", &self.upgraded)
             .field("wrap", &self.wrap.is_some())
             .field("data", &self.data)
+            .field("read", &self.read.len())
+            .field("peer", &self.peer)
             .finish()
     }
 }

@@ -1,5 +1,5 @@
 //! `shardcast bench` against the baselines it starts itself, uWebSockets through Bun and a Node
-//! `ws` relay, and with `--topics` the naive one too: frames flow, none is lost, and with topics
+//! `ws` relay, the engine behind axum, and with `--topics` the naive one too: frames flow, none is lost, and with topics
 //! each publication reaches exactly its topic's subscribers. Each test of an external baseline
 //! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
 //! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
@@ -59,6 +59,19 @@ const TOPICS_DELIVERIES: u64 = 12_000;
 #[test]
 fn bench_with_topics_against_the_embedded_server_delivers_each_publication_to_its_subscribers() {
     topics_deliver_to_their_subscribers("embedded");
+}
+
+#[test]
+fn bench_with_topics_against_axum_delivers_each_publication_to_its_subscribers() {
+    // `/?sub=T` goes through axum's router and the extractor to the same `on_upgrade`.
+    topics_deliver_to_their_subscribers("axum");
+}
+
+#[test]
+fn bench_against_the_axum_server_delivers_and_loses_nothing() {
+    let report = bench("axum", &["--clients", "50", "--duration", "1"]);
+    assert_eq!(field(&report, "lost"), 0, "{report}");
+    assert!(field(&report, "deliveries") > 0, "{report}");
 }
 
 #[test]

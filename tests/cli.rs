@@ -293,16 +293,14 @@ fn serve_refuses_an_addr_that_does_not_resolve_naming_it() {
 fn serve_on_an_address_a_listener_holds_fails_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    for naive in [false, true] {
+    for server in [None, Some("--naive"), Some("--axum")] {
         let mut args = vec!["serve", "--addr", &addr, "--shards", "2"];
-        if naive {
-            args.push("--naive");
-        }
+        args.extend(server);
         let line = refused(&args, &[&addr]);
         assert_eq!(
             line,
             format!("shardcast: address {addr} is already in use"),
-            "naive: {naive}"
+            "{server:?}"
         );
     }
 }

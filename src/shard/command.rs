@@ -9,6 +9,7 @@ use super::decision::Accepted;
 use crate::client::{ClientData, ClientInfo, Principal};
 use crate::error::SubscribeError;
 use crate::{Audience, ClientId, Payload, Topic};
+use bytes::Bytes;
 use smallvec::SmallVec;
 use std::future::Future;
 use std::pin::Pin;
@@ -80,6 +81,9 @@ pub(crate) struct Opening {
     pub(crate) upgraded: Option<Accepted>,
     /// The client's data if its decision attaches none.
     pub(crate) data: Option<ClientData>,
+    /// Bytes the embedder read after the upgrade request, to parse before reading the stream;
+    /// empty unless `upgraded` is `Some`.
+    pub(crate) read: Bytes,
 }
 
 /// The payloads of one broadcast: one, or the frames of a batch.

@@ -11,6 +11,7 @@ use crate::ClientId;
 use crate::client::ClientData;
 use crate::stats::bump;
 use crate::wire::{Limits, Parser, handshake};
+use bytes::Bytes;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -38,7 +39,7 @@ pub(crate) fn spawn(
     shared: Rc<Shared>,
     id: ClientId,
     source: Source,
-    admitted: Option<usize>,
+    admitted: Option<(usize, Bytes)>,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
 ) {
@@ -59,9 +60,9 @@ pub(crate) fn spawn(
 /// Runs one connection to its end.
 ///
 /// `admitted` is the client's slot when the worker already admitted it (a stream whose upgrade
-/// the embedder did): admitted in the same tick as its `Register` command, so a broadcast
-/// queued after the registration can never miss it. Otherwise the client gets `data` if the
-/// handler's decision attaches none.
+/// the embedder did), with the bytes the embedder read after the upgrade request: admitted in
+/// the same tick as its `Register` command, so a broadcast queued after the registration can
+/// never miss it. Otherwise the client gets `data` if the handler's decision attaches none.
 ///
 /// Every connection's task lives as long as the client, so its size is memory per client: the
 /// opening (wrapping, upgrade, their deadline) runs in a box freed when it is done, and what
@@ -70,7 +71,7 @@ fn run(
     shared: Rc<Shared>,
     id: ClientId,
     source: Source,
-    admitted: Option<usize>,
+    admitted: Option<(usize, Bytes)>,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
 ) -> impl Future<Output = ()> + 'static {
@@ -176,11 +177,11 @@ async fn open(
     shared: Rc<Shared>,
     id: ClientId,
     source: Source,
-    admitted: Option<usize>,
+    admitted: Option<(usize, Bytes)>,
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
 ) -> Option<Opened> {
-    let mut ended = Ended::new(shared, admitted);
+    let mut ended = Ended::new(shared, admitted.as_ref().map(|&(slot, _)| slot));
     let shared = ended.shared().clone();
     let shared = &*shared;
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
@@ -202,8 +203,10 @@ async fn open(
         );
         return None;
     };
-    let (slot, pending) = if let Some(slot) = admitted {
-        (slot, Vec::new())
+    let (slot, pending) = if let Some((slot, read)) = admitted {
+        // Parsed before the first read of the stream, as the bytes a shard's own upgrade read
+        // past the request are.
+        (slot, Vec::from(read))
     } else {
         // Not wrapped in a timeout: at the deadline `upgrade` must still know what the client
         // sent, to answer 408, and a timeout around it would drop its buffer unread.

@@ -270,11 +270,16 @@ impl Shared {
                 match adopt(self, stream) {
                     Ok((source, peer)) => {
                         state.connection_started();
-                        let Opening { upgraded, data } = *opening;
+                        let Opening {
+                            upgraded,
+                            data,
+                            read,
+                        } = *opening;
                         let (admitted, data) = match upgraded {
-                            Some(accepted) => {
-                                (Some(accepted.admit(&mut state, id, data, now)), None)
-                            }
+                            Some(accepted) => (
+                                Some((accepted.admit(&mut state, id, data, now), read)),
+                                None,
+                            ),
                             None => (None, data),
                         };
                         open::spawn(self.clone(), id, source, admitted, peer, data);

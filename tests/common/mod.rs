@@ -444,6 +444,14 @@ pub enum RawEnd {
 }
 
 impl RawClient {
+    /// A client over `stream`, on which the caller already sent whatever it sends first.
+    pub fn new(stream: TcpStream) -> RawClient {
+        RawClient {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
     /// Connects and upgrades with [`UPGRADE_REQUEST`].
     pub async fn connect(addr: SocketAddr) -> RawClient {
         Self::connect_with_recv_buffer(addr, None).await

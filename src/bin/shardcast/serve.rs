@@ -87,6 +87,11 @@ pub(crate) struct Args {
     /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Answer the WebSocket upgrade with axum (`shardcast::axum::Upgrade` on the route `/`)
+    /// instead of the engine's own listener: the path an application behind axum takes, for
+    /// side-by-side benchmarks (`bench --server axum`).
+    #[arg(long, conflicts_with = "naive")]
+    pub(crate) axum: bool,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
@@ -213,14 +218,18 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     runtime.block_on(async {
         // With TLS, each connection's handshake runs on the shard that accepted it, within the
         // handshake deadline, before the upgrade.
-        let listening = match tls {
-            Some(config) => engine.listen_wrapped(addr, crate::tls::acceptor(config)).await,
-            None => engine.listen(addr).await,
+        let addr = if args.axum {
+            serve_axum(addr, &engine).await?
+        } else {
+            let listening = match tls {
+                Some(config) => engine.listen_wrapped(addr, crate::tls::acceptor(config)).await,
+                None => engine.listen(addr).await,
+            };
+            listening.map_err(|e| match e {
+                ListenError::Io(e) => listen_error(addr, e),
+                other => other.into(),
+            })?
         };
-        let addr = listening.map_err(|e| match e {
-            ListenError::Io(e) => listen_error(addr, e),
-            other => other.into(),
-        })?;
         let stop = StopSignal::install()?;
         if let Some(metrics_addr) = args.metrics_addr {
             observe::serve_metrics(metrics_addr, &engine)?;
@@ -342,6 +351,29 @@ fn flag_error(e: BuildError) -> Box<dyn Error> {
         }
     }
     e.into()
+}
+
+/// Serves `engine` behind axum on `addr`: the upgrade on `/` is answered by axum and the
+/// connection handed to the engine. Returns the bound address; the server runs on this
+/// (current-thread) runtime until the process ends.
+async fn serve_axum(addr: SocketAddr, engine: &Engine) -> Result<SocketAddr, Box<dyn Error>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| listen_error(addr, e))?;
+    let addr = listener.local_addr()?;
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(|upgrade: shardcast::axum::Upgrade| async { upgrade }),
+        )
+        .with_state(engine.clone())
+        .into_make_service_with_connect_info::<SocketAddr>();
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::warn!("axum stopped: {e}");
+        }
+    });
+    Ok(addr)
 }
 
 /// Why `addr` cannot be listened on, naming it.

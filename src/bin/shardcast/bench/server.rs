@@ -27,6 +27,9 @@ pub(crate) enum Kind {
     /// certificate the bench makes at start, started by the bench.
     #[value(name = "embedded-tls")]
     EmbeddedTls,
+    /// shardcast's engine behind axum (`shardcast serve --axum`): the upgrade answered by
+    /// `shardcast::axum::Upgrade`, started by the bench.
+    Axum,
     /// The naive baseline (`shardcast serve --naive`), started by the bench.
     Naive,
     /// uWebSockets' pub/sub through Bun (`baselines/bun-relay.js`), started by the bench.
@@ -42,6 +45,7 @@ impl Kind {
             Kind::Embedded => "embedded",
             Kind::EmbeddedTasks => "embedded-tasks",
             Kind::EmbeddedTls => "embedded-tls",
+            Kind::Axum => "axum",
             Kind::Naive => "naive",
             Kind::Bun => "bun",
             Kind::NodeWs => "node-ws",
@@ -52,7 +56,9 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Naive => true,
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Axum | Kind::Naive => {
+                true
+            }
             Kind::Bun | Kind::NodeWs => false,
         }
     }
@@ -156,7 +162,7 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Naive => {
+            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Axum | Kind::Naive => {
                 serve_command(kind, options, nats)?
             }
             Kind::Bun => baselines::bun(options.topics)?,
@@ -264,7 +270,7 @@ fn first_line(stderr: ChildStderr) -> String {
         .unwrap_or_default()
 }
 
-/// `shardcast serve` (or `--naive`) with a control line, on an ephemeral loopback port; with
+/// `shardcast serve` (or `--naive`, `--axum`) with a control line, on an ephemeral loopback port; with
 /// topics, `--topics`, for which the engine runs `crate::topics::TopicRelay`.
 fn serve_command(
     kind: Kind,
@@ -288,8 +294,14 @@ fn serve_command(
             cmd.args(["--slow-consumer", policy.get_name()]);
         }
     }
-    if kind == Kind::Naive {
-        cmd.arg("--naive");
+    match kind {
+        Kind::Naive => {
+            cmd.arg("--naive");
+        }
+        Kind::Axum => {
+            cmd.arg("--axum");
+        }
+        Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Bun | Kind::NodeWs => {}
     }
     if kind.is_tls() {
         let generated = options
