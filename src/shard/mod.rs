@@ -64,6 +64,7 @@ mod handler;
 mod interest;
 mod open;
 mod outbound;
+mod pages;
 mod relay;
 mod session;
 mod shared;

@@ -20,6 +20,7 @@
 
 use super::interest::Interest;
 use super::outbound::Outbound;
+use super::pages::Slab;
 use super::topics::{Limits, TopicIndex};
 use crate::bridge::Link;
 use crate::client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
@@ -28,7 +29,6 @@ use crate::error::SubscribeError;
 use crate::stats::{ShardCounters, bump, bump_release, drop_by};
 use crate::wire::{Opcode, envelope, frame};
 use crate::{Audience, ClientId, Payload, Topic};
-use slab::Slab;
 use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
@@ -154,7 +154,7 @@ pub(crate) struct State {
     /// This shard's counters (this thread is the only writer).
     counters: Arc<ShardCounters>,
     /// Every client past its upgrade whose connection is still served (by its task or the
-    /// event loop).
+    /// event loop). Grows a page at a time (`pages`): no doubling slack per client.
     clients: Slab<Client>,
     /// Open clients by id.
     index: HashMap<ClientId, usize, BuildHasherDefault<IdHasher>>,
@@ -186,7 +186,7 @@ impl State {
         State {
             config,
             counters,
-            clients: Slab::new(),
+            clients: Slab::default(),
             index: HashMap::default(),
             topics: TopicIndex::new(interest, shard, link.clone()),
             removed: Vec::new(),
@@ -922,6 +922,14 @@ mod tests {
         let mut v = Vec::new();
         state.take_removed(&mut v);
         v.into_iter().map(|(id, reason, _)| (id, reason)).collect()
+    }
+
+    /// A client record is memory per client, whichever driver serves it (the README's
+    /// memory figures rest on it): keep it from growing unnoticed.
+    #[test]
+    fn a_client_record_takes_at_most_216_bytes() {
+        let size = std::mem::size_of::<Client>();
+        assert!(size <= 216, "Client is {size} bytes");
     }
 
     #[test]
