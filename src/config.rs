@@ -154,7 +154,7 @@ pub struct Config {
     pub shard_queue_capacity: usize,
     /// Most clients (registered or handshaking) the engine holds. Default: 1,048,576.
     pub clients_max: usize,
-    /// Memory a client's outbound queue may hold. Default: 1 MiB.
+    /// Memory a client's outbound queue may hold, 1 KiB to 2 GiB. Default: 1 MiB.
     ///
     /// Each queued frame counts its bytes plus [`FRAME_OVERHEAD_BYTES`] (its queue slot and
     /// shared handle), so the cap bounds memory for any frame size: with `n` stalled clients,

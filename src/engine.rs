@@ -1699,9 +1699,9 @@ fn check(config: Config) -> Result<Config, BuildError> {
         "must be positive",
     )?;
     require(
-        config.client_queue_bytes_max >= 1024,
+        (1024..=1 << 31).contains(&config.client_queue_bytes_max),
         "client_queue_bytes_max",
-        "must be at least 1 KiB",
+        "must be 1 KiB to 2 GiB",
     )?;
     require(
         !config.write_deadline.is_zero(),
