@@ -388,13 +388,14 @@ impl Loop {
                 }
             }
         }
-        let mut flushes = std::mem::replace(&mut self.flushes, std::mem::take(&mut self.scratch));
-        self.shared.state.borrow_mut().take_touched(&mut flushes);
+        // One list of slots, lent by `State`, serves every pass: the lists a shard keeps are
+        // memory per client too.
+        let mut flushes = self.shared.state.borrow_mut().take_touched();
+        flushes.append(&mut self.flushes);
         for &slot in &flushes {
             self.flush(slot, now);
         }
-        flushes.clear();
-        self.scratch = flushes;
+        self.shared.state.borrow_mut().give_back_touched(flushes);
         self.arm();
     }
 
