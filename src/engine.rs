@@ -1321,7 +1321,7 @@ impl Builder {
         /// Most connections at once. Default: 1,048,576.
         clients_max: usize,
         /// Memory a client's outbound queue may hold: frame bytes plus a fixed overhead per
-        /// frame. Default: 1 MiB.
+        /// frame, 1 KiB to 2 GiB. Default: 1 MiB.
         client_queue_bytes_max: usize,
         /// What to do when a client's queue is full. Default: disconnect (4008).
         slow_consumer: SlowConsumerPolicy,
