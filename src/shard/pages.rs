@@ -23,6 +23,7 @@ fn page<E>(fill: impl FnMut(usize) -> E) -> Box<[E]> {
 
 /// Values by index, absent where empty; grows a page at a time to reach an index.
 #[derive(Debug)]
+#[cfg_attr(not(unix), allow(dead_code))]
 pub(crate) struct Table<T> {
     /// The pages, in index order.
     pages: Vec<Box<[Option<T>]>>,
@@ -34,6 +35,7 @@ impl<T> Default for Table<T> {
     }
 }
 
+#[cfg_attr(not(unix), allow(dead_code))]
 impl<T> Table<T> {
     /// The value at `i`.
     pub(crate) fn get_mut(&mut self, i: usize) -> Option<&mut T> {
