@@ -1360,7 +1360,7 @@ impl Builder {
         /// Most connections at once. Default: 1,048,576.
         clients_max: usize,
         /// Memory a client's outbound queue may hold: frame bytes plus a fixed overhead per
-        /// frame. Default: 1 MiB.
+        /// frame, 1 KiB to 2 GiB. Default: 1 MiB.
         client_queue_bytes_max: usize,
         /// What to do when a client's queue is full. Default: disconnect (4008).
         slow_consumer: SlowConsumerPolicy,
@@ -1770,9 +1770,9 @@ fn check(config: Config) -> Result<Config, BuildError> {
         "must be positive",
     )?;
     require(
-        config.client_queue_bytes_max >= 1024,
+        (1024..=1 << 31).contains(&config.client_queue_bytes_max),
         "client_queue_bytes_max",
-        "must be at least 1 KiB",
+        "must be 1 KiB to 2 GiB",
     )?;
     require(
         !config.write_deadline.is_zero(),

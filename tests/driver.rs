@@ -201,3 +201,126 @@ async fn a_handler_that_panics_ends_only_the_connection_it_was_handling() {
         engine.shutdown(WAIT).await;
     }
 }
+
+// What the event loop times itself (the task driver's timers are covered on a paused clock in
+// timing.rs, over in-memory pipes): real time here, in short spans, over loopback TCP.
+
+fn ms(n: u64) -> std::time::Duration {
+    std::time::Duration::from_millis(n)
+}
+
+#[tokio::test]
+async fn a_coalescing_delay_gathers_frames_into_one_write_on_either_driver() {
+    for driver in DRIVERS {
+        let coalescing = shardcast::Coalescing {
+            frames_max: 1000,
+            delay: ms(300),
+            bytes_max: 1 << 20,
+        };
+        let (engine, addr) = start(
+            Engine::builder()
+                .shards(1)
+                .coalescing(coalescing)
+                .driver(driver),
+        )
+        .await;
+        let mut ws = connect(&engine, addr).await;
+        let before = engine.stats().total.write_syscalls;
+        for i in 0..10 {
+            engine
+                .broadcast(Payload::text(format!("c{i}")), Audience::ALL)
+                .await
+                .expect("broadcast");
+        }
+        for i in 0..10 {
+            assert_eq!(next_text(&mut ws).await, format!("c{i}"), "{driver:?}");
+        }
+        assert_eq!(
+            engine.stats().total.write_syscalls - before,
+            1,
+            "{driver:?}: ten frames within the delay go out in one write"
+        );
+        engine.shutdown(WAIT).await;
+    }
+}
+
+#[tokio::test]
+async fn a_peer_that_never_closes_after_our_close_is_dropped_at_the_close_timeout() {
+    for driver in DRIVERS {
+        let (engine, addr) = start(
+            Engine::builder()
+                .shards(1)
+                .close_timeout(ms(200))
+                .driver(driver),
+        )
+        .await;
+        let mut raw = RawClient::connect(addr).await;
+        eventually(|| engine.client_count() == 1).await;
+        // It sends its close and reads ours, but keeps its socket open and keeps talking.
+        raw.send(&masked(0x88, &1000u16.to_be_bytes()))
+            .await
+            .expect("close");
+        let echo = raw.read_frame().await.expect("our close frame");
+        assert_eq!(echo.opcode, 0x8, "{driver:?}");
+        raw.send(&masked(0x81, b"ignored")).await.expect("send");
+        // The engine discards it, then drops the connection at the close timeout.
+        until(
+            || engine.connection_count() == 0,
+            || format!("{driver:?}: {} connections", engine.connection_count()),
+        )
+        .await;
+        assert_eq!(
+            raw.read_frame().await,
+            None,
+            "{driver:?}: then end of stream"
+        );
+        engine.shutdown(WAIT).await;
+    }
+}
+
+#[tokio::test]
+async fn a_socket_that_takes_nothing_is_dropped_at_the_write_deadline() {
+    for driver in DRIVERS {
+        let (recorder, events) = Recorder::new();
+        let (engine, addr) = start(
+            Engine::builder()
+                .shards(1)
+                .handler(recorder)
+                // Dropping, not disconnecting, keeps the full queue from evicting it first.
+                .slow_consumer(shardcast::SlowConsumerPolicy::DropNewest)
+                .ping_interval(None)
+                .write_deadline(ms(300))
+                .sweep_interval(ms(50))
+                .driver(driver),
+        )
+        .await;
+        let _stalled = RawClient::connect_with_recv_buffer(addr, Some(4096)).await;
+        let stalled_id = registered(&events, 1).await;
+        let mut healthy = connect(&engine, addr).await;
+        let body = "x".repeat(32 << 10);
+        let mut sent = 0;
+        while events.removals_of(stalled_id).is_empty() {
+            assert!(
+                sent < 2000,
+                "{driver:?}: not evicted after {sent} broadcasts"
+            );
+            engine
+                .broadcast(Payload::text(&body), Audience::ALL)
+                .await
+                .expect("broadcast");
+            assert_eq!(
+                next_text(&mut healthy).await.len(),
+                body.len(),
+                "{driver:?}"
+            );
+            sent += 1;
+            tokio::time::sleep(ms(5)).await;
+        }
+        assert_eq!(
+            events.removals_of(stalled_id),
+            [shardcast::RemoveReason::WriteDeadline],
+            "{driver:?}"
+        );
+        engine.shutdown(WAIT).await;
+    }
+}

@@ -281,14 +281,15 @@ impl Sim {
             ..DEFAULT.get_or_init(Config::default).clone()
         };
         let counters = Arc::new(ShardCounters::new(Counters::default()));
+        let t0 = Instant::now();
         let state = State::new(
             Arc::new(config),
             counters.clone(),
             Arc::new(crate::shard::Interest::new(1)),
             0,
             None,
+            t0,
         );
-        let t0 = Instant::now();
         Sim {
             state,
             counters,
@@ -833,7 +834,11 @@ impl Sim {
             );
             assert_eq!(client.out.bytes(), c.queued(), "queue of {c:?}");
             assert_eq!(client.out.frames(), c.queue.len(), "frames of {c:?}");
-            assert_eq!(client.blocked_since, blocked, "blocked time of {c:?}");
+            assert_eq!(
+                self.state.blocked_since(slot),
+                blocked,
+                "blocked time of {c:?}"
+            );
             let topics: Vec<Topic> = c.topics.iter().map(|&t| Topic::new(TOPICS[t])).collect();
             assert_eq!(self.state.topics_of(slot), topics, "topics of {c:?}");
         }

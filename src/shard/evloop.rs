@@ -49,6 +49,7 @@
 
 use super::conn::Ended;
 use super::outbound::IoSlices;
+use super::pages::Table;
 use super::relay::{Waiting, send_waiting};
 use super::session::{Next, ingest, may_read, next, registered};
 use super::shared::Shared;
@@ -115,8 +116,9 @@ pub(crate) struct Joining {
 pub(crate) struct Inbox {
     /// Connections whose opening is done.
     joining: Vec<Joining>,
-    /// Connections whose waiting commands are sent, so that they may read again.
-    resumed: Vec<(usize, ClientId)>,
+    /// Connections whose waiting commands are sent, so that they may read again, with the
+    /// bytes they had read but not handled.
+    resumed: Vec<(usize, ClientId, Box<[u8]>)>,
     /// Wakes the loop when something arrives.
     waker: Option<Waker>,
 }
@@ -174,12 +176,10 @@ struct Sock {
     stream: mio::net::TcpStream,
     /// What it sent of an unfinished frame.
     parser: Parser,
-    /// Bytes read but not yet parsed, because a fan-out had to wait; empty (and unallocated)
-    /// otherwise.
-    pending: Box<[u8]>,
     /// On the read list: its socket may hold bytes not yet read.
     reading: bool,
-    /// Commands it relayed wait for room in another shard's queue.
+    /// Commands it relayed wait for room in another shard's queue (and the bytes it read
+    /// after them wait with them, in the task that sends them).
     blocked: bool,
     /// Its last write did not take everything: write again only once it is writable.
     stuck: bool,
@@ -198,7 +198,7 @@ struct Loop {
     /// Readiness events, reused.
     events: Events,
     /// The connections, by their client's slot.
-    socks: Vec<Option<Sock>>,
+    socks: Table<Sock>,
     /// Slots to read at the next pass.
     reads: Vec<usize>,
     /// Slots to flush at the next pass (written to, then writable again).
@@ -223,7 +223,7 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
         shared,
         reactor,
         events: Events::with_capacity(EVENTS_MAX),
-        socks: Vec::new(),
+        socks: Table::default(),
         reads: Vec::new(),
         flushes: Vec::new(),
         delayed: Vec::new(),
@@ -326,7 +326,7 @@ impl Loop {
         let mut any = false;
         for event in self.events.iter() {
             let slot = event.token().0;
-            let Some(Some(sock)) = self.socks.get_mut(slot) else {
+            let Some(sock) = self.socks.get_mut(slot) else {
                 continue;
             };
             if (event.is_readable() || event.is_read_closed() || event.is_error()) && !sock.reading
@@ -358,10 +358,10 @@ impl Loop {
             for joining in joining {
                 self.adopt(joining);
             }
-            for (slot, id) in resumed {
+            for (slot, id, pending) in resumed {
                 if let Some(sock) = self.sock(slot, id) {
                     sock.blocked = false;
-                    self.resume(slot);
+                    self.resume(slot, pending);
                 }
             }
         }
@@ -382,19 +382,20 @@ impl Loop {
         if self.delay_due.is_some_and(|due| due <= now) {
             self.delay_due = None;
             for slot in std::mem::take(&mut self.delayed) {
-                if let Some(Some(sock)) = self.socks.get_mut(slot) {
+                if let Some(sock) = self.socks.get_mut(slot) {
                     sock.delayed = false;
                     self.flushes.push(slot);
                 }
             }
         }
-        let mut flushes = std::mem::replace(&mut self.flushes, std::mem::take(&mut self.scratch));
-        self.shared.state.borrow_mut().take_touched(&mut flushes);
+        // One list of slots, lent by `State`, serves every pass: the lists a shard keeps are
+        // memory per client too.
+        let mut flushes = self.shared.state.borrow_mut().take_touched();
+        flushes.append(&mut self.flushes);
         for &slot in &flushes {
             self.flush(slot, now);
         }
-        flushes.clear();
-        self.scratch = flushes;
+        self.shared.state.borrow_mut().give_back_touched(flushes);
         self.arm();
     }
 
@@ -404,7 +405,7 @@ impl Loop {
         if current != Some(id) {
             return None;
         }
-        self.socks.get_mut(slot)?.as_mut()
+        self.socks.get_mut(slot)
     }
 
     /// Sets the timer to the earliest deadline.
@@ -441,41 +442,40 @@ impl Loop {
             self.end(slot);
             return;
         }
-        if self.socks.len() <= slot {
-            self.socks.resize_with(slot + 1, || None);
-        }
         bump(
             &self.shared.state.borrow().counters().event_loop_connections,
             1,
         );
-        self.socks[slot] = Some(Sock {
-            stream,
-            parser,
-            pending: pending.into_boxed_slice(),
-            reading: false,
-            blocked: false,
-            stuck: false,
-            lingering: false,
-            delayed: false,
-        });
+        self.socks.insert(
+            slot,
+            Sock {
+                stream,
+                parser,
+                reading: false,
+                blocked: false,
+                stuck: false,
+                lingering: false,
+                delayed: false,
+            },
+        );
+        let pending = pending.into_boxed_slice();
         if blocked.is_empty() {
-            self.resume(slot);
+            self.resume(slot, pending);
         } else {
-            self.wait_for_room(slot, id, blocked);
+            self.wait_for_room(slot, id, blocked, pending);
         }
     }
 
-    /// A connection that may read again: handles what it read before, then reads.
-    fn resume(&mut self, slot: usize) {
+    /// A connection that may read again: handles `pending`, what it read before, then reads.
+    fn resume(&mut self, slot: usize, mut pending: Box<[u8]>) {
         let shared = &*self.shared;
         let Some(id) = shared.state.borrow().id(slot) else {
             return;
         };
-        let Some(Some(sock)) = self.socks.get_mut(slot) else {
+        let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
-        if !sock.pending.is_empty() {
-            let mut pending = std::mem::take(&mut sock.pending);
+        if !pending.is_empty() {
             let mut blocked = Waiting::new();
             let handled = catch_unwind(AssertUnwindSafe(|| {
                 ingest(
@@ -495,8 +495,8 @@ impl Loop {
             };
             self.flushes.push(slot);
             if !blocked.is_empty() {
-                sock.pending = pending.get(consumed..).unwrap_or_default().into();
-                self.wait_for_room(slot, id, blocked);
+                let rest = pending.get(consumed..).unwrap_or_default().into();
+                self.wait_for_room(slot, id, blocked, rest);
                 return;
             }
         }
@@ -507,9 +507,17 @@ impl Loop {
     }
 
     /// Sends, in a task of its own, the commands `slot` relayed that found a shard's queue full;
-    /// the connection reads nothing until they are sent.
-    fn wait_for_room(&mut self, slot: usize, id: ClientId, mut waiting: Waiting) {
-        if let Some(Some(sock)) = self.socks.get_mut(slot) {
+    /// the connection reads nothing until they are sent, and then handles `pending` (what it
+    /// read after them) first. The bytes wait in the task, so that a connection keeps no room
+    /// for them.
+    fn wait_for_room(
+        &mut self,
+        slot: usize,
+        id: ClientId,
+        mut waiting: Waiting,
+        pending: Box<[u8]>,
+    ) {
+        if let Some(sock) = self.socks.get_mut(slot) {
             sock.blocked = true;
         }
         let shared = self.shared.clone();
@@ -517,7 +525,7 @@ impl Loop {
             send_waiting(&shared.shards, &mut waiting).await;
             if let Some(inbox) = &shared.inbox {
                 let mut inbox = inbox.borrow_mut();
-                inbox.resumed.push((slot, id));
+                inbox.resumed.push((slot, id, pending));
                 inbox.wake();
             }
         });
@@ -526,7 +534,7 @@ impl Loop {
     /// Reads `slot`'s socket once, and handles what it read.
     fn read(&mut self, slot: usize) {
         let shared = &*self.shared;
-        let Some(Some(sock)) = self.socks.get_mut(slot) else {
+        let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
         sock.reading = false;
@@ -584,9 +592,9 @@ impl Loop {
         // flushes after each read.
         self.flushes.push(slot);
         if !blocked.is_empty() {
-            sock.pending = input.get(consumed..).unwrap_or_default().into();
+            let rest = input.get(consumed..).unwrap_or_default().into();
             drop(buf);
-            self.wait_for_room(slot, id, blocked);
+            self.wait_for_room(slot, id, blocked, rest);
             return;
         }
         if full {
@@ -597,7 +605,7 @@ impl Loop {
 
     /// Discards what a lingering connection sends; ends it when the peer closes.
     fn drain(&mut self, slot: usize) {
-        let Some(Some(sock)) = self.socks.get_mut(slot) else {
+        let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
         let mut buf = self.shared.read_buf.borrow_mut();
@@ -618,7 +626,7 @@ impl Loop {
     fn flush(&mut self, slot: usize, now: Instant) {
         let shared = &*self.shared;
         loop {
-            let Some(Some(sock)) = self.socks.get_mut(slot) else {
+            let Some(sock) = self.socks.get_mut(slot) else {
                 return;
             };
             if sock.lingering {
@@ -693,7 +701,7 @@ impl Loop {
         let Some(id) = self.shared.state.borrow().id(slot) else {
             return;
         };
-        let Some(Some(sock)) = self.socks.get_mut(slot) else {
+        let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
         sock.lingering = true;
@@ -708,9 +716,7 @@ impl Loop {
 
     /// Drops `slot`'s socket and ends its connection.
     fn finish(&mut self, slot: usize) {
-        if let Some(entry) = self.socks.get_mut(slot)
-            && entry.take().is_some()
-        {
+        if self.socks.remove(slot).is_some() {
             drop_by(
                 &self.shared.state.borrow().counters().event_loop_connections,
                 1,
@@ -757,5 +763,21 @@ fn write(mut stream: &mio::net::TcpStream, slices: &[io::IoSlice<'_>]) -> io::Re
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             other => return other,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Sock;
+
+    /// What the loop keeps of a connection, beside its client record, is memory per client:
+    /// its socket (4 bytes; mio adds 8 in debug builds, to check registrations), its parser
+    /// (64) and five flags. The README's memory figures rest on it: keep it from growing
+    /// unnoticed.
+    #[test]
+    fn a_sock_takes_at_most_80_bytes() {
+        let size = std::mem::size_of::<Option<Sock>>();
+        let debug = if cfg!(debug_assertions) { 8 } else { 0 };
+        assert!(size <= 80 + debug, "Option<Sock> is {size} bytes");
     }
 }

@@ -69,6 +69,7 @@ mod inlet;
 mod interest;
 mod open;
 mod outbound;
+mod pages;
 mod relay;
 mod session;
 mod shared;

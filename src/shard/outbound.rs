@@ -8,7 +8,10 @@
 //! - `offset` bytes of the first frame in write order have been written. `data_started` is true
 //!   exactly when that first frame is the front data frame and `offset > 0`.
 //! - `bytes` is the number of unwritten bytes over all queued frames; `control_bytes` is the
-//!   part of it in `control`.
+//!   part of it in `control`. Both fit a `u32`: data frames are queued only under the client's
+//!   cap (at most 2 GiB, `Config` checks it), and control frames are small and few
+//!   (`CONTROL_FRAMES_MAX`).
+//! - `control` is allocated only while it holds a frame.
 //!
 //! # Back-pressure
 //!
@@ -31,21 +34,34 @@ pub(crate) const IOV_MAX: usize = 64;
 /// Slices for one write: the parts of the queue in write order.
 pub(crate) type IoSlices<'a> = SmallVec<[IoSlice<'a>; IOV_MAX]>;
 
-/// A client's unwritten frames.
+/// A client's unwritten frames. Every client has one, so its size is memory per client (56
+/// bytes): control frames are boxed, as most clients have none most of the time, and the
+/// counts are `u32`.
 #[derive(Debug, Default)]
 pub(crate) struct Outbound {
     /// Data frames (broadcasts, sends, the handshake response), oldest first.
     data: VecDeque<Frame>,
-    /// Control frames (pong, close) that go out before the next data frame starts.
-    control: Vec<Bytes>,
+    /// Control frames (pong, ping, close) that go out before the next data frame starts;
+    /// `None` while there are none.
+    #[expect(
+        clippy::box_collection,
+        reason = "8 bytes in every client's queue instead of 24; most never hold a control frame"
+    )]
+    control: Option<Box<Vec<Bytes>>>,
     /// Bytes of the first frame in write order already written.
-    offset: usize,
+    offset: u32,
     /// Whether the front data frame is partly written (and so precedes the control frames).
     data_started: bool,
     /// Unwritten bytes over all frames.
-    bytes: usize,
+    bytes: u32,
     /// Unwritten bytes of the frames in `control`.
-    control_bytes: usize,
+    control_bytes: u32,
+}
+
+/// The length of a queued frame, or of part of one, as the queue counts it. In range by the
+/// invariants (frames are queued under a cap of at most 2 GiB).
+fn len32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// One part of a gathered write: a run of bytes copied into the shard's write buffer, or a
@@ -59,30 +75,35 @@ impl Outbound {
     /// Appends a data frame.
     pub(crate) fn push(&mut self, frame: impl Into<Frame>) {
         let frame = frame.into();
-        self.bytes += frame.len();
+        self.bytes += len32(frame.len());
         self.data.push_back(frame);
     }
 
     /// Appends a control frame, which goes out before any data frame not yet started.
     pub(crate) fn push_control(&mut self, frame: Bytes) {
-        self.bytes += frame.len();
-        self.control_bytes += frame.len();
-        self.control.push(frame);
+        self.bytes += len32(frame.len());
+        self.control_bytes += len32(frame.len());
+        self.control.get_or_insert_default().push(frame);
+    }
+
+    /// The control frames, in write order.
+    fn control(&self) -> &[Bytes] {
+        self.control.as_deref().map_or(&[], Vec::as_slice)
     }
 
     /// Unwritten bytes.
     pub(crate) fn bytes(&self) -> usize {
-        self.bytes
+        self.bytes as usize
     }
 
     /// The memory the queue is charged for: its bytes plus [`FRAME_OVERHEAD_BYTES`] per frame.
     pub(crate) fn charge(&self) -> usize {
-        self.bytes + self.frames() * FRAME_OVERHEAD_BYTES
+        self.bytes() + self.frames() * FRAME_OVERHEAD_BYTES
     }
 
     /// Frames not completely written.
     pub(crate) fn frames(&self) -> usize {
-        self.data.len() + self.control.len()
+        self.data.len() + self.control().len()
     }
 
     /// Whether nothing is left to write.
@@ -92,7 +113,7 @@ impl Outbound {
 
     /// Pending control frames.
     pub(crate) fn control_frames(&self) -> usize {
-        self.control.len()
+        self.control().len()
     }
 
     /// The frames in write order; the first one is partly written by `offset` bytes.
@@ -102,7 +123,7 @@ impl Outbound {
             .iter()
             .take(started)
             .map(|f| &**f)
-            .chain(&self.control)
+            .chain(self.control())
             .chain(self.data.iter().skip(started).map(|f| &**f))
     }
 
@@ -118,7 +139,7 @@ impl Outbound {
         buf.clear();
         let cap = buf.capacity();
         let mut parts: SmallVec<[Part<'a>; IOV_MAX]> = SmallVec::new();
-        let mut skip = self.offset;
+        let mut skip = self.offset as usize;
         for frame in self.ordered() {
             let bytes = frame.get(skip..).unwrap_or_default();
             skip = 0;
@@ -149,16 +170,17 @@ impl Outbound {
     }
 
     /// Marks `n` bytes as written; returns how many frames were completed.
-    pub(crate) fn advance(&mut self, mut n: usize) -> usize {
+    pub(crate) fn advance(&mut self, n: usize) -> usize {
+        let mut n = len32(n);
         let mut completed = 0;
         while n > 0 {
-            let from_data = self.data_started || self.control.is_empty();
+            let from_data = self.data_started || self.control().is_empty();
             let first_len = if from_data {
                 self.data.front().map_or(0, |f| f.len())
             } else {
-                self.control.first().map_or(0, Bytes::len)
+                self.control().first().map_or(0, Bytes::len)
             };
-            let left = first_len.saturating_sub(self.offset);
+            let left = len32(first_len).saturating_sub(self.offset);
             if left == 0 {
                 // Written more than queued: the caller's accounting is broken; stop rather
                 // than loop.
@@ -175,8 +197,11 @@ impl Outbound {
                 self.data_started = false;
                 if from_data {
                     self.data.pop_front();
-                } else {
-                    self.control.remove(0);
+                } else if let Some(control) = &mut self.control {
+                    control.remove(0);
+                    if control.is_empty() {
+                        self.control = None;
+                    }
                 }
                 completed += 1;
             } else {
@@ -192,9 +217,9 @@ impl Outbound {
     /// Frees the queue's buffers if nothing is queued (after a burst, so that an idle client
     /// costs no queue memory).
     pub(crate) fn shrink_if_empty(&mut self) {
-        if self.bytes == 0 && (self.data.capacity() > 0 || self.control.capacity() > 0) {
+        if self.bytes == 0 && (self.data.capacity() > 0 || self.control.is_some()) {
             self.data = VecDeque::new();
-            self.control = Vec::new();
+            self.control = None;
         }
     }
 
@@ -203,12 +228,12 @@ impl Outbound {
     pub(crate) fn droppable_charge(&self) -> usize {
         let started = self.data_started as usize;
         let started_bytes = if self.data_started {
-            self.data.front().map_or(0, |f| f.len()) - self.offset
+            self.data.front().map_or(0, |f| f.len()) - self.offset as usize
         } else {
             0
         };
-        let kept_bytes = self.control_bytes + started_bytes;
-        let kept_frames = self.control.len() + started;
+        let kept_bytes = self.control_bytes as usize + started_bytes;
+        let kept_frames = self.control().len() + started;
         self.charge() - kept_bytes - kept_frames * FRAME_OVERHEAD_BYTES
     }
 
@@ -223,7 +248,7 @@ impl Outbound {
         while self.charge() + room > cap && self.data.len() > keep {
             // `remove(0)` pops the front; `remove(1)` moves one element: both O(1).
             if let Some(frame) = self.data.remove(keep) {
-                self.bytes -= frame.len();
+                self.bytes -= len32(frame.len());
                 bytes += frame.len();
                 frames += 1;
             }
@@ -240,7 +265,7 @@ impl Outbound {
                 dropped += frame.len();
             }
         }
-        self.bytes -= dropped;
+        self.bytes -= len32(dropped);
         dropped
     }
 }

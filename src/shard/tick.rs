@@ -98,6 +98,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
             interest,
             id.index(),
             link,
+            Instant::now(),
         )),
         read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
