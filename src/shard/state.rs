@@ -1017,11 +1017,13 @@ mod tests {
     }
 
     /// A client record is memory per client, whichever driver serves it (the README's
-    /// memory figures rest on it): keep it from growing unnoticed.
+    /// memory figures rest on it): keep it from growing unnoticed. The inbox's two fields
+    /// (`paused`, `left`) took it from 152 to 160 bytes; folding the flags into one byte would
+    /// win them back.
     #[test]
-    fn a_client_record_takes_at_most_152_bytes() {
+    fn a_client_record_takes_at_most_160_bytes() {
         let size = std::mem::size_of::<Client>();
-        assert!(size <= 152, "Client is {size} bytes");
+        assert!(size <= 160, "Client is {size} bytes");
     }
 
     #[test]
