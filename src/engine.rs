@@ -1454,6 +1454,14 @@ impl Builder {
         self
     }
 
+    /// Sets the size of the shards' rings (`Config::io_uring_entries`); 0, which the kernel
+    /// refuses, shows the fallback.
+    #[cfg(all(test, target_os = "linux", feature = "io-uring"))]
+    pub(crate) fn io_uring_entries(mut self, entries: u32) -> Self {
+        self.config.io_uring_entries = entries;
+        self
+    }
+
     /// Sets the maximum inbound message and frame size together.
     ///
     /// ```

@@ -60,6 +60,10 @@ pub(crate) struct Counters {
     pub(crate) subscriptions: AtomicU64,
     /// Connections the shard's event loop serves (gauge).
     pub(crate) event_loop_connections: AtomicU64,
+    /// 1 while the shard's event loop writes through an `io_uring` (gauge).
+    pub(crate) io_uring_rings: AtomicU64,
+    /// `io_uring` submissions that carried the loop's sends.
+    pub(crate) io_uring_submissions: AtomicU64,
     /// Events queued for the inbox.
     pub(crate) inbox_events: AtomicU64,
     /// Times a connection stopped reading because its event found the inbox queue full.
@@ -147,7 +151,10 @@ pub struct ShardStats {
     pub deliveries: u64,
     /// Bytes written to sockets.
     pub bytes_written: u64,
-    /// Write system calls that wrote something.
+    /// Write system calls that wrote something (with [`Driver::IoUring`], sends that did:
+    /// many go to the kernel in one system call, see `io_uring_submissions`).
+    ///
+    /// [`Driver::IoUring`]: crate::Driver::IoUring
     pub write_syscalls: u64,
     /// Frames dropped by a drop policy.
     pub frames_dropped: u64,
@@ -171,6 +178,15 @@ pub struct ShardStats {
     ///
     /// [`Driver::EventLoop`]: crate::Driver::EventLoop
     pub event_loop_connections: u64,
+    /// 1 if this shard's event loop writes through an `io_uring` ([`Driver::IoUring`], set
+    /// up), else 0; in the total, the shards that do.
+    ///
+    /// [`Driver::IoUring`]: crate::Driver::IoUring
+    pub io_uring_rings: u64,
+    /// `io_uring` submissions that carried the event loop's writes: each is one system call
+    /// for all the sends of a pass, which [`ShardStats::write_syscalls`] counts one by one
+    /// (so its sends per submission are `write_syscalls / io_uring_submissions`).
+    pub io_uring_submissions: u64,
     /// Events queued for the [`Inbox`](crate::Inbox) (messages and lifecycle events).
     pub inbox_events: u64,
     /// Events in this shard's inbox queue now, not yet read; at most
@@ -233,6 +249,8 @@ impl ShardStats {
             topics: c.topics.load(Relaxed),
             subscriptions: c.subscriptions.load(Relaxed),
             event_loop_connections: c.event_loop_connections.load(Relaxed),
+            io_uring_rings: c.io_uring_rings.load(Relaxed),
+            io_uring_submissions: c.io_uring_submissions.load(Relaxed),
             inbox_events: 0,
             inbox_depth: 0,
             inbox_paused: c.inbox_paused.load(Relaxed),
@@ -274,6 +292,8 @@ impl ShardStats {
         self.topics += o.topics;
         self.subscriptions += o.subscriptions;
         self.event_loop_connections += o.event_loop_connections;
+        self.io_uring_rings += o.io_uring_rings;
+        self.io_uring_submissions += o.io_uring_submissions;
         self.inbox_events += o.inbox_events;
         self.inbox_depth += o.inbox_depth;
         self.inbox_paused += o.inbox_paused;

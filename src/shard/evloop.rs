@@ -54,7 +54,8 @@ use super::relay::{Waiting, send_waiting};
 use super::session::{Next, ingest, may_read, next, registered};
 use super::shared::Shared;
 use crate::ClientId;
-use crate::stats::{bump, drop_by};
+use crate::ShardId;
+use crate::stats::{Counters, bump, drop_by};
 use crate::wire::Parser;
 use mio::{Events, Interest, Token};
 use std::collections::VecDeque;
@@ -88,14 +89,48 @@ pub(crate) struct Reactor {
     /// but to be read-ready when it should be read, which an epoll descriptor is; nothing
     /// ever reads it.
     ready: pipe::Receiver,
+    /// The ring the loop writes through, if it has one ([`crate::Driver::IoUring`]).
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    ring: Option<super::ring::Ring>,
 }
 
-/// Creates the shard's `Poll` and registers it with the current runtime's reactor.
-pub(crate) fn reactor() -> io::Result<Reactor> {
+/// Creates the shard's `Poll` and registers it with the current runtime's reactor; with `ring`
+/// (its size), sets up the `io_uring` its writes go through, or warns that they go as `write`s.
+pub(crate) fn reactor(
+    ring: Option<u32>,
+    shard: ShardId,
+    counters: &Counters,
+) -> io::Result<Reactor> {
     let poll = mio::Poll::new()?;
     let fd = poll.registry().as_fd().try_clone_to_owned()?;
     let ready = pipe::Receiver::from_owned_fd_unchecked(fd)?;
-    Ok(Reactor { poll, ready })
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    let ring = ring.and_then(|entries| {
+        super::ring::Ring::new(entries)
+            .inspect_err(|e| {
+                tracing::warn!(
+                    shard = shard.0, error = %e,
+                    "no io_uring: the event loop writes with one system call per client"
+                );
+            })
+            .ok()
+    });
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    bump(&counters.io_uring_rings, u64::from(ring.is_some()));
+    #[cfg(not(all(target_os = "linux", feature = "io-uring")))]
+    if ring.is_some() {
+        tracing::warn!(
+            shard = shard.0,
+            "no io_uring in this build (Linux and the feature `io-uring` needed): the event loop writes with one system call per client"
+        );
+        let _ = counters;
+    }
+    Ok(Reactor {
+        poll,
+        ready,
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        ring,
+    })
 }
 
 /// A connection handed to the loop by its opening task.
@@ -172,8 +207,9 @@ pub(super) fn join(
 
 /// One connection, as the loop keeps it between passes.
 struct Sock {
-    /// Its socket, registered with the loop's `Poll` under `Token(slot)`.
-    stream: mio::net::TcpStream,
+    /// Its socket, registered with the loop's `Poll` under `Token(slot)`; `None` while a send
+    /// in the ring holds it (within a pass).
+    stream: Option<mio::net::TcpStream>,
     /// What it sent of an unfinished frame.
     parser: Parser,
     /// On the read list: its socket may hold bytes not yet read.
@@ -215,10 +251,24 @@ struct Loop {
     /// Scratch lists, reused.
     scratch: Vec<usize>,
     removed: Vec<super::state::Removed>,
+    /// The ring that takes each pass's writes ([`crate::Driver::IoUring`]), if set up.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    ring: Option<super::ring::Ring>,
+    /// With a ring: what its sends did, and the clients to flush again, reused.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    sent: Vec<super::ring::Sent>,
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    again: Vec<usize>,
 }
 
 /// Runs the shard's event loop until `stop`.
 pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: CancellationToken) {
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    let (reactor, ring) = {
+        let mut reactor = reactor;
+        let ring = reactor.ring.take();
+        (reactor, ring)
+    };
     let mut lp = Loop {
         shared,
         reactor,
@@ -233,6 +283,12 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
         armed: None,
         scratch: Vec::new(),
         removed: Vec::new(),
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        ring,
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        sent: Vec::new(),
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        again: Vec::new(),
     };
     loop {
         tokio::select! {
@@ -392,6 +448,8 @@ impl Loop {
         // memory per client too.
         let mut flushes = self.shared.state.borrow_mut().take_touched();
         flushes.append(&mut self.flushes);
+        #[cfg(all(target_os = "linux", feature = "io-uring"))]
+        self.flush_batched(&mut flushes, now);
         for &slot in &flushes {
             self.flush(slot, now);
         }
@@ -449,7 +507,7 @@ impl Loop {
         self.socks.insert(
             slot,
             Sock {
-                stream,
+                stream: Some(stream),
                 parser,
                 reading: false,
                 blocked: false,
@@ -553,7 +611,10 @@ impl Loop {
             id
         };
         let mut buf = shared.read_buf.borrow_mut();
-        let n = match read(&sock.stream, &mut buf) {
+        let Some(stream) = &sock.stream else {
+            return;
+        };
+        let n = match read(stream, &mut buf) {
             Ok(0) => None,
             Ok(n) => Some(n),
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -608,9 +669,12 @@ impl Loop {
         let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
+        let Some(stream) = &sock.stream else {
+            return;
+        };
         let mut buf = self.shared.read_buf.borrow_mut();
         loop {
-            match read(&sock.stream, &mut buf) {
+            match read(stream, &mut buf) {
                 Ok(0) => break,
                 Ok(_) => continue,
                 Err(e) if e.kind() == ErrorKind::WouldBlock => return,
@@ -624,40 +688,12 @@ impl Loop {
     /// Writes `slot`'s queue until it is empty, its socket takes no more, or coalescing holds
     /// the rest back; acts on its end.
     fn flush(&mut self, slot: usize, now: Instant) {
-        let shared = &*self.shared;
-        loop {
-            let Some(sock) = self.socks.get_mut(slot) else {
+        let shared = self.shared.clone();
+        while self.may_write(slot, now) {
+            let Some(stream) = self.socks.get_mut(slot).and_then(|s| s.stream.as_ref()) else {
                 return;
             };
-            if sock.lingering {
-                return;
-            }
-            let mut state = shared.state.borrow_mut();
-            match next(shared, &state, slot, now) {
-                Next::Write => {}
-                Next::Idle => return,
-                Next::Delay(due) => {
-                    if !sock.delayed {
-                        sock.delayed = true;
-                        self.delayed.push(slot);
-                    }
-                    self.delay_due = Some(self.delay_due.map_or(due, |d| d.min(due)));
-                    return;
-                }
-                Next::Closed => {
-                    drop(state);
-                    self.linger(slot, now);
-                    return;
-                }
-                Next::Done => {
-                    drop(state);
-                    self.finish(slot);
-                    return;
-                }
-            }
-            if sock.stuck {
-                return;
-            }
+            let state = shared.state.borrow();
             let Some(client) = state.client(slot) else {
                 return;
             };
@@ -668,30 +704,178 @@ impl Loop {
                     .out
                     .gather(&mut buf, shared.config.copy_bytes_max, &mut slices);
                 let gathered: usize = slices.iter().map(|s| s.len()).sum();
-                (write(&sock.stream, &slices), gathered)
+                (write(stream, &slices), gathered)
             };
-            match written {
-                Ok(0) => {}
-                Ok(n) => {
-                    state.wrote(slot, n);
-                    if n < gathered {
-                        // The socket is full: its writable event says when to go on.
-                        state.write_blocked(slot, now);
-                        sock.stuck = true;
-                        return;
-                    }
-                    continue;
+            drop(state);
+            if !self.wrote(slot, written, gathered, now) {
+                return;
+            }
+        }
+    }
+
+    /// Whether `slot` has bytes to write now and its socket may take them; acts on what else
+    /// its queue says (a delay, its close frame out, its end).
+    fn may_write(&mut self, slot: usize, now: Instant) -> bool {
+        let shared = &*self.shared;
+        let Some(sock) = self.socks.get_mut(slot) else {
+            return false;
+        };
+        // Lingering, or its socket lent to a send in flight (whose result flushes it again).
+        if sock.lingering || sock.stream.is_none() {
+            return false;
+        }
+        let state = shared.state.borrow();
+        match next(shared, &state, slot, now) {
+            Next::Write => !sock.stuck,
+            Next::Idle => false,
+            Next::Delay(due) => {
+                if !sock.delayed {
+                    sock.delayed = true;
+                    self.delayed.push(slot);
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                self.delay_due = Some(self.delay_due.map_or(due, |d| d.min(due)));
+                false
+            }
+            Next::Closed => {
+                drop(state);
+                self.linger(slot, now);
+                false
+            }
+            Next::Done => {
+                drop(state);
+                self.finish(slot);
+                false
+            }
+        }
+    }
+
+    /// Acts on what a write of `gathered` bytes of `slot`'s queue did; whether to write again.
+    fn wrote(
+        &mut self,
+        slot: usize,
+        written: io::Result<usize>,
+        gathered: usize,
+        now: Instant,
+    ) -> bool {
+        let mut state = self.shared.state.borrow_mut();
+        let Some(sock) = self.socks.get_mut(slot) else {
+            return false;
+        };
+        match written {
+            Ok(0) => {}
+            Ok(n) => {
+                state.wrote(slot, n);
+                if n < gathered {
+                    // The socket is full: its writable event says when to go on.
                     state.write_blocked(slot, now);
                     sock.stuck = true;
-                    return;
+                    return false;
                 }
-                Err(_) => {}
+                return true;
             }
-            drop(state);
-            self.finish(slot);
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                state.write_blocked(slot, now);
+                sock.stuck = true;
+                return false;
+            }
+            Err(_) => {}
+        }
+        drop(state);
+        self.finish(slot);
+        false
+    }
+
+    /// Flushes `slots` as [`Loop::flush`] does each, through the ring: one send per client
+    /// per submission, every send of a round in one submission (more if the ring fills);
+    /// clients whose send took everything and still have bytes go again in the next round.
+    /// Empties `slots`.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    fn flush_batched(&mut self, slots: &mut Vec<usize>, now: Instant) {
+        let Some(mut ring) = self.ring.take() else {
+            for &slot in slots.iter() {
+                self.flush(slot, now);
+            }
+            slots.clear();
             return;
+        };
+        let shared = self.shared.clone();
+        let (copy_max, copy_room) = (
+            shared.config.copy_bytes_max,
+            shared.config.write_buffer_bytes,
+        );
+        let mut sent = std::mem::take(&mut self.sent);
+        let mut next = std::mem::take(&mut self.again);
+        while !slots.is_empty() {
+            for &slot in slots.iter() {
+                if !self.may_write(slot, now) {
+                    continue;
+                }
+                if ring.full(copy_room) {
+                    self.complete(&mut ring, &mut sent, now, &mut next);
+                    // That may have ended `slot`'s connection, or flushed it.
+                    if !self.may_write(slot, now) {
+                        continue;
+                    }
+                }
+                let Some(stream) = self.socks.get_mut(slot).and_then(|s| s.stream.take()) else {
+                    continue;
+                };
+                let state = shared.state.borrow();
+                let Some(client) = state.client(slot) else {
+                    drop(state);
+                    if let Some(sock) = self.socks.get_mut(slot) {
+                        sock.stream = Some(stream);
+                    }
+                    continue;
+                };
+                let (parts, bytes) = ring.gather(|arena, parts| {
+                    client.out.gather_owned(arena, copy_max, copy_room, parts)
+                });
+                drop(state);
+                ring.send(slot, stream, parts, bytes);
+            }
+            self.complete(&mut ring, &mut sent, now, &mut next);
+            slots.clear();
+            std::mem::swap(slots, &mut next);
+        }
+        self.sent = sent;
+        self.again = next;
+        self.ring = Some(ring);
+    }
+
+    /// Submits the ring's staged sends and acts on what each did; the clients whose send took
+    /// everything go on `again`, to be flushed again.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    fn complete(
+        &mut self,
+        ring: &mut super::ring::Ring,
+        sent: &mut Vec<super::ring::Sent>,
+        now: Instant,
+        again: &mut Vec<usize>,
+    ) {
+        ring.submit(sent);
+        bump(
+            &self.shared.state.borrow().counters().io_uring_submissions,
+            std::mem::take(&mut ring.submissions),
+        );
+        for super::ring::Sent {
+            slot,
+            stream,
+            bytes,
+            result,
+        } in sent.drain(..)
+        {
+            let Some(sock) = self.socks.get_mut(slot) else {
+                continue;
+            };
+            let Some(stream) = stream else {
+                self.finish(slot);
+                continue;
+            };
+            sock.stream = Some(stream);
+            if self.wrote(slot, result, bytes, now) {
+                again.push(slot);
+            }
         }
     }
 
@@ -705,7 +889,9 @@ impl Loop {
             return;
         };
         sock.lingering = true;
-        let _ = sock.stream.shutdown(Shutdown::Write);
+        if let Some(stream) = &sock.stream {
+            let _ = stream.shutdown(Shutdown::Write);
+        }
         let deadline = now + self.shared.config.close_timeout;
         self.lingering.push_back((deadline, slot, id));
         if !sock.reading {

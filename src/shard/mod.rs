@@ -71,6 +71,8 @@ mod open;
 mod outbound;
 mod pages;
 mod relay;
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+mod ring;
 mod session;
 mod shared;
 mod state;

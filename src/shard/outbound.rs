@@ -64,11 +64,76 @@ fn len32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// One part of a gathered write: a run of bytes copied into the shard's write buffer, or a
-/// frame's bytes referenced in place.
+/// Where [`Outbound::lay_out`] puts the parts of a write, in write order.
+trait Sink<'a> {
+    /// Appends `bytes` to the run of copied bytes that ends the write so far, or (`join`
+    /// false) starts a new run.
+    fn copy(&mut self, bytes: &[u8], join: bool);
+    /// Appends `frame`'s bytes from `skip`, referenced in place.
+    fn share(&mut self, frame: &'a Bytes, skip: usize);
+}
+
+/// A write from the shard's buffer and the queue's frames, borrowed: runs copied into `buf`
+/// (as ranges of it) or frames' bytes.
+struct Borrowed<'a, 'b> {
+    buf: &'b mut Vec<u8>,
+    parts: SmallVec<[Part<'a>; IOV_MAX]>,
+}
+
+/// One part of a borrowed write.
 enum Part<'a> {
     Copied(Range<usize>),
     Shared(&'a [u8]),
+}
+
+impl<'a> Sink<'a> for Borrowed<'a, '_> {
+    fn copy(&mut self, bytes: &[u8], join: bool) {
+        let start = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        match self.parts.last_mut() {
+            Some(Part::Copied(run)) if join => run.end = self.buf.len(),
+            _ => self.parts.push(Part::Copied(start..self.buf.len())),
+        }
+    }
+
+    fn share(&mut self, frame: &'a Bytes, skip: usize) {
+        self.parts
+            .push(Part::Shared(frame.get(skip..).unwrap_or_default()));
+    }
+}
+
+/// A write whose parts own their bytes (they go to the kernel with an `io_uring` send and
+/// come back when it is done): runs copied into `arena` and split off it, frames by reference
+/// count.
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+struct Owned<'b> {
+    arena: &'b mut bytes::BytesMut,
+    parts: &'b mut Vec<Bytes>,
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+impl Owned<'_> {
+    /// Ends the copied run, if one is open.
+    fn seal(&mut self) {
+        if !self.arena.is_empty() {
+            self.parts.push(self.arena.split().freeze());
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", feature = "io-uring"))]
+impl<'a> Sink<'a> for Owned<'_> {
+    fn copy(&mut self, bytes: &[u8], join: bool) {
+        if !join {
+            self.seal();
+        }
+        self.arena.extend_from_slice(bytes);
+    }
+
+    fn share(&mut self, frame: &'a Bytes, skip: usize) {
+        self.seal();
+        self.parts.push(frame.slice(skip.min(frame.len())..));
+    }
 }
 
 impl Outbound {
@@ -138,35 +203,67 @@ impl Outbound {
     ) {
         buf.clear();
         let cap = buf.capacity();
-        let mut parts: SmallVec<[Part<'a>; IOV_MAX]> = SmallVec::new();
-        let mut skip = self.offset as usize;
-        for frame in self.ordered() {
-            let bytes = frame.get(skip..).unwrap_or_default();
-            skip = 0;
-            if bytes.len() <= copy_max && buf.len() + bytes.len() <= cap {
-                let start = buf.len();
-                buf.extend_from_slice(bytes);
-                let room = parts.len() < IOV_MAX;
-                match parts.last_mut() {
-                    Some(Part::Copied(run)) if run.end == start => run.end = buf.len(),
-                    _ if room => parts.push(Part::Copied(start..buf.len())),
-                    _ => {
-                        buf.truncate(start);
-                        break;
-                    }
-                }
-            } else if parts.len() < IOV_MAX {
-                parts.push(Part::Shared(bytes));
-            } else {
-                break;
-            }
-        }
+        let mut sink = Borrowed {
+            buf,
+            parts: SmallVec::new(),
+        };
+        self.lay_out(copy_max, cap, &mut sink);
+        let Borrowed { buf, parts } = sink;
         let buf: &'a Vec<u8> = buf;
         out.clear();
         out.extend(parts.into_iter().map(|part| match part {
             Part::Copied(run) => IoSlice::new(buf.get(run).unwrap_or_default()),
             Part::Shared(bytes) => IoSlice::new(bytes),
         }));
+    }
+
+    /// As [`Outbound::gather`], into parts that own their bytes: runs of small frames copied
+    /// into `arena` (at most `copy_room` bytes) and split off it, larger frames shared by
+    /// reference count. Appends to `parts`, at most [`IOV_MAX`]; returns the bytes laid out.
+    #[cfg(all(target_os = "linux", feature = "io-uring"))]
+    pub(crate) fn gather_owned(
+        &self,
+        arena: &mut bytes::BytesMut,
+        copy_max: usize,
+        copy_room: usize,
+        parts: &mut Vec<Bytes>,
+    ) -> usize {
+        let start = parts.len();
+        let mut sink = Owned { arena, parts };
+        self.lay_out(copy_max, copy_room, &mut sink);
+        sink.seal();
+        parts
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .map(Bytes::len)
+            .sum()
+    }
+
+    /// The layout both gathers share: the frames in write order from `offset`, small ones
+    /// (at most `copy_max`) copied while `copy_room` bytes last, at most [`IOV_MAX`] parts.
+    fn lay_out<'a>(&'a self, copy_max: usize, copy_room: usize, sink: &mut impl Sink<'a>) {
+        let (mut parts, mut copied, mut copying) = (0, 0, false);
+        let mut skip = self.offset as usize;
+        for frame in self.ordered() {
+            let len = frame.len().saturating_sub(skip);
+            if len <= copy_max && copied + len <= copy_room {
+                if !copying && parts == IOV_MAX {
+                    break;
+                }
+                sink.copy(frame.get(skip..).unwrap_or_default(), copying);
+                parts += usize::from(!copying);
+                copying = true;
+                copied += len;
+            } else if parts < IOV_MAX {
+                sink.share(frame, skip);
+                parts += 1;
+                copying = false;
+            } else {
+                break;
+            }
+            skip = 0;
+        }
     }
 
     /// Marks `n` bytes as written; returns how many frames were completed.

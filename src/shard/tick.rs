@@ -82,12 +82,15 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     // An engine with an inbox serves its connections with tasks: pausing a connection until
     // its event has room in the inbox is the task driver's alone so far.
     let reactor = match config.driver {
-        crate::Driver::EventLoop if !config.inbox => evloop::reactor()
-            .inspect_err(|e| {
-                tracing::warn!(shard = id.0, error = %e, "no event loop: connections run as tasks");
-            })
-            .ok(),
-        crate::Driver::EventLoop | crate::Driver::Tasks => None,
+        crate::Driver::EventLoop | crate::Driver::IoUring if !config.inbox => {
+            let ring = (config.driver == crate::Driver::IoUring).then_some(config.io_uring_entries);
+            evloop::reactor(ring, id, &counters)
+                .inspect_err(|e| {
+                    tracing::warn!(shard = id.0, error = %e, "no event loop: connections run as tasks");
+                })
+                .ok()
+        }
+        crate::Driver::EventLoop | crate::Driver::IoUring | crate::Driver::Tasks => None,
     };
     let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
     let shared = Rc::new(Shared {

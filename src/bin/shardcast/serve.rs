@@ -123,6 +123,9 @@ impl From<Policy> for SlowConsumerPolicy {
 pub(crate) enum DriverArg {
     /// One event loop per shard serves its plain TCP connections.
     EventLoop,
+    /// The event loop, each pass's writes submitted to the kernel as one io_uring batch
+    /// (falls back to `event-loop` where io_uring cannot be set up).
+    IoUring,
     /// A task per connection.
     Tasks,
 }
@@ -131,6 +134,7 @@ impl From<DriverArg> for Driver {
     fn from(d: DriverArg) -> Driver {
         match d {
             DriverArg::EventLoop => Driver::EventLoop,
+            DriverArg::IoUring => Driver::IoUring,
             DriverArg::Tasks => Driver::Tasks,
         }
     }
@@ -247,10 +251,11 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 let (t, b) = (stats.total, stats.bridge);
                 let d = b.dropped;
                 format!(
-                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"io_uring_submissions\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
                     t.clients,
                     t.deliveries,
                     t.write_syscalls,
+                    t.io_uring_submissions,
                     t.bytes_written,
                     t.frames_dropped,
                     t.evicted.slow_consumer + t.evicted.write_deadline + t.evicted.heartbeat

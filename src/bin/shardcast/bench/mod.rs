@@ -625,6 +625,11 @@ fn measure(
         .and_then(|(writes, deliveries)| {
             (deliveries > 0).then(|| writes as f64 / deliveries as f64)
         });
+    let submissions = server_delta("io_uring_submissions")
+        .zip(server_delta("deliveries"))
+        .and_then(|(submissions, deliveries)| {
+            (submissions > 0 && deliveries > 0).then(|| submissions as f64 / deliveries as f64)
+        });
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     Ok(Report {
         server: label,
@@ -645,6 +650,7 @@ fn measure(
         rss_idle,
         rss_loaded,
         write_syscalls_per_delivery: syscalls,
+        io_uring_submissions_per_delivery: submissions,
         rss_samples,
         topics: layout.map(|l| report::Topics {
             topics: l.topics(),

@@ -24,6 +24,9 @@ pub(crate) struct Report {
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
     pub(crate) write_syscalls_per_delivery: Option<f64>,
+    /// With the io_uring driver: submissions (one system call each, for many sends) per
+    /// delivery; `write_syscalls_per_delivery` then counts the sends.
+    pub(crate) io_uring_submissions_per_delivery: Option<f64>,
     /// The server's resident memory during the run: (seconds since the first publish, bytes).
     pub(crate) rss_samples: Vec<(f64, u64)>,
     /// The topics, with `--topics`.
@@ -234,9 +237,13 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  write calls    {}",
+            "  write calls    {}{}",
             self.write_syscalls_per_delivery
-                .map_or("n/a".into(), |w| format!("{w:.4} per delivery"))
+                .map_or("n/a".into(), |w| format!("{w:.4} per delivery")),
+            self.io_uring_submissions_per_delivery
+                .map_or(String::new(), |u| format!(
+                    " (sends), in {u:.4} io_uring submissions per delivery"
+                )),
         );
         if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
             let _ = writeln!(
@@ -264,7 +271,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -289,6 +296,7 @@ impl Report {
             json_num(self.rss_per_conn_loaded()),
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
+            json_num(self.io_uring_submissions_per_delivery),
             json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
             self.topics.as_ref().map_or("null".into(), |t| format!(
                 "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",

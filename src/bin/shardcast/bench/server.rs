@@ -23,6 +23,14 @@ pub(crate) enum Kind {
     /// started by the bench: to compare the drivers side by side.
     #[value(name = "embedded-tasks")]
     EmbeddedTasks,
+    /// shardcast's engine on the event loop with `write` per client (`shardcast serve
+    /// --driver event-loop`), started by the bench.
+    #[value(name = "embedded-epoll")]
+    EmbeddedEpoll,
+    /// shardcast's engine on the event loop with each pass's writes in one io_uring
+    /// submission (`shardcast serve --driver io-uring`), started by the bench.
+    #[value(name = "embedded-uring")]
+    EmbeddedUring,
     /// shardcast's engine serving `wss` (`shardcast serve --tls-cert --tls-key`) with a
     /// certificate the bench makes at start, started by the bench.
     #[value(name = "embedded-tls")]
@@ -44,6 +52,8 @@ impl Kind {
         match self {
             Kind::Embedded => "embedded",
             Kind::EmbeddedTasks => "embedded-tasks",
+            Kind::EmbeddedEpoll => "embedded-epoll",
+            Kind::EmbeddedUring => "embedded-uring",
             Kind::EmbeddedTls => "embedded-tls",
             Kind::Axum => "axum",
             Kind::Naive => "naive",
@@ -56,9 +66,13 @@ impl Kind {
     /// answers `stats` on a control line; the baselines have neither.
     pub(crate) fn is_shardcast(self) -> bool {
         match self {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Axum | Kind::Naive => {
-                true
-            }
+            Kind::Embedded
+            | Kind::EmbeddedTasks
+            | Kind::EmbeddedEpoll
+            | Kind::EmbeddedUring
+            | Kind::EmbeddedTls
+            | Kind::Axum
+            | Kind::Naive => true,
             Kind::Bun | Kind::NodeWs => false,
         }
     }
@@ -72,7 +86,11 @@ impl Kind {
     fn is_engine(self) -> bool {
         matches!(
             self,
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls
+            Kind::Embedded
+                | Kind::EmbeddedTasks
+                | Kind::EmbeddedEpoll
+                | Kind::EmbeddedUring
+                | Kind::EmbeddedTls
         )
     }
 }
@@ -162,9 +180,13 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Axum | Kind::Naive => {
-                serve_command(kind, options, nats)?
-            }
+            Kind::Embedded
+            | Kind::EmbeddedTasks
+            | Kind::EmbeddedEpoll
+            | Kind::EmbeddedUring
+            | Kind::EmbeddedTls
+            | Kind::Axum
+            | Kind::Naive => serve_command(kind, options, nats)?,
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
         };
@@ -283,8 +305,14 @@ fn serve_command(
     if let Some(n) = options.shards {
         cmd.args(["--shards", &n.to_string()]);
     }
-    if kind == Kind::EmbeddedTasks {
-        cmd.args(["--driver", "tasks"]);
+    let driver = match kind {
+        Kind::EmbeddedTasks => Some("tasks"),
+        Kind::EmbeddedEpoll => Some("event-loop"),
+        Kind::EmbeddedUring => Some("io-uring"),
+        _ => None,
+    };
+    if let Some(driver) = driver {
+        cmd.args(["--driver", driver]);
     }
     if kind.is_engine() {
         if let Some(bytes) = options.client_queue_bytes {
@@ -301,7 +329,13 @@ fn serve_command(
         Kind::Axum => {
             cmd.arg("--axum");
         }
-        Kind::Embedded | Kind::EmbeddedTasks | Kind::EmbeddedTls | Kind::Bun | Kind::NodeWs => {}
+        Kind::Embedded
+        | Kind::EmbeddedTasks
+        | Kind::EmbeddedEpoll
+        | Kind::EmbeddedUring
+        | Kind::EmbeddedTls
+        | Kind::Bun
+        | Kind::NodeWs => {}
     }
     if kind.is_tls() {
         let generated = options
