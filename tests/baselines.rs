@@ -6,10 +6,9 @@
 
 mod common;
 
+use common::serve::{run_to_end, shardcast};
 use common::{field, nats_server, skipped};
-use std::io::Read;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -146,37 +145,12 @@ fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed_at: &str
 /// checked to be `server`'s.
 fn bench(server: &str, args: &[&str]) -> String {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(["bench", "--server", server])
+    let mut bench = shardcast(["bench", "--server", server]);
+    bench
         .args(args)
         .arg("--json")
-        .env_remove("SHARDCAST_BASELINES")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shardcast bench");
-    let mut stdout = bench.stdout.take().expect("piped stdout");
-    let mut stderr = bench.stderr.take().expect("piped stderr");
-    // The bench's standard output closes when it exits: wait for that, for a bounded time.
-    let (done, report) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = done.send(text);
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let Ok(report) = report.recv_timeout(RUN_MAX) else {
-        let _ = bench.kill();
-        let _ = bench.wait();
-        panic!("shardcast bench --server {server} still running after {RUN_MAX:?}");
-    };
-    let status = bench.wait().expect("wait for shardcast bench");
-    let errors = err.join().expect("stderr reader");
+        .env_remove("SHARDCAST_BASELINES");
+    let (status, report, errors) = run_to_end(&mut bench, RUN_MAX);
     assert!(
         status.success(),
         "shardcast bench --server {server} failed: {errors}"

@@ -4,26 +4,15 @@
 
 mod common;
 
-use common::serve::Serve;
+use common::serve::{Serve, run_to_end, shardcast};
 use shardcast::Engine;
-use std::io::Read;
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 /// Every wait for the command is bounded by this. Refusals come at once; it is long only so
 /// that a run the command should have refused, or a slow name lookup, ends in a clear failure.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A child process; killed and reaped on drop, whatever the test's outcome.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `shardcast args` to its end; returns its exit status and standard error.
 fn run(args: &[&str]) -> (ExitStatus, String) {
@@ -33,34 +22,8 @@ fn run(args: &[&str]) -> (ExitStatus, String) {
 /// Runs `shardcast args` with the environment variables `env` to its end; returns its exit
 /// status and standard error.
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardcast");
-    let mut child = Running(child);
-    let mut pipe = child.0.stderr.take().expect("piped stderr");
-    // Read on a thread, so that a command that keeps running cannot hang the test.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let mut stderr = String::new();
-        let _ = pipe.read_to_string(&mut stderr);
-        let _ = tx.send(stderr);
-    });
-    let stderr = rx
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("shardcast {args:?} did not exit in time"));
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            return (status, stderr);
-        }
-        assert!(start.elapsed() < WAIT, "shardcast {args:?} did not exit");
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
+    let (status, _, stderr) = run_to_end(shardcast(args).envs(env.iter().copied()), WAIT);
+    (status, stderr)
 }
 
 /// Runs `shardcast args`, which must fail with a first line of standard error that contains

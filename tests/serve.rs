@@ -3,10 +3,9 @@
 
 mod common;
 
-use common::serve::{Serve, scrape};
+use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
 use futures_util::SinkExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -212,7 +211,7 @@ fn unreachable_nats() -> String {
 #[tokio::test]
 async fn serve_with_an_unreachable_nats_says_so_and_exits_non_zero() {
     let url = unreachable_nats();
-    let mut server = Serve::spawn([
+    let mut server = Serve::spawn(&mut shardcast([
         "serve",
         "--addr",
         "127.0.0.1:0",
@@ -220,7 +219,7 @@ async fn serve_with_an_unreachable_nats_says_so_and_exits_non_zero() {
         "1",
         "--nats",
         &url,
-    ]);
+    ]));
     let (status, stderr) = server.exit_status().await;
     assert!(!status.success(), "{status:?}");
     assert!(stderr.contains(&format!("NATS at {url}")), "{stderr}");
@@ -320,18 +319,11 @@ async fn metrics_addr_serves_prometheus_metrics_by_shard_and_logs_go_to_stderr()
 
 #[tokio::test]
 async fn metrics_addr_with_port_0_is_refused_by_name() {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shardcast serve");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let serve = ["serve", "--addr", "127.0.0.1:0", "--metrics-addr"];
+    let (status, _, stderr) = run_to_end(
+        &mut shardcast(serve.into_iter().chain(["127.0.0.1:0"])),
+        WAIT,
+    );
+    assert!(!status.success());
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
 }

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::serve::{Serve, scrape};
+use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
 use shardcast::{Audience, Engine};
 use std::time::Duration;
@@ -37,9 +37,8 @@ async fn a_stream_that_buffers_writes_gets_its_101_and_every_broadcast() {
 // `shardcast serve --tls-cert --tls-key`, and `bench` over wss
 // ---------------------------------------------------------------------------------------------
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
@@ -250,42 +249,7 @@ async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep
 /// Runs `shardcast args` to its end (bounded); returns its exit status, standard output and
 /// standard error.
 fn run(args: &[String]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardcast");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    // Read on threads, so that a command that keeps running cannot hang the test.
-    let (tx, rx) = std::sync::mpsc::sync_channel(2);
-    let err_tx = tx.clone();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = tx.send((0, text));
-    });
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let _ = err_tx.send((1, text));
-    });
-    let mut out = [String::new(), String::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((i, text)) => out[i] = text,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("shardcast {args:?} did not finish in time");
-            }
-        }
-    }
-    let status = child.wait().expect("wait");
-    let [stdout, stderr] = out;
-    (status, stdout, stderr)
+    run_to_end(&mut shardcast(args), Duration::from_secs(60))
 }
 
 fn args(list: &[&str]) -> Vec<String> {

@@ -1,13 +1,57 @@
-//! `shardcast serve` as a child process (feature `cli`, which builds the command), and the
-//! metrics it exports.
+//! The `shardcast` command as a child process (feature `cli`, which builds it): `serve` running
+//! beside a test, or any command run to its end; and the metrics `serve` exports.
 
 use super::{Client, WAIT, connect_to};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// `shardcast args`, with its standard input closed and its standard output and error piped.
+pub fn shardcast<I, S>(args: I) -> Command
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let mut command = Command::new(env!("CARGO_BIN_EXE_shardcast"));
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    command
+}
+
+/// Runs `command` (see [`shardcast`]) to its end, within `max`; returns its exit status, standard
+/// output and standard error.
+pub fn run_to_end(command: &mut Command, max: Duration) -> (ExitStatus, String, String) {
+    let deadline = Instant::now() + max;
+    let mut running = Serve::spawn(command);
+    let mut stdout = running.child.stdout.take().expect("piped stdout");
+    // Read on a thread, so that a command that keeps running cannot hang the test.
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        let _ = tx.send(text);
+    });
+    let late = || panic!("{command:?} did not finish within {max:?}");
+    let stdout = rx
+        .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        .unwrap_or_else(|_| late());
+    let status = loop {
+        if let Some(status) = running.child.try_wait().expect("try_wait") {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            late();
+        }
+        std::thread::park_timeout(Duration::from_millis(10));
+    };
+    (status, stdout, running.stderr())
+}
 
 /// A running `shardcast`; killed and reaped on drop, whatever the test's outcome.
 #[derive(Debug)]
@@ -41,12 +85,8 @@ impl Serve {
     /// Starts `shardcast serve --addr addr --shards 2 flags`, which must announce
     /// `scheme://ADDR/ with 2 shards` on its first line; reads the address from it.
     fn announcing(scheme: &str, addr: &str, flags: &[impl AsRef<OsStr>]) -> Serve {
-        let args = ["serve", "--addr", addr, "--shards", "2"];
-        let mut serve = Serve::spawn(
-            args.iter()
-                .map(OsStr::new)
-                .chain(flags.iter().map(AsRef::as_ref)),
-        );
+        let mut command = shardcast(["serve", "--addr", addr, "--shards", "2"]);
+        let mut serve = Serve::spawn(command.args(flags));
         let stdout = serve.child.stdout.take().expect("piped stdout");
         // Read the first line on a thread, so that a server that never prints cannot hang us.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -68,19 +108,9 @@ impl Serve {
         serve
     }
 
-    /// Starts `shardcast args`, expecting nothing of it yet.
-    pub fn spawn<I, S>(args: I) -> Serve
-    where
-        I: IntoIterator<Item = S>,
-        S: AsRef<OsStr>,
-    {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn shardcast");
+    /// Starts `command` (see [`shardcast`]), expecting nothing of it yet.
+    pub fn spawn(command: &mut Command) -> Serve {
+        let mut child = command.spawn().expect("spawn shardcast");
         let mut pipe = child.stderr.take().expect("piped stderr");
         let stderr = std::thread::spawn(move || {
             let mut text = String::new();
@@ -128,13 +158,20 @@ impl Serve {
         let start = tokio::time::Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().expect("try_wait") {
-                // The pipe is at its end once the process has exited.
-                let stderr = self.stderr.take().expect("stderr read once");
-                return (status, stderr.join().expect("stderr reader"));
+                return (status, self.stderr());
             }
             assert!(start.elapsed() < WAIT, "the server did not exit in time");
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+}
+
+impl Serve {
+    /// What the process wrote to its standard error, once it has exited (the pipe is at its end
+    /// then).
+    fn stderr(&mut self) -> String {
+        let reader = self.stderr.take().expect("stderr read once");
+        reader.join().expect("stderr reader")
     }
 }
 
