@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{WAIT, connect_with_pipe, elapse, local, start_local as start, until};
+use common::{
+    END, WAIT, broadcast, connect_with_pipe, elapse, local, next_message, next_text,
+    start_local as start, until,
+};
 use futures_util::{SinkExt, StreamExt};
 use shardcast::{
     Audience, BuildError, ClientId, Context, Engine, Event, EventKind, Handler, Incoming, Payload,
@@ -86,7 +89,7 @@ fn consume_slowly(engine: &Engine, mut inbox: shardcast::Inbox) -> Rc<RefCell<Lo
     log
 }
 
-/// Reads broadcasts `tick <micros since start>` until `END`; returns the longest time any took
+/// Reads broadcasts `tick <micros since start>` until [`END`]; returns the longest time any took
 /// to arrive.
 async fn worst_tick_latency<S>(mut stream: S, start: Instant) -> Duration
 where
@@ -94,15 +97,8 @@ where
 {
     let mut worst = Duration::ZERO;
     loop {
-        let message = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("a broadcast in time")
-            .expect("open")
-            .expect("valid");
-        let Message::Text(text) = message else {
-            continue;
-        };
-        if text.as_str() == "END" {
+        let text = next_text(&mut stream).await;
+        if text == END {
             return worst;
         }
         let micros: u64 = text
@@ -201,10 +197,7 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
             senders.push((id, sink));
         }
         ticks.await.expect("ticks");
-        engine
-            .broadcast(Payload::text("END"), Audience::ALL)
-            .await
-            .expect("open");
+        broadcast(&engine, END, Audience::ALL).await;
         for reader in readers {
             let worst = reader.await.expect("reader");
             // Paused senders still receive (their connections keep writing), and shard 1
@@ -338,15 +331,8 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             let (_sink, mut stream) = observer.split();
             let mut lag_max = 0;
             loop {
-                let message = tokio::time::timeout(WAIT, stream.next())
-                    .await
-                    .expect("a broadcast in time")
-                    .expect("open")
-                    .expect("valid");
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                if text.as_str() == "END" {
+                let text = next_text(&mut stream).await;
+                if text == END {
                     return lag_max;
                 }
                 let at: usize = text.parse().expect("a count");
@@ -362,16 +348,10 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             "every message read in time"
         );
         let at = read.load(Ordering::Relaxed).to_string();
-        engine
-            .broadcast(Payload::text(at), Audience::ALL)
-            .await
-            .expect("open");
+        broadcast(&engine, at, Audience::ALL).await;
         tokio::time::sleep(STEP * 2).await;
     }
-    engine
-        .broadcast(Payload::text("END"), Audience::ALL)
-        .await
-        .expect("open");
+    broadcast(&engine, END, Audience::ALL).await;
     let lag_max = tokio::time::timeout(WAIT, observe)
         .await
         .expect("observer in time")
@@ -434,13 +414,7 @@ async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox
             EventKind::Registered
         );
         ws.send(Message::text("say hi")).await.expect("send");
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            echoed.expect("open").expect("valid"),
-            Message::text("say hi")
-        );
+        assert_eq!(next_message(&mut ws).await, Message::text("say hi"));
         // Fill the queue (one event) and hold one more: the client is paused.
         ws.send(Message::text("save 1")).await.expect("send");
         ws.send(Message::text("save 2")).await.expect("send");
@@ -463,13 +437,7 @@ async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox
                 EventKind::Text("save 2".into())
             ]
         );
-        let later = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            later.expect("open").expect("valid"),
-            Message::text("say later")
-        );
+        assert_eq!(next_message(&mut ws).await, Message::text("say later"));
         assert_eq!(engine.stats().total.inbox_waiting, 0);
         let _ = id;
         engine.shutdown(Duration::from_secs(1)).await;
@@ -541,17 +509,8 @@ async fn dropping_the_inbox_counts_every_event_it_loses_and_pauses_nobody() {
         assert_eq!(engine.stats().total.inbox_waiting, 0);
         // The client is read again, and still served.
         ws.send(Message::text("more")).await.expect("send");
-        engine
-            .broadcast(Payload::text("still here"), Audience::ALL)
-            .await
-            .expect("open");
-        let got = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            got.expect("open").expect("valid"),
-            Message::text("still here")
-        );
+        broadcast(&engine, "still here", Audience::ALL).await;
+        assert_eq!(next_message(&mut ws).await, Message::text("still here"));
         assert_eq!(engine.stats().total.inbox_lost, 7);
         ws.close(None).await.expect("close");
         elapse(ms(10)).await;
