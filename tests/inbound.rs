@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    END, WAIT, broadcast, connect_with_pipe, elapse, local, next_message, next_text,
-    start_local as start, until,
+    Client, END, WAIT, broadcast, connect_registered, connect_with_pipe, elapse, local,
+    next_message, next_text, start_local as start, until,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::{
@@ -23,9 +23,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 fn ms(n: u64) -> Duration {
@@ -263,22 +262,6 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
     .await;
 }
 
-/// A TCP client whose stream the test accepts and registers (round robin over the shards).
-async fn connect_tcp(
-    engine: &Engine,
-    listener: &TcpListener,
-) -> (WebSocketStream<TcpStream>, ClientId) {
-    let addr = listener.local_addr().expect("address");
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let (stream, _) = accepted.expect("accept");
-    let id = engine.register(stream).await.expect("register");
-    let client = client.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .expect("upgrade");
-    (ws, id)
-}
-
 #[tokio::test]
 async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other_shards() {
     const MESSAGES: usize = 50;
@@ -290,9 +273,9 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
         .expect("build");
     let mut inbox = engine.inbox().expect("an inbox");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (a, a_id) = connect_tcp(&engine, &listener).await;
-    let (observer, observer_id) = connect_tcp(&engine, &listener).await;
-    let (b, b_id) = connect_tcp(&engine, &listener).await;
+    let (a, a_id) = connect_registered(&engine, &listener).await;
+    let (observer, observer_id) = connect_registered(&engine, &listener).await;
+    let (b, b_id) = connect_registered(&engine, &listener).await;
     assert_eq!([a_id, observer_id, b_id].map(|id| id.shard().0), [0, 1, 0]);
     // Messages read so far, shared with the broadcaster: lag is measured in consumer steps,
     // which a slow machine slows down along with everything else.
@@ -311,7 +294,7 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             texts
         })
     };
-    let send_all = |ws: WebSocketStream<TcpStream>| {
+    let send_all = |ws: Client| {
         tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
             // Keep reading broadcasts, as a client does, while the writes are held back.

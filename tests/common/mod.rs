@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::DuplexStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Response;
@@ -65,6 +65,24 @@ where
         .await
         .expect("connect in time")
         .expect("upgrade accepted")
+}
+
+/// Connects a client whose server side the test accepts on `listener` and registers itself, so
+/// that registrations alternate over the shards (round robin); returns it with its id.
+pub async fn connect_registered(engine: &Engine, listener: &TcpListener) -> (Client, ClientId) {
+    let addr = listener.local_addr().expect("address");
+    let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
+    let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
+    let id = engine.register(tcp).await.expect("register");
+    let (ws, _) = tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("upgrade in time")
+        .expect("join")
+        .expect("upgrade");
+    (ws, id)
 }
 
 /// Connects `n` clients (see [`connect`]: a [`Recorder`] may not have seen the last one yet).
