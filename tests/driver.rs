@@ -252,11 +252,9 @@ async fn a_peer_that_never_closes_after_our_close_is_dropped_at_the_close_timeou
 #[tokio::test]
 async fn a_socket_that_takes_nothing_is_dropped_at_the_write_deadline() {
     for driver in DRIVERS {
-        let (recorder, events) = Recorder::new();
-        let (engine, addr) = start(
+        let (engine, addr, events) = start_recording(
             Engine::builder()
                 .shards(1)
-                .handler(recorder)
                 // Dropping, not disconnecting, keeps the full queue from evicting it first.
                 .slow_consumer(shardcast::SlowConsumerPolicy::DropNewest)
                 .ping_interval(None)

@@ -115,6 +115,15 @@ async fn a_message_over_the_limit_across_fragments_closes_with_1009() {
     violation_closes_only_its_client(&fragments, 1009).await;
 }
 
+/// A whole pong frame carrying `payload`, as the server sends it.
+fn pong(payload: &[u8]) -> RawFrame {
+    RawFrame {
+        fin: true,
+        opcode: 0xa,
+        payload: payload.to_vec(),
+    }
+}
+
 #[tokio::test]
 async fn a_ping_gets_a_pong_with_the_same_payload() {
     let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
@@ -122,28 +131,12 @@ async fn a_ping_gets_a_pong_with_the_same_payload() {
     let id = registered(&events, 1).await;
     for payload in [&b"are you there?"[..], b"", &[0xab; 125]] {
         raw.send(&masked(0x89, payload)).await.unwrap();
-        let pong = raw.read_frame().await.expect("a pong");
-        assert_eq!(
-            pong,
-            RawFrame {
-                fin: true,
-                opcode: 0xa,
-                payload: payload.to_vec()
-            }
-        );
+        assert_eq!(raw.read_frame().await.expect("a pong"), pong(payload));
     }
     // A ping between the fragments of a message is answered, and the message still arrives.
     raw.send(&masked(0x01, b"frag")).await.unwrap();
     raw.send(&masked(0x89, b"mid")).await.unwrap();
-    let pong = raw.read_frame().await.expect("a pong");
-    assert_eq!(
-        pong,
-        RawFrame {
-            fin: true,
-            opcode: 0xa,
-            payload: b"mid".to_vec()
-        }
-    );
+    assert_eq!(raw.read_frame().await.expect("a pong"), pong(b"mid"));
     raw.send(&masked(0x80, b"ment")).await.unwrap();
     eventually(|| !events.messages().is_empty()).await;
     assert_eq!(events.messages(), [(id, "fragment".to_owned())]);

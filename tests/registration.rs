@@ -251,9 +251,7 @@ async fn data_attached_by_the_decision_is_seen_by_every_hook_and_by_client() {
     let (engine, seen) = rooms();
     // The decision's data takes precedence over the registration's.
     let (client, id) = register(&engine, tenant(7)).await;
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/lobby", client)
-        .await
-        .expect("upgrade");
+    let mut ws = upgrade_over(client, "/lobby").await;
     eventually(|| lock(&seen.registered).len() == 1).await;
     let info = engine.client(id).await.expect("registered");
     let data = info.data.expect("data attached");
@@ -274,9 +272,7 @@ async fn registration_data_is_used_when_the_decision_attaches_none() {
     let (engine, seen) = rooms();
     // Upgraded by the shard: the path `/` gets no room from the handler.
     let (client, by_shard) = register(&engine, tenant(7)).await;
-    let (_ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .expect("upgrade");
+    let _ws = upgrade_over(client, "/").await;
     // Upgraded by the embedder.
     let registration = Registration::upgraded(accepted(&engine)).data(ClientData::new(Tenant(8)));
     let (_client, by_embedder) = register(&engine, registration).await;

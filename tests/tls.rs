@@ -18,13 +18,8 @@ async fn a_stream_that_buffers_writes_gets_its_101_and_every_broadcast() {
     // when its socket is full.
     let buffering = tokio::io::BufWriter::with_capacity(64 << 10, server);
     engine.register(buffering).await.expect("register");
-    let (mut ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://localhost/", client),
-    )
-    .await
-    .expect("the 101 is flushed")
-    .expect("upgrade");
+    // The 101 is flushed, or this times out.
+    let mut ws = upgrade_over(client, "/").await;
     eventually(|| engine.client_count() == 1).await;
     for text in ["one", "two"] {
         broadcast(&engine, text, Audience::ALL).await;

@@ -218,6 +218,21 @@ pub async fn texts_within(ws: &mut Pipe, d: Duration) -> Vec<String> {
     texts
 }
 
+/// The client of an upgrade to `ws://localhost{path}` over `stream` (the client's side of a pipe,
+/// say), once the server has answered 101. Bounded by [`WAIT`]: not for a paused clock, which
+/// would skip ahead while shard threads work.
+pub async fn upgrade_over<S>(stream: S, path: &str) -> WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let url = format!("ws://localhost{path}");
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade accepted");
+    ws
+}
+
 /// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
 pub async fn connect_pipe(engine: &Engine) -> (Pipe, ClientId) {
     connect_with_pipe(engine, PIPE_BYTES).await
