@@ -107,6 +107,13 @@ impl Certs {
         ]
     }
 
+    /// Starts `shardcast serve` over wss with this certificate, and `more` flags.
+    fn serve(&self, more: &[&str]) -> Serve {
+        let mut flags = self.flags();
+        flags.extend(more.iter().map(|f| (*f).to_owned()));
+        Serve::start_wss(&flags)
+    }
+
     /// A file of this folder with `contents`.
     fn file(&self, name: &str, contents: &str) -> PathBuf {
         let file = self.dir.join(name);
@@ -158,31 +165,26 @@ impl Serve {
 #[tokio::test]
 async fn serve_with_a_certificate_relays_between_wss_clients() {
     let certs = Certs::new();
-    let serve = Serve::start_wss(&certs.flags());
-    let mut a = serve.wss(&certs, "/").await;
-    let mut b = serve.wss(&certs, "/").await;
-    send_text(&mut a, "over TLS").await;
-    assert_eq!(next_text(&mut a).await, "over TLS");
-    assert_eq!(next_text(&mut b).await, "over TLS");
-    send_text(&mut b, "and back").await;
-    assert_eq!(next_text(&mut a).await, "and back");
-    assert_eq!(next_text(&mut b).await, "and back");
+    let serve = certs.serve(&[]);
+    let mut clients = [serve.wss(&certs, "/").await, serve.wss(&certs, "/").await];
+    for (from, text) in [(0, "over TLS"), (1, "and back")] {
+        send_text(&mut clients[from], text).await;
+        for ws in &mut clients {
+            assert_eq!(next_text(ws).await, text);
+        }
+    }
 }
 
 #[tokio::test]
 async fn serve_with_a_certificate_speaks_the_topics_protocol_and_echoes() {
     let certs = Certs::new();
-    let mut flags = certs.flags();
-    flags.push("--topics".into());
-    let topics = Serve::start_wss(&flags);
+    let topics = certs.serve(&["--topics"]);
     let mut reader = topics.wss(&certs, "/?sub=news").await;
     let mut writer = topics.wss(&certs, "/").await;
     send_text(&mut writer, "pub news through TLS").await;
     assert_eq!(next_text(&mut reader).await, "through TLS");
 
-    let mut flags = certs.flags();
-    flags.push("--echo".into());
-    let echo = Serve::start_wss(&flags);
+    let echo = certs.serve(&["--echo"]);
     let mut a = echo.wss(&certs, "/").await;
     let mut b = echo.wss(&certs, "/").await;
     send_text(&mut a, "mine").await;
@@ -207,9 +209,7 @@ async fn handshake_failures(metrics: &str, cause: &str) -> f64 {
 async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep_working() {
     let certs = Certs::new();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut flags = certs.flags();
-    flags.extend(["--metrics-addr".into(), metrics.clone()]);
-    let serve = Serve::start_wss(&flags);
+    let serve = certs.serve(&["--metrics-addr", &metrics]);
     let mut before = serve.wss(&certs, "/").await;
 
     let plain = tokio::time::timeout(
@@ -359,7 +359,7 @@ fn bench_tls_starts_a_wss_server_with_a_certificate_it_makes_and_loses_nothing()
 #[test]
 fn bench_measures_a_wss_target_whose_ca_it_is_given_and_refuses_one_it_cannot_trust() {
     let certs = Certs::new();
-    let serve = Serve::start_wss(&certs.flags());
+    let serve = certs.serve(&[]);
     let url = format!("wss://{}/", serve.addr);
     let mut bench = args(&[
         "bench",
