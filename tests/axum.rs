@@ -110,16 +110,36 @@ async fn serve(app: Router) -> SocketAddr {
 /// A WebSocket client on `ws://addr{path}`, once the engine counts it.
 async fn ws_connect(engine: &Engine, addr: SocketAddr, path: &str) -> Client {
     let before = engine.client_count();
-    let (ws, response) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}{path}")),
-    )
-    .await
-    .expect("connect in time")
-    .expect("upgrade accepted");
+    let (ws, response) = connect_to(format!("ws://{addr}{path}")).await;
     assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
     eventually(|| engine.client_count() > before).await;
     ws
+}
+
+/// The answer to an upgrade `request` that must be refused.
+async fn refusal<R>(request: R) -> tungstenite::http::Response<Option<Vec<u8>>>
+where
+    R: IntoClientRequest + Unpin,
+{
+    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("answer in time");
+    match refused {
+        Err(tungstenite::Error::Http(response)) => *response,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+/// The body of a refusal.
+fn body(response: &tungstenite::http::Response<Option<Vec<u8>>>) -> &[u8] {
+    response.body().as_deref().unwrap_or_default()
+}
+
+/// Drops `clients`, whose close frames the shutdown would otherwise wait for, and shuts
+/// `engine` down.
+async fn shut_down(engine: &Engine, clients: impl Sized) {
+    drop(clients);
+    engine.shutdown(Duration::from_secs(2)).await;
 }
 
 /// A request through hyper's HTTP/1 client: the status, headers and body of the answer.
@@ -169,9 +189,9 @@ fn upgrade_request(path: &str, extra: &str) -> String {
 }
 
 /// Sends the upgrade request and a text frame `early` in one write (one segment on loopback),
-/// so that the HTTP server reads the frame together with the request; returns the client and
-/// the response head.
-async fn upgrade_with_early_frame(addr: SocketAddr, early: &str) -> (RawClient, String) {
+/// so that the HTTP server reads the frame together with the request; returns the client once
+/// it is upgraded and the handler has answered `early`.
+async fn upgrade_with_early_frame(addr: SocketAddr, early: &str) -> RawClient {
     let stream = TcpStream::connect(addr).await.expect("connect");
     stream.set_nodelay(true).expect("nodelay");
     let mut bytes = upgrade_request("/ws", "").into_bytes();
@@ -179,7 +199,9 @@ async fn upgrade_with_early_frame(addr: SocketAddr, early: &str) -> (RawClient, 
     let mut client = RawClient::new(stream);
     client.send(&bytes).await.expect("send");
     let head = client.read_http_head().await;
-    (client, head)
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    assert_eq!(raw_text(&mut client).await, format!("echo:{early}"));
+    client
 }
 
 /// The next text frame the raw client reads.
@@ -197,10 +219,7 @@ async fn upgraded_clients_receive_every_broadcast() {
     for _ in 0..3 {
         clients.push(ws_connect(&engine, addr, "/ws").await);
     }
-    engine
-        .broadcast(Payload::text("hello"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "hello", Audience::ALL).await;
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "hello");
     }
@@ -216,9 +235,7 @@ async fn upgraded_clients_receive_every_broadcast() {
     // The clients' own messages reach the handler, and its answers come back.
     send_text(&mut clients[0], "hi").await;
     assert_eq!(next_text(&mut clients[0]).await, "echo:hi");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(clients);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, clients).await;
 }
 
 #[tokio::test]
@@ -235,9 +252,7 @@ async fn publish_reaches_everyone_or_only_a_topics_subscribers() {
     assert_eq!(next_text(&mut news).await, "all1");
     // `all1` was published after `n1`: had `other` received `n1`, it would come first.
     assert_eq!(next_text(&mut other).await, "all1");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop((news, other));
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, (news, other)).await;
 }
 
 #[tokio::test]
@@ -248,24 +263,14 @@ async fn a_refusal_of_on_upgrade_is_answered_with_its_status_and_registers_nothi
     request
         .headers_mut()
         .insert("x-refuse", HeaderValue::from_static("1"));
-    let refused = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("answer in time");
-    match refused {
-        Err(tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), StatusCode::FORBIDDEN);
-            let body = response.body().as_deref().unwrap_or_default();
-            assert_eq!(body, b"refused by the handler");
-        }
-        other => panic!("expected 403, got {other:?}"),
-    }
+    let response = refusal(request).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body(&response), b"refused by the handler");
     // A client accepted after the refusal is the only one the engine ever had.
     let ws = ws_connect(&engine, addr, "/ws").await;
     assert_eq!(engine.client_count(), 1);
     assert_eq!(engine.connection_count(), 1);
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(ws);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, ws).await;
 }
 
 #[tokio::test]
@@ -279,23 +284,11 @@ async fn a_request_over_clients_max_is_answered_503_before_any_upgrade() {
         .unwrap();
     let addr = serve(app(&engine)).await;
     let ws = ws_connect(&engine, addr, "/ws").await;
-    let refused = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
-    )
-    .await
-    .expect("answer in time");
-    match refused {
-        Err(tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
-            let body = response.body().as_deref().unwrap_or_default();
-            assert_eq!(body, b"too many clients");
-        }
-        other => panic!("expected 503, got {other:?}"),
-    }
+    let response = refusal(format!("ws://{addr}/ws")).await;
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(body(&response), b"too many clients");
     assert_eq!(lock(&gate.peers).len(), 1, "the handler was asked");
-    drop(ws);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, ws).await;
 }
 
 #[tokio::test]
@@ -307,23 +300,15 @@ async fn the_subprotocol_the_handler_chose_is_answered() {
         "sec-websocket-protocol",
         HeaderValue::from_static("chat.v1, chat.v2"),
     );
-    let (mut ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect in time")
-        .expect("upgrade accepted");
+    let (mut ws, response) = connect_to(request).await;
     assert_eq!(
         response.headers().get("sec-websocket-protocol"),
         Some(&HeaderValue::from_static("chat.v2"))
     );
     eventually(|| engine.client_count() == 1).await;
-    engine
-        .broadcast(Payload::text("v2"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "v2", Audience::ALL).await;
     assert_eq!(next_text(&mut ws).await, "v2");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(ws);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, ws).await;
 }
 
 /// Refuses requests without `x-token: secret` with 401.
@@ -354,19 +339,9 @@ async fn middleware_on_the_route_still_applies() {
     let addr = serve(app).await;
 
     // Without the token: the middleware answers, the engine never hears of it.
-    let refused = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}/ws")),
-    )
-    .await
-    .expect("answer in time");
-    match refused {
-        Err(tungstenite::Error::Http(response)) => {
-            assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
-            assert_eq!(response.headers().get("x-served-by").unwrap(), "axum");
-        }
-        other => panic!("expected 401, got {other:?}"),
-    }
+    let response = refusal(format!("ws://{addr}/ws")).await;
+    assert_eq!(response.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(response.headers().get("x-served-by").unwrap(), "axum");
     assert!(lock(&gate.peers).is_empty(), "the handler was asked");
 
     // With it: the 101 carries the header the outer layer added.
@@ -374,21 +349,13 @@ async fn middleware_on_the_route_still_applies() {
     request
         .headers_mut()
         .insert("x-token", HeaderValue::from_static("secret"));
-    let (mut ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
-        .await
-        .expect("connect in time")
-        .expect("upgrade accepted");
+    let (mut ws, response) = connect_to(request).await;
     assert_eq!(response.headers().get("x-served-by").unwrap(), "axum");
     eventually(|| engine.client_count() == 1).await;
     assert_eq!(engine.stats().total.handshakes_failed, 0);
-    engine
-        .broadcast(Payload::text("in"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "in", Audience::ALL).await;
     assert_eq!(next_text(&mut ws).await, "in");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(ws);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, ws).await;
 }
 
 #[tokio::test]
@@ -397,9 +364,7 @@ async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
     let addr = serve(app(&engine)).await;
     for round in 0..5 {
         let early = format!("early{round}");
-        let (mut client, head) = upgrade_with_early_frame(addr, &early).await;
-        assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-        assert_eq!(raw_text(&mut client).await, format!("echo:{early}"));
+        let mut client = upgrade_with_early_frame(addr, &early).await;
         // And what follows the hand-over is read from the socket as usual.
         client.send(&masked(0x81, b"later")).await.unwrap();
         assert_eq!(raw_text(&mut client).await, "echo:later");
@@ -449,23 +414,16 @@ async fn the_socket_moves_to_its_shard_and_outlives_axums_runtime() {
         axum::serve(listener, app).await
     });
     let mut ws = ws_connect(&engine, addr, "/ws").await;
-    let (mut raw, head) = upgrade_with_early_frame(addr, "first").await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert_eq!(raw_text(&mut raw).await, "echo:first");
+    let mut raw = upgrade_with_early_frame(addr, "first").await;
     eventually(|| engine.client_count() == 2).await;
 
     axum_runtime.shutdown_background();
-    engine
-        .broadcast(Payload::text("after"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "after", Audience::ALL).await;
     assert_eq!(next_text(&mut ws).await, "after");
     assert_eq!(raw_text(&mut raw).await, "after");
     send_text(&mut ws, "still here").await;
     assert_eq!(next_text(&mut ws).await, "echo:still here");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop((ws, raw));
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, (ws, raw)).await;
 }
 
 /// A TCP stream that is not a `TcpStream` to hyper (as a TLS stream is not): the extractor
@@ -535,26 +493,16 @@ async fn a_connection_that_is_not_a_plain_tcp_stream_is_served_as_hypers_stream(
     let app = app(&engine);
     tokio::spawn(async move { axum::serve(listener, app).await });
     let mut ws = ws_connect(&engine, addr, "/ws?topic=t").await;
-    let (mut raw, head) = upgrade_with_early_frame(addr, "first").await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert_eq!(raw_text(&mut raw).await, "echo:first");
+    let mut raw = upgrade_with_early_frame(addr, "first").await;
     eventually(|| engine.client_count() == 2).await;
-    engine
-        .broadcast(Payload::text("t1"), Audience::topic("t"))
-        .await
-        .unwrap();
-    engine
-        .broadcast(Payload::text("all"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "t1", Audience::topic("t")).await;
+    broadcast(&engine, "all", Audience::ALL).await;
     assert_eq!(next_text(&mut ws).await, "t1");
     assert_eq!(next_text(&mut ws).await, "all");
     assert_eq!(raw_text(&mut raw).await, "all");
     // No `ConnectInfo` on this router: the decision saw no peer.
     assert_eq!(lock(&gate.peers).clone(), vec![None, None]);
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop((ws, raw));
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, (ws, raw)).await;
 }
 
 #[tokio::test]
@@ -579,18 +527,11 @@ async fn hypers_own_http1_connection_hands_over_its_socket_too() {
             );
         }
     });
-    let (mut raw, head) = upgrade_with_early_frame(addr, "first").await;
-    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
-    assert_eq!(raw_text(&mut raw).await, "echo:first");
+    let mut raw = upgrade_with_early_frame(addr, "first").await;
     eventually(|| engine.client_count() == 1).await;
-    engine
-        .broadcast(Payload::text("all"), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "all", Audience::ALL).await;
     assert_eq!(raw_text(&mut raw).await, "all");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(raw);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, raw).await;
 }
 
 #[tokio::test]
@@ -619,7 +560,5 @@ async fn on_registered_learns_the_client_id() {
         .expect("registered");
     engine.send(id, Payload::text("just you")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "just you");
-    // Gone before the shutdown, which would otherwise wait for their close frames.
-    drop(ws);
-    engine.shutdown(Duration::from_secs(2)).await;
+    shut_down(&engine, ws).await;
 }

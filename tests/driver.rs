@@ -7,7 +7,7 @@ mod common;
 
 use common::*;
 use futures_util::SinkExt;
-use shardcast::{Audience, ClientId, Context, Driver, Engine, Handler, Incoming, Payload};
+use shardcast::{Audience, Context, Driver, Engine, Handler, Incoming, Payload};
 use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -18,40 +18,35 @@ fn looped(engine: &Engine) -> u64 {
     engine.stats().total.event_loop_connections
 }
 
+/// Waits until the shards' event loops serve `n` connections.
+async fn looping(engine: &Engine, n: u64) {
+    until(
+        || looped(engine) == n,
+        || format!("{} looped, not {n}", looped(engine)),
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn plain_tcp_connections_are_served_by_the_event_loop() {
     let (engine, addr) = start(Engine::builder().shards(2).driver(Driver::EventLoop)).await;
     let mut clients = connect_many(&engine, addr, 6).await;
-    until(
-        || looped(&engine) == 6,
-        || format!("{} looped", looped(&engine)),
-    )
-    .await;
-    engine
-        .broadcast(Payload::text("hello"), Audience::ALL)
-        .await
-        .expect("broadcast");
+    looping(&engine, 6).await;
+    broadcast(&engine, "hello", Audience::ALL).await;
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "hello");
     }
     // A client that leaves leaves the loop.
     let mut gone = clients.pop().expect("a client");
     gone.close(None).await.expect("close");
-    until(
-        || looped(&engine) == 5,
-        || format!("{} looped", looped(&engine)),
-    )
-    .await;
+    looping(&engine, 5).await;
 }
 
 #[tokio::test]
 async fn the_tasks_driver_serves_every_connection_as_a_task() {
     let (engine, addr) = start(Engine::builder().shards(2).driver(Driver::Tasks)).await;
     let mut clients = connect_many(&engine, addr, 4).await;
-    engine
-        .broadcast(Payload::text("hello"), Audience::ALL)
-        .await
-        .expect("broadcast");
+    broadcast(&engine, "hello", Audience::ALL).await;
     for ws in &mut clients {
         assert_eq!(next_text(ws).await, "hello");
     }
@@ -74,15 +69,8 @@ async fn wrapped_and_in_memory_streams_are_served_as_tasks_beside_the_event_loop
     let mut wrapped = connect(&engine, wrapped_addr).await;
     let (mut piped, _) = connect_pipe(&engine).await;
     let mut looped_client = connect(&engine, plain_addr).await;
-    until(
-        || looped(&engine) == 1,
-        || format!("{} looped", looped(&engine)),
-    )
-    .await;
-    engine
-        .broadcast(Payload::text("all"), Audience::ALL)
-        .await
-        .expect("broadcast");
+    looping(&engine, 1).await;
+    broadcast(&engine, "all", Audience::ALL).await;
     assert_eq!(next_text(&mut wrapped).await, "all");
     assert_eq!(next_text(&mut looped_client).await, "all");
     let piped_texts = texts_within(&mut piped, std::time::Duration::from_millis(500)).await;
@@ -102,17 +90,6 @@ impl Handler for Relay {
     }
 }
 
-/// A client whose server side the test accepts and registers, so that registrations alternate
-/// over the shards.
-async fn registered_client(engine: &Engine, listener: &TcpListener) -> (Client, ClientId) {
-    let addr = listener.local_addr().expect("address");
-    let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
-    let (tcp, _) = listener.accept().await.expect("accept");
-    let id = engine.register(tcp).await.expect("register");
-    let (ws, _) = connecting.await.expect("join").expect("upgrade");
-    (ws, id)
-}
-
 #[tokio::test]
 async fn a_relay_that_finds_another_shards_queue_full_waits_and_loses_nothing() {
     const MESSAGES: usize = 3000;
@@ -127,8 +104,8 @@ async fn a_relay_that_finds_another_shards_queue_full_waits_and_loses_nothing() 
             .build()
             .expect("build");
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let (mut sender, a) = registered_client(&engine, &listener).await;
-        let (receiver, b) = registered_client(&engine, &listener).await;
+        let (mut sender, a) = connect_registered(&engine, &listener).await;
+        let (receiver, b) = connect_registered(&engine, &listener).await;
         assert_ne!(a.shard(), b.shard(), "registrations alternate over shards");
         eventually(|| engine.client_count() == 2).await;
         let reader = spawn_reader(receiver);
@@ -193,10 +170,7 @@ async fn a_handler_that_panics_ends_only_the_connection_it_was_handling() {
             || format!("{driver:?}: no message"),
         )
         .await;
-        engine
-            .broadcast(Payload::text("after"), Audience::ALL)
-            .await
-            .expect("broadcast");
+        broadcast(&engine, "after", Audience::ALL).await;
         assert_eq!(next_text(&mut other).await, "after", "{driver:?}");
         engine.shutdown(WAIT).await;
     }
@@ -227,10 +201,7 @@ async fn a_coalescing_delay_gathers_frames_into_one_write_on_either_driver() {
         let mut ws = connect(&engine, addr).await;
         let before = engine.stats().total.write_syscalls;
         for i in 0..10 {
-            engine
-                .broadcast(Payload::text(format!("c{i}")), Audience::ALL)
-                .await
-                .expect("broadcast");
+            broadcast(&engine, format!("c{i}"), Audience::ALL).await;
         }
         for i in 0..10 {
             assert_eq!(next_text(&mut ws).await, format!("c{i}"), "{driver:?}");
@@ -281,11 +252,9 @@ async fn a_peer_that_never_closes_after_our_close_is_dropped_at_the_close_timeou
 #[tokio::test]
 async fn a_socket_that_takes_nothing_is_dropped_at_the_write_deadline() {
     for driver in DRIVERS {
-        let (recorder, events) = Recorder::new();
-        let (engine, addr) = start(
+        let (engine, addr, events) = start_recording(
             Engine::builder()
                 .shards(1)
-                .handler(recorder)
                 // Dropping, not disconnecting, keeps the full queue from evicting it first.
                 .slow_consumer(shardcast::SlowConsumerPolicy::DropNewest)
                 .ping_interval(None)
@@ -304,10 +273,7 @@ async fn a_socket_that_takes_nothing_is_dropped_at_the_write_deadline() {
                 sent < 2000,
                 "{driver:?}: not evicted after {sent} broadcasts"
             );
-            engine
-                .broadcast(Payload::text(&body), Audience::ALL)
-                .await
-                .expect("broadcast");
+            broadcast(&engine, &body, Audience::ALL).await;
             assert_eq!(
                 next_text(&mut healthy).await.len(),
                 body.len(),

@@ -7,7 +7,7 @@
 mod common;
 
 use common::*;
-use shardcast::{Audience, Engine, Payload, RemoveReason};
+use shardcast::{Engine, RemoveReason};
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -31,63 +31,8 @@ const GOOD_ORIGIN: &str = "https://good.example";
 const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
 
 // ---------------------------------------------------------------------------------------------
-// Healthy clients watching a broadcast stream
+// Healthy clients watching a broadcast stream (`Watch`, in tests/common)
 // ---------------------------------------------------------------------------------------------
-
-/// Healthy clients, registered before the publisher starts, so that each must receive every
-/// broadcast it issues, in order.
-struct Watch {
-    engine: Engine,
-    readers: Vec<Reader>,
-    publisher: Publisher,
-}
-
-impl Watch {
-    /// Starts reading `clients` (already registered) and publishing; returns once broadcasts
-    /// flow.
-    async fn start(engine: &Engine, clients: Vec<Client>) -> Watch {
-        let readers = clients.into_iter().map(spawn_reader).collect();
-        let publisher = Publisher::start(engine);
-        publisher.wait_for(10).await;
-        Watch {
-            engine: engine.clone(),
-            readers,
-            publisher,
-        }
-    }
-
-    /// Lets a few more broadcasts go out, stops, and checks that every healthy client received
-    /// every one of them in order. Returns the clients.
-    async fn finish(self) -> Vec<Client> {
-        let Watch {
-            engine,
-            readers,
-            publisher,
-        } = self;
-        publisher.wait_for(10).await;
-        let sent = publisher.stop().await;
-        engine
-            .broadcast(Payload::text(END), Audience::ALL)
-            .await
-            .unwrap();
-        let expected: Vec<String> = (0..sent).map(|i| format!("n{i}")).collect();
-        let mut clients = Vec::with_capacity(readers.len());
-        for (i, reader) in readers.into_iter().enumerate() {
-            let (got, ws) = reader.until_end().await;
-            let got = texts(&got);
-            // Not assert_eq: thousands of lines would hide the one that matters.
-            let first_difference = got.iter().zip(&expected).position(|(g, e)| g != e);
-            assert!(
-                got == expected,
-                "healthy client {i} received {} of {sent} broadcasts; first difference at \
-                 {first_difference:?}",
-                got.len(),
-            );
-            clients.push(ws);
-        }
-        clients
-    }
-}
 
 /// Waits until the engine holds exactly `n` connections, all registered.
 async fn settle(engine: &Engine, n: usize) {
@@ -739,12 +684,8 @@ fn all_violations() -> Vec<Violation> {
 /// Runs `copies` raw clients per violation, all at once, while healthy clients watch; checks
 /// that each violator alone is closed with its code, and counted once.
 async fn violations_close_only_their_clients(violations: &[Violation], copies: usize) {
-    let (recorder, events) = Recorder::new();
-    let builder = Engine::builder()
-        .shards(2)
-        .handler(recorder)
-        .max_message_size(MAX_MESSAGE);
-    let (engine, addr) = start(builder).await;
+    let builder = Engine::builder().shards(2).max_message_size(MAX_MESSAGE);
+    let (engine, addr, events) = start_recording(builder).await;
     let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
     let watch = Watch::start(&engine, healthy).await;
     let healthy_ids: HashSet<_> = healthy_ids.into_iter().collect();
@@ -958,8 +899,7 @@ async fn ten_thousand_connections_dropped_at_random_points_leave_nothing_behind(
     /// freed pages, other tests of this file running in parallel), not the engine alone.
     const RSS_GROWTH_MAX: u64 = 32 << 20;
 
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
     let watch = Watch::start(&engine, healthy).await;
     let healthy_ids: HashSet<_> = healthy_ids.into_iter().collect();

@@ -8,7 +8,10 @@
 
 mod common;
 
-use common::{WAIT, connect_with_pipe, elapse, local, start_local as start, until};
+use common::{
+    Client, END, WAIT, broadcast, connect_registered, connect_with_pipe, elapse, local,
+    next_message, next_text, start_local as start, until,
+};
 use futures_util::{SinkExt, StreamExt};
 use shardcast::{
     Audience, BuildError, ClientId, Context, Engine, Event, EventKind, Handler, Incoming, Payload,
@@ -20,9 +23,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 
 fn ms(n: u64) -> Duration {
@@ -86,7 +88,7 @@ fn consume_slowly(engine: &Engine, mut inbox: shardcast::Inbox) -> Rc<RefCell<Lo
     log
 }
 
-/// Reads broadcasts `tick <micros since start>` until `END`; returns the longest time any took
+/// Reads broadcasts `tick <micros since start>` until [`END`]; returns the longest time any took
 /// to arrive.
 async fn worst_tick_latency<S>(mut stream: S, start: Instant) -> Duration
 where
@@ -94,15 +96,8 @@ where
 {
     let mut worst = Duration::ZERO;
     loop {
-        let message = tokio::time::timeout(WAIT, stream.next())
-            .await
-            .expect("a broadcast in time")
-            .expect("open")
-            .expect("valid");
-        let Message::Text(text) = message else {
-            continue;
-        };
-        if text.as_str() == "END" {
+        let text = next_text(&mut stream).await;
+        if text == END {
             return worst;
         }
         let micros: u64 = text
@@ -201,10 +196,7 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
             senders.push((id, sink));
         }
         ticks.await.expect("ticks");
-        engine
-            .broadcast(Payload::text("END"), Audience::ALL)
-            .await
-            .expect("open");
+        broadcast(&engine, END, Audience::ALL).await;
         for reader in readers {
             let worst = reader.await.expect("reader");
             // Paused senders still receive (their connections keep writing), and shard 1
@@ -270,22 +262,6 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
     .await;
 }
 
-/// A TCP client whose stream the test accepts and registers (round robin over the shards).
-async fn connect_tcp(
-    engine: &Engine,
-    listener: &TcpListener,
-) -> (WebSocketStream<TcpStream>, ClientId) {
-    let addr = listener.local_addr().expect("address");
-    let (client, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let (stream, _) = accepted.expect("accept");
-    let id = engine.register(stream).await.expect("register");
-    let client = client.expect("connect");
-    let (ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .expect("upgrade");
-    (ws, id)
-}
-
 #[tokio::test]
 async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other_shards() {
     const MESSAGES: usize = 50;
@@ -297,9 +273,9 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
         .expect("build");
     let mut inbox = engine.inbox().expect("an inbox");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let (a, a_id) = connect_tcp(&engine, &listener).await;
-    let (observer, observer_id) = connect_tcp(&engine, &listener).await;
-    let (b, b_id) = connect_tcp(&engine, &listener).await;
+    let (a, a_id) = connect_registered(&engine, &listener).await;
+    let (observer, observer_id) = connect_registered(&engine, &listener).await;
+    let (b, b_id) = connect_registered(&engine, &listener).await;
     assert_eq!([a_id, observer_id, b_id].map(|id| id.shard().0), [0, 1, 0]);
     // Messages read so far, shared with the broadcaster: lag is measured in consumer steps,
     // which a slow machine slows down along with everything else.
@@ -318,7 +294,7 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             texts
         })
     };
-    let send_all = |ws: WebSocketStream<TcpStream>| {
+    let send_all = |ws: Client| {
         tokio::spawn(async move {
             let (mut sink, mut stream) = ws.split();
             // Keep reading broadcasts, as a client does, while the writes are held back.
@@ -338,15 +314,8 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             let (_sink, mut stream) = observer.split();
             let mut lag_max = 0;
             loop {
-                let message = tokio::time::timeout(WAIT, stream.next())
-                    .await
-                    .expect("a broadcast in time")
-                    .expect("open")
-                    .expect("valid");
-                let Message::Text(text) = message else {
-                    continue;
-                };
-                if text.as_str() == "END" {
+                let text = next_text(&mut stream).await;
+                if text == END {
                     return lag_max;
                 }
                 let at: usize = text.parse().expect("a count");
@@ -362,16 +331,10 @@ async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other
             "every message read in time"
         );
         let at = read.load(Ordering::Relaxed).to_string();
-        engine
-            .broadcast(Payload::text(at), Audience::ALL)
-            .await
-            .expect("open");
+        broadcast(&engine, at, Audience::ALL).await;
         tokio::time::sleep(STEP * 2).await;
     }
-    engine
-        .broadcast(Payload::text("END"), Audience::ALL)
-        .await
-        .expect("open");
+    broadcast(&engine, END, Audience::ALL).await;
     let lag_max = tokio::time::timeout(WAIT, observe)
         .await
         .expect("observer in time")
@@ -434,13 +397,7 @@ async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox
             EventKind::Registered
         );
         ws.send(Message::text("say hi")).await.expect("send");
-        let echoed = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            echoed.expect("open").expect("valid"),
-            Message::text("say hi")
-        );
+        assert_eq!(next_message(&mut ws).await, Message::text("say hi"));
         // Fill the queue (one event) and hold one more: the client is paused.
         ws.send(Message::text("save 1")).await.expect("send");
         ws.send(Message::text("save 2")).await.expect("send");
@@ -463,13 +420,7 @@ async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox
                 EventKind::Text("save 2".into())
             ]
         );
-        let later = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            later.expect("open").expect("valid"),
-            Message::text("say later")
-        );
+        assert_eq!(next_message(&mut ws).await, Message::text("say later"));
         assert_eq!(engine.stats().total.inbox_waiting, 0);
         let _ = id;
         engine.shutdown(Duration::from_secs(1)).await;
@@ -541,17 +492,8 @@ async fn dropping_the_inbox_counts_every_event_it_loses_and_pauses_nobody() {
         assert_eq!(engine.stats().total.inbox_waiting, 0);
         // The client is read again, and still served.
         ws.send(Message::text("more")).await.expect("send");
-        engine
-            .broadcast(Payload::text("still here"), Audience::ALL)
-            .await
-            .expect("open");
-        let got = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time");
-        assert_eq!(
-            got.expect("open").expect("valid"),
-            Message::text("still here")
-        );
+        broadcast(&engine, "still here", Audience::ALL).await;
+        assert_eq!(next_message(&mut ws).await, Message::text("still here"));
         assert_eq!(engine.stats().total.inbox_lost, 7);
         ws.close(None).await.expect("close");
         elapse(ms(10)).await;

@@ -244,13 +244,7 @@ async fn register_serves_an_in_memory_duplex_stream() {
         .unwrap();
     let (client_half, server_half) = tokio::io::duplex(64 << 10);
     let id = engine.register(server_half).await.expect("registered");
-    let (mut ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://localhost/", client_half),
-    )
-    .await
-    .expect("upgrade in time")
-    .expect("upgrade accepted");
+    let mut ws = upgrade_over(client_half, "/").await;
     assert_eq!(registered(&events, 1).await, id);
     assert!(engine.client(id).await.is_some());
 
@@ -259,11 +253,11 @@ async fn register_serves_an_in_memory_duplex_stream() {
         .await
         .unwrap();
     engine.send(id, Payload::binary([1, 2, 3])).await.unwrap();
-    match next_data_of(&mut ws).await {
+    match next_data(&mut ws).await {
         Message::Text(t) => assert_eq!(t.as_str(), "over memory"),
         other => panic!("expected text, got {other:?}"),
     }
-    assert_eq!(next_data_of(&mut ws).await, Message::binary(vec![1, 2, 3]));
+    assert_eq!(next_data(&mut ws).await, Message::binary(vec![1, 2, 3]));
     ws.send(Message::text("from memory")).await.unwrap();
     eventually(|| !events.messages().is_empty()).await;
     assert_eq!(events.messages(), [(id, "from memory".to_owned())]);
@@ -273,23 +267,6 @@ async fn register_serves_an_in_memory_duplex_stream() {
     let (code, report) = tokio::join!(read_close, shutdown);
     assert_eq!(code, Some(1001));
     assert!(report.unjoined.is_empty(), "{report:?}");
-}
-
-/// The next data message of any client stream (the common helpers take TCP clients).
-async fn next_data_of<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Message
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
-{
-    loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("in time")
-            .expect("open")
-            .expect("valid");
-        if !matches!(msg, Message::Ping(_) | Message::Pong(_)) {
-            return msg;
-        }
-    }
 }
 
 #[tokio::test]
@@ -441,13 +418,7 @@ async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
     // The stalled client: an in-memory stream whose 4 KiB buffer fills at once, read by no one.
     let (stalled_half, server_half) = tokio::io::duplex(4 << 10);
     let stalled_id = engine.register(server_half).await.unwrap();
-    let (stalled, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://localhost/", stalled_half),
-    )
-    .await
-    .unwrap()
-    .expect("upgrade");
+    let stalled = upgrade_over(stalled_half, "/").await;
     let readers: Vec<_> = healthy
         .into_iter()
         .map(|mut ws| tokio::spawn(async move { close_code(&mut ws).await }))
@@ -671,15 +642,11 @@ async fn on_upgrade_sees_the_peer_address_of_a_tcp_stream() {
     let client = client.unwrap();
     let handed_from = client.local_addr().unwrap();
     engine.register(accepted.unwrap().0).await.unwrap();
-    let (_handed, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .unwrap();
+    let _handed = upgrade_over(client, "/").await;
     // Over an in-memory pipe: no address.
     let (pipe, server) = tokio::io::duplex(1 << 10);
     engine.register(server).await.unwrap();
-    let (_piped, _) = tokio_tungstenite::client_async("ws://localhost/", pipe)
-        .await
-        .unwrap();
+    let _piped = upgrade_over(pipe, "/").await;
     assert_eq!(
         *lock(&peers.0),
         [Some(listened_from), Some(handed_from), None]

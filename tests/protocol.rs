@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use shardcast::{Audience, Engine, Payload, RemoveReason};
+use shardcast::{Engine, RemoveReason};
 use std::time::Duration;
 
 /// Largest inbound message and frame in these tests.
@@ -14,21 +14,15 @@ const MAX_MESSAGE: usize = 1000;
 /// Sends `chunks` (each in its own write) from a raw client while healthy clients receive a
 /// stream of broadcasts; checks that the raw client alone is closed with `code`.
 async fn violation_closes_only_its_client(chunks: &[Vec<u8>], code: u16) {
-    let (recorder, events) = Recorder::new();
-    let builder = Engine::builder()
-        .shards(2)
-        .handler(recorder)
-        .max_message_size(MAX_MESSAGE);
-    let (engine, addr) = start(builder).await;
+    let builder = Engine::builder().shards(2).max_message_size(MAX_MESSAGE);
+    let (engine, addr, events) = start_recording(builder).await;
     // Each healthy registration recorded before the raw client connects, so that the fourth
     // recorded is the raw client (see `connect`).
     let (healthy, _) = connect_many_with_ids(&engine, addr, &events, 3).await;
-    let healthy: Vec<Reader> = healthy.into_iter().map(spawn_reader).collect();
     let mut raw = RawClient::connect(addr).await;
     let raw_id = registered(&events, 4).await;
 
-    let publisher = Publisher::start(&engine);
-    publisher.wait_for(10).await;
+    let watch = Watch::start(&engine, healthy).await;
     for chunk in chunks {
         // The engine may close before the last chunk is written; what it says is what counts.
         let _ = raw.send(chunk).await;
@@ -36,20 +30,8 @@ async fn violation_closes_only_its_client(chunks: &[Vec<u8>], code: u16) {
     let (_, end) = raw.read_to_close().await;
     raw.hang_up().await;
     assert_eq!(end, RawEnd::Close(Some(code)));
-    publisher.wait_for(10).await;
-    let sent = publisher.stop().await;
-    engine
-        .broadcast(Payload::text(END), Audience::ALL)
-        .await
-        .unwrap();
-
-    let expected: Vec<String> = (0..sent).map(|i| format!("n{i}")).collect();
-    let mut clients = Vec::new();
-    for reader in healthy {
-        let (got, ws) = reader.until_end().await;
-        assert_eq!(texts(&got), expected, "a healthy client noticed nothing");
-        clients.push(ws);
-    }
+    // Every healthy client received every broadcast: it noticed nothing.
+    let clients = watch.finish().await;
     assert_eq!(engine.stats().total.evicted.protocol, 1);
     assert_eq!(engine.client_count(), 3);
     eventually(|| !events.removals_of(raw_id).is_empty()).await;
@@ -133,36 +115,28 @@ async fn a_message_over_the_limit_across_fragments_closes_with_1009() {
     violation_closes_only_its_client(&fragments, 1009).await;
 }
 
+/// A whole pong frame carrying `payload`, as the server sends it.
+fn pong(payload: &[u8]) -> RawFrame {
+    RawFrame {
+        fin: true,
+        opcode: 0xa,
+        payload: payload.to_vec(),
+    }
+}
+
 #[tokio::test]
 async fn a_ping_gets_a_pong_with_the_same_payload() {
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let mut raw = RawClient::connect(addr).await;
     let id = registered(&events, 1).await;
     for payload in [&b"are you there?"[..], b"", &[0xab; 125]] {
         raw.send(&masked(0x89, payload)).await.unwrap();
-        let pong = raw.read_frame().await.expect("a pong");
-        assert_eq!(
-            pong,
-            RawFrame {
-                fin: true,
-                opcode: 0xa,
-                payload: payload.to_vec()
-            }
-        );
+        assert_eq!(raw.read_frame().await.expect("a pong"), pong(payload));
     }
     // A ping between the fragments of a message is answered, and the message still arrives.
     raw.send(&masked(0x01, b"frag")).await.unwrap();
     raw.send(&masked(0x89, b"mid")).await.unwrap();
-    let pong = raw.read_frame().await.expect("a pong");
-    assert_eq!(
-        pong,
-        RawFrame {
-            fin: true,
-            opcode: 0xa,
-            payload: b"mid".to_vec()
-        }
-    );
+    assert_eq!(raw.read_frame().await.expect("a pong"), pong(b"mid"));
     raw.send(&masked(0x80, b"ment")).await.unwrap();
     eventually(|| !events.messages().is_empty()).await;
     assert_eq!(events.messages(), [(id, "fragment".to_owned())]);
@@ -175,8 +149,7 @@ async fn a_ping_gets_a_pong_with_the_same_payload() {
 
 #[tokio::test]
 async fn a_client_close_1000_is_echoed_with_1000() {
-    let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
     let mut raw = RawClient::connect(addr).await;
     let id = registered(&events, 1).await;
     let mut body = 1000u16.to_be_bytes().to_vec();

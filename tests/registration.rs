@@ -14,7 +14,7 @@ use shardcast::{
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
 use tokio_tungstenite::tungstenite::Message;
 
 /// Lets in only `Authorization: Bearer ok`, as `alice`; refuses the rest with 401.
@@ -30,18 +30,34 @@ impl Handler for Bouncer {
     }
 }
 
+/// `GET path` with `headers`, as raw HTTP.
+fn raw_request(path: &str, headers: &[(&str, &str)]) -> String {
+    let mut raw = format!("GET {path} HTTP/1.1\r\n");
+    for (name, value) in headers {
+        raw.push_str(&format!("{name}: {value}\r\n"));
+    }
+    raw.push_str("\r\n");
+    raw
+}
+
 /// An upgrade request with `extra` headers, as raw HTTP and as the header list an embedder's
 /// HTTP server would pass on.
 fn request_with(
     extra: &[(&'static str, &'static str)],
 ) -> (String, Vec<(&'static str, &'static str)>) {
     let headers: Vec<_> = UPGRADE_HEADERS.iter().chain(extra).copied().collect();
-    let mut raw = String::from("GET / HTTP/1.1\r\n");
-    for (name, value) in &headers {
-        raw.push_str(&format!("{name}: {value}\r\n"));
-    }
-    raw.push_str("\r\n");
-    (raw, headers)
+    (raw_request("/", &headers), headers)
+}
+
+/// Registers the server side of a new pipe with `registration`; returns the client side and the
+/// id.
+async fn register(engine: &Engine, registration: Registration) -> (DuplexStream, ClientId) {
+    let (client, server) = tokio::io::duplex(PIPE_BYTES);
+    let id = engine
+        .register_with(server, registration)
+        .await
+        .expect("register");
+    (client, id)
 }
 
 /// What a shard answers to `raw` when it reads the upgrade itself: the status, and the body of
@@ -157,11 +173,7 @@ async fn an_upgraded_registration_with_a_principal_is_authenticated() {
         accepted.principal().and_then(|p| p.downcast_ref::<&str>()),
         Some(&"alice")
     );
-    let (_client, server) = tokio::io::duplex(PIPE_BYTES);
-    let id = engine
-        .register_with(server, Registration::upgraded(accepted))
-        .await
-        .expect("register");
+    let (_client, id) = register(&engine, Registration::upgraded(accepted)).await;
     let info = engine.client(id).await.expect("registered at once");
     assert!(info.authenticated);
     assert_eq!(
@@ -218,24 +230,28 @@ impl Handler for Rooms {
 #[derive(Debug)]
 struct Tenant(u32);
 
-#[tokio::test]
-async fn data_attached_by_the_decision_is_seen_by_every_hook_and_by_client() {
+/// An engine of one shard with [`Rooms`], and what its hooks see.
+fn rooms() -> (Engine, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
     let engine = Engine::builder()
         .shards(1)
         .handler(Rooms(seen.clone()))
         .build()
         .expect("engine");
-    let (client, server) = tokio::io::duplex(PIPE_BYTES);
+    (engine, seen)
+}
+
+/// A registration with `Tenant(n)` attached.
+fn tenant(n: u32) -> Registration {
+    Registration::new().data(ClientData::new(Tenant(n)))
+}
+
+#[tokio::test]
+async fn data_attached_by_the_decision_is_seen_by_every_hook_and_by_client() {
+    let (engine, seen) = rooms();
     // The decision's data takes precedence over the registration's.
-    let registration = Registration::new().data(ClientData::new(Tenant(7)));
-    let id = engine
-        .register_with(server, registration)
-        .await
-        .expect("register");
-    let (mut ws, _) = tokio_tungstenite::client_async("ws://localhost/lobby", client)
-        .await
-        .expect("upgrade");
+    let (client, id) = register(&engine, tenant(7)).await;
+    let mut ws = upgrade_over(client, "/lobby").await;
     eventually(|| lock(&seen.registered).len() == 1).await;
     let info = engine.client(id).await.expect("registered");
     let data = info.data.expect("data attached");
@@ -253,29 +269,13 @@ async fn data_attached_by_the_decision_is_seen_by_every_hook_and_by_client() {
 
 #[tokio::test]
 async fn registration_data_is_used_when_the_decision_attaches_none() {
-    let seen = Arc::new(Seen::default());
-    let engine = Engine::builder()
-        .shards(1)
-        .handler(Rooms(seen.clone()))
-        .build()
-        .expect("engine");
+    let (engine, seen) = rooms();
     // Upgraded by the shard: the path `/` gets no room from the handler.
-    let (client, server) = tokio::io::duplex(PIPE_BYTES);
-    let registration = Registration::new().data(ClientData::new(Tenant(7)));
-    let by_shard = engine
-        .register_with(server, registration)
-        .await
-        .expect("register");
-    let (_ws, _) = tokio_tungstenite::client_async("ws://localhost/", client)
-        .await
-        .expect("upgrade");
+    let (client, by_shard) = register(&engine, tenant(7)).await;
+    let _ws = upgrade_over(client, "/").await;
     // Upgraded by the embedder.
-    let (_client, server) = tokio::io::duplex(PIPE_BYTES);
     let registration = Registration::upgraded(accepted(&engine)).data(ClientData::new(Tenant(8)));
-    let by_embedder = engine
-        .register_with(server, registration)
-        .await
-        .expect("register");
+    let (_client, by_embedder) = register(&engine, registration).await;
     eventually(|| lock(&seen.registered).len() == 2).await;
     for (id, tenant) in [(by_shard, 7), (by_embedder, 8)] {
         let info = engine.client(id).await.expect("registered");
@@ -294,11 +294,7 @@ async fn registration_data_is_used_when_the_decision_attaches_none() {
 #[tokio::test]
 async fn a_client_without_data_has_none() {
     let engine = Engine::builder().shards(1).build().expect("engine");
-    let (_client, server) = tokio::io::duplex(PIPE_BYTES);
-    let id = engine
-        .register_with(server, Registration::upgraded(accepted(&engine)))
-        .await
-        .expect("register");
+    let (_client, id) = register(&engine, Registration::upgraded(accepted(&engine))).await;
     let info = engine.client(id).await.expect("registered");
     assert!(info.data.is_none());
     engine.shutdown(Duration::from_secs(1)).await;
@@ -307,11 +303,7 @@ async fn a_client_without_data_has_none() {
 #[tokio::test]
 async fn broadcast_and_send_after_shutdown_hand_back_what_was_not_sent() {
     let engine = Engine::builder().shards(2).build().expect("engine");
-    let (_client, server) = tokio::io::duplex(PIPE_BYTES);
-    let id = engine
-        .register_with(server, Registration::upgraded(accepted(&engine)))
-        .await
-        .expect("register");
+    let (_client, id) = register(&engine, Registration::upgraded(accepted(&engine))).await;
     engine.shutdown(Duration::from_secs(1)).await;
     match engine.broadcast(Payload::text("late"), Audience::ALL).await {
         Err(BroadcastError::Closed(payload)) => assert_eq!(payload.body(), b"late"),
@@ -363,11 +355,7 @@ fn request_new_refuses_what_parse_refuses_with_the_same_error() {
         ),
     ];
     for (headers, expected) in cases {
-        let mut raw = String::from("GET /x HTTP/1.1\r\n");
-        for (name, value) in headers {
-            raw.push_str(&format!("{name}: {value}\r\n"));
-        }
-        raw.push_str("\r\n");
+        let raw = raw_request("/x", headers);
         let parsed = handshake::parse(raw.as_bytes(), 8192).map(|r| r.map(|(r, _)| r.key()));
         let built = Request::new("/x", headers.iter().copied()).map(|r| r.key());
         assert_eq!(parsed.err(), expected, "{headers:?}");

@@ -3,131 +3,16 @@
 
 mod common;
 
+use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
 use futures_util::SinkExt;
-use std::io::{BufRead, BufReader, Read};
-use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
-
-/// A running `shardcast serve`; killed and reaped on drop, whatever the test's outcome.
-struct Server {
-    child: Child,
-    /// The address it announced.
-    addr: String,
-}
-
-impl Server {
-    /// Starts `shardcast serve` on an ephemeral loopback port with 2 shards and `flags`, and
-    /// reads the address from its first line of output.
-    fn start(flags: &[&str]) -> Server {
-        Server::start_on("127.0.0.1:0", flags)
-    }
-
-    /// Like [`Server::start`], listening on `addr`.
-    fn start_on(addr: &str, flags: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(["serve", "--addr", addr, "--shards", "2"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn shardcast serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut server = Server {
-            child,
-            addr: String::new(),
-        };
-        // Read the first line on a thread, so that a server that never prints cannot hang us.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx
-            .recv_timeout(WAIT)
-            .expect("the server announces its address in time");
-        let rest = line
-            .trim_end()
-            .strip_prefix("shardcast serving on ws://")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        let (addr, shards) = rest
-            .split_once("/ with ")
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        assert_eq!(shards, "2 shards");
-        server.addr = addr.to_owned();
-        server
-    }
-
-    /// Connects a client.
-    async fn connect(&self) -> Client {
-        let url = format!("ws://{}/", self.addr);
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("upgrade accepted");
-        ws
-    }
-
-    /// Connects a client to `path` (with its query).
-    async fn connect_to(&self, path: &str) -> Client {
-        let url = format!("ws://{}{path}", self.addr);
-        let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
-            .await
-            .expect("connect in time")
-            .expect("upgrade accepted");
-        ws
-    }
-
-    /// Connects `n` clients.
-    async fn connect_many(&self, n: usize) -> Vec<Client> {
-        let mut clients = Vec::with_capacity(n);
-        for _ in 0..n {
-            clients.push(self.connect().await);
-        }
-        clients
-    }
-
-    /// Sends SIGTERM.
-    fn terminate(&self) {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill -TERM failed");
-    }
-
-    /// Waits (bounded) for the process to exit; returns its status and what it wrote to stderr.
-    async fn exit_status(&mut self) -> (ExitStatus, String) {
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = self.child.stderr.take() {
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                return (status, stderr);
-            }
-            assert!(start.elapsed() < WAIT, "the server did not exit in time");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 #[tokio::test]
 async fn either_driver_relays_to_every_client() {
     for driver in ["event-loop", "tasks"] {
-        let server = Server::start(&["--driver", driver]);
+        let server = Serve::start(&["--driver", driver]);
         let mut clients = server.connect_many(3).await;
         send_text(&mut clients[1], driver).await;
         for ws in clients.iter_mut() {
@@ -138,7 +23,7 @@ async fn either_driver_relays_to_every_client() {
 
 #[tokio::test]
 async fn text_stays_text_and_binary_stays_binary_relayed_to_every_client_including_the_sender() {
-    let server = Server::start(&[]);
+    let server = Serve::start(&[]);
     let mut clients = server.connect_many(3).await;
 
     send_text(&mut clients[0], "hello").await;
@@ -162,7 +47,7 @@ async fn text_stays_text_and_binary_stays_binary_relayed_to_every_client_includi
 
 #[tokio::test]
 async fn exclude_sender_relays_to_everyone_but_the_sender() {
-    let server = Server::start(&["--exclude-sender"]);
+    let server = Serve::start(&["--exclude-sender"]);
     let mut clients = server.connect_many(3).await;
 
     send_text(&mut clients[0], "from 0").await;
@@ -189,7 +74,7 @@ async fn exclude_sender_relays_to_everyone_but_the_sender() {
 
 #[tokio::test]
 async fn echo_sends_each_message_back_to_its_sender_only() {
-    let server = Server::start(&["--echo"]);
+    let server = Serve::start(&["--echo"]);
     let mut clients = server.connect_many(3).await;
 
     send_text(&mut clients[0], "zero").await;
@@ -213,7 +98,7 @@ async fn echo_sends_each_message_back_to_its_sender_only() {
 
 #[tokio::test]
 async fn max_message_size_closes_a_client_that_sends_more_with_1009() {
-    let server = Server::start(&["--max-message-size", "1000"]);
+    let server = Serve::start(&["--max-message-size", "1000"]);
     let mut clients = server.connect_many(2).await;
 
     clients[0]
@@ -239,7 +124,7 @@ async fn max_message_size_closes_a_client_that_sends_more_with_1009() {
 
 #[tokio::test]
 async fn addr_may_be_a_host_name_which_is_resolved() {
-    let server = Server::start_on("localhost:0", &[]);
+    let server = Serve::start_on("localhost:0", &[]);
     let addr: std::net::SocketAddr = server.addr.parse().expect("an IP address is announced");
     assert!(addr.ip().is_loopback(), "{addr} is a loopback address");
     let mut clients = server.connect_many(2).await;
@@ -251,7 +136,7 @@ async fn addr_may_be_a_host_name_which_is_resolved() {
 
 #[tokio::test]
 async fn sigterm_closes_clients_with_1001_and_exits_0() {
-    let mut server = Server::start(&[]);
+    let mut server = Serve::start(&[]);
     let clients = server.connect_many(2).await;
     let closing: Vec<_> = clients
         .into_iter()
@@ -271,7 +156,7 @@ async fn sigterm_closes_clients_with_1001_and_exits_0() {
 
 #[tokio::test]
 async fn topics_subscribe_at_upgrade_and_by_message_publish_with_the_opcode_and_close_with_1008() {
-    let server = Server::start(&["--topics"]);
+    let server = Serve::start(&["--topics"]);
     let mut a = server.connect_to("/?sub=news&sub=caf%C3%A9").await;
     let mut b = server.connect().await;
     let mut c = server.connect().await;
@@ -320,32 +205,21 @@ async fn topics_subscribe_at_upgrade_and_by_message_publish_with_the_opcode_and_
 
 /// A loopback URL where no NATS server listens.
 fn unreachable_nats() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    format!("nats://{}", listener.local_addr().expect("local addr"))
+    format!("nats://127.0.0.1:{}", free_port())
 }
 
 #[tokio::test]
 async fn serve_with_an_unreachable_nats_says_so_and_exits_non_zero() {
     let url = unreachable_nats();
-    let child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--shards",
-            "1",
-            "--nats",
-            &url,
-        ])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardcast serve");
-    let mut server = Server {
-        child,
-        addr: String::new(),
-    };
+    let mut server = Serve::spawn(&mut shardcast([
+        "serve",
+        "--addr",
+        "127.0.0.1:0",
+        "--shards",
+        "1",
+        "--nats",
+        &url,
+    ]));
     let (status, stderr) = server.exit_status().await;
     assert!(!status.success(), "{status:?}");
     assert!(stderr.contains(&format!("NATS at {url}")), "{stderr}");
@@ -355,39 +229,12 @@ async fn serve_with_an_unreachable_nats_says_so_and_exits_non_zero() {
 #[tokio::test]
 async fn serve_with_nats_optional_starts_local_only_and_relays() {
     let url = unreachable_nats();
-    let server = Server::start(&["--nats", &url, "--nats-optional"]);
+    let server = Serve::start(&["--nats", &url, "--nats-optional"]);
     let mut clients = server.connect_many(2).await;
     send_text(&mut clients[0], "local").await;
     for ws in clients.iter_mut() {
         assert_eq!(next_data(ws).await, Message::text("local"));
     }
-}
-
-/// A loopback port that was free a moment ago (the metrics exporter cannot report the port it
-/// gets for port 0, so the test picks one).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("local address").port()
-}
-
-/// `GET /metrics` over plain HTTP/1.1; the response body.
-async fn scrape(addr: &str) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
-        .await
-        .expect("connect in time")
-        .expect("connect to the metrics address");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send GET");
-    let mut response = Vec::new();
-    tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
-        .await
-        .expect("response in time")
-        .expect("read response");
-    let response = String::from_utf8(response).expect("UTF-8 response");
-    let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
 }
 
 /// The value of the sample `series` (`name{labels}` as rendered), if present.
@@ -401,7 +248,7 @@ fn sample(text: &str, series: &str) -> Option<f64> {
 #[tokio::test]
 async fn metrics_addr_serves_prometheus_metrics_by_shard_and_logs_go_to_stderr() {
     let metrics_addr = format!("127.0.0.1:{}", free_port());
-    let mut server = Server::start(&["--metrics-addr", &metrics_addr]);
+    let mut server = Serve::start(&["--metrics-addr", &metrics_addr]);
     let mut ws = server.connect().await;
     send_text(&mut ws, "counted").await;
     assert_eq!(next_text(&mut ws).await, "counted");
@@ -472,18 +319,11 @@ async fn metrics_addr_serves_prometheus_metrics_by_shard_and_logs_go_to_stderr()
 
 #[tokio::test]
 async fn metrics_addr_with_port_0_is_refused_by_name() {
-    let output = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args([
-            "serve",
-            "--addr",
-            "127.0.0.1:0",
-            "--metrics-addr",
-            "127.0.0.1:0",
-        ])
-        .stdin(Stdio::null())
-        .output()
-        .expect("run shardcast serve");
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let serve = ["serve", "--addr", "127.0.0.1:0", "--metrics-addr"];
+    let (status, _, stderr) = run_to_end(
+        &mut shardcast(serve.into_iter().chain(["127.0.0.1:0"])),
+        WAIT,
+    );
+    assert!(!status.success());
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
 }

@@ -5,8 +5,9 @@
 
 mod common;
 
+use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
-use shardcast::{Audience, Engine, Payload};
+use shardcast::{Audience, Engine};
 use std::time::Duration;
 
 #[tokio::test]
@@ -17,47 +18,22 @@ async fn a_stream_that_buffers_writes_gets_its_101_and_every_broadcast() {
     // when its socket is full.
     let buffering = tokio::io::BufWriter::with_capacity(64 << 10, server);
     engine.register(buffering).await.expect("register");
-    let (mut ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::client_async("ws://localhost/", client),
-    )
-    .await
-    .expect("the 101 is flushed")
-    .expect("upgrade");
+    // The 101 is flushed, or this times out.
+    let mut ws = upgrade_over(client, "/").await;
     eventually(|| engine.client_count() == 1).await;
     for text in ["one", "two"] {
-        engine
-            .broadcast(Payload::text(text), Audience::ALL)
-            .await
-            .expect("broadcast");
-        assert_eq!(pipe_text(&mut ws).await, text);
+        broadcast(&engine, text, Audience::ALL).await;
+        assert_eq!(next_text(&mut ws).await, text);
     }
     engine.shutdown(Duration::from_secs(1)).await;
-}
-
-/// The next text message on a pipe, bounded by [`WAIT`].
-async fn pipe_text(ws: &mut Pipe) -> String {
-    use futures_util::StreamExt;
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("valid");
-        if let tokio_tungstenite::tungstenite::Message::Text(text) = message {
-            return text.to_string();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
 // `shardcast serve --tls-cert --tls-key`, and `bench` over wss
 // ---------------------------------------------------------------------------------------------
 
-use futures_util::{SinkExt, StreamExt};
-use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use tokio::net::TcpStream;
@@ -65,7 +41,6 @@ use tokio_rustls::client::TlsStream;
 use tokio_rustls::rustls;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 
 /// A wss client as the tests see it.
 type Wss = WebSocketStream<TlsStream<TcpStream>>;
@@ -132,6 +107,13 @@ impl Certs {
         ]
     }
 
+    /// Starts `shardcast serve` over wss with this certificate, and `more` flags.
+    fn serve(&self, more: &[&str]) -> Serve {
+        let mut flags = self.flags();
+        flags.extend(more.iter().map(|f| (*f).to_owned()));
+        Serve::start_wss(&flags)
+    }
+
     /// A file of this folder with `contents`.
     fn file(&self, name: &str, contents: &str) -> PathBuf {
         let file = self.dir.join(name);
@@ -150,47 +132,8 @@ fn path(p: &Path) -> String {
     p.to_str().expect("a UTF-8 path").to_owned()
 }
 
-/// A running `shardcast serve` with 2 shards; killed and reaped on drop.
-struct Serve {
-    child: Child,
-    /// The address it announced.
-    addr: String,
-}
-
+/// `wss` clients of the server, which the common helpers do not make.
 impl Serve {
-    /// Starts `shardcast serve` on an ephemeral loopback port with `flags`; it must announce
-    /// `scheme://ADDR/`.
-    fn start(scheme: &str, flags: &[String]) -> Serve {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
-            .args(flags)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn shardcast serve");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut serve = Serve {
-            child,
-            addr: String::new(),
-        };
-        // Read on a thread, so that a server that never prints cannot hang the test.
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
-        });
-        let line = rx.recv_timeout(WAIT).expect("the server announces itself");
-        let prefix = format!("shardcast serving on {scheme}://");
-        serve.addr = line
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.split_once("/ with "))
-            .map(|(addr, _)| addr.to_owned())
-            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"));
-        serve
-    }
-
     /// Connects a wss client to `path`, trusting the CA of `certs` and checking the name
     /// `localhost` (the server is at 127.0.0.1).
     async fn wss(&self, certs: &Certs, path: &str) -> Wss {
@@ -219,92 +162,43 @@ impl Serve {
     }
 }
 
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// The next text message, skipping pings and pongs.
-async fn text(ws: &mut Wss) -> String {
-    loop {
-        let message = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("valid");
-        match message {
-            Message::Text(text) => return text.to_string(),
-            Message::Ping(_) | Message::Pong(_) => {}
-            other => panic!("expected text, got {other:?}"),
-        }
-    }
-}
-
-async fn send(ws: &mut Wss, text: &str) {
-    ws.send(Message::text(text)).await.expect("send");
-}
-
 #[tokio::test]
 async fn serve_with_a_certificate_relays_between_wss_clients() {
     let certs = Certs::new();
-    let serve = Serve::start("wss", &certs.flags());
-    let mut a = serve.wss(&certs, "/").await;
-    let mut b = serve.wss(&certs, "/").await;
-    send(&mut a, "over TLS").await;
-    assert_eq!(text(&mut a).await, "over TLS");
-    assert_eq!(text(&mut b).await, "over TLS");
-    send(&mut b, "and back").await;
-    assert_eq!(text(&mut a).await, "and back");
-    assert_eq!(text(&mut b).await, "and back");
+    let serve = certs.serve(&[]);
+    let mut clients = [serve.wss(&certs, "/").await, serve.wss(&certs, "/").await];
+    for (from, text) in [(0, "over TLS"), (1, "and back")] {
+        send_text(&mut clients[from], text).await;
+        for ws in &mut clients {
+            assert_eq!(next_text(ws).await, text);
+        }
+    }
 }
 
 #[tokio::test]
 async fn serve_with_a_certificate_speaks_the_topics_protocol_and_echoes() {
     let certs = Certs::new();
-    let mut flags = certs.flags();
-    flags.push("--topics".into());
-    let topics = Serve::start("wss", &flags);
+    let topics = certs.serve(&["--topics"]);
     let mut reader = topics.wss(&certs, "/?sub=news").await;
     let mut writer = topics.wss(&certs, "/").await;
-    send(&mut writer, "pub news through TLS").await;
-    assert_eq!(text(&mut reader).await, "through TLS");
+    send_text(&mut writer, "pub news through TLS").await;
+    assert_eq!(next_text(&mut reader).await, "through TLS");
 
-    let mut flags = certs.flags();
-    flags.push("--echo".into());
-    let echo = Serve::start("wss", &flags);
+    let echo = certs.serve(&["--echo"]);
     let mut a = echo.wss(&certs, "/").await;
     let mut b = echo.wss(&certs, "/").await;
-    send(&mut a, "mine").await;
-    send(&mut b, "yours").await;
-    assert_eq!(text(&mut a).await, "mine");
-    assert_eq!(text(&mut b).await, "yours");
-}
-
-/// A loopback port that was free a moment ago (the metrics exporter cannot report the port it
-/// gets for port 0).
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
-    listener.local_addr().expect("local address").port()
+    send_text(&mut a, "mine").await;
+    send_text(&mut b, "yours").await;
+    assert_eq!(next_text(&mut a).await, "mine");
+    assert_eq!(next_text(&mut b).await, "yours");
 }
 
 /// The handshake failures by `cause`, summed over the shards, from `GET /metrics` (0 if none
 /// is reported yet).
 async fn handshake_failures(metrics: &str, cause: &str) -> f64 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut tcp = TcpStream::connect(metrics)
-        .await
-        .expect("connect to metrics");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {metrics}\r\nConnection: close\r\n\r\n");
-    tcp.write_all(request.as_bytes()).await.expect("send GET");
-    let mut response = String::new();
-    tokio::time::timeout(WAIT, tcp.read_to_string(&mut response))
-        .await
-        .expect("response in time")
-        .expect("read response");
     let label = format!("cause=\"{cause}\"");
-    response
+    scrape(metrics)
+        .await
         .lines()
         .filter(|l| l.starts_with("shardcast_handshake_failures_total{") && l.contains(&label))
         .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
@@ -315,9 +209,7 @@ async fn handshake_failures(metrics: &str, cause: &str) -> f64 {
 async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep_working() {
     let certs = Certs::new();
     let metrics = format!("127.0.0.1:{}", free_port());
-    let mut flags = certs.flags();
-    flags.extend(["--metrics-addr".into(), metrics.clone()]);
-    let serve = Serve::start("wss", &flags);
+    let serve = certs.serve(&["--metrics-addr", &metrics]);
     let mut before = serve.wss(&certs, "/").await;
 
     let plain = tokio::time::timeout(
@@ -332,9 +224,9 @@ async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep
     );
 
     let mut after = serve.wss(&certs, "/").await;
-    send(&mut before, "still here").await;
-    assert_eq!(text(&mut before).await, "still here");
-    assert_eq!(text(&mut after).await, "still here");
+    send_text(&mut before, "still here").await;
+    assert_eq!(next_text(&mut before).await, "still here");
+    assert_eq!(next_text(&mut after).await, "still here");
 
     // The counters reach the exporter every second: wait for the failure, bounded.
     let start = tokio::time::Instant::now();
@@ -352,42 +244,7 @@ async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep
 /// Runs `shardcast args` to its end (bounded); returns its exit status, standard output and
 /// standard error.
 fn run(args: &[String]) -> (ExitStatus, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_shardcast"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn shardcast");
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let mut stderr = child.stderr.take().expect("piped stderr");
-    // Read on threads, so that a command that keeps running cannot hang the test.
-    let (tx, rx) = std::sync::mpsc::sync_channel(2);
-    let err_tx = tx.clone();
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stdout.read_to_string(&mut text);
-        let _ = tx.send((0, text));
-    });
-    std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = stderr.read_to_string(&mut text);
-        let _ = err_tx.send((1, text));
-    });
-    let mut out = [String::new(), String::new()];
-    for _ in 0..2 {
-        match rx.recv_timeout(Duration::from_secs(60)) {
-            Ok((i, text)) => out[i] = text,
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("shardcast {args:?} did not finish in time");
-            }
-        }
-    }
-    let status = child.wait().expect("wait");
-    let [stdout, stderr] = out;
-    (status, stdout, stderr)
+    run_to_end(&mut shardcast(args), Duration::from_secs(60))
 }
 
 fn args(list: &[&str]) -> Vec<String> {
@@ -467,21 +324,6 @@ fn serve_refuses_tls_files_it_cannot_use_naming_the_flag_and_the_file() {
     refused(&naive, &["--naive"]);
 }
 
-/// The integer at `key` of a flat JSON object.
-fn field(json: &str, key: &str) -> u64 {
-    let pattern = format!("\"{key}\":");
-    let start = json
-        .find(&pattern)
-        .unwrap_or_else(|| panic!("no {key} in {json}"))
-        + pattern.len();
-    json[start..]
-        .chars()
-        .take_while(char::is_ascii_digit)
-        .collect::<String>()
-        .parse()
-        .unwrap_or_else(|_| panic!("{key} is not an integer in {json}"))
-}
-
 /// Checks a bench's `--json` report: run against `server`, nothing lost, every client got
 /// every frame.
 fn lost_nothing(stdout: &str, server: &str, clients: u64) {
@@ -517,7 +359,7 @@ fn bench_tls_starts_a_wss_server_with_a_certificate_it_makes_and_loses_nothing()
 #[test]
 fn bench_measures_a_wss_target_whose_ca_it_is_given_and_refuses_one_it_cannot_trust() {
     let certs = Certs::new();
-    let serve = Serve::start("wss", &certs.flags());
+    let serve = certs.serve(&[]);
     let url = format!("wss://{}/", serve.addr);
     let mut bench = args(&[
         "bench",

