@@ -535,6 +535,7 @@ fn measure(
     let counters_before = server::counters(&mut target.servers);
     let server_cpu_before = server::cpu_ns_of(&cpu_pids);
     let own_cpu_before = server::cpu_ns(std::process::id());
+    let machine_cpu_before = server::machine_busy_ns();
     let wall = Instant::now();
     let running = bar(interactive, 1000, "running");
     // With stalled clients, watch the server's counters to see when they are all dealt with.
@@ -592,6 +593,9 @@ fn measure(
     let own_cpu = server::cpu_ns(std::process::id())
         .zip(own_cpu_before)
         .map(|(a, b)| a.saturating_sub(b));
+    let machine_cpu = server::machine_busy_ns()
+        .zip(machine_cpu_before)
+        .map(|(a, b)| a.saturating_sub(b));
     let counters_after = server::counters(&mut target.servers);
     let rss_loaded = server::rss_of(&pids);
 
@@ -645,6 +649,7 @@ fn measure(
         latency_us: latency,
         server_cpu_ns: server_cpu,
         loadgen_cpu_ns: own_cpu,
+        machine_cpu_ns: machine_cpu,
         loadgen_cpu_share: own_cpu.map(|c| c as f64 / (wall.as_nanos() as f64 * cores as f64)),
         rss_before,
         rss_idle,

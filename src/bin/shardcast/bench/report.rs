@@ -19,6 +19,9 @@ pub(crate) struct Report {
     pub(crate) latency_us: Histogram<u64>,
     pub(crate) server_cpu_ns: Option<u64>,
     pub(crate) loadgen_cpu_ns: Option<u64>,
+    /// Busy time of the whole machine during the load (every process, interrupts and softirqs
+    /// included: loopback TCP's receiving half may run there, charged to nobody's process).
+    pub(crate) machine_cpu_ns: Option<u64>,
     pub(crate) loadgen_cpu_share: Option<f64>,
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_idle: Option<u64>,
@@ -222,11 +225,12 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  CPU            server {} ns/delivery   load generator {} ns/delivery ({} of the machine)",
+            "  CPU            server {} ns/delivery   load generator {} ns/delivery ({} of the machine)   machine {} ns/delivery",
             opt(self.per_delivery(self.server_cpu_ns), 0),
             opt(self.per_delivery(self.loadgen_cpu_ns), 0),
             self.loadgen_cpu_share
                 .map_or("n/a".into(), |f| format!("{:.0}%", f * 100.0)),
+            opt(self.per_delivery(self.machine_cpu_ns), 0),
         );
         let _ = writeln!(
             s,
@@ -271,7 +275,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -291,6 +295,7 @@ impl Report {
             self.latency_us.max(),
             json_num(self.per_delivery(self.server_cpu_ns)),
             json_num(self.per_delivery(self.loadgen_cpu_ns)),
+            json_num(self.per_delivery(self.machine_cpu_ns)),
             json_num(self.loadgen_cpu_share),
             json_num(self.rss_per_conn()),
             json_num(self.rss_per_conn_loaded()),
@@ -347,7 +352,8 @@ pub(crate) fn sweep_progress(row: &[Report]) -> String {
 }
 
 /// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
-/// their range), p99 (of the median run) and lost (over all runs), and the first server's ratio
+/// their range), p99, CPU per delivery and memory per connection (of the median run) and lost
+/// (over all runs), and the first server's ratio
 /// to each other one (of the medians, with the range of the ratios of runs side by side).
 pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let Some(first) = rows.first() else {
@@ -358,13 +364,17 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let repeats = first.first().map_or(0, Vec::len);
     let mut s = String::from("| clients | window | payload |");
     for runs in first {
-        let _ = write!(s, " {0} deliveries/s | {0} p99 | {0} lost |", name(runs));
+        let _ = write!(
+            s,
+            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} B/connection, idle / loaded |",
+            name(runs)
+        );
     }
     for runs in first.iter().skip(1) {
         let _ = write!(s, " {} / {} |", base_name, name(runs));
     }
     s.push('\n');
-    let columns = 3 + first.len() * 3 + first.len().saturating_sub(1);
+    let columns = 3 + first.len() * 5 + first.len().saturating_sub(1);
     s.push_str(&"|---".repeat(columns));
     s.push_str("|\n");
     for row in rows {
@@ -378,7 +388,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
         );
         for runs in row {
             let Some(median) = median_run(runs) else {
-                s.push_str(" - | - | - |");
+                s.push_str(" - | - | - | - | - |");
                 continue;
             };
             let rates: Vec<f64> = runs.iter().map(Report::deliveries_per_sec).collect();
@@ -393,11 +403,15 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             };
             let _ = write!(
                 s,
-                " {}{} | {} | {} |",
+                " {}{} | {} | {} | {} / {} | {} / {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
                 p99,
-                runs.iter().map(|r| r.lost).sum::<u64>()
+                runs.iter().map(|r| r.lost).sum::<u64>(),
+                opt(median.per_delivery(median.server_cpu_ns), 0),
+                opt(median.per_delivery(median.machine_cpu_ns), 0),
+                opt(median.rss_per_conn(), 0),
+                opt(median.rss_per_conn_loaded(), 0),
             );
         }
         let base_runs = &row[0];

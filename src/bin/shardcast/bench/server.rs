@@ -554,6 +554,23 @@ pub(crate) fn cpu_ns(pid: u32) -> Option<u64> {
     Some(total)
 }
 
+/// Busy time of the whole machine since boot, in nanoseconds: every CPU's time in `/proc/stat`
+/// but idle and I/O wait (in clock ticks, 10 ms each where `USER_HZ` is 100, as on Linux).
+pub(crate) fn machine_busy_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().find(|l| l.starts_with("cpu "))?;
+    let ticks: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|t| t.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal (guest time is inside user already).
+    let busy: u64 = ticks.iter().take(8).sum::<u64>()
+        - ticks.get(3).copied().unwrap_or(0)
+        - ticks.get(4).copied().unwrap_or(0);
+    Some(busy * 10_000_000)
+}
+
 /// Resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
