@@ -116,14 +116,14 @@ pub enum Driver {
     /// run (not Unix, or `epoll` refused), every connection is served as with `Tasks`.
     #[default]
     EventLoop,
-    /// The event loop, with the writes of each pass going to the kernel as one `io_uring`
-    /// submission (one system call for all the clients a pass flushes) instead of one `write`
-    /// each; reads and readiness as with `EventLoop`. Needs Linux and the crate feature
+    /// The event loop, with the writes of each pass going to the kernel in `io_uring`
+    /// submissions (one system call for up to 16 clients' sends) instead of one `write` each;
+    /// reads and readiness as with `EventLoop`. Needs Linux and the crate feature
     /// `io-uring` (on by default). Where the ring cannot be set up (an older kernel, a
     /// container's seccomp policy, `kernel.io_uring_disabled`) the shard logs a warning and
     /// runs as `EventLoop`; [`ShardStats::io_uring_rings`](crate::ShardStats::io_uring_rings)
-    /// says which shards have one. A ring costs each shard about 100 KiB (its queues), not
-    /// each connection.
+    /// says which shards have one. A ring costs each shard a few KiB (its queues), not each
+    /// connection.
     IoUring,
     /// Every connection is a task of its shard's runtime, registered with the runtime's
     /// reactor: about 590 bytes more heap per connection than the event loop (the task, its
@@ -260,9 +260,9 @@ pub struct Config {
     /// at most `shards x inbox_capacity + n` events wait, each no larger than
     /// `message_bytes_max`. Default: 256.
     pub inbox_capacity: usize,
-    /// With [`Driver::IoUring`]: the size of each shard's ring, in sends it stages at most
-    /// before it submits them. Not public: nothing asks to tune it yet; a test sets it to 0,
-    /// which the kernel refuses, to see the driver fall back.
+    /// With [`Driver::IoUring`]: the size of each shard's ring (its submission queue; the
+    /// loop stages at most 16 sends before it submits them). Not public: nothing asks to tune
+    /// it yet; a test sets it to 0, which the kernel refuses, to see the driver fall back.
     pub(crate) io_uring_entries: u32,
 }
 
@@ -301,7 +301,7 @@ impl Default for Config {
             driver: Driver::EventLoop,
             inbox: false,
             inbox_capacity: 256,
-            io_uring_entries: 1024,
+            io_uring_entries: 32,
         }
     }
 }

@@ -4,8 +4,9 @@
 //! The loop stages a send per client it flushes ([`Ring::send`]): the client's gathered bytes,
 //! owned (runs of small frames copied into the ring's arena and split off it, larger frames
 //! shared by reference count), and the client's socket, lent to the operation. [`Ring::submit`]
-//! hands every staged send to the kernel in one `io_uring_enter` and gives back each socket
+//! hands the staged sends to the kernel in one `io_uring_enter` and gives back each socket
 //! with what its send did, as a `write` would have said: a count, would-block, or an error.
+//! A pass submits every [`SENDS_PER_SUBMISSION`] sends, and once at its end.
 //!
 //! Every send carries `MSG_DONTWAIT`: the kernel tries it at once, during the submission, and
 //! completes it with `EAGAIN` rather than waiting for room. So a submission's sends are done
@@ -18,8 +19,8 @@
 //!
 //! # Bounds
 //!
-//! - At most `Config::io_uring_entries` (1024) sends are staged at once, the size of the
-//!   submission queue; the loop submits when it has staged that many.
+//! - At most [`SENDS_PER_SUBMISSION`] sends are staged at once (and never more than the ring's
+//!   `Config::io_uring_entries`, 32); the loop submits when it has staged that many.
 //! - The arena holds the copied runs of the staged sends, at most [`BATCH_COPY_BYTES_MAX`] (the
 //!   loop submits before a send would pass it) plus one client's `write_buffer_bytes`; it is
 //!   reused once a batch is done.
@@ -33,6 +34,15 @@ use compio_driver::{Key, Proactor, PushEntry};
 use std::io;
 use std::rc::Rc;
 use std::time::Duration;
+
+/// Sends staged at most before the loop submits them. Small batches keep the pipeline going:
+/// the first clients' bytes leave while the loop gathers the next ones' (so that their readers
+/// work meanwhile, on another core), and a batch's copies are still in the cache when the
+/// kernel sends them. Measured at 1,000 clients, window 16 (`bench --server embedded-uring`,
+/// four runs each, taking turns, noisy machine): 16 a submission gave 1.60M deliveries/s and
+/// 1,001 ns of machine CPU per delivery, against 1.42M and 1,063 ns for the whole pass in one
+/// submission, 1.45M for 64, 1.33M for 4, and 1.42M and 1,143 ns for a `write` each.
+pub(crate) const SENDS_PER_SUBMISSION: usize = 16;
 
 /// Bytes the staged sends' copied runs may hold at most before the loop submits them.
 pub(crate) const BATCH_COPY_BYTES_MAX: usize = 1 << 20;
@@ -74,7 +84,7 @@ pub(crate) struct Sent {
 pub(crate) struct Ring {
     proactor: Proactor,
     /// Sends staged at most before they are submitted.
-    entries: usize,
+    batch: usize,
     /// Copied runs of the staged sends.
     arena: BytesMut,
     /// Bytes copied into `arena` since the last submission.
@@ -95,7 +105,7 @@ impl Ring {
         let proactor = Proactor::builder().capacity(entries).build()?;
         Ok(Ring {
             proactor,
-            entries: entries as usize,
+            batch: SENDS_PER_SUBMISSION.min(entries as usize),
             arena: BytesMut::with_capacity(ARENA_BLOCK_BYTES),
             copied: 0,
             flights: Vec::new(),
@@ -107,7 +117,7 @@ impl Ring {
 
     /// Whether a send of up to `copy` more copied bytes must wait for a submission first.
     pub(crate) fn full(&self, copy: usize) -> bool {
-        self.flights.len() >= self.entries
+        self.flights.len() >= self.batch
             || (self.copied > 0 && self.copied + copy > BATCH_COPY_BYTES_MAX)
     }
 
