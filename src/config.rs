@@ -105,30 +105,43 @@ impl Default for Coalescing {
 /// Chosen with [`Builder::driver`](crate::Builder::driver); when it is not chosen, the
 /// environment variable `SHARDCAST_DRIVER` (`event-loop`, `io-uring` or `tasks`) picks it, so that a test
 /// suite or a comparison can run on either driver without a change to the code.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+///
+/// The default is [`Driver::IoUring`] on Linux with the crate feature `io-uring` (on by
+/// default), else [`Driver::EventLoop`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Driver {
-    /// The default. One event loop per shard serves every plain TCP connection of that shard
-    /// once its upgrade is done (`epoll`, through `mio`): no task and no reactor registration
-    /// per connection, so a connection costs its client record, its parser and its socket
-    /// (about 270 bytes of heap when idle, at 10,000 clients). Other streams (wrapped, TLS,
-    /// in-memory, a framework's) are served as with [`Driver::Tasks`]. Where the loop cannot
-    /// run (not Unix, or `epoll` refused), every connection is served as with `Tasks`.
-    #[default]
+    /// One event loop per shard serves every plain TCP connection of that shard once its
+    /// upgrade is done (`epoll`, through `mio`), with one `write` per client it flushes: no
+    /// task and no reactor registration per connection, so a connection costs its client
+    /// record, its parser and its socket (about 270 bytes of heap when idle, at 10,000
+    /// clients). Other streams (wrapped, TLS, in-memory, a framework's) are served as with
+    /// [`Driver::Tasks`]. Where the loop cannot run (not Unix, or `epoll` refused), every
+    /// connection is served as with `Tasks`. The default where `IoUring` is not built.
     EventLoop,
-    /// The event loop, with the writes of each pass going to the kernel in `io_uring`
-    /// submissions (one system call for up to 16 clients' sends) instead of one `write` each;
-    /// reads and readiness as with `EventLoop`. Needs Linux and the crate feature
-    /// `io-uring` (on by default). Where the ring cannot be set up (an older kernel, a
-    /// container's seccomp policy, `kernel.io_uring_disabled`) the shard logs a warning and
-    /// runs as `EventLoop`; [`ShardStats::io_uring_rings`](crate::ShardStats::io_uring_rings)
-    /// says which shards have one. A ring costs each shard a few KiB (its queues), not each
-    /// connection.
+    /// The default on Linux. The event loop, with the writes of each pass going to the kernel
+    /// in `io_uring` submissions (one system call for up to 16 clients' sends) instead of one
+    /// `write` each; reads and readiness as with `EventLoop`. Needs Linux and the crate feature
+    /// `io-uring` (on by default; without it this runs as `EventLoop`). Where the ring cannot
+    /// be set up (an older kernel, a container's seccomp policy, `kernel.io_uring_disabled`)
+    /// the shard logs a warning and runs as `EventLoop`;
+    /// [`ShardStats::io_uring_rings`](crate::ShardStats::io_uring_rings) says which shards
+    /// have one. A ring costs each shard a few KiB (its queues), not each connection.
     IoUring,
     /// Every connection is a task of its shard's runtime, registered with the runtime's
     /// reactor: about 590 bytes more heap per connection than the event loop (the task, its
     /// reactor registration, the boxed stream).
     Tasks,
+}
+
+impl Default for Driver {
+    fn default() -> Driver {
+        if cfg!(all(target_os = "linux", feature = "io-uring")) {
+            Driver::IoUring
+        } else {
+            Driver::EventLoop
+        }
+    }
 }
 
 impl Driver {
@@ -245,8 +258,8 @@ pub struct Config {
     /// [`BridgeDrops::disconnected`](crate::BridgeDrops::disconnected)). Default: off
     /// (`Builder::build` fails).
     pub bridge_optional: bool,
-    /// How shards move their connections' bytes. Default: [`Driver::EventLoop`] (see
-    /// [`Driver`] for `SHARDCAST_DRIVER`).
+    /// How shards move their connections' bytes. Default: [`Driver::IoUring`] on Linux,
+    /// else [`Driver::EventLoop`] (see [`Driver`], and for `SHARDCAST_DRIVER`).
     pub driver: Driver,
     /// Hand clients' messages and lifecycle events to an [`Inbox`](crate::Inbox) (taken with
     /// [`Engine::inbox`](crate::Engine::inbox)), for code that must await; a
@@ -298,7 +311,7 @@ impl Default for Config {
             bridge_inbound_capacity: 8192,
             bridge_unsubscribe_delay: Duration::from_secs(1),
             bridge_optional: false,
-            driver: Driver::EventLoop,
+            driver: Driver::default(),
             inbox: false,
             inbox_capacity: 256,
             io_uring_entries: 32,

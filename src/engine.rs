@@ -1438,9 +1438,10 @@ impl Builder {
     }
 
     /// How shards move their connections' bytes: one event loop per shard for plain TCP
-    /// connections, or a task per connection. Default: [`Driver::EventLoop`], unless the
-    /// environment variable `SHARDCAST_DRIVER` says `tasks` (see [`Driver`]); a driver chosen
-    /// here wins over the variable.
+    /// connections (writing through `io_uring`, or with a `write` per client), or a task per
+    /// connection. Default: [`Driver::IoUring`] on Linux, else [`Driver::EventLoop`], unless
+    /// the environment variable `SHARDCAST_DRIVER` names another (see [`Driver`]); a driver
+    /// chosen here wins over the variable.
     ///
     /// ```
     /// use shardcast::Driver;

@@ -173,10 +173,12 @@ pub struct ShardStats {
     pub topics: u64,
     /// Subscriptions of this shard's clients now.
     pub subscriptions: u64,
-    /// Connections the shard's event loop serves now ([`Driver::EventLoop`]), from the end of
-    /// their upgrade until their socket is closed; the others are served by tasks.
+    /// Connections the shard's event loop serves now ([`Driver::EventLoop`] or
+    /// [`Driver::IoUring`]), from the end of their upgrade until their socket is closed; the
+    /// others are served by tasks.
     ///
     /// [`Driver::EventLoop`]: crate::Driver::EventLoop
+    /// [`Driver::IoUring`]: crate::Driver::IoUring
     pub event_loop_connections: u64,
     /// 1 if this shard's event loop writes through an `io_uring` ([`Driver::IoUring`], set
     /// up), else 0; in the total, the shards that do.

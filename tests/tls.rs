@@ -433,11 +433,12 @@ fn a_sweep_puts_ws_and_wss_side_by_side() {
         .find(|l| l.starts_with("| 10 | 4 |"))
         .unwrap_or_else(|| panic!("no row for 10 clients, window 4:\n{stdout}"));
     let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-    // | clients | window | payload | ws: deliveries/s, p99, lost | wss: the same | ratio |
+    // | clients | window | payload | ws: deliveries/s, p99, lost, CPU, memory | wss: the same
+    // | ratio |
     assert_eq!(cells.get(6), Some(&"0"), "ws lost frames: {row}");
-    assert_eq!(cells.get(9), Some(&"0"), "wss lost frames: {row}");
+    assert_eq!(cells.get(11), Some(&"0"), "wss lost frames: {row}");
     assert!(
-        cells.get(10).is_some_and(|ratio| ratio.ends_with('x')),
+        cells.get(14).is_some_and(|ratio| ratio.ends_with('x')),
         "no ratio in {row}"
     );
 }

@@ -1,4 +1,5 @@
-//! The event loop of a shard ([`Driver::EventLoop`]): the shard's plain TCP connections, served
+//! The event loop of a shard ([`Driver::EventLoop`], and [`Driver::IoUring`] whose writes go
+//! through `ring`): the shard's plain TCP connections, served
 //! with no task of their own once their opening (`open`) is done.
 //!
 //! One `mio::Poll` per shard holds the sockets of its connections, each registered once,
@@ -16,7 +17,8 @@
 //! 2. reads each socket on the read list once (one `read_buffer_bytes`), and lets the core
 //!    decide (`session::ingest`: parse, answer, call the handler, relay);
 //! 3. ends lingering connections past their close timeout, and lets delayed flushes go;
-//! 4. flushes every client touched since the last pass once, many frames per write.
+//! 4. flushes every client touched since the last pass once, many frames per write (with a
+//!    ring, in submissions of up to 16 sends: `ring`).
 //!
 //! Between passes the loop waits for the shard's reactor to report socket events (a readable
 //! socket joins the read list, a writable one the flush list), for a client to be touched, or
@@ -46,6 +48,7 @@
 //! when it is dropped.
 //!
 //! [`Driver::EventLoop`]: crate::Driver::EventLoop
+//! [`Driver::IoUring`]: crate::Driver::IoUring
 
 use super::conn::Ended;
 use super::outbound::IoSlices;

@@ -40,7 +40,7 @@ pub(crate) struct Shared {
     pub(crate) idle: Notify,
     /// Cancelled at shutdown: accept loops stop.
     pub(crate) stop_accepting: CancellationToken,
-    /// The way into the shard's event loop, if it runs (`Driver::EventLoop`).
+    /// The way into the shard's event loop, if it runs (`Driver::EventLoop` or `Driver::IoUring`).
     #[cfg(unix)]
     pub(crate) inbox: Option<RefCell<super::evloop::Inbox>>,
     /// The way into this shard's inbox queue, if the engine has an inbox.

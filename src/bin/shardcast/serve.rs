@@ -49,9 +49,10 @@ pub(crate) struct Args {
     /// What to do with a client whose queue is full.
     #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
     pub(crate) slow_consumer: Policy,
-    /// How shards move their connections' bytes: `event-loop` (one per shard for plain TCP
-    /// connections) or `tasks` (a task per connection). Default: `SHARDCAST_DRIVER` if set,
-    /// else `event-loop`.
+    /// How shards move their connections' bytes: `io-uring` (an event loop per shard for
+    /// plain TCP connections, its writes in io_uring submissions), `event-loop` (the same with
+    /// a `write` per client) or `tasks` (a task per connection). Default: `SHARDCAST_DRIVER` if
+    /// set, else `io-uring` on Linux (`event-loop` where io_uring is refused).
     #[arg(long, value_enum)]
     pub(crate) driver: Option<DriverArg>,
     /// Run the naive baseline (tokio-tungstenite, a task per client, a tokio broadcast

@@ -17,7 +17,8 @@ use std::time::Duration;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum Kind {
     /// shardcast's engine (`shardcast serve`), started by the bench, on its default driver
-    /// (the event loop, unless `SHARDCAST_DRIVER` says otherwise).
+    /// (the event loop writing through io_uring on Linux, unless `SHARDCAST_DRIVER` says
+    /// otherwise).
     Embedded,
     /// shardcast's engine with a task per connection (`shardcast serve --driver tasks`),
     /// started by the bench: to compare the drivers side by side.
