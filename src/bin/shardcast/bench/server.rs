@@ -181,15 +181,10 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Embedded
-            | Kind::EmbeddedTasks
-            | Kind::EmbeddedEpoll
-            | Kind::EmbeddedUring
-            | Kind::EmbeddedTls
-            | Kind::Axum
-            | Kind::Naive => serve_command(kind, options, nats)?,
             Kind::Bun => baselines::bun(options.topics)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
+            // Every other kind is ours (`Kind::is_shardcast`).
+            _ => serve_command(kind, options, nats)?,
         };
         let control = kind.is_shardcast();
         // A baseline's own errors (a missing `node`, a crash) are worth seeing; it writes
