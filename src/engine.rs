@@ -945,7 +945,7 @@ impl Engine {
         let bridged = (self.inner.link.as_ref()).map(|l| (l, payloads.clone(), audience.clone()));
         shard::send_each(permits, payloads, audience);
         if let Some((link, payloads, audience)) = bridged {
-            link.offer(payloads, audience);
+            link.offer_one(payloads, audience);
         }
     }
 

@@ -330,9 +330,11 @@ impl Stats {
 pub(crate) struct BridgeCounters {
     /// 1 while the broker connection is up (gauge).
     pub(crate) connected: AtomicU64,
-    /// Messages published to the broker.
+    /// Broadcasts published to the broker (once per channel).
     pub(crate) published: AtomicU64,
-    /// Messages received from the broker.
+    /// Messages published to the broker (each carries one or more broadcasts).
+    pub(crate) messages: AtomicU64,
+    /// Broadcasts received from the broker.
     pub(crate) received: AtomicU64,
     /// Received broadcasts handed to the local shards.
     pub(crate) delivered: AtomicU64,
@@ -348,11 +350,11 @@ pub(crate) struct BridgeCounters {
     pub(crate) outbound_full: AtomicU64,
     /// Broadcasts not published: the broker was not connected.
     pub(crate) disconnected: AtomicU64,
-    /// Messages the broker refused to publish (too large, invalid).
+    /// Broadcasts the broker refused to publish (too large, invalid).
     pub(crate) publish_failed: AtomicU64,
     /// Broadcasts not published: the bridge had stopped.
     pub(crate) stopped: AtomicU64,
-    /// Received messages dropped: the inbound queue was full.
+    /// Received broadcasts dropped: the inbound queue was full.
     pub(crate) inbound_full: AtomicU64,
     /// Received messages dropped: not well-formed frames, or unreadable headers or subject.
     pub(crate) malformed: AtomicU64,
@@ -379,11 +381,11 @@ pub struct BridgeDrops {
     /// Local broadcasts not published: the broker was not connected (an outage, or
     /// `bridge_optional` before the first connection).
     pub disconnected: u64,
-    /// Messages the broker refused to publish (larger than its payload limit, say).
+    /// Local broadcasts the broker refused to publish (larger than its payload limit, say).
     pub publish_failed: u64,
     /// Local broadcasts not published: the bridge had stopped (shutdown).
     pub stopped: u64,
-    /// Received messages dropped: the inbound queue
+    /// Received broadcasts dropped: the inbound queue
     /// ([`Config::bridge_inbound_capacity`](crate::Config::bridge_inbound_capacity)) was full.
     pub inbound_full: u64,
     /// Received messages dropped as malformed: not complete final text or binary frames, or
@@ -402,10 +404,14 @@ pub struct BridgeDrops {
 pub struct BridgeStats {
     /// Whether the broker connection is up now.
     pub connected: bool,
-    /// Messages published to the broker: one per local broadcast to everyone, one per topic
-    /// of a local broadcast to topics.
+    /// Local broadcasts published to the broker: one per broadcast to everyone, one per topic
+    /// of a broadcast to topics.
     pub published: u64,
-    /// Messages received from the broker (other nodes' broadcasts this node subscribes to).
+    /// Messages published to the broker: at most one per broadcast counted in `published`,
+    /// as consecutive broadcasts with the same audience travel together
+    /// ([`BROADCASTS_PER_MESSAGE_MAX`](crate::bridge::BROADCASTS_PER_MESSAGE_MAX)).
+    pub messages: u64,
+    /// Broadcasts received from the broker (other nodes' broadcasts this node subscribes to).
     pub received: u64,
     /// Received broadcasts handed to the local shards. A broadcast to several topics arrives
     /// once per topic this node subscribes to, and is delivered once.
@@ -429,6 +435,7 @@ impl BridgeStats {
         BridgeStats {
             connected: r(&c.connected) != 0,
             published: r(&c.published),
+            messages: r(&c.messages),
             received: r(&c.received),
             delivered: r(&c.delivered),
             subscriptions: r(&c.subscriptions),

@@ -174,6 +174,25 @@ fn bench_on_two_nodes(test: &str, args: &[&str]) -> Option<String> {
     Some(bench("embedded", &[&nodes[..], args].concat()))
 }
 
+/// Checks that the nodes published at most one NATS message per publication (fewer where
+/// consecutive broadcasts travelled together), and some.
+fn assert_at_most_one_message_per_publication(report: &str) {
+    let key = "\"broker_messages_per_publish\":";
+    let at = report
+        .find(key)
+        .unwrap_or_else(|| panic!("no {key} in {report}"))
+        + key.len();
+    let ratio: f64 = report[at..]
+        .split([',', '}'])
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{key} is not a number in {report}"));
+    assert!(
+        ratio > 0.0 && ratio <= 1.0,
+        "at most one NATS message per publication: {report}"
+    );
+}
+
 /// The integer at `key` inside the object at `object` of the report.
 fn nested(report: &str, object: &str, key: &str) -> u64 {
     let at = report
@@ -183,8 +202,9 @@ fn nested(report: &str, object: &str, key: &str) -> u64 {
 }
 
 #[test]
-fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast() {
-    let test = "bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast";
+fn bench_across_two_nodes_reaches_every_client_and_publishes_at_most_once_per_broadcast() {
+    let test =
+        "bench_across_two_nodes_reaches_every_client_and_publishes_at_most_once_per_broadcast";
     let Some(report) = bench_on_two_nodes(test, &["--clients", "40", "--rounds", "30"]) else {
         return;
     };
@@ -203,10 +223,7 @@ fn bench_across_two_nodes_reaches_every_client_and_publishes_once_per_broadcast(
         20 * 30 * 16,
         "{report}"
     );
-    assert!(
-        report.contains("\"broker_messages_per_publish\":1.000"),
-        "one NATS message per broadcast: {report}"
-    );
+    assert_at_most_one_message_per_publication(&report);
 }
 
 #[test]
@@ -221,8 +238,5 @@ fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribe
         nested(&report, "cross_node_latency_us", "count") > 0,
         "{report}"
     );
-    assert!(
-        report.contains("\"broker_messages_per_publish\":1.000"),
-        "one NATS message per publication: {report}"
-    );
+    assert_at_most_one_message_per_publication(&report);
 }

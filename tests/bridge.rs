@@ -68,6 +68,7 @@ impl Connection for Link {
                     authenticated_only: p.authenticated_only,
                     topics: p.topics.map(<[Topic]>::to_vec),
                     frames: p.frames.clone(),
+                    broadcasts: p.broadcasts,
                 });
             }
         }
@@ -86,7 +87,8 @@ impl Connection for Link {
     async fn sync(&self) {}
 }
 
-/// `sub T` subscribes and answers `ok`; anything else is broadcast to everyone but its sender.
+/// `sub T` subscribes and answers `ok`; `burst N` broadcasts `0` to `N-1` to everyone but its
+/// sender; anything else is broadcast to everyone but its sender.
 struct Relay;
 
 impl Handler for Relay {
@@ -95,12 +97,15 @@ impl Handler for Relay {
             return;
         };
         let id = ctx.id();
-        match text.strip_prefix("sub ") {
-            Some(topic) => {
-                ctx.subscribe(topic).expect("subscribe");
-                ctx.send(id, Payload::text("ok"));
+        if let Some(topic) = text.strip_prefix("sub ") {
+            ctx.subscribe(topic).expect("subscribe");
+            ctx.send(id, Payload::text("ok"));
+        } else if let Some(n) = text.strip_prefix("burst ") {
+            for i in 0..n.parse::<usize>().expect("a count") {
+                ctx.broadcast(Payload::text(i.to_string()), Audience::ALL.except(id));
             }
-            None => ctx.broadcast(Payload::text(text), Audience::ALL.except(id)),
+        } else {
+            ctx.broadcast(Payload::text(text), Audience::ALL.except(id));
         }
     }
 }
@@ -147,6 +152,27 @@ async fn a_handlers_broadcast_crosses_nodes_once_and_except_stays_on_the_origin(
 }
 
 #[tokio::test]
+async fn broadcasts_a_handler_makes_in_one_read_cross_in_one_message_in_order() {
+    let hub = Hub::default();
+    let (a, a_addr) = node(&hub).await;
+    let (b, b_addr) = node(&hub).await;
+    let mut sender = connect(&a, a_addr).await;
+    let mut far = connect(&b, b_addr).await;
+    send_text(&mut sender, "burst 10").await;
+    for i in 0..10 {
+        assert_eq!(next_text(&mut far).await, i.to_string());
+    }
+    let counted = |e: &Engine| {
+        let s = e.stats().bridge;
+        (s.published, s.messages, s.received, s.delivered)
+    };
+    eventually(|| counted(&b) == (0, 0, 10, 10)).await;
+    assert_eq!(counted(&a), (10, 1, 0, 0), "ten broadcasts, one message");
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
+#[tokio::test]
 async fn a_topic_reaches_another_node_only_while_it_has_subscribers() {
     let hub = Hub::default();
     let (a, _) = node(&hub).await;
@@ -186,6 +212,7 @@ async fn malformed_frames_from_the_broker_are_counted_and_dropped() {
             authenticated_only: false,
             topics: None,
             frames: bytes::Bytes::from_static(frames),
+            broadcasts: 1,
         })
     };
     offer(b"\x81\x05hel"); // truncated

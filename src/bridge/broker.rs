@@ -24,7 +24,18 @@ pub enum Channel {
     Topic(Topic),
 }
 
-/// One message to publish: a local broadcast, for one channel.
+/// The most broadcasts one broker message carries. The publisher puts consecutive queued
+/// broadcasts for the same channel and audience in one message (at most this many, and at
+/// most [`MESSAGE_BYTES_MAX`] of frames), so that the receiving node hands its shards a run of
+/// frames that its clients get in one write, as local clients do.
+pub const BROADCASTS_PER_MESSAGE_MAX: usize = 64;
+
+/// The most frame bytes the publisher copies into one message to join broadcasts (a
+/// broadcast larger than this travels alone, and a single frame is never copied).
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
+
+/// One message to publish: one or more local broadcasts (consecutive, with the same
+/// audience), for one channel.
 #[derive(Clone, Copy, Debug)]
 pub struct Publication<'a> {
     /// Where it goes.
@@ -35,8 +46,12 @@ pub struct Publication<'a> {
     /// topic's channel; the receiving node delivers one of the copies, see [`Received`]).
     pub topics: Option<&'a [Topic]>,
     /// Its complete WebSocket frames, as clients receive them: one frame (the bytes of
-    /// [`Payload::frame`], not copied), or a batch's frames one after the other.
+    /// [`Payload::frame`], not copied), or the frames of a batch or of several broadcasts one
+    /// after the other.
     pub frames: &'a Bytes,
+    /// How many broadcasts the frames are (1 to [`BROADCASTS_PER_MESSAGE_MAX`]); a broker
+    /// carries it so that the receiving node counts broadcasts, not messages.
+    pub broadcasts: usize,
 }
 
 /// One message received from another node, as the broker decoded it.
@@ -51,6 +66,20 @@ pub struct Received {
     /// Its frames, handed to the shards as they are (each must be a complete, final, unmasked
     /// text or binary frame; anything else is dropped and counted).
     pub frames: Bytes,
+    /// How many broadcasts they are ([`Publication::broadcasts`]; 1 to
+    /// [`BROADCASTS_PER_MESSAGE_MAX`], counted as 1 outside that range).
+    pub broadcasts: usize,
+}
+
+impl Received {
+    /// The broadcasts it carries, as counted: within 1 to [`BROADCASTS_PER_MESSAGE_MAX`].
+    pub(crate) fn counted(&self) -> u64 {
+        if (1..=BROADCASTS_PER_MESSAGE_MAX).contains(&self.broadcasts) {
+            self.broadcasts as u64
+        } else {
+            1
+        }
+    }
 }
 
 /// The queue into which a broker hands what it receives, and its counters. Never waits.
@@ -68,12 +97,13 @@ impl Inbound {
     }
 
     /// Queues a received message for the local shards; if the queue is full, drops it and
-    /// counts it (`dropped.inbound_full`).
+    /// counts its broadcasts (`dropped.inbound_full`).
     pub fn offer(&self, received: Received) {
         let counters = &self.link.counters;
-        add(&counters.received, 1);
+        let n = received.counted();
+        add(&counters.received, n);
         if self.tx.try_send(received).is_err() {
-            add(&counters.inbound_full, 1);
+            add(&counters.inbound_full, n);
         }
     }
 

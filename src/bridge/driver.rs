@@ -14,7 +14,10 @@
 //! On `stop`, the publisher publishes what is already queued (for at most a second), then the
 //! thread drops its runtime, which closes the connection.
 
-use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, split};
+use super::broker::{
+    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, MESSAGE_BYTES_MAX,
+    Publication, Received, split,
+};
 use super::link::{Link, Outgoing, Topics};
 use crate::config::Config;
 use crate::error::BuildError;
@@ -124,45 +127,89 @@ async fn run<B: Broker>(
     follow.abort();
 }
 
-/// Publishes each queued broadcast, in queue order, until `stop`; then what is left, for at
-/// most [`GRACE`].
+/// Publishes the queued broadcasts, in queue order, until `stop`; then what is left, for at
+/// most [`GRACE`]. Takes what is queued at once, and joins consecutive broadcasts for the
+/// same channel into one message ([`joined`]).
 async fn publish<C: Connection>(
     connection: &C,
     mut outbound: mpsc::Receiver<Outgoing>,
     link: &Link,
     stop: &CancellationToken,
 ) {
+    let mut queued = Vec::with_capacity(BROADCASTS_PER_MESSAGE_MAX);
     loop {
         tokio::select! {
             biased;
             () = stop.cancelled() => break,
-            next = outbound.recv() => match next {
-                Some(outgoing) => publish_one(connection, outgoing, link).await,
-                None => return,
-            },
+            n = outbound.recv_many(&mut queued, BROADCASTS_PER_MESSAGE_MAX) => {
+                if n == 0 {
+                    return;
+                }
+                publish_queued(connection, &mut queued, link).await;
+            }
         }
     }
     outbound.close();
     let rest = async {
-        while let Some(outgoing) = outbound.recv().await {
-            publish_one(connection, outgoing, link).await;
+        while outbound
+            .recv_many(&mut queued, BROADCASTS_PER_MESSAGE_MAX)
+            .await
+            > 0
+        {
+            publish_queued(connection, &mut queued, link).await;
         }
         connection.sync().await;
     };
     let _ = tokio::time::timeout(GRACE, rest).await;
 }
 
-/// Publishes one broadcast: once on the channel for everyone, or once per topic. Dropped and
-/// counted while the broker is not connected (at most once: never queued for a later
-/// connection).
-async fn publish_one<C: Connection>(connection: &C, outgoing: Outgoing, link: &Link) {
+/// Publishes and empties `queued`, a message per run of broadcasts [`joined`] finds.
+async fn publish_queued<C: Connection>(connection: &C, queued: &mut Vec<Outgoing>, link: &Link) {
+    let mut start = 0;
+    while start < queued.len() {
+        let end = start + joined(&queued[start..]);
+        publish_run(connection, &queued[start..end], link).await;
+        start = end;
+    }
+    queued.clear();
+}
+
+/// How many of the entries at the front of `queued` travel in one message (at least one):
+/// those with the same channel and flags as the first (so order within a channel is kept and
+/// a receiving node treats them alike), at most [`BROADCASTS_PER_MESSAGE_MAX`] broadcasts, and,
+/// beyond the first entry, at most [`MESSAGE_BYTES_MAX`] of frames in all.
+fn joined(queued: &[Outgoing]) -> usize {
+    let Some(first) = queued.first() else {
+        return 0;
+    };
+    let (mut broadcasts, mut bytes) = (first.broadcasts, first.bytes());
+    let mut n = 1;
+    for next in &queued[1..] {
+        broadcasts += next.broadcasts;
+        bytes += next.bytes();
+        if !first.same_channel(next)
+            || broadcasts > BROADCASTS_PER_MESSAGE_MAX
+            || bytes > MESSAGE_BYTES_MAX
+        {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
+/// Publishes a run of broadcasts with one audience as one message: on the channel for
+/// everyone, or once per topic. Dropped and counted while the broker is not connected (at
+/// most once: never queued for a later connection).
+async fn publish_run<C: Connection>(connection: &C, run: &[Outgoing], link: &Link) {
     let counters = &link.counters;
+    let broadcasts = run.iter().map(|o| o.broadcasts).sum();
     if !connection.is_connected() {
-        add(&counters.disconnected, 1);
+        add(&counters.disconnected, broadcasts as u64);
         return;
     }
-    let Outgoing { payloads, audience } = outgoing;
-    let frames = frames_of(&payloads);
+    let audience = &run[0].audience;
+    let frames = frames_of(run);
     let authenticated_only = audience.is_authenticated_only();
     let Some(topics) = audience.topic_filter() else {
         let publication = Publication {
@@ -170,8 +217,9 @@ async fn publish_one<C: Connection>(connection: &C, outgoing: Outgoing, link: &L
             authenticated_only,
             topics: None,
             frames: &frames,
+            broadcasts,
         };
-        return count(connection.publish(publication).await, link);
+        return count(connection.publish(publication).await, broadcasts, link);
     };
     let several = Some(topics).filter(|t| t.len() > 1);
     for topic in topics.iter().filter(|t| !t.as_str().is_empty()) {
@@ -181,34 +229,38 @@ async fn publish_one<C: Connection>(connection: &C, outgoing: Outgoing, link: &L
             authenticated_only,
             topics: several,
             frames: &frames,
+            broadcasts,
         };
-        count(connection.publish(publication).await, link);
+        count(connection.publish(publication).await, broadcasts, link);
     }
 }
 
-fn count(result: Result<(), crate::BridgeError>, link: &Link) {
+fn count(result: Result<(), crate::BridgeError>, broadcasts: usize, link: &Link) {
     match result {
-        Ok(()) => add(&link.counters.published, 1),
+        Ok(()) => {
+            add(&link.counters.published, broadcasts as u64);
+            add(&link.counters.messages, 1);
+        }
         Err(e) => {
             tracing::debug!(error = %e, "publish refused");
-            add(&link.counters.publish_failed, 1);
+            add(&link.counters.publish_failed, broadcasts as u64);
         }
     }
 }
 
-/// The frames of a broadcast as one `Bytes`: a single frame's own bytes (no copy), or a
-/// batch's frames copied one after the other (once per broadcast, at the origin).
-fn frames_of(payloads: &Payloads) -> Bytes {
-    match &payloads[..] {
-        [one] => one.frame().clone(),
-        many => {
-            let mut out = BytesMut::with_capacity(many.iter().map(crate::Payload::len).sum());
-            for p in many {
-                out.put_slice(p.frame());
-            }
-            out.freeze()
-        }
+/// The frames of a run of broadcasts as one `Bytes`: a single frame's own bytes (no copy),
+/// or the frames one after the other (copied once per message, at the origin).
+fn frames_of(run: &[Outgoing]) -> Bytes {
+    if let [one] = run
+        && let [frame] = &one.payloads[..]
+    {
+        return frame.frame().clone();
     }
+    let mut out = BytesMut::with_capacity(run.iter().map(Outgoing::bytes).sum());
+    for p in run.iter().flat_map(|o| o.payloads.iter()) {
+        out.put_slice(p.frame());
+    }
+    out.freeze()
 }
 
 /// Hands each received broadcast to the local shards that may have clients for it (never
@@ -220,6 +272,7 @@ async fn fan_out(
     link: Arc<Link>,
 ) {
     while let Some(received) = inbound.recv().await {
+        let broadcasts = received.counted();
         let Some((payloads, audience)) = admit(received, &link) else {
             continue;
         };
@@ -229,7 +282,7 @@ async fn fan_out(
         };
         // Counted before the sends, which cannot fail once reserved: a client that reads the
         // frame never finds the count behind it.
-        add(&link.counters.delivered, 1);
+        add(&link.counters.delivered, broadcasts);
         send_each(permits, payloads, audience);
     }
 }
@@ -246,6 +299,7 @@ fn admit(received: Received, link: &Link) -> Option<(Payloads, Audience)> {
         authenticated_only,
         topics,
         frames,
+        broadcasts: _,
     } = received;
     let malformed = || add(&link.counters.malformed, 1);
     let payloads = match split(frames) {
@@ -404,6 +458,7 @@ pub(crate) fn plan(
 mod tests {
     use super::*;
     use crate::bridge::link::Registry;
+    use std::sync::atomic::Ordering::Relaxed;
 
     fn step(
         registry: &Registry,
@@ -417,6 +472,110 @@ mod tests {
                 .collect()
         };
         (names(join), names(leave))
+    }
+
+    /// A connection that records what is published: (channel, broadcasts, frames).
+    #[derive(Default)]
+    struct Recorder(std::sync::Mutex<Vec<(Channel, usize, Bytes)>>);
+
+    impl Connection for Recorder {
+        fn is_connected(&self) -> bool {
+            true
+        }
+        async fn publish(&self, p: Publication<'_>) -> Result<(), crate::BridgeError> {
+            let entry = (p.channel.clone(), p.broadcasts, p.frames.clone());
+            self.0.lock().expect("lock").push(entry);
+            Ok(())
+        }
+        async fn subscribe(&self, _: &Topic) -> Result<(), crate::BridgeError> {
+            Ok(())
+        }
+        async fn unsubscribe(&self, _: &Topic) {}
+        async fn sync(&self) {}
+    }
+
+    fn outgoing(body: &[u8], audience: Audience) -> Outgoing {
+        Outgoing {
+            payloads: smallvec::smallvec![crate::Payload::binary(body)],
+            audience,
+            broadcasts: 1,
+        }
+    }
+
+    fn published(queued: Vec<Outgoing>) -> (Vec<(Channel, usize, Bytes)>, Link) {
+        let (tx, _rx) = mpsc::channel(1);
+        let link = Link::new(tx);
+        let recorder = Recorder::default();
+        let mut queued = queued;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("runtime");
+        runtime.block_on(publish_queued(&recorder, &mut queued, &link));
+        assert!(queued.is_empty());
+        (recorder.0.into_inner().expect("lock"), link)
+    }
+
+    #[test]
+    fn consecutive_broadcasts_with_one_audience_travel_in_one_message_in_order() {
+        let news = || Audience::topic(Topic::new("news"));
+        let queued = vec![
+            outgoing(b"a", Audience::ALL),
+            outgoing(b"b", Audience::ALL),
+            outgoing(b"c", news()),
+            outgoing(b"d", news()),
+            outgoing(b"e", Audience::ALL.authenticated()),
+            outgoing(b"f", Audience::ALL),
+        ];
+        let (sent, link) = published(queued);
+        let runs: Vec<(Channel, usize, Vec<Vec<u8>>)> = sent
+            .into_iter()
+            .map(|(channel, n, frames)| {
+                let bodies = split(frames).expect("frames");
+                (
+                    channel,
+                    n,
+                    bodies.iter().map(|p| p.body().to_vec()).collect(),
+                )
+            })
+            .collect();
+        let news = Channel::Topic(Topic::new("news"));
+        assert_eq!(
+            runs,
+            vec![
+                (Channel::Everyone, 2, vec![b"a".to_vec(), b"b".to_vec()]),
+                (news, 2, vec![b"c".to_vec(), b"d".to_vec()]),
+                (Channel::Everyone, 1, vec![b"e".to_vec()]),
+                (Channel::Everyone, 1, vec![b"f".to_vec()]),
+            ]
+        );
+        let c = &link.counters;
+        assert_eq!(
+            (c.published.load(Relaxed), c.messages.load(Relaxed)),
+            (6, 4)
+        );
+    }
+
+    #[test]
+    fn a_message_holds_at_most_its_limits_and_a_lone_frame_is_not_copied() {
+        let many: Vec<Outgoing> = (0..BROADCASTS_PER_MESSAGE_MAX + 1)
+            .map(|_| outgoing(b"x", Audience::ALL))
+            .collect();
+        let counts: Vec<usize> = published(many).0.iter().map(|(_, n, _)| *n).collect();
+        assert_eq!(counts, vec![BROADCASTS_PER_MESSAGE_MAX, 1]);
+
+        let big = vec![0u8; MESSAGE_BYTES_MAX / 2];
+        let large: Vec<Outgoing> = (0..3).map(|_| outgoing(&big, Audience::ALL)).collect();
+        let counts: Vec<usize> = published(large).0.iter().map(|(_, n, _)| *n).collect();
+        assert_eq!(
+            counts,
+            vec![1, 1, 1],
+            "two would pass {MESSAGE_BYTES_MAX} B"
+        );
+
+        let lone = outgoing(&big, Audience::ALL);
+        let frame = lone.payloads[0].frame().clone();
+        let (sent, _) = published(vec![lone]);
+        assert_eq!(sent[0].2.as_ptr(), frame.as_ptr(), "not copied");
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ([`Config::bridge_outbound_capacity`](crate::Config::bridge_outbound_capacity)) is dropped
 //! for the other nodes (it was already delivered locally) and counted.
 
+use super::broker::{BROADCASTS_PER_MESSAGE_MAX, MESSAGE_BYTES_MAX};
 use crate::shard::Payloads;
 use crate::stats::{BridgeCounters, add};
 use crate::{Audience, Topic};
@@ -17,13 +18,86 @@ use std::sync::Mutex;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
-/// One local broadcast, on its way to the other nodes.
+/// One or more local broadcasts with one audience, on their way to the other nodes.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
-    /// Its frames (one, or a batch's, in order).
+    /// Their frames (one, or a batch's, or several broadcasts', in order).
     pub(crate) payloads: Payloads,
-    /// Its audience; `except` is not carried to other nodes.
+    /// Their audience; `except` is not carried to other nodes.
     pub(crate) audience: Audience,
+    /// How many broadcasts they are (1 to `BROADCASTS_PER_MESSAGE_MAX`).
+    pub(crate) broadcasts: usize,
+}
+
+impl Outgoing {
+    /// Whether `self` and `other` go to the same channels with the same flags.
+    pub(crate) fn same_channel(&self, other: &Outgoing) -> bool {
+        self.audience.topic_filter() == other.audience.topic_filter()
+            && self.audience.is_authenticated_only() == other.audience.is_authenticated_only()
+    }
+
+    /// Whether `self` and `other` may travel in one message: the same channel and flags, and
+    /// together within the limits of one message.
+    pub(crate) fn joins(&self, other: &Outgoing) -> bool {
+        self.same_channel(other)
+            && self.broadcasts + other.broadcasts <= BROADCASTS_PER_MESSAGE_MAX
+            && self.bytes() + other.bytes() <= MESSAGE_BYTES_MAX
+    }
+
+    /// Bytes of frames.
+    pub(crate) fn bytes(&self) -> usize {
+        self.payloads.iter().map(crate::Payload::len).sum()
+    }
+}
+
+/// A shard's broadcasts for the other nodes, gathered while it handles one read (or one
+/// round of `on_registered`/`on_removed` calls) and handed to the bridge after it: a client's
+/// burst of messages leaves as one outbound entry per audience, and so as one broker message,
+/// and the receiving node's clients get it in one write each (as this node's clients do).
+///
+/// Bounded: at most [`GATHERED_MAX`] entries; a full list is handed over at once.
+#[derive(Debug, Default)]
+pub(crate) struct Gathered {
+    /// In the order offered.
+    entries: Vec<Outgoing>,
+}
+
+/// The most entries a shard gathers before it hands them to the bridge.
+pub(crate) const GATHERED_MAX: usize = 64;
+
+impl Gathered {
+    /// Adds a broadcast that was delivered locally, joining it to the previous entry where
+    /// they can travel together.
+    pub(crate) fn push(&mut self, link: &Link, payloads: Payloads, audience: Audience) {
+        if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
+            // An audience of nobody, here and everywhere.
+            return;
+        }
+        let next = Outgoing {
+            payloads,
+            audience,
+            broadcasts: 1,
+        };
+        match self.entries.last_mut() {
+            Some(last) if last.joins(&next) => {
+                last.payloads.extend(next.payloads);
+                last.broadcasts += 1;
+            }
+            _ => {
+                if self.entries.len() == GATHERED_MAX {
+                    self.hand(link);
+                }
+                self.entries.push(next);
+            }
+        }
+    }
+
+    /// Hands what was gathered to the bridge (see [`Link::offer`]).
+    pub(crate) fn hand(&mut self, link: &Link) {
+        for outgoing in self.entries.drain(..) {
+            link.offer(outgoing);
+        }
+    }
 }
 
 /// The engine's side of the bridge.
@@ -49,17 +123,26 @@ impl Link {
     }
 
     /// Hands a broadcast that was delivered locally to the bridge, without waiting: once per
-    /// broadcast, whatever the number of shards and clients. Dropped and counted if the queue
-    /// is full or the bridge has stopped.
-    pub(crate) fn offer(&self, payloads: Payloads, audience: Audience) {
+    /// broadcast, whatever the number of shards and clients.
+    pub(crate) fn offer_one(&self, payloads: Payloads, audience: Audience) {
         if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
-            // An audience of nobody, here and everywhere.
             return;
         }
-        match self.tx.try_send(Outgoing { payloads, audience }) {
+        self.offer(Outgoing {
+            payloads,
+            audience,
+            broadcasts: 1,
+        });
+    }
+
+    /// Hands local broadcasts to the bridge, without waiting. Dropped and counted (each of
+    /// its broadcasts) if the queue is full or the bridge has stopped.
+    pub(crate) fn offer(&self, outgoing: Outgoing) {
+        let n = outgoing.broadcasts as u64;
+        match self.tx.try_send(outgoing) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => add(&self.counters.outbound_full, 1),
-            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.counters.stopped, 1),
+            Err(mpsc::error::TrySendError::Full(_)) => add(&self.counters.outbound_full, n),
+            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.counters.stopped, n),
         }
     }
 }

@@ -18,6 +18,11 @@
 //! body is the complete WebSocket frame ([`Payload::frame`](crate::Payload::frame)) that local
 //! clients received, so a receiving node hands the bytes to its shards as they are: no
 //! re-encoding, no copy (a batch's frames are copied once, at the origin, into one message).
+//! Consecutive broadcasts with the same audience that the publisher finds queued together
+//! travel in one message (at most [`BROADCASTS_PER_MESSAGE_MAX`] of them and
+//! [`MESSAGE_BYTES_MAX`] of small frames, copied once at the origin): a node that relays a
+//! client's burst sends the other nodes one message for it, and their clients receive the burst
+//! in one write each, as local clients do. So a broadcast costs at most one broker message.
 //! The receiving node checks that they are complete final text or binary frames; anything
 //! else is dropped and counted. Authenticated-only travels with it; `except` applies on the
 //! origin node only. A node never receives its own publications.
@@ -74,7 +79,10 @@ mod subject;
 /// The NATS client the bridge uses, for [`Nats::options`] (`async_nats::ConnectOptions`).
 #[cfg(feature = "nats")]
 pub use async_nats;
-pub use broker::{Broker, Channel, Connection, Inbound, Publication, Received};
+pub use broker::{
+    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, MESSAGE_BYTES_MAX,
+    Publication, Received,
+};
 pub(crate) use link::Link;
 #[cfg(feature = "nats")]
 pub use nats::{Nats, NatsConnection};

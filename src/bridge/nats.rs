@@ -3,10 +3,13 @@
 //! One connection per node, opened with `no_echo` (the node never receives its own
 //! publications) and reconnecting forever; one NATS subscription per topic with local
 //! subscribers, plus `{prefix}.all`. Subject mapping: see [`Nats::prefix`]. Audience flags
-//! travel in headers: `Shardcast-Auth: 1` for authenticated-only, and `Shardcast-Topics`
-//! (the topics' subject tokens, comma-separated) for an audience of several topics.
+//! travel in headers: `Shardcast-Auth: 1` for authenticated-only, `Shardcast-Topics` (the
+//! topics' subject tokens, comma-separated) for an audience of several topics, and
+//! `Shardcast-Count` for a message carrying several broadcasts.
 
-use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received};
+use super::broker::{
+    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, Publication, Received,
+};
 use super::subject::{self, Subjects};
 use crate::Topic;
 use crate::error::BridgeError;
@@ -20,6 +23,8 @@ use tokio::task::JoinHandle;
 const AUTH: &str = "Shardcast-Auth";
 /// Header listing every topic of an audience of several.
 const TOPICS: &str = "Shardcast-Topics";
+/// Header giving how many broadcasts a message carries, when more than one.
+const COUNT: &str = "Shardcast-Count";
 
 /// A NATS server to share broadcasts through, for [`Builder::bridge`](crate::Builder::bridge).
 ///
@@ -180,11 +185,20 @@ fn decode(subjects: &Subjects, message: Message) -> Option<Received> {
                 .collect::<Option<Vec<Topic>>>()?,
         ),
     };
+    let broadcasts = match headers.and_then(|h| h.get(COUNT)) {
+        None => 1,
+        Some(n) => n
+            .as_str()
+            .parse()
+            .ok()
+            .filter(|n| (1..=BROADCASTS_PER_MESSAGE_MAX).contains(n))?,
+    };
     Some(Received {
         channel,
         authenticated_only,
         topics,
         frames: message.payload,
+        broadcasts,
     })
 }
 
@@ -211,6 +225,9 @@ impl Connection for NatsConnection {
                 subject::encode(topic.as_str(), &mut list);
             }
             headers.insert(TOPICS, list.as_str());
+        }
+        if publication.broadcasts > 1 {
+            headers.insert(COUNT, publication.broadcasts.to_string().as_str());
         }
         let frames = publication.frames.clone();
         let sent = if headers.is_empty() {

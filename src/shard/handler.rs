@@ -252,10 +252,9 @@ impl Context<'_> {
         }
         let published = &self.state.counters().broadcasts_published;
         crate::stats::bump(published, payloads.len() as u64);
-        if let Some(link) = self.state.link() {
-            // Delivered here and queued for the other shards: now, once, for the other nodes.
-            link.offer(payloads, audience);
-        }
+        // Delivered here and queued for the other shards: now, once, for the other nodes
+        // (handed to the bridge when the driver is through with this read).
+        self.state.gather_for_bridge(payloads, audience);
     }
 
     /// Sends `payload` to one client, on any shard. Never waits.

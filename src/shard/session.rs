@@ -35,6 +35,7 @@ pub(super) fn registered(shared: &Shared, id: ClientId, slot: usize, blocked: &m
         left: None,
     };
     shared.handler.on_registered(&mut ctx);
+    state.hand_to_bridge();
     post(&shared.shards, &mut outbox, blocked);
 }
 
@@ -154,6 +155,7 @@ pub(super) fn ingest(
         }
         ControlFlow::Continue(())
     });
+    state.hand_to_bridge();
     post(shards, outbox, blocked);
     match result {
         Ok(consumed) => consumed,

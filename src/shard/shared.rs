@@ -97,6 +97,7 @@ impl Shared {
             };
             self.handler.on_removed(&mut ctx, reason);
         }
+        state.hand_to_bridge();
         let mut waiting = Waiting::new();
         post(&self.shards, &mut outbox, &mut waiting);
         if !waiting.is_empty() {

@@ -23,6 +23,7 @@ use super::outbound::Outbound;
 use super::pages::Slab;
 use super::topics::{Limits, TopicIndex};
 use crate::bridge::Link;
+use crate::bridge::link::Gathered;
 use crate::client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
@@ -205,6 +206,8 @@ pub(crate) struct State {
     shutting_down: bool,
     /// The bridge to other nodes, if any: broadcasts published here are offered to it.
     link: Option<Arc<Link>>,
+    /// Broadcasts for the other nodes, until the driver hands them to the bridge.
+    gathered: Gathered,
     /// Looped clients for the event loop to flush.
     touched: Touched,
     /// Where the clients' stamps count from.
@@ -233,6 +236,7 @@ impl State {
             live: 0,
             shutting_down: false,
             link,
+            gathered: Gathered::default(),
             touched: Touched::default(),
             epoch: Epoch(epoch),
         }
@@ -243,9 +247,20 @@ impl State {
         &self.counters
     }
 
-    /// The bridge to other nodes, if any.
-    pub(crate) fn link(&self) -> Option<&Link> {
-        self.link.as_deref()
+    /// Keeps a broadcast a handler delivered for the other nodes, if there is a bridge; the
+    /// driver hands what was kept to the bridge with [`State::hand_to_bridge`] once it is
+    /// through with the read (or the round of handler calls) that led to it.
+    pub(crate) fn gather_for_bridge(&mut self, payloads: super::Payloads, audience: Audience) {
+        if let Some(link) = &self.link {
+            self.gathered.push(link, payloads, audience);
+        }
+    }
+
+    /// Hands what [`State::gather_for_bridge`] kept to the bridge.
+    pub(crate) fn hand_to_bridge(&mut self) {
+        if let Some(link) = &self.link {
+            self.gathered.hand(link);
+        }
     }
 
     /// Admits a client whose upgrade succeeded (its 101 response is already written, so every

@@ -252,7 +252,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 let (t, b) = (stats.total, stats.bridge);
                 let d = b.dropped;
                 format!(
-                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"io_uring_submissions\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"io_uring_submissions\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_messages\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
                     t.clients,
                     t.deliveries,
                     t.write_syscalls,
@@ -264,6 +264,7 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     u8::from(b.connected),
                     b.subscriptions,
                     b.published,
+                    b.messages,
                     b.received,
                     d.outbound_full + d.disconnected + d.publish_failed + d.stopped
                         + d.inbound_full + d.malformed + d.slow_consumer,

@@ -666,7 +666,7 @@ fn measure(
             nodes,
             same_node_us: same,
             cross_node_us: cross,
-            broker_messages_per_publish: server_delta("bridge_published")
+            broker_messages_per_publish: server_delta("bridge_messages")
                 .map(|m| m as f64 / published.frames.max(1) as f64),
         }),
         stall: (stalled_count > 0).then(|| report::Stall {

@@ -49,8 +49,9 @@ pub(crate) struct Cluster {
     pub(crate) same_node_us: Histogram<u64>,
     /// Latency of deliveries that crossed the broker to another node.
     pub(crate) cross_node_us: Histogram<u64>,
-    /// Messages the nodes published to the broker per publication (1: once per broadcast,
-    /// whatever the shards and clients).
+    /// Messages the nodes published to the broker per publication (at most 1: once per
+    /// broadcast whatever the shards and clients, less where consecutive broadcasts travel
+    /// in one message).
     pub(crate) broker_messages_per_publish: Option<f64>,
 }
 
