@@ -297,3 +297,74 @@ async fn a_socket_that_takes_nothing_is_dropped_at_the_write_deadline() {
         engine.shutdown(WAIT).await;
     }
 }
+
+#[tokio::test]
+async fn an_inbox_engine_pauses_a_client_for_room_and_tells_its_removal_last_on_every_driver() {
+    use shardcast::EventKind;
+    const MESSAGES: usize = 20;
+    for driver in DRIVERS {
+        let engine = Engine::builder()
+            .shards(1)
+            .inbox(true)
+            .inbox_capacity(2)
+            .driver(driver)
+            .build()
+            .expect("build");
+        let mut inbox = engine.inbox().expect("an inbox");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let (mut client, id) = connect_registered(&engine, &listener).await;
+        if driver != Driver::Tasks {
+            looping(&engine, 1).await;
+        }
+        for i in 0..MESSAGES {
+            client
+                .feed(Message::text(i.to_string()))
+                .await
+                .expect("send");
+        }
+        client.flush().await.expect("flush");
+        // Nobody reads the inbox: it fills, and the client's reads pause with an event held.
+        until(
+            || engine.stats().total.inbox_paused > 0,
+            || format!("not paused: {:?}", engine.stats().total),
+        )
+        .await;
+        // Removed while it waits, and gone: its removal is told after every event it had.
+        engine.remove(id).await.expect("registered");
+        drop(client);
+        if driver != Driver::Tasks {
+            // The loop dropped the socket while the event waits.
+            looping(&engine, 0).await;
+        }
+        let mut kinds = Vec::new();
+        while !matches!(kinds.last(), Some(EventKind::Removed(_))) {
+            let event = tokio::time::timeout(WAIT, inbox.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{driver:?}: events so far {kinds:?}"))
+                .expect("an event");
+            assert_eq!(event.client, id, "{driver:?}");
+            kinds.push(event.kind);
+        }
+        assert_eq!(kinds[0], EventKind::Registered, "{driver:?}");
+        let texts: Vec<EventKind> = kinds[1..kinds.len() - 1].to_vec();
+        let expected: Vec<EventKind> = (0..texts.len())
+            .map(|i| EventKind::Text(i.to_string()))
+            .collect();
+        assert_eq!(texts, expected, "{driver:?}: in order, none lost");
+        // Registered and "0" filled the queue; "1" was held, and is not lost.
+        assert!(texts.len() >= 2, "{driver:?}: the held one too: {kinds:?}");
+        assert_eq!(
+            tokio::time::timeout(std::time::Duration::from_millis(200), inbox.recv())
+                .await
+                .ok()
+                .flatten()
+                .map(|e| e.kind),
+            None,
+            "{driver:?}: nothing after Removed"
+        );
+        eventually(|| engine.client_count() == 0).await;
+        assert_eq!(looped(&engine), 0, "{driver:?}");
+        assert_eq!(engine.stats().total.inbox_lost, 0, "{driver:?}");
+        engine.shutdown(WAIT).await;
+    }
+}

@@ -39,8 +39,10 @@
 //!
 //! # Back-pressure
 //!
-//! As `conn`: a connection whose relayed commands found a shard's queue full reads nothing more
-//! until a small task has sent them, waiting for room; the loop itself never waits.
+//! As `conn`: a connection whose relayed commands found a shard's queue full, or whose event
+//! found the inbox full (`inlet`), reads nothing more until a small task has sent them,
+//! waiting for room; the loop itself never waits. With an inbox, a connection that ends while
+//! it waits keeps its slot until the wait is over, so that the inbox hears `Removed` last.
 //!
 //! # Shutdown
 //!
@@ -51,6 +53,7 @@
 //! [`Driver::IoUring`]: crate::Driver::IoUring
 
 use super::conn::Ended;
+use super::inlet::Held;
 use super::outbound::IoSlices;
 use super::pages::Table;
 use super::relay::{Waiting, send_waiting};
@@ -58,6 +61,8 @@ use super::session::{Next, ingest, may_read, next, registered};
 use super::shared::Shared;
 use crate::ClientId;
 use crate::ShardId;
+use crate::client::RemoveReason;
+use crate::inbox::Event as InboxEvent;
 use crate::stats::{Counters, bump, drop_by};
 use crate::wire::Parser;
 use mio::{Events, Interest, Token};
@@ -146,22 +151,34 @@ pub(crate) struct Joining {
     pending: Vec<u8>,
     /// What `on_registered` relayed that found a shard's queue full.
     blocked: Waiting,
+    /// With an inbox: its `Registered` event, if the inbox was full.
+    held: Option<Box<Held>>,
+}
+
+/// A connection whose wait is over ([`Loop::wait`]): it may read again.
+struct Resumed {
+    slot: usize,
+    id: ClientId,
+    /// What it had read but not handled.
+    pending: Box<[u8]>,
+    /// Whether it waited for room in the inbox (its reads were paused for it).
+    held: bool,
 }
 
 /// What the rest of the shard hands its loop, taken at the loop's next pass. Bounded by the
 /// shard's connections.
 #[derive(Default)]
-pub(crate) struct Inbox {
+pub(crate) struct Handover {
     /// Connections whose opening is done.
     joining: Vec<Joining>,
-    /// Connections whose waiting commands are sent, so that they may read again, with the
-    /// bytes they had read but not handled.
-    resumed: Vec<(usize, ClientId, Box<[u8]>)>,
+    /// Connections whose waiting commands are sent and held event queued, so that they may
+    /// read again.
+    resumed: Vec<Resumed>,
     /// Wakes the loop when something arrives.
     waker: Option<Waker>,
 }
 
-impl Inbox {
+impl Handover {
     fn wake(&mut self) {
         if let Some(waker) = self.waker.take() {
             waker.wake();
@@ -185,7 +202,7 @@ pub(super) fn join(
     pending: Vec<u8>,
 ) {
     let shared = ended.shared().clone();
-    let Some(inbox) = &shared.inbox else {
+    let Some(handover) = &shared.handover else {
         return;
     };
     // Leaves the runtime's reactor (one registration less) and stays non-blocking.
@@ -194,18 +211,29 @@ pub(super) fn join(
     };
     let mut blocked = Waiting::new();
     registered(&shared, id, slot, &mut blocked);
-    shared.state.borrow_mut().set_looped(slot);
+    // Before anything it sent is read: the inbox hears of a client first.
+    let held = shared
+        .inlet
+        .as_ref()
+        .and_then(|inlet| inlet.offer(InboxEvent::registered(id)));
+    let mut state = shared.state.borrow_mut();
+    if held.is_some() {
+        state.pause_reads(slot, true, Instant::now());
+    }
+    state.set_looped(slot);
+    drop(state);
     ended.hand_over();
-    let mut inbox = inbox.borrow_mut();
-    inbox.joining.push(Joining {
+    let mut handover = handover.borrow_mut();
+    handover.joining.push(Joining {
         id,
         slot,
         stream,
         parser,
         pending,
         blocked,
+        held,
     });
-    inbox.wake();
+    handover.wake();
 }
 
 /// One connection, as the loop keeps it between passes.
@@ -217,8 +245,9 @@ struct Sock {
     parser: Parser,
     /// On the read list: its socket may hold bytes not yet read.
     reading: bool,
-    /// Commands it relayed wait for room in another shard's queue (and the bytes it read
-    /// after them wait with them, in the task that sends them).
+    /// Commands it relayed wait for room in another shard's queue, or its event for the inbox
+    /// waits for room there (and the bytes it read after them wait with them, in the task that
+    /// sends them: [`Loop::wait`]).
     blocked: bool,
     /// Its last write did not take everything: write again only once it is writable.
     stuck: bool,
@@ -254,6 +283,10 @@ struct Loop {
     /// Scratch lists, reused.
     scratch: Vec<usize>,
     removed: Vec<super::state::Removed>,
+    /// With an inbox: connections that ended while waiting ([`Loop::wait`]), as (slot, id).
+    /// Their slots are released, and the inbox told, once the wait is over, so that their
+    /// `Removed` event follows the one that waited. Bounded by the shard's connections.
+    departing: Vec<(usize, ClientId)>,
     /// The ring that takes each pass's writes ([`crate::Driver::IoUring`]), if set up.
     #[cfg(all(target_os = "linux", feature = "io-uring"))]
     ring: Option<super::ring::Ring>,
@@ -286,6 +319,7 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
         armed: None,
         scratch: Vec::new(),
         removed: Vec::new(),
+        departing: Vec::new(),
         #[cfg(all(target_os = "linux", feature = "io-uring"))]
         ring,
         #[cfg(all(target_os = "linux", feature = "io-uring"))]
@@ -352,10 +386,10 @@ impl Loop {
                 }
             }
         }
-        if let Some(inbox) = &self.shared.inbox {
-            let mut inbox = inbox.borrow_mut();
-            if inbox.is_empty() {
-                inbox.waker = Some(cx.waker().clone());
+        if let Some(handover) = &self.shared.handover {
+            let mut handover = handover.borrow_mut();
+            if handover.is_empty() {
+                handover.waker = Some(cx.waker().clone());
             } else {
                 ready = true;
             }
@@ -406,20 +440,34 @@ impl Loop {
     /// One pass (see the module docs).
     fn pass(&mut self) {
         let now = Instant::now();
-        if let Some(inbox) = &self.shared.inbox {
+        if let Some(handover) = &self.shared.handover {
             let (joining, resumed) = {
-                let mut inbox = inbox.borrow_mut();
+                let mut handover = handover.borrow_mut();
                 (
-                    std::mem::take(&mut inbox.joining),
-                    std::mem::take(&mut inbox.resumed),
+                    std::mem::take(&mut handover.joining),
+                    std::mem::take(&mut handover.resumed),
                 )
             };
             for joining in joining {
                 self.adopt(joining);
             }
-            for (slot, id, pending) in resumed {
+            for Resumed {
+                slot,
+                id,
+                pending,
+                held,
+            } in resumed
+            {
+                if let Some(i) = self.departing.iter().position(|&d| d == (slot, id)) {
+                    self.departing.swap_remove(i);
+                    self.end(slot);
+                    continue;
+                }
                 if let Some(sock) = self.sock(slot, id) {
                     sock.blocked = false;
+                    if held {
+                        self.shared.state.borrow_mut().pause_reads(slot, false, now);
+                    }
                     self.resume(slot, pending);
                 }
             }
@@ -493,6 +541,7 @@ impl Loop {
             parser,
             pending,
             blocked,
+            held,
         } = joining;
         let mut stream = mio::net::TcpStream::from_std(stream);
         let registry = self.reactor.poll.registry();
@@ -520,10 +569,10 @@ impl Loop {
             },
         );
         let pending = pending.into_boxed_slice();
-        if blocked.is_empty() {
+        if blocked.is_empty() && held.is_none() {
             self.resume(slot, pending);
         } else {
-            self.wait_for_room(slot, id, blocked, pending);
+            self.wait(slot, id, blocked, held, pending);
         }
     }
 
@@ -537,27 +586,15 @@ impl Loop {
             return;
         };
         if !pending.is_empty() {
-            let mut blocked = Waiting::new();
-            let handled = catch_unwind(AssertUnwindSafe(|| {
-                ingest(
-                    shared,
-                    id,
-                    slot,
-                    &mut sock.parser,
-                    &mut pending,
-                    &mut blocked,
-                    // No inbox on this driver (see `tick`): nothing is ever held.
-                    &mut None,
-                )
-            }));
-            let Ok(consumed) = handled else {
+            let Some((consumed, blocked, held)) = handle(shared, id, slot, sock, &mut pending)
+            else {
                 self.finish(slot);
                 return;
             };
             self.flushes.push(slot);
-            if !blocked.is_empty() {
+            if !blocked.is_empty() || held.is_some() {
                 let rest = pending.get(consumed..).unwrap_or_default().into();
-                self.wait_for_room(slot, id, blocked, rest);
+                self.wait(slot, id, blocked, held, rest);
                 return;
             }
         }
@@ -567,15 +604,17 @@ impl Loop {
         }
     }
 
-    /// Sends, in a task of its own, the commands `slot` relayed that found a shard's queue full;
-    /// the connection reads nothing until they are sent, and then handles `pending` (what it
-    /// read after them) first. The bytes wait in the task, so that a connection keeps no room
-    /// for them.
-    fn wait_for_room(
+    /// Sends, in a task of its own, the commands `slot` relayed that found a shard's queue
+    /// full, then queues its event that found the inbox full (`held`); the connection reads
+    /// nothing until both are done, and then handles `pending` (what it read after them) first.
+    /// The bytes wait in the task, so that a connection keeps no room for them. A connection
+    /// that ends meanwhile is ended once the wait is over (`departing`).
+    fn wait(
         &mut self,
         slot: usize,
         id: ClientId,
         mut waiting: Waiting,
+        held: Option<Box<Held>>,
         pending: Box<[u8]>,
     ) {
         if let Some(sock) = self.socks.get_mut(slot) {
@@ -583,11 +622,22 @@ impl Loop {
         }
         let shared = self.shared.clone();
         tokio::task::spawn_local(async move {
-            send_waiting(&shared.shards, &mut waiting).await;
-            if let Some(inbox) = &shared.inbox {
-                let mut inbox = inbox.borrow_mut();
-                inbox.resumed.push((slot, id, pending));
-                inbox.wake();
+            if !waiting.is_empty() {
+                send_waiting(&shared.shards, &mut waiting).await;
+            }
+            let was_held = held.is_some();
+            if let Some(mut held) = held {
+                held.queue().await;
+            }
+            if let Some(handover) = &shared.handover {
+                let mut handover = handover.borrow_mut();
+                handover.resumed.push(Resumed {
+                    slot,
+                    id,
+                    pending,
+                    held: was_held,
+                });
+                handover.wake();
             }
         });
     }
@@ -631,20 +681,7 @@ impl Loop {
         // A read that did not fill the buffer emptied the socket: its next bytes bring an event.
         let full = n == buf.len();
         let input = buf.get_mut(..n).unwrap_or_default();
-        let mut blocked = Waiting::new();
-        let handled = catch_unwind(AssertUnwindSafe(|| {
-            // No inbox on this driver (see `tick`): nothing is ever held.
-            ingest(
-                shared,
-                id,
-                slot,
-                &mut sock.parser,
-                input,
-                &mut blocked,
-                &mut None,
-            )
-        }));
-        let Ok(consumed) = handled else {
+        let Some((consumed, blocked, held)) = handle(shared, id, slot, sock, input) else {
             drop(buf);
             self.finish(slot);
             return;
@@ -655,10 +692,10 @@ impl Loop {
         // What the read queued for its own client (a pong, say) goes out this pass, as a task
         // flushes after each read.
         self.flushes.push(slot);
-        if !blocked.is_empty() {
+        if !blocked.is_empty() || held.is_some() {
             let rest = input.get(consumed..).unwrap_or_default().into();
             drop(buf);
-            self.wait_for_room(slot, id, blocked, rest);
+            self.wait(slot, id, blocked, held, rest);
             return;
         }
         if full {
@@ -903,21 +940,45 @@ impl Loop {
         }
     }
 
-    /// Drops `slot`'s socket and ends its connection.
+    /// Drops `slot`'s socket and ends its connection; with an inbox, once its wait for room
+    /// is over if it waits ([`Loop::wait`]).
     fn finish(&mut self, slot: usize) {
-        if self.socks.remove(slot).is_some() {
-            drop_by(
-                &self.shared.state.borrow().counters().event_loop_connections,
-                1,
-            );
+        let Some(sock) = self.socks.remove(slot) else {
+            self.end(slot);
+            return;
+        };
+        let mut state = self.shared.state.borrow_mut();
+        drop_by(&state.counters().event_loop_connections, 1);
+        if sock.blocked
+            && self.shared.inlet.is_some()
+            && let Some(id) = state.id(slot)
+        {
+            // Closed now (it leaves every audience), ended after its held event is queued.
+            state.close(slot, RemoveReason::Disconnected);
+            self.departing.push((slot, id));
+            return;
         }
+        drop(state);
         self.end(slot);
     }
 
-    /// Ends the connection of `slot`, as `conn::Ended` ends a task's: releases the slot, tells
-    /// the handler, counts the end.
+    /// Ends the connection of `slot`, as `conn::Ended` ends a task's: tells the inbox, if any,
+    /// releases the slot, tells the handler, counts the end.
     fn end(&mut self, slot: usize) {
         let shared = &*self.shared;
+        if let Some(inlet) = &shared.inlet {
+            // Its last event: closed first if it is still open (its connection ended without a
+            // close frame), so that the reason is known.
+            let mut state = shared.state.borrow_mut();
+            if let Some(id) = state.id(slot) {
+                state.close(slot, RemoveReason::Disconnected);
+                let reason = state.left(slot).unwrap_or(RemoveReason::Disconnected);
+                drop(state);
+                if let Some(mut held) = inlet.offer(InboxEvent::removed(id, reason)) {
+                    tokio::task::spawn_local(async move { held.queue().await });
+                }
+            }
+        }
         shared.state.borrow_mut().release(slot);
         let removed = &mut self.removed;
         // A handler that panics in `on_removed` must not take the loop, and every other
@@ -953,6 +1014,34 @@ fn write(mut stream: &mio::net::TcpStream, slices: &[io::IoSlice<'_>]) -> io::Re
             other => return other,
         }
     }
+}
+
+/// Hands `input`, which `slot` read, to `session::ingest` (parse, answer, call the handler,
+/// relay, forward to the inbox) under `catch_unwind`: `None` if the handler panicked (the
+/// caller ends the connection), else the bytes consumed, what found another shard's queue
+/// full, and the event that found the inbox full.
+fn handle(
+    shared: &Shared,
+    id: ClientId,
+    slot: usize,
+    sock: &mut Sock,
+    input: &mut [u8],
+) -> Option<(usize, Waiting, Option<Box<Held>>)> {
+    let mut blocked = Waiting::new();
+    let mut held = None;
+    let consumed = catch_unwind(AssertUnwindSafe(|| {
+        ingest(
+            shared,
+            id,
+            slot,
+            &mut sock.parser,
+            input,
+            &mut blocked,
+            &mut held,
+        )
+    }))
+    .ok()?;
+    Some((consumed, blocked, held))
 }
 
 #[cfg(test)]

@@ -42,7 +42,7 @@ pub(crate) struct Shared {
     pub(crate) stop_accepting: CancellationToken,
     /// The way into the shard's event loop, if it runs (`Driver::EventLoop` or `Driver::IoUring`).
     #[cfg(unix)]
-    pub(crate) inbox: Option<RefCell<super::evloop::Inbox>>,
+    pub(crate) handover: Option<RefCell<super::evloop::Handover>>,
     /// The way into this shard's inbox queue, if the engine has an inbox.
     pub(crate) inlet: Option<Inlet>,
 }
@@ -70,7 +70,7 @@ impl Shared {
     /// Whether the shard's event loop runs, to serve its plain TCP connections.
     pub(crate) fn looped(&self) -> bool {
         #[cfg(unix)]
-        return self.inbox.is_some();
+        return self.handover.is_some();
         #[cfg(not(unix))]
         return false;
     }

@@ -79,10 +79,8 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     } = startup;
     // The event loop, if this shard runs one: a `Poll` registered with this runtime's reactor.
     #[cfg(unix)]
-    // An engine with an inbox serves its connections with tasks: pausing a connection until
-    // its event has room in the inbox is the task driver's alone so far.
     let reactor = match config.driver {
-        crate::Driver::EventLoop | crate::Driver::IoUring if !config.inbox => {
+        crate::Driver::EventLoop | crate::Driver::IoUring => {
             let ring = (config.driver == crate::Driver::IoUring).then_some(config.io_uring_entries);
             evloop::reactor(ring, id, &counters)
                 .inspect_err(|e| {
@@ -90,7 +88,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
                 })
                 .ok()
         }
-        crate::Driver::EventLoop | crate::Driver::IoUring | crate::Driver::Tasks => None,
+        crate::Driver::Tasks => None,
     };
     let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
     let shared = Rc::new(Shared {
@@ -113,7 +111,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         idle: Notify::new(),
         stop_accepting: CancellationToken::new(),
         #[cfg(unix)]
-        inbox: reactor.as_ref().map(|_| RefCell::default()),
+        handover: reactor.as_ref().map(|_| RefCell::default()),
         inlet,
     });
     // The event loop ends with this function, however it ends.
