@@ -1105,6 +1105,12 @@ impl Engine {
         handle.send(command).await.map_err(|_| UpdateError::Closed)
     }
 
+    /// Whether the engine has a bridge to other nodes.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn bridged(&self) -> bool {
+        self.inner.link.is_some()
+    }
+
     /// Counters of every shard and their total.
     ///
     /// ```

@@ -11,7 +11,7 @@
 //! client, so the number of series is bounded by the number of shards.
 
 use crate::Engine;
-use crate::stats::{ShardStats, Stats};
+use crate::stats::{BridgeStats, ShardStats, Stats};
 use metrics::{Counter, Gauge, Unit, counter, describe_counter, describe_gauge, gauge};
 use std::time::Duration;
 
@@ -38,6 +38,14 @@ mod name {
     pub(super) const INBOX_PAUSES: &str = "shardcast_inbox_pauses_total";
     pub(super) const INBOX_WAITING: &str = "shardcast_inbox_waiting";
     pub(super) const INBOX_LOST: &str = "shardcast_inbox_lost_total";
+    pub(super) const BRIDGE_CONNECTED: &str = "shardcast_bridge_connected";
+    pub(super) const BRIDGE_SUBSCRIPTIONS: &str = "shardcast_bridge_subscriptions";
+    pub(super) const BRIDGE_PUBLISHED: &str = "shardcast_bridge_published_total";
+    pub(super) const BRIDGE_MESSAGES: &str = "shardcast_bridge_messages_total";
+    pub(super) const BRIDGE_RECEIVED: &str = "shardcast_bridge_received_total";
+    pub(super) const BRIDGE_DELIVERED: &str = "shardcast_bridge_delivered_total";
+    pub(super) const BRIDGE_DISCONNECTS: &str = "shardcast_bridge_disconnects_total";
+    pub(super) const BRIDGE_DROPPED: &str = "shardcast_bridge_dropped_total";
 }
 
 /// An engine's counters, recorded into the [`metrics`](https://docs.rs/metrics) facade, so that
@@ -73,6 +81,20 @@ mod name {
 /// | `shardcast_inbox_waiting` | gauge | `shard` | clients not read now, their event waiting for the inbox |
 /// | `shardcast_inbox_lost_total` | counter | `shard` | inbox events lost (inbox dropped, shard stopped first) |
 ///
+/// With a bridge to other nodes ([`Builder::bridge`](crate::Builder::bridge); see
+/// [`BridgeStats`](crate::BridgeStats)):
+///
+/// | name | kind | labels | what |
+/// | --- | --- | --- | --- |
+/// | `shardcast_bridge_connected` | gauge | | 1 while the broker connection is up |
+/// | `shardcast_bridge_subscriptions` | gauge | | topics the node holds a broker subscription for |
+/// | `shardcast_bridge_published_total` | counter | | local broadcasts published to the broker |
+/// | `shardcast_bridge_messages_total` | counter | | broker messages they travelled in |
+/// | `shardcast_bridge_received_total` | counter | | broadcasts received from other nodes |
+/// | `shardcast_bridge_delivered_total` | counter | | received broadcasts handed to the shards |
+/// | `shardcast_bridge_disconnects_total` | counter | | times the broker connection was lost |
+/// | `shardcast_bridge_dropped_total` | counter | `reason` | broadcasts lost between nodes: `outbound_full`, `disconnected`, `publish_failed`, `stopped`, `inbound_full`, `malformed`, `slow_consumer`, `subscribe_failed` |
+///
 /// Counters are set with [`Counter::absolute`], which never moves a counter back: record one
 /// engine per recorder (or tell engines apart with a global label of the exporter).
 ///
@@ -106,6 +128,75 @@ pub struct Metrics {
     connections: Gauge,
     /// One set per shard, by shard index.
     shards: Vec<ShardMetrics>,
+    /// The bridge's, if the engine has one.
+    bridge: Option<BridgeMetrics>,
+}
+
+/// The handles of the bridge's metrics.
+#[derive(Debug)]
+struct BridgeMetrics {
+    connected: Gauge,
+    subscriptions: Gauge,
+    published: Counter,
+    messages: Counter,
+    received: Counter,
+    delivered: Counter,
+    disconnects: Counter,
+    /// `shardcast_bridge_dropped_total`, in the order of [`BRIDGE_DROP_REASONS`].
+    dropped: [Counter; 8],
+}
+
+/// The `reason` label of `shardcast_bridge_dropped_total`, one per field of
+/// [`BridgeDrops`](crate::BridgeDrops).
+const BRIDGE_DROP_REASONS: [&str; 8] = [
+    "outbound_full",
+    "disconnected",
+    "publish_failed",
+    "stopped",
+    "inbound_full",
+    "malformed",
+    "slow_consumer",
+    "subscribe_failed",
+];
+
+impl BridgeMetrics {
+    fn new() -> BridgeMetrics {
+        BridgeMetrics {
+            connected: gauge!(name::BRIDGE_CONNECTED),
+            subscriptions: gauge!(name::BRIDGE_SUBSCRIPTIONS),
+            published: counter!(name::BRIDGE_PUBLISHED),
+            messages: counter!(name::BRIDGE_MESSAGES),
+            received: counter!(name::BRIDGE_RECEIVED),
+            delivered: counter!(name::BRIDGE_DELIVERED),
+            disconnects: counter!(name::BRIDGE_DISCONNECTS),
+            dropped: BRIDGE_DROP_REASONS
+                .map(|reason| counter!(name::BRIDGE_DROPPED, "reason" => reason)),
+        }
+    }
+
+    fn record(&self, b: &BridgeStats) {
+        self.connected.set(f64::from(u8::from(b.connected)));
+        self.subscriptions.set(b.subscriptions as f64);
+        self.published.absolute(b.published);
+        self.messages.absolute(b.messages);
+        self.received.absolute(b.received);
+        self.delivered.absolute(b.delivered);
+        self.disconnects.absolute(b.disconnects);
+        let d = &b.dropped;
+        let dropped = [
+            d.outbound_full,
+            d.disconnected,
+            d.publish_failed,
+            d.stopped,
+            d.inbound_full,
+            d.malformed,
+            d.slow_consumer,
+            d.subscribe_failed,
+        ];
+        for (counter, n) in self.dropped.iter().zip(dropped) {
+            counter.absolute(n);
+        }
+    }
 }
 
 /// The handles of one shard's metrics, labelled with its index.
@@ -184,6 +275,7 @@ impl Metrics {
             broadcasts: counter!(name::BROADCASTS),
             connections: gauge!(name::CONNECTIONS),
             shards,
+            bridge: engine.bridged().then(BridgeMetrics::new),
         }
     }
 
@@ -199,6 +291,9 @@ impl Metrics {
         self.connections.set(connections as f64);
         for (metrics, shard) in self.shards.iter().zip(&stats.shards) {
             metrics.record(shard);
+        }
+        if let Some(bridge) = &self.bridge {
+            bridge.record(&stats.bridge);
         }
     }
 
@@ -350,5 +445,37 @@ fn describe() {
     describe_counter!(
         name::INBOX_LOST,
         "Inbox events lost: the inbox was dropped, or the shard stopped first."
+    );
+    describe_gauge!(
+        name::BRIDGE_CONNECTED,
+        "1 while the bridge's broker connection is up."
+    );
+    describe_gauge!(
+        name::BRIDGE_SUBSCRIPTIONS,
+        "Topics the node holds a broker subscription for."
+    );
+    describe_counter!(
+        name::BRIDGE_PUBLISHED,
+        "Local broadcasts published to the broker, once per channel."
+    );
+    describe_counter!(
+        name::BRIDGE_MESSAGES,
+        "Broker messages published (each carries one or more broadcasts)."
+    );
+    describe_counter!(
+        name::BRIDGE_RECEIVED,
+        "Broadcasts received from other nodes."
+    );
+    describe_counter!(
+        name::BRIDGE_DELIVERED,
+        "Received broadcasts handed to the local shards."
+    );
+    describe_counter!(
+        name::BRIDGE_DISCONNECTS,
+        "Times the broker connection was lost."
+    );
+    describe_counter!(
+        name::BRIDGE_DROPPED,
+        "Broadcasts lost between nodes, by reason."
     );
 }

@@ -227,3 +227,53 @@ async fn malformed_frames_from_the_broker_are_counted_and_dropped() {
     );
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn metrics_show_what_crossed_nodes_and_every_reason_for_a_loss() {
+    use metrics_exporter_prometheus::PrometheusBuilder;
+    let hub = Hub::default();
+    let (a, a_addr) = node(&hub).await;
+    let (b, b_addr) = node(&hub).await;
+    let mut sender = connect(&a, a_addr).await;
+    let mut far = connect(&b, b_addr).await;
+    send_text(&mut sender, "burst 3").await;
+    for i in 0..3 {
+        assert_eq!(next_text(&mut far).await, i.to_string());
+    }
+    eventually(|| b.stats().bridge.delivered == 3).await;
+    let render = |engine: &Engine| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let metrics = metrics::with_local_recorder(&recorder, || shardcast::Metrics::new(engine));
+        metrics.record();
+        handle.render()
+    };
+    let (text_a, text_b) = (render(&a), render(&b));
+    for line in [
+        "shardcast_bridge_connected 1",
+        "shardcast_bridge_published_total 3",
+        "shardcast_bridge_messages_total 1",
+        "shardcast_bridge_received_total 0",
+    ] {
+        assert!(text_a.lines().any(|l| l == line), "{line} in:\n{text_a}");
+    }
+    for line in [
+        "shardcast_bridge_received_total 3",
+        "shardcast_bridge_delivered_total 3",
+        "shardcast_bridge_dropped_total{reason=\"disconnected\"} 0",
+        "shardcast_bridge_dropped_total{reason=\"inbound_full\"} 0",
+    ] {
+        assert!(text_b.lines().any(|l| l == line), "{line} in:\n{text_b}");
+    }
+    let reasons = text_b
+        .lines()
+        .filter(|l| l.starts_with("shardcast_bridge_dropped_total{"))
+        .count();
+    assert_eq!(reasons, 8, "one series per reason:\n{text_b}");
+    // An engine without a bridge shows none of them.
+    let (plain, _) = start(Engine::builder().shards(1)).await;
+    assert!(!render(&plain).contains("shardcast_bridge_"));
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
