@@ -249,6 +249,18 @@ pub struct Config {
     /// most; past it they are dropped and counted in
     /// [`BridgeDrops::inbound_full`](crate::BridgeDrops::inbound_full). Default: 8192.
     pub bridge_inbound_capacity: usize,
+    /// With a bridge: bytes of frames queued for the broker, at most (with
+    /// `bridge_outbound_capacity`, the outbound queue's bound for any frame size). A broadcast
+    /// that would pass it is counted in
+    /// [`BridgeDrops::outbound_full`](crate::BridgeDrops::outbound_full); an empty queue takes
+    /// one broadcast of any size. Default: 64 MiB.
+    pub bridge_outbound_bytes_max: usize,
+    /// With a bridge: bytes of received frames waiting for the local shards, at most (with
+    /// `bridge_inbound_capacity`, the inbound queue's bound for any frame size). A message
+    /// that would pass it is counted in
+    /// [`BridgeDrops::inbound_full`](crate::BridgeDrops::inbound_full); an empty queue takes
+    /// one message of any size. Default: 64 MiB.
+    pub bridge_inbound_bytes_max: usize,
     /// With a bridge: how long after a topic's last local subscriber left the node keeps its
     /// broker subscription (a subscriber who comes back meanwhile finds it in place; flapping
     /// interest costs no broker traffic). At least this long, and about as long. Default: 1 s.
@@ -309,6 +321,8 @@ impl Default for Config {
             topics_per_client_max: 128,
             bridge_outbound_capacity: 8192,
             bridge_inbound_capacity: 8192,
+            bridge_outbound_bytes_max: 64 << 20,
+            bridge_inbound_bytes_max: 64 << 20,
             bridge_unsubscribe_delay: Duration::from_secs(1),
             bridge_optional: false,
             driver: Driver::default(),

@@ -1410,6 +1410,11 @@ impl Builder {
         bridge_outbound_capacity: usize,
         /// With a bridge: received messages queued for the shards, at most. Default: 8192.
         bridge_inbound_capacity: usize,
+        /// With a bridge: bytes of frames queued for the broker, at most. Default: 64 MiB.
+        bridge_outbound_bytes_max: usize,
+        /// With a bridge: bytes of received frames queued for the shards, at most. Default:
+        /// 64 MiB.
+        bridge_inbound_bytes_max: usize,
         /// With a bridge: how long a topic's broker subscription outlives its last local
         /// subscriber. Default: 1 s.
         bridge_unsubscribe_delay: Duration,
@@ -1642,7 +1647,7 @@ impl Builder {
         let (link, outbound) = match self.bridge {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(config.bridge_outbound_capacity);
-                (Some(Arc::new(Link::new(tx))), Some(rx))
+                (Some(Arc::new(Link::new(tx, &config))), Some(rx))
             }
             None => (None, None),
         };
@@ -1782,6 +1787,16 @@ fn check(config: Config) -> Result<Config, BuildError> {
     require(
         config.bridge_inbound_capacity > 0,
         "bridge_inbound_capacity",
+        "must be positive",
+    )?;
+    require(
+        config.bridge_outbound_bytes_max > 0,
+        "bridge_outbound_bytes_max",
+        "must be positive",
+    )?;
+    require(
+        config.bridge_inbound_bytes_max > 0,
+        "bridge_inbound_bytes_max",
         "must be positive",
     )?;
     require(

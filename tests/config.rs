@@ -75,6 +75,26 @@ fn every_out_of_range_setting_is_refused_by_name() {
         refused_field(b().allowed_origins(Some(Vec::new())).build()),
         "allowed_origins"
     );
+    for (result, field) in [
+        (
+            b().bridge_outbound_capacity(0).build(),
+            "bridge_outbound_capacity",
+        ),
+        (
+            b().bridge_inbound_capacity(0).build(),
+            "bridge_inbound_capacity",
+        ),
+        (
+            b().bridge_outbound_bytes_max(0).build(),
+            "bridge_outbound_bytes_max",
+        ),
+        (
+            b().bridge_inbound_bytes_max(0).build(),
+            "bridge_inbound_bytes_max",
+        ),
+    ] {
+        assert_eq!(refused_field(result), field);
+    }
 }
 
 #[test]
@@ -93,6 +113,8 @@ async fn defaults_build_and_are_the_documented_ones() {
     assert_eq!(c.message_bytes_max, 64 << 10);
     assert_eq!(c.frame_bytes_max, 64 << 10);
     assert_eq!(c.coalescing, Coalescing::PER_TICK);
+    assert_eq!(c.bridge_outbound_bytes_max, 64 << 20);
+    assert_eq!(c.bridge_inbound_bytes_max, 64 << 20);
     assert_eq!(
         engine.shard_count(),
         std::thread::available_parallelism().map_or(1, |n| n.get())

@@ -96,13 +96,20 @@ impl Inbound {
         Inbound { tx, link }
     }
 
-    /// Queues a received message for the local shards; if the queue is full, drops it and
-    /// counts its broadcasts (`dropped.inbound_full`).
+    /// Queues a received message for the local shards; if the queue is full (in messages,
+    /// `bridge_inbound_capacity`, or in bytes, `bridge_inbound_bytes_max`), drops it and counts
+    /// its broadcasts (`dropped.inbound_full`).
     pub fn offer(&self, received: Received) {
         let counters = &self.link.counters;
         let n = received.counted();
         add(&counters.received, n);
+        let bytes = received.frames.len();
+        if !self.link.inbound_bytes.take(bytes) {
+            add(&counters.inbound_full, n);
+            return;
+        }
         if self.tx.try_send(received).is_err() {
+            self.link.inbound_bytes.give(bytes);
             add(&counters.inbound_full, n);
         }
     }
@@ -218,6 +225,49 @@ pub(crate) fn split(mut frames: Bytes) -> Result<crate::shard::Payloads, &'stati
 mod tests {
     use super::*;
     use crate::wire::{Opcode, frame};
+    use std::sync::atomic::Ordering::Relaxed;
+
+    /// An inbound queue of room for `messages`, within `bytes`, that nobody reads; its link.
+    fn inbound(messages: usize, bytes: usize) -> (Inbound, mpsc::Receiver<Received>, Arc<Link>) {
+        let config = crate::Config {
+            bridge_inbound_bytes_max: bytes,
+            ..crate::Config::default()
+        };
+        let (out_tx, _) = mpsc::channel(1);
+        let link = Arc::new(Link::new(out_tx, &config));
+        let (tx, rx) = mpsc::channel(messages);
+        (Inbound::new(tx, link.clone()), rx, link)
+    }
+
+    fn message(bytes: usize) -> Received {
+        Received {
+            channel: Channel::Everyone,
+            authenticated_only: false,
+            topics: None,
+            frames: Payload::binary(vec![0u8; bytes - 4]).frame().clone(),
+            broadcasts: 1,
+        }
+    }
+
+    #[test]
+    fn the_inbound_queue_holds_its_byte_limit_for_any_frame_size() {
+        let (inbound, mut rx, link) = inbound(100, 1000);
+        let dropped = || link.counters.inbound_full.load(Relaxed);
+        inbound.offer(message(600));
+        inbound.offer(message(600));
+        assert_eq!(dropped(), 1, "600 + 600 B would pass 1000 B");
+        inbound.offer(message(400));
+        assert_eq!((dropped(), rx.len()), (1, 2), "600 + 400 B fit");
+        // Taken out (as the fan-out does once the shards have it), the bytes are free again;
+        // an empty queue takes one message of any size.
+        while let Ok(r) = rx.try_recv() {
+            link.inbound_bytes.give(r.frames.len());
+        }
+        inbound.offer(message(70_000));
+        assert_eq!((dropped(), rx.len()), (1, 1), "alone, any size passes");
+        inbound.offer(message(10));
+        assert_eq!(dropped(), 2, "but nothing beside it");
+    }
 
     #[test]
     fn well_formed_frames_are_split_without_copying() {

@@ -168,7 +168,10 @@ async fn publish_queued<C: Connection>(connection: &C, queued: &mut Vec<Outgoing
     let mut start = 0;
     while start < queued.len() {
         let end = start + joined(&queued[start..]);
-        publish_run(connection, &queued[start..end], link).await;
+        let run = &queued[start..end];
+        publish_run(connection, run, link).await;
+        link.outbound_bytes
+            .give(run.iter().map(Outgoing::bytes).sum());
         start = end;
     }
     queued.clear();
@@ -273,7 +276,11 @@ async fn fan_out(
 ) {
     while let Some(received) = inbound.recv().await {
         let broadcasts = received.counted();
+        // Within `bridge_inbound_bytes_max` until handed to the shards (whose queues bound
+        // them from then on).
+        let bytes = received.frames.len();
         let Some((payloads, audience)) = admit(received, &link) else {
+            link.inbound_bytes.give(bytes);
             continue;
         };
         let Some(permits) = reserve_wanted(&shards, &interest, &audience).await else {
@@ -284,6 +291,7 @@ async fn fan_out(
         // frame never finds the count behind it.
         add(&link.counters.delivered, broadcasts);
         send_each(permits, payloads, audience);
+        link.inbound_bytes.give(bytes);
     }
 }
 
@@ -504,9 +512,13 @@ mod tests {
 
     fn published(queued: Vec<Outgoing>) -> (Vec<(Channel, usize, Bytes)>, Link) {
         let (tx, _rx) = mpsc::channel(1);
-        let link = Link::new(tx);
+        let link = Link::new(tx, &crate::Config::default());
         let recorder = Recorder::default();
         let mut queued = queued;
+        for o in &queued {
+            // As `Link::offer` does for what it queues.
+            assert!(link.outbound_bytes.take(o.bytes()));
+        }
         let runtime = tokio::runtime::Builder::new_current_thread()
             .build()
             .expect("runtime");

@@ -15,6 +15,8 @@ use crate::{Audience, Topic};
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
@@ -106,6 +108,10 @@ pub(crate) struct Link {
     /// Broadcasts to publish, bounded by `bridge_outbound_capacity`; read by the bridge's
     /// publisher task.
     tx: mpsc::Sender<Outgoing>,
+    /// Bytes of frames in the outbound queue, within `bridge_outbound_bytes_max`.
+    pub(crate) outbound_bytes: Budget,
+    /// Bytes of frames in the inbound queue, within `bridge_inbound_bytes_max`.
+    pub(crate) inbound_bytes: Budget,
     /// Which topics have subscribers on this node.
     pub(crate) registry: Registry,
     /// What the bridge did; written by shards, the engine and the bridge thread.
@@ -113,10 +119,12 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    /// A link whose outbound queue is `tx`.
-    pub(crate) fn new(tx: mpsc::Sender<Outgoing>) -> Link {
+    /// A link whose outbound queue is `tx`, with `config`'s byte limits.
+    pub(crate) fn new(tx: mpsc::Sender<Outgoing>, config: &crate::Config) -> Link {
         Link {
             tx,
+            outbound_bytes: Budget::new(config.bridge_outbound_bytes_max),
+            inbound_bytes: Budget::new(config.bridge_inbound_bytes_max),
             registry: Registry::default(),
             counters: BridgeCounters::default(),
         }
@@ -139,11 +147,56 @@ impl Link {
     /// its broadcasts) if the queue is full or the bridge has stopped.
     pub(crate) fn offer(&self, outgoing: Outgoing) {
         let n = outgoing.broadcasts as u64;
+        let bytes = outgoing.bytes();
+        if !self.outbound_bytes.take(bytes) {
+            add(&self.counters.outbound_full, n);
+            return;
+        }
         match self.tx.try_send(outgoing) {
             Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => add(&self.counters.outbound_full, n),
-            Err(mpsc::error::TrySendError::Closed(_)) => add(&self.counters.stopped, n),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.outbound_bytes.give(bytes);
+                add(&self.counters.outbound_full, n);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.outbound_bytes.give(bytes);
+                add(&self.counters.stopped, n);
+            }
         }
+    }
+}
+
+/// Bytes in a queue, within a limit: taken when an entry is queued, given back when it is
+/// taken out. An empty queue takes one entry of any size, so that no frame is too large to
+/// pass at all; what a queue holds is then within its limit plus one entry.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    /// Bytes in the queue.
+    used: AtomicUsize,
+    /// The limit.
+    max: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(max: usize) -> Budget {
+        Budget {
+            used: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Takes `n` bytes if they fit (or the queue is empty); whether it did.
+    pub(crate) fn take(&self, n: usize) -> bool {
+        self.used
+            .fetch_update(Relaxed, Relaxed, |used| {
+                (used == 0 || used.saturating_add(n) <= self.max).then(|| used.saturating_add(n))
+            })
+            .is_ok()
+    }
+
+    /// Gives back `n` bytes taken before.
+    pub(crate) fn give(&self, n: usize) {
+        self.used.fetch_sub(n, Relaxed);
     }
 }
 
@@ -229,5 +282,43 @@ impl Registry {
         topics
             .iter()
             .find(|t| state.map.get(*t).is_some_and(|n| n.subscribed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outgoing(bytes: usize) -> Outgoing {
+        Outgoing {
+            payloads: smallvec::smallvec![crate::Payload::binary(vec![0u8; bytes - 4])],
+            audience: Audience::ALL,
+            broadcasts: 1,
+        }
+    }
+
+    #[test]
+    fn the_outbound_queue_holds_its_byte_limit_for_any_frame_size() {
+        let config = crate::Config {
+            bridge_outbound_bytes_max: 1000,
+            ..crate::Config::default()
+        };
+        let (tx, mut rx) = mpsc::channel(100);
+        let link = Link::new(tx, &config);
+        let dropped = || link.counters.outbound_full.load(Relaxed);
+        link.offer(outgoing(600));
+        link.offer(outgoing(600));
+        assert_eq!(
+            (dropped(), rx.len()),
+            (1, 1),
+            "600 + 600 B would pass 1000 B"
+        );
+        link.offer(outgoing(400));
+        assert_eq!((dropped(), rx.len()), (1, 2));
+        while let Ok(o) = rx.try_recv() {
+            link.outbound_bytes.give(o.bytes());
+        }
+        link.offer(outgoing(1 << 20));
+        assert_eq!((dropped(), rx.len()), (1, 1), "alone, any size passes");
     }
 }
