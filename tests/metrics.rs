@@ -60,6 +60,13 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
             assert_eq!(next_text(ws).await, format!("m{i}"));
         }
     }
+    // A shard counts a write once the call returns, which may be a moment after the client
+    // read the frames (with io_uring, after the submission that made them): let it settle.
+    eventually(|| {
+        let t = engine.stats().total;
+        t.bytes_written > 0 && t.deliveries == 15
+    })
+    .await;
 
     let (metrics, handle) = recorded(&engine);
     let exposition = Exposition::render(&handle);
