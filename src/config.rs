@@ -276,9 +276,8 @@ pub struct Config {
     /// Hand clients' messages and lifecycle events to an [`Inbox`](crate::Inbox) (taken with
     /// [`Engine::inbox`](crate::Engine::inbox)), for code that must await; a
     /// [`Handler`](crate::Handler) decides which messages stay with it
-    /// ([`Handler::forward`](crate::Handler::forward)). Default: off. An engine with an inbox
-    /// serves every connection with a task ([`Driver::Tasks`]), whatever [`Config::driver`]
-    /// says: pausing a connection until its event has room is that driver's alone so far.
+    /// ([`Handler::forward`](crate::Handler::forward)). Default: off. Every driver serves an
+    /// engine with an inbox.
     pub inbox: bool,
     /// With an inbox: events each shard queues for it, at most (1 to 1,048,576). A client whose
     /// event finds the queue full is not read until there is room, so with `n` connections

@@ -368,3 +368,41 @@ async fn an_inbox_engine_pauses_a_client_for_room_and_tells_its_removal_last_on_
         engine.shutdown(WAIT).await;
     }
 }
+
+#[tokio::test]
+async fn an_inbox_hears_of_every_client_it_was_told_of_leaving_or_counts_the_loss() {
+    use shardcast::EventKind;
+    for driver in DRIVERS {
+        let engine = Engine::builder()
+            .shards(1)
+            .inbox(true)
+            .driver(driver)
+            .build()
+            .expect("build");
+        let mut inbox = engine.inbox().expect("an inbox");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        // A client that never answers our close: it is still there when the shard stops.
+        let (_client, id) = connect_registered(&engine, &listener).await;
+        let first = tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .expect("in time");
+        assert_eq!(
+            first.map(|e| (e.client, e.kind)),
+            Some((id, EventKind::Registered))
+        );
+        engine.shutdown(std::time::Duration::from_millis(100)).await;
+        let mut removed = 0;
+        while let Some(event) = tokio::time::timeout(WAIT, inbox.recv())
+            .await
+            .expect("ends")
+        {
+            assert!(
+                matches!(event.kind, EventKind::Removed(_)),
+                "{driver:?}: {event:?}"
+            );
+            removed += 1;
+        }
+        let lost = engine.stats().total.inbox_lost;
+        assert_eq!(removed + lost, 1, "{driver:?}: told {removed}, lost {lost}");
+    }
+}

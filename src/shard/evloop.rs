@@ -341,6 +341,18 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
     }
 }
 
+impl Drop for Loop {
+    /// With an inbox: a client the loop still serves when it stops (the shard stopped before
+    /// it ended) owes the inbox a `Removed`, counted lost, as a task driver's does.
+    fn drop(&mut self) {
+        if let Some(inlet) = &self.shared.inlet {
+            for _ in 0..self.socks.count() + self.departing.len() {
+                inlet.lost();
+            }
+        }
+    }
+}
+
 impl Loop {
     /// Ready when there is something to do: socket events (taken into the lists), a
     /// connection handed over or resumed, a client touched, a deadline, or a read left over.

@@ -57,6 +57,15 @@ impl<T> Table<T> {
     pub(crate) fn remove(&mut self, i: usize) -> Option<T> {
         self.pages.get_mut(i / PAGE)?.get_mut(i % PAGE)?.take()
     }
+
+    /// How many values there are (a walk over every page).
+    pub(crate) fn count(&self) -> usize {
+        self.pages
+            .iter()
+            .flat_map(|p| p.iter())
+            .filter(|v| v.is_some())
+            .count()
+    }
 }
 
 /// One entry of a [`Slab`].
