@@ -15,10 +15,9 @@
 //! thread drops its runtime, which closes the connection.
 
 use super::broker::{
-    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, MESSAGE_BYTES_MAX,
-    Publication, Received, split,
+    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, Publication, Received, split,
 };
-use super::link::{Link, Outgoing, Topics};
+use super::link::{Link, Outgoing, Topics, fits_one_message};
 use crate::config::Config;
 use crate::error::BuildError;
 use crate::shard::{Handle, Interest, Payloads, reserve_wanted, send_each};
@@ -179,8 +178,8 @@ async fn publish_queued<C: Connection>(connection: &C, queued: &mut Vec<Outgoing
 
 /// How many of the entries at the front of `queued` travel in one message (at least one):
 /// those with the same channel and flags as the first (so order within a channel is kept and
-/// a receiving node treats them alike), at most [`BROADCASTS_PER_MESSAGE_MAX`] broadcasts, and,
-/// beyond the first entry, at most [`MESSAGE_BYTES_MAX`] of frames in all.
+/// a receiving node treats them alike), and, beyond the first entry, within the limits of one
+/// message ([`fits_one_message`]).
 fn joined(queued: &[Outgoing]) -> usize {
     let Some(first) = queued.first() else {
         return 0;
@@ -190,10 +189,7 @@ fn joined(queued: &[Outgoing]) -> usize {
     for next in &queued[1..] {
         broadcasts += next.broadcasts;
         bytes += next.bytes();
-        if !first.same_channel(next)
-            || broadcasts > BROADCASTS_PER_MESSAGE_MAX
-            || bytes > MESSAGE_BYTES_MAX
-        {
+        if !first.same_channel(next) || !fits_one_message(broadcasts, bytes) {
             break;
         }
         n += 1;
@@ -465,6 +461,7 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bridge::MESSAGE_BYTES_MAX;
     use crate::bridge::link::Registry;
     use std::sync::atomic::Ordering::Relaxed;
 

@@ -32,6 +32,19 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
+    /// One broadcast, or `None` if its audience is nobody, here and everywhere (an empty list
+    /// of topics).
+    fn one(payloads: Payloads, audience: Audience) -> Option<Outgoing> {
+        if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
+            return None;
+        }
+        Some(Outgoing {
+            payloads,
+            audience,
+            broadcasts: 1,
+        })
+    }
+
     /// Whether `self` and `other` go to the same channels with the same flags.
     pub(crate) fn same_channel(&self, other: &Outgoing) -> bool {
         self.audience.topic_filter() == other.audience.topic_filter()
@@ -42,14 +55,22 @@ impl Outgoing {
     /// together within the limits of one message.
     pub(crate) fn joins(&self, other: &Outgoing) -> bool {
         self.same_channel(other)
-            && self.broadcasts + other.broadcasts <= BROADCASTS_PER_MESSAGE_MAX
-            && self.bytes() + other.bytes() <= MESSAGE_BYTES_MAX
+            && fits_one_message(
+                self.broadcasts + other.broadcasts,
+                self.bytes() + other.bytes(),
+            )
     }
 
     /// Bytes of frames.
     pub(crate) fn bytes(&self) -> usize {
         self.payloads.iter().map(crate::Payload::len).sum()
     }
+}
+
+/// Whether `broadcasts` broadcasts of `bytes` bytes of frames in all may share one broker
+/// message (a single broadcast travels whatever its size).
+pub(crate) fn fits_one_message(broadcasts: usize, bytes: usize) -> bool {
+    broadcasts <= BROADCASTS_PER_MESSAGE_MAX && bytes <= MESSAGE_BYTES_MAX
 }
 
 /// A shard's broadcasts for the other nodes, gathered while it handles one read (or one
@@ -71,14 +92,8 @@ impl Gathered {
     /// Adds a broadcast that was delivered locally, joining it to the previous entry where
     /// they can travel together.
     pub(crate) fn push(&mut self, link: &Link, payloads: Payloads, audience: Audience) {
-        if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
-            // An audience of nobody, here and everywhere.
+        let Some(next) = Outgoing::one(payloads, audience) else {
             return;
-        }
-        let next = Outgoing {
-            payloads,
-            audience,
-            broadcasts: 1,
         };
         match self.entries.last_mut() {
             Some(last) if last.joins(&next) => {
@@ -133,14 +148,9 @@ impl Link {
     /// Hands a broadcast that was delivered locally to the bridge, without waiting: once per
     /// broadcast, whatever the number of shards and clients.
     pub(crate) fn offer_one(&self, payloads: Payloads, audience: Audience) {
-        if audience.topic_filter().is_some_and(<[Topic]>::is_empty) {
-            return;
+        if let Some(outgoing) = Outgoing::one(payloads, audience) {
+            self.offer(outgoing);
         }
-        self.offer(Outgoing {
-            payloads,
-            audience,
-            broadcasts: 1,
-        });
     }
 
     /// Hands local broadcasts to the bridge, without waiting. Dropped and counted (each of
