@@ -151,17 +151,24 @@ async fn a_handlers_broadcast_crosses_nodes_once_and_except_stays_on_the_origin(
     b.shutdown(Duration::from_secs(5)).await;
 }
 
-#[tokio::test]
-async fn broadcasts_a_handler_makes_in_one_read_cross_in_one_message_in_order() {
+/// Two nodes, A and B, after a client on A sent `burst n` and a client on B received the
+/// burst, in order.
+async fn a_burst_across_two_nodes(n: usize) -> (Engine, Engine) {
     let hub = Hub::default();
     let (a, a_addr) = node(&hub).await;
     let (b, b_addr) = node(&hub).await;
     let mut sender = connect(&a, a_addr).await;
     let mut far = connect(&b, b_addr).await;
-    send_text(&mut sender, "burst 10").await;
-    for i in 0..10 {
+    send_text(&mut sender, &format!("burst {n}")).await;
+    for i in 0..n {
         assert_eq!(next_text(&mut far).await, i.to_string());
     }
+    (a, b)
+}
+
+#[tokio::test]
+async fn broadcasts_a_handler_makes_in_one_read_cross_in_one_message_in_order() {
+    let (a, b) = a_burst_across_two_nodes(10).await;
     let counted = |e: &Engine| {
         let s = e.stats().bridge;
         (s.published, s.messages, s.received, s.delivered)
@@ -231,24 +238,9 @@ async fn malformed_frames_from_the_broker_are_counted_and_dropped() {
 #[cfg(feature = "metrics")]
 #[tokio::test]
 async fn metrics_show_what_crossed_nodes_and_every_reason_for_a_loss() {
-    use metrics_exporter_prometheus::PrometheusBuilder;
-    let hub = Hub::default();
-    let (a, a_addr) = node(&hub).await;
-    let (b, b_addr) = node(&hub).await;
-    let mut sender = connect(&a, a_addr).await;
-    let mut far = connect(&b, b_addr).await;
-    send_text(&mut sender, "burst 3").await;
-    for i in 0..3 {
-        assert_eq!(next_text(&mut far).await, i.to_string());
-    }
+    let (a, b) = a_burst_across_two_nodes(3).await;
     eventually(|| b.stats().bridge.delivered == 3).await;
-    let render = |engine: &Engine| {
-        let recorder = PrometheusBuilder::new().build_recorder();
-        let handle = recorder.handle();
-        let metrics = metrics::with_local_recorder(&recorder, || shardcast::Metrics::new(engine));
-        metrics.record();
-        handle.render()
-    };
+    let render = |engine: &Engine| recorded(engine).1.render();
     let (text_a, text_b) = (render(&a), render(&b));
     for line in [
         "shardcast_bridge_connected 1",

@@ -5,19 +5,9 @@
 mod common;
 
 use common::*;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use shardcast::{Audience, Engine, Metrics};
+use metrics_exporter_prometheus::PrometheusHandle;
+use shardcast::{Audience, Engine};
 use std::collections::HashMap;
-
-/// `engine`'s `Metrics` in a Prometheus recorder of their own, recorded once; and the handle
-/// that renders them.
-fn recorded(engine: &Engine) -> (Metrics, PrometheusHandle) {
-    let recorder = PrometheusBuilder::new().build_recorder();
-    let handle = recorder.handle();
-    let metrics = metrics::with_local_recorder(&recorder, || Metrics::new(engine));
-    metrics.record();
-    (metrics, handle)
-}
 
 /// A Prometheus text exposition, and its samples.
 struct Exposition {

@@ -844,3 +844,19 @@ pub fn field(json: &str, key: &str) -> u64 {
         .parse()
         .unwrap_or_else(|_| panic!("{key} is not an integer in {json}"))
 }
+
+/// `engine`'s `Metrics` in a Prometheus recorder of their own, recorded once; and the handle
+/// that renders them.
+#[cfg(feature = "metrics")]
+pub fn recorded(
+    engine: &Engine,
+) -> (
+    shardcast::Metrics,
+    metrics_exporter_prometheus::PrometheusHandle,
+) {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let metrics = metrics::with_local_recorder(&recorder, || shardcast::Metrics::new(engine));
+    metrics.record();
+    (metrics, handle)
+}
