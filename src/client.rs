@@ -151,3 +151,14 @@ pub mod close_code {
     /// The client's outbound queue overflowed.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
+
+/// A complete data message from a client: all that reaches
+/// [`Handler::on_message`](crate::Handler::on_message) (the engine answers pings and closes
+/// itself, and reassembles fragments).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Incoming<'a> {
+    /// A text message, valid UTF-8.
+    Text(&'a str),
+    /// A binary message.
+    Binary(&'a [u8]),
+}

@@ -2,7 +2,7 @@
 //! users need (ordering, back-pressure, shutdown) are on [`Engine`] itself, where rustdoc
 //! renders them.
 
-use crate::bridge::{Broker, Link, driver};
+use crate::bridge::{Broker, driver};
 use crate::client::{ClientInfo, Principal};
 use crate::config::{Coalescing, Config, Driver, SlowConsumerPolicy};
 use crate::error::SubscribeError;
@@ -10,12 +10,15 @@ use crate::error::{
     BroadcastError, BuildError, ListenError, RegisterError, Rejected, TryBroadcastError,
     TrySendError, UpdateError,
 };
-use crate::inbox::{Inbox, Tally};
+use crate::inbox::Inbox;
+use crate::link::Link;
+use crate::payload::Payloads;
 use crate::registration::Registration;
 use crate::shard::{
     self, Accepted, Admission, Command, Control, Delivery, Handle, Handler, Interest, Io, Opening,
-    Payloads, Permits, Stream, Wrap,
+    Permits, Stream, Wrap,
 };
+use crate::stats::InboxTally;
 use crate::stats::{BridgeStats, ShardCounters, Stats};
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
@@ -126,7 +129,7 @@ struct Inner {
     /// The inbox until `Engine::inbox` takes it; `None` then, or without one.
     inbox: Mutex<Option<Inbox>>,
     /// What the inbox took from each shard's queue, by shard index; empty without an inbox.
-    inbox_tallies: Vec<Arc<CachePadded<Tally>>>,
+    inbox_tallies: Vec<Arc<CachePadded<InboxTally>>>,
 }
 
 impl std::fmt::Debug for Inner {

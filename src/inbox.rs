@@ -7,21 +7,20 @@
 //! - Each shard's queue is a `tokio::sync::mpsc` channel of [`Config::inbox_capacity`] events;
 //!   the shard only ever `try_send`s into it, so no shard thread waits for the consumer. An
 //!   event that finds the queue full waits in the connection it is about (`shard::inlet`).
-//! - [`Tally`] is written by the `Inbox` only (its methods take `&mut self`), so each counter is
+//! - [`InboxTally`] is written by the `Inbox` only (its methods take `&mut self`), so each counter is
 //!   a plain load and store, like the shards' own counters.
 //!
 //! [`Config::inbox_capacity`]: crate::Config::inbox_capacity
 
 use crate::ClientId;
+use crate::client::Incoming;
 use crate::client::RemoveReason;
-use crate::shard::Incoming;
-use crate::stats::bump;
+use crate::stats::{InboxTally, bump};
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::task::{Context, Poll};
 use tokio::sync::mpsc;
 
@@ -76,22 +75,12 @@ impl Event {
     }
 }
 
-/// What the consumer side of one shard's queue counted: written by the [`Inbox`] only, read by
-/// [`Engine::stats`](crate::Engine::stats).
-#[derive(Debug, Default)]
-pub(crate) struct Tally {
-    /// Events taken out of the queue (received, or dropped with the `Inbox`).
-    pub(crate) taken: AtomicU64,
-    /// Events still queued when the `Inbox` was dropped: lost, and counted as such.
-    pub(crate) dropped: AtomicU64,
-}
-
 /// One shard's queue, as the [`Inbox`] reads it.
 struct Lane {
     /// The queue; `None` once it ended (its shard stopped).
     rx: Option<mpsc::Receiver<Event>>,
     /// What was taken from it, for the stats.
-    tally: Arc<CachePadded<Tally>>,
+    tally: Arc<CachePadded<InboxTally>>,
 }
 
 /// The messages clients send and their lifecycle events, as an async stream: the alternative to
@@ -199,7 +188,7 @@ impl Inbox {
     /// The inbox reading `queues`, one per shard by shard index, counting into `tallies`.
     pub(crate) fn new(
         queues: Vec<mpsc::Receiver<Event>>,
-        tallies: &[Arc<CachePadded<Tally>>],
+        tallies: &[Arc<CachePadded<InboxTally>>],
     ) -> Inbox {
         let lanes = queues
             .into_iter()

@@ -98,6 +98,7 @@ mod error;
 pub mod fuzzing;
 mod id;
 mod inbox;
+mod link;
 mod payload;
 mod registration;
 mod shard;
@@ -110,7 +111,7 @@ pub mod wire;
 pub use audience::Audience;
 #[cfg(feature = "nats")]
 pub use bridge::Nats;
-pub use client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
+pub use client::{ClientData, ClientInfo, Incoming, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, Driver, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Builder, Engine, ShutdownReport};
 pub use error::{
@@ -121,7 +122,7 @@ pub use id::{ClientId, ShardId};
 pub use inbox::{Event, EventKind, Inbox};
 pub use payload::Payload;
 pub use registration::Registration;
-pub use shard::{Accepted, Context, Decision, Handler, Incoming, Io, Wrap, WrapFuture};
+pub use shard::{Accepted, Context, Decision, Handler, Io, Wrap, WrapFuture};
 pub use stats::{BridgeDrops, BridgeStats, Evictions, HandshakeFailures, ShardStats, Stats};
 #[cfg(feature = "metrics")]
 pub use telemetry::Metrics;

@@ -150,3 +150,6 @@ pub enum PayloadError {
     #[error("not a complete server frame: {0}")]
     NotAFrame(&'static str),
 }
+
+/// The payloads of one broadcast: one, or the frames of a batch, in order (inline when one).
+pub(crate) type Payloads = smallvec::SmallVec<[Payload; 1]>;

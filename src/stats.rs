@@ -7,7 +7,6 @@
 //! whole (Relaxed: a snapshot is per counter, not across counters). Each shard's block is
 //! cache-padded so that shards never share a cache line.
 
-use crate::inbox::Tally;
 use crossbeam_utils::CachePadded;
 use std::sync::atomic::{AtomicU64, Ordering::Acquire, Ordering::Relaxed, Ordering::Release};
 
@@ -221,7 +220,7 @@ pub struct Stats {
 }
 
 impl ShardStats {
-    pub(crate) fn read(c: &Counters, queue_depth: u64, inbox: Option<&Tally>) -> ShardStats {
+    pub(crate) fn read(c: &Counters, queue_depth: u64, inbox: Option<&InboxTally>) -> ShardStats {
         let mut stats = ShardStats {
             // First, and Acquire: see `Counters::broadcasts_applied`.
             broadcasts_applied: c.broadcasts_applied.load(Acquire),
@@ -454,4 +453,14 @@ impl BridgeStats {
             },
         }
     }
+}
+
+/// What the consumer side of one shard's queue counted: written by the [`Inbox`](crate::Inbox) only, read by
+/// [`Engine::stats`](crate::Engine::stats).
+#[derive(Debug, Default)]
+pub(crate) struct InboxTally {
+    /// Events taken out of the queue (received, or dropped with the `Inbox`).
+    pub(crate) taken: AtomicU64,
+    /// Events still queued when the `Inbox` was dropped: lost, and counted as such.
+    pub(crate) dropped: AtomicU64,
 }

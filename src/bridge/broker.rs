@@ -3,8 +3,8 @@
 //! could implement it too. The engine's side (queues, interest, counting, validating frames)
 //! is the same for every broker.
 
-use super::link::Link;
 use crate::error::BridgeError;
+use crate::link::{BROADCASTS_PER_MESSAGE_MAX, Link};
 use crate::stats::add;
 use crate::{Payload, Topic};
 use bytes::Bytes;
@@ -23,16 +23,6 @@ pub enum Channel {
     /// Broadcasts to a topic's subscribers.
     Topic(Topic),
 }
-
-/// The most broadcasts one broker message carries. The publisher puts consecutive queued
-/// broadcasts for the same channel and audience in one message (at most this many, and at
-/// most [`MESSAGE_BYTES_MAX`] of frames), so that the receiving node hands its shards a run of
-/// frames that its clients get in one write, as local clients do.
-pub const BROADCASTS_PER_MESSAGE_MAX: usize = 64;
-
-/// The most frame bytes the publisher copies into one message to join broadcasts (a
-/// broadcast larger than this travels alone, and a single frame is never copied).
-pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
 
 /// One message to publish: one or more local broadcasts (consecutive, with the same
 /// audience), for one channel.
@@ -196,12 +186,12 @@ pub trait Connection: Send + Sync + 'static {
 /// # Errors
 ///
 /// What is wrong with the first frame that is not.
-pub(crate) fn split(mut frames: Bytes) -> Result<crate::shard::Payloads, &'static str> {
+pub(crate) fn split(mut frames: Bytes) -> Result<crate::payload::Payloads, &'static str> {
     use crate::wire::{Opcode, frame};
     if frames.is_empty() {
         return Err("no frame");
     }
-    let mut payloads = crate::shard::Payloads::new();
+    let mut payloads = crate::payload::Payloads::new();
     while !frames.is_empty() {
         let (header, len) = frame::lengths(&frames).ok_or("truncated header")?;
         let total = (header as u64)

@@ -14,13 +14,12 @@
 //! On `stop`, the publisher publishes what is already queued (for at most a second), then the
 //! thread drops its runtime, which closes the connection.
 
-use super::broker::{
-    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, Publication, Received, split,
-};
-use super::link::{Link, Outgoing, Topics, fits_one_message};
+use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, split};
 use crate::config::Config;
 use crate::error::BuildError;
-use crate::shard::{Handle, Interest, Payloads, reserve_wanted, send_each};
+use crate::link::{BROADCASTS_PER_MESSAGE_MAX, Link, Outgoing, Topics, fits_one_message};
+use crate::payload::Payloads;
+use crate::shard::{Handle, Interest, reserve_wanted, send_each};
 use crate::stats::add;
 use crate::{Audience, Topic};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -461,8 +460,8 @@ pub(crate) fn plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bridge::MESSAGE_BYTES_MAX;
-    use crate::bridge::link::Registry;
+    use crate::link::MESSAGE_BYTES_MAX;
+    use crate::link::Registry;
     use std::sync::atomic::Ordering::Relaxed;
 
     fn step(

@@ -70,19 +70,15 @@
 
 mod broker;
 pub(crate) mod driver;
-pub(crate) mod link;
 #[cfg(feature = "nats")]
 mod nats;
 #[cfg(feature = "nats")]
 mod subject;
 
+pub use crate::link::{BROADCASTS_PER_MESSAGE_MAX, MESSAGE_BYTES_MAX};
 /// The NATS client the bridge uses, for [`Nats::options`] (`async_nats::ConnectOptions`).
 #[cfg(feature = "nats")]
 pub use async_nats;
-pub use broker::{
-    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, MESSAGE_BYTES_MAX,
-    Publication, Received,
-};
-pub(crate) use link::Link;
+pub use broker::{Broker, Channel, Connection, Inbound, Publication, Received};
 #[cfg(feature = "nats")]
 pub use nats::{Nats, NatsConnection};

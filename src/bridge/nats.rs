@@ -7,12 +7,11 @@
 //! topics' subject tokens, comma-separated) for an audience of several topics, and
 //! `Shardcast-Count` for a message carrying several broadcasts.
 
-use super::broker::{
-    BROADCASTS_PER_MESSAGE_MAX, Broker, Channel, Connection, Inbound, Publication, Received,
-};
+use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received};
 use super::subject::{self, Subjects};
 use crate::Topic;
 use crate::error::BridgeError;
+use crate::link::BROADCASTS_PER_MESSAGE_MAX;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message, connection::State};
 use futures_util::StreamExt;
 use std::collections::HashMap;

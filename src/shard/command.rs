@@ -5,12 +5,11 @@
 //! A shard applies its commands in queue order, so the commands one publisher sends to one shard
 //! take effect in the order it sent them.
 
-use super::decision::Accepted;
+use super::core::{Accepted, Delivery};
 use crate::client::{ClientData, ClientInfo, Principal};
 use crate::error::SubscribeError;
-use crate::{Audience, ClientId, Payload, Topic};
+use crate::{ClientId, Topic};
 use bytes::Bytes;
-use smallvec::SmallVec;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -86,9 +85,6 @@ pub(crate) struct Opening {
     pub(crate) read: Bytes,
 }
 
-/// The payloads of one broadcast: one, or the frames of a batch.
-pub(crate) type Payloads = SmallVec<[Payload; 1]>;
-
 /// What a shard can be asked to do.
 #[derive(Debug)]
 pub(crate) enum Command {
@@ -100,17 +96,6 @@ pub(crate) enum Command {
     Relayed(Vec<Delivery>),
     /// Anything else.
     Control(Control),
-}
-
-/// What can travel from shard to shard: frames for clients.
-pub(crate) enum Delivery {
-    /// Deliver to every client of the audience; a batch's frames stay adjacent.
-    Broadcast {
-        payloads: Payloads,
-        audience: Audience,
-    },
-    /// Deliver to one client.
-    Send { id: ClientId, payload: Payload },
 }
 
 /// Commands about the shard and its clients that deliver no frame.
@@ -178,16 +163,6 @@ impl Command {
     }
 }
 
-impl Delivery {
-    /// Bytes of the frames it delivers.
-    pub(crate) fn frame_bytes(&self) -> usize {
-        match self {
-            Delivery::Broadcast { payloads, .. } => payloads.iter().map(Payload::len).sum(),
-            Delivery::Send { payload, .. } => payload.len(),
-        }
-    }
-}
-
 impl From<Delivery> for Command {
     fn from(delivery: Delivery) -> Command {
         Command::Deliver(delivery)
@@ -197,15 +172,6 @@ impl From<Delivery> for Command {
 impl From<Control> for Command {
     fn from(control: Control) -> Command {
         Command::Control(control)
-    }
-}
-
-impl std::fmt::Debug for Delivery {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Delivery::Broadcast { .. } => "Broadcast",
-            Delivery::Send { .. } => "Send",
-        })
     }
 }
 

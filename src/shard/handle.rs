@@ -7,9 +7,11 @@
 //! command back). A reserved slot is taken until its permit is used or dropped, so a caller
 //! can reserve a slot on every shard before it sends to any (all or nothing).
 
-use super::command::{Command, Delivery, Payloads};
-use super::interest::Interest;
-use crate::inbox::Tally;
+use super::command::Command;
+use super::core::{Delivery, Interest};
+use crate::payload::Payloads;
+
+use crate::stats::InboxTally;
 use crate::stats::{ShardCounters, ShardStats};
 use crate::{Audience, ShardId};
 use smallvec::SmallVec;
@@ -114,7 +116,7 @@ impl Handle {
     }
 
     /// A snapshot of this shard's counters, with what the inbox took from it (`inbox`).
-    pub(crate) fn stats(&self, inbox: Option<&Tally>) -> ShardStats {
+    pub(crate) fn stats(&self, inbox: Option<&InboxTally>) -> ShardStats {
         let depth = self.tx.max_capacity() - self.tx.capacity();
         ShardStats::read(&self.counters, depth as u64, inbox)
     }

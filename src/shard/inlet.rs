@@ -79,6 +79,14 @@ pub(crate) struct Held {
     counters: Arc<ShardCounters>,
 }
 
+impl std::fmt::Debug for Held {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held")
+            .field("event", &self.event)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Held {
     /// Queues the event once there is room (or counts it lost if the inbox is gone); `Ready`
     /// then, and the connection may read again.

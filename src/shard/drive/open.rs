@@ -3,10 +3,10 @@
 //! event loop (`evloop`) if it is a plain TCP stream and the loop runs, the task ending there;
 //! otherwise by the same task (`conn`).
 
-use super::command::{Io, Wrap};
-use super::conn::{Conn, Ended};
-use super::decision::decide;
-use super::shared::Shared;
+use super::super::command::{Io, Wrap};
+use super::super::core::decide;
+use super::shared::{Shared, Tenure};
+use super::task::Conn;
 use crate::ClientId;
 use crate::client::ClientData;
 use crate::stats::bump;
@@ -107,8 +107,7 @@ impl Carrier {
 
 /// A connection whose opening succeeded: its client is admitted in `slot`.
 struct Opened {
-    ended: Ended,
-    id: ClientId,
+    tenure: Tenure,
     slot: usize,
     carrier: Carrier,
     parser: Parser,
@@ -120,22 +119,21 @@ impl Opened {
     /// Hands the connection to the event loop, or returns it to be served by this task.
     fn serve_here(self) -> Option<Conn> {
         let Opened {
-            ended,
-            id,
+            tenure,
             slot,
             carrier,
             parser,
             pending,
         } = self;
         match carrier {
-            Carrier::Boxed(io) => Some(Conn::new(ended, id, slot, io, parser, pending)),
+            Carrier::Boxed(io) => Some(Conn::new(tenure, slot, io, parser, pending)),
             #[cfg(unix)]
             Carrier::Tcp(tcp) => {
-                super::evloop::join(ended, id, slot, tcp, parser, pending);
+                super::evloop::join(tenure, slot, tcp, parser, pending);
                 None
             }
             #[cfg(not(unix))]
-            Carrier::Tcp(tcp) => Some(Conn::new(ended, id, slot, Box::new(tcp), parser, pending)),
+            Carrier::Tcp(tcp) => Some(Conn::new(tenure, slot, Box::new(tcp), parser, pending)),
         }
     }
 }
@@ -158,8 +156,8 @@ enum Failure {
 impl Failure {
     /// Counts it.
     fn count(self, shared: &Shared) {
-        let state = shared.state.borrow();
-        let c = state.counters();
+        let core = shared.core.borrow();
+        let c = core.state().counters();
         let counter = match self {
             Failure::Malformed => &c.handshakes_malformed,
             Failure::Refused => &c.handshakes_refused,
@@ -181,8 +179,8 @@ async fn open(
     peer: Option<SocketAddr>,
     data: Option<ClientData>,
 ) -> Option<Opened> {
-    let mut ended = Ended::new(shared, admitted.as_ref().map(|&(slot, _)| slot));
-    let shared = ended.shared().clone();
+    let mut tenure = Tenure::new(shared, admitted.as_ref().map(|&(slot, _)| slot));
+    let shared = tenure.shared().clone();
     let shared = &*shared;
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
@@ -218,7 +216,7 @@ async fn open(
             }
         }
     };
-    ended.registered(slot);
+    tenure.registered(slot);
     tracing::debug!(
         client = id.as_u64(),
         shard = shared.id.0,
@@ -231,8 +229,7 @@ async fn open(
         message_bytes_max: config.message_bytes_max,
     });
     Some(Opened {
-        ended,
-        id,
+        tenure,
         slot,
         carrier: io,
         parser,
@@ -288,9 +285,12 @@ async fn upgrade(
     // The request is in: from here on the client waits for us, and our answer, whatever it
     // is, must be out by the deadline too.
     let answer = async {
-        let accepting = shared.state.borrow().accepting();
+        let (accepting, handler) = {
+            let core = shared.core.borrow();
+            (core.state().accepting(), core.handler().clone())
+        };
         let decided = decide(config, accepting, &request, || {
-            shared.handler.on_upgrade(&request, peer)
+            handler.on_upgrade(&request, peer)
         });
         match decided {
             Err(rejected) => {
@@ -309,8 +309,8 @@ async fn upgrade(
                     .await
                     .map_err(|_| Failure::Abandoned)?;
                 io.flush().await.map_err(|_| Failure::Abandoned)?;
-                let mut state = shared.state.borrow_mut();
-                let slot = accepted.admit(&mut state, id, data, Instant::now());
+                let mut core = shared.core.borrow_mut();
+                let slot = accepted.admit(core.state_mut(), id, data, Instant::now());
                 Ok((slot, pending))
             }
         }

@@ -1,6 +1,7 @@
 //! The event loop of a shard ([`Driver::EventLoop`], and [`Driver::IoUring`] whose writes go
 //! through `ring`): the shard's plain TCP connections, served
-//! with no task of their own once their opening (`open`) is done.
+//! with no task of their own once their opening (`open`) is done. Every decision about them
+//! is the core's: the loop reads, writes, waits and tells it what happened.
 //!
 //! One `mio::Poll` per shard holds the sockets of its connections, each registered once,
 //! edge-triggered, for reading and writing: the loop never asks the kernel to change a
@@ -9,13 +10,13 @@
 //! connection costs neither a task nor a reactor registration: it costs its client record
 //! (`State`), its [`Sock`] here, and its socket in the kernel.
 //!
-//! One task, the loop, does for all of them what a connection's task does for one (`conn`),
+//! One task, the loop, does for all of them what a connection's task does for one (`task`),
 //! in passes. A pass
 //!
 //! 1. adopts the connections handed over since the last pass, and lets those whose relayed
 //!    commands found room read again;
-//! 2. reads each socket on the read list once (one `read_buffer_bytes`), and lets the core
-//!    decide (`session::ingest`: parse, answer, call the handler, relay);
+//! 2. reads each socket on the read list once (one `read_buffer_bytes`), and hands what it
+//!    read to the core (`Core::handle_read`: parse, answer, call the handler, relay);
 //! 3. ends lingering connections past their close timeout, and lets delayed flushes go;
 //! 4. flushes every client touched since the last pass once, many frames per write (with a
 //!    ring, in submissions of up to 16 sends: `ring`).
@@ -29,40 +30,38 @@
 //! - A connection handles at most one read (`read_buffer_bytes`) per pass, and the loop yields
 //!   to the shard's other tasks before a pass that reads a socket again. So between two reads of
 //!   one client, every client of this shard its messages touched is flushed (step 4, or its own
-//!   task if it has one), and the shard's command queue is served: `conn`'s `NextTurn`.
-//! - A connection reads only when `session::may_read` says so.
-//! - `socks[slot]` is `Some` exactly while the loop serves the client in `slot`; when the loop
-//!   drops a sock it releases the slot and counts the connection's end, as `conn::Ended` does
-//!   for a task. Each slot is on the read list at most once (`Sock::reading`).
-//! - A socket is written only while `Sock::stuck` is false: after a write that did not take
+//!   task if it has one), and the shard's command queue is served: `task`'s `NextTurn`.
+//! - A connection reads only when `Core::poll_read` says so, and writes only what
+//!   `Core::poll_write` says; what happens to it (a wait, its close, its end) is the core's
+//!   to decide, and the loop tells the core every event (`Core::handle_*`).
+//! - `socks[slot]` is `Some` exactly while the loop holds the socket of the client in `slot`;
+//!   when the loop drops a sock it tells the core the socket ended (`Core::handle_ended`). Each
+//!   slot is on the read list at most once (`Lists::READING`).
+//! - A socket is written only while it is not `Lists::STUCK`: after a write that did not take
 //!   everything, the next write waits for the socket's writable event.
 //!
 //! # Back-pressure
 //!
-//! As `conn`: a connection whose relayed commands found a shard's queue full, or whose event
-//! found the inbox full (`inlet`), reads nothing more until a small task has sent them,
-//! waiting for room; the loop itself never waits. With an inbox, a connection that ends while
-//! it waits keeps its slot until the wait is over, so that the inbox hears `Removed` last.
+//! As with `task`: a connection whose relayed commands found a shard's queue full, or whose
+//! event found the inbox full (`inlet`), reads nothing more until a small task has sent them,
+//! waiting for room; the loop itself never waits. A connection that ends while it waits keeps
+//! its slot until the wait is over (the core's `Departing`).
 //!
 //! # Shutdown
 //!
 //! The loop ends with its shard's command loop (`stop`); the sockets it still holds are closed
-//! when it is dropped.
+//! when it is dropped, and the core told (`Core::handle_dropped`).
 //!
 //! [`Driver::EventLoop`]: crate::Driver::EventLoop
 //! [`Driver::IoUring`]: crate::Driver::IoUring
 
-use super::conn::Ended;
-use super::inlet::Held;
-use super::outbound::IoSlices;
-use super::pages::Table;
-use super::relay::{Waiting, send_waiting};
-use super::session::{Next, ingest, may_read, next, registered};
-use super::shared::Shared;
+use super::super::core::{Ending, IoSlices, Linger, Next, Reading, Resume, Table};
+use super::super::inlet::Held;
+use super::super::relay::{Waiting, send_waiting};
+use super::handover::{Joining, Resumed};
+use super::shared::{Shared, Tenure, queue_apart};
 use crate::ClientId;
 use crate::ShardId;
-use crate::client::RemoveReason;
-use crate::inbox::Event as InboxEvent;
 use crate::stats::{Counters, bump, drop_by};
 use crate::wire::Parser;
 use mio::{Events, Interest, Token};
@@ -71,10 +70,9 @@ use std::future::poll_fn;
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::AsFd;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
+use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::net::unix::pipe;
 use tokio::time::{Instant, Sleep};
@@ -141,67 +139,17 @@ pub(crate) fn reactor(
     })
 }
 
-/// A connection handed to the loop by its opening task.
-pub(crate) struct Joining {
-    id: ClientId,
-    slot: usize,
-    stream: std::net::TcpStream,
-    parser: Parser,
-    /// Bytes the client sent after its upgrade request.
-    pending: Vec<u8>,
-    /// What `on_registered` relayed that found a shard's queue full.
-    blocked: Waiting,
-    /// With an inbox: its `Registered` event, if the inbox was full.
-    held: Option<Box<Held>>,
-}
-
-/// A connection whose wait is over ([`Loop::wait`]): it may read again.
-struct Resumed {
-    slot: usize,
-    id: ClientId,
-    /// What it had read but not handled.
-    pending: Box<[u8]>,
-    /// Whether it waited for room in the inbox (its reads were paused for it).
-    held: bool,
-}
-
-/// What the rest of the shard hands its loop, taken at the loop's next pass. Bounded by the
-/// shard's connections.
-#[derive(Default)]
-pub(crate) struct Handover {
-    /// Connections whose opening is done.
-    joining: Vec<Joining>,
-    /// Connections whose waiting commands are sent and held event queued, so that they may
-    /// read again.
-    resumed: Vec<Resumed>,
-    /// Wakes the loop when something arrives.
-    waker: Option<Waker>,
-}
-
-impl Handover {
-    fn wake(&mut self) {
-        if let Some(waker) = self.waker.take() {
-            waker.wake();
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.joining.is_empty() && self.resumed.is_empty()
-    }
-}
-
-/// Hands a connection whose upgrade is done to the shard's event loop: runs `on_registered`
-/// as its task would, and from then on the loop serves it. Called by the opening task, which
-/// then ends.
+/// Hands a connection whose upgrade is done to the shard's event loop: tells the core it is
+/// registered, as its task would, and from then on the loop serves it. Called by the opening
+/// task, which then ends.
 pub(super) fn join(
-    ended: Ended,
-    id: ClientId,
+    mut tenure: Tenure,
     slot: usize,
     tcp: tokio::net::TcpStream,
     parser: Parser,
     pending: Vec<u8>,
 ) {
-    let shared = ended.shared().clone();
+    let shared = tenure.shared().clone();
     let Some(handover) = &shared.handover else {
         return;
     };
@@ -209,53 +157,67 @@ pub(super) fn join(
     let Ok(stream) = tcp.into_std() else {
         return;
     };
-    let mut blocked = Waiting::new();
-    registered(&shared, id, slot, &mut blocked);
-    // Before anything it sent is read: the inbox hears of a client first.
-    let held = shared
-        .inlet
-        .as_ref()
-        .and_then(|inlet| inlet.offer(InboxEvent::registered(id)));
-    let mut state = shared.state.borrow_mut();
-    if held.is_some() {
-        state.pause_reads(slot, true, Instant::now());
-    }
-    state.set_looped(slot);
-    drop(state);
-    ended.hand_over();
+    let mut relay = shared.relay();
+    let held = {
+        let mut core = shared.core.borrow_mut();
+        let held = core.handle_registered(slot, Instant::now(), &mut relay);
+        core.state_mut().set_looped(slot);
+        held
+    };
+    tenure.release();
     let mut handover = handover.borrow_mut();
     handover.joining.push(Joining {
-        id,
         slot,
         stream,
         parser,
         pending,
-        blocked,
+        relays: relay.into_waiting(),
         held,
     });
     handover.wake();
 }
 
-/// One connection, as the loop keeps it between passes.
+/// Which of the loop's lists hold a connection: bits of [`Lists`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Lists(u8);
+
+impl Lists {
+    /// On the read list: its socket may hold bytes not yet read.
+    const READING: Lists = Lists(1);
+    /// Waiting for a writable event: its last write did not take everything.
+    const STUCK: Lists = Lists(2);
+    /// On the delayed list (coalescing holds its queue back).
+    const DELAYED: Lists = Lists(4);
+
+    fn has(self, list: Lists) -> bool {
+        self.0 & list.0 != 0
+    }
+
+    /// Puts it on `list`; whether it was not on it.
+    fn join(&mut self, list: Lists) -> bool {
+        let new = !self.has(list);
+        self.0 |= list.0;
+        new
+    }
+
+    /// Takes it off `list`; whether it was on it.
+    fn leave(&mut self, list: Lists) -> bool {
+        let was = self.has(list);
+        self.0 &= !list.0;
+        was
+    }
+}
+
+/// One connection, as the loop keeps it between passes: its socket and the loop's bookkeeping.
+/// Where the connection is in its life is the core's (`Stage`).
 struct Sock {
     /// Its socket, registered with the loop's `Poll` under `Token(slot)`; `None` while a send
     /// in the ring holds it (within a pass).
     stream: Option<mio::net::TcpStream>,
     /// What it sent of an unfinished frame.
     parser: Parser,
-    /// On the read list: its socket may hold bytes not yet read.
-    reading: bool,
-    /// Commands it relayed wait for room in another shard's queue, or its event for the inbox
-    /// waits for room there (and the bytes it read after them wait with them, in the task that
-    /// sends them: [`Loop::wait`]).
-    blocked: bool,
-    /// Its last write did not take everything: write again only once it is writable.
-    stuck: bool,
-    /// Its close frame is out: what it still sends is discarded until it closes, or its close
-    /// timeout passes.
-    lingering: bool,
-    /// On the delayed list (coalescing holds its queue back).
-    delayed: bool,
+    /// Which of the loop's lists hold it.
+    lists: Lists,
 }
 
 /// The loop's state: its sockets and what it has to do.
@@ -280,13 +242,8 @@ struct Loop {
     /// Fires at the earliest deadline above, if `armed`.
     timer: Pin<Box<Sleep>>,
     armed: Option<Instant>,
-    /// Scratch lists, reused.
+    /// Scratch list, reused.
     scratch: Vec<usize>,
-    removed: Vec<super::state::Removed>,
-    /// With an inbox: connections that ended while waiting ([`Loop::wait`]), as (slot, id).
-    /// Their slots are released, and the inbox told, once the wait is over, so that their
-    /// `Removed` event follows the one that waited. Bounded by the shard's connections.
-    departing: Vec<(usize, ClientId)>,
     /// The ring that takes each pass's writes ([`crate::Driver::IoUring`]), if set up.
     #[cfg(all(target_os = "linux", feature = "io-uring"))]
     ring: Option<super::ring::Ring>,
@@ -318,8 +275,6 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         armed: None,
         scratch: Vec::new(),
-        removed: Vec::new(),
-        departing: Vec::new(),
         #[cfg(all(target_os = "linux", feature = "io-uring"))]
         ring,
         #[cfg(all(target_os = "linux", feature = "io-uring"))]
@@ -342,13 +297,18 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
 }
 
 impl Drop for Loop {
-    /// With an inbox: a client the loop still serves when it stops (the shard stopped before
-    /// it ended) owes the inbox a `Removed`, counted lost, as a task driver's does.
+    /// The connections the loop still serves when it stops (the shard stopped before they
+    /// ended) are dropped: the core is told.
     fn drop(&mut self) {
-        if let Some(inlet) = &self.shared.inlet {
-            for _ in 0..self.socks.count() + self.departing.len() {
-                inlet.lost();
-            }
+        let shared = &*self.shared;
+        let now = Instant::now();
+        for slot in self.socks.indices() {
+            let mut relay = shared.relay();
+            let idle = shared
+                .core
+                .borrow_mut()
+                .handle_dropped(slot, now, &mut relay);
+            shared.idle_if(idle);
         }
     }
 }
@@ -407,7 +367,8 @@ impl Loop {
             }
         }
         {
-            let mut state = self.shared.state.borrow_mut();
+            let mut core = self.shared.core.borrow_mut();
+            let state = core.state_mut();
             if state.has_touched() {
                 ready = true;
             } else {
@@ -434,14 +395,15 @@ impl Loop {
             let Some(sock) = self.socks.get_mut(slot) else {
                 continue;
             };
-            if (event.is_readable() || event.is_read_closed() || event.is_error()) && !sock.reading
+            if (event.is_readable() || event.is_read_closed() || event.is_error())
+                && sock.lists.join(Lists::READING)
             {
-                sock.reading = true;
                 self.reads.push(slot);
                 any = true;
             }
-            if (event.is_writable() || event.is_write_closed() || event.is_error()) && sock.stuck {
-                sock.stuck = false;
+            if (event.is_writable() || event.is_write_closed() || event.is_error())
+                && sock.lists.leave(Lists::STUCK)
+            {
                 self.flushes.push(slot);
                 any = true;
             }
@@ -461,32 +423,15 @@ impl Loop {
                 )
             };
             for joining in joining {
-                self.adopt(joining);
+                self.adopt(joining, now);
             }
-            for Resumed {
-                slot,
-                id,
-                pending,
-                held,
-            } in resumed
-            {
-                if let Some(i) = self.departing.iter().position(|&d| d == (slot, id)) {
-                    self.departing.swap_remove(i);
-                    self.end(slot);
-                    continue;
-                }
-                if let Some(sock) = self.sock(slot, id) {
-                    sock.blocked = false;
-                    if held {
-                        self.shared.state.borrow_mut().pause_reads(slot, false, now);
-                    }
-                    self.resume(slot, pending);
-                }
+            for Resumed { slot, id, pending } in resumed {
+                self.resumed(slot, id, pending, now);
             }
         }
         let mut reads = std::mem::replace(&mut self.reads, std::mem::take(&mut self.scratch));
         for &slot in &reads {
-            self.read(slot);
+            self.read(slot, now);
         }
         reads.clear();
         self.scratch = reads;
@@ -494,39 +439,36 @@ impl Loop {
             && at <= now
         {
             self.lingering.pop_front();
-            if self.sock(slot, id).is_some_and(|s| s.lingering) {
-                self.finish(slot);
+            let still = self.shared.core.borrow().state().id(slot) == Some(id)
+                && self.shared.core.borrow().poll_read(slot) == Reading::Drain;
+            if still {
+                self.finish(slot, now);
             }
         }
         if self.delay_due.is_some_and(|due| due <= now) {
             self.delay_due = None;
             for slot in std::mem::take(&mut self.delayed) {
                 if let Some(sock) = self.socks.get_mut(slot) {
-                    sock.delayed = false;
+                    sock.lists.leave(Lists::DELAYED);
                     self.flushes.push(slot);
                 }
             }
         }
         // One list of slots, lent by `State`, serves every pass: the lists a shard keeps are
         // memory per client too.
-        let mut flushes = self.shared.state.borrow_mut().take_touched();
+        let mut flushes = self.shared.core.borrow_mut().state_mut().take_touched();
         flushes.append(&mut self.flushes);
         #[cfg(all(target_os = "linux", feature = "io-uring"))]
         self.flush_batched(&mut flushes, now);
         for &slot in &flushes {
             self.flush(slot, now);
         }
-        self.shared.state.borrow_mut().give_back_touched(flushes);
+        self.shared
+            .core
+            .borrow_mut()
+            .state_mut()
+            .give_back_touched(flushes);
         self.arm();
-    }
-
-    /// The sock in `slot` if it still serves client `id`.
-    fn sock(&mut self, slot: usize, id: ClientId) -> Option<&mut Sock> {
-        let current = self.shared.state.borrow().id(slot);
-        if current != Some(id) {
-            return None;
-        }
-        self.socks.get_mut(slot)
     }
 
     /// Sets the timer to the earliest deadline.
@@ -545,27 +487,38 @@ impl Loop {
     }
 
     /// Starts serving a connection handed over.
-    fn adopt(&mut self, joining: Joining) {
+    fn adopt(&mut self, joining: Joining, now: Instant) {
         let Joining {
-            id,
             slot,
             stream,
             parser,
             pending,
-            blocked,
+            relays,
             held,
         } = joining;
         let mut stream = mio::net::TcpStream::from_std(stream);
         let registry = self.reactor.poll.registry();
         let interest = Interest::READABLE | Interest::WRITABLE;
-        if let Err(e) = registry.register(&mut stream, Token(slot), interest) {
-            tracing::debug!(client = id.as_u64(), error = %e, "event loop: cannot register");
+        let registered = registry.register(&mut stream, Token(slot), interest);
+        let pending = pending.into_boxed_slice();
+        let waits = !relays.is_empty() || held.is_some();
+        if let Err(e) = registered {
+            tracing::debug!(shard = self.shared.id.0, error = %e, "event loop: cannot register");
             drop(stream);
-            self.end(slot);
+            if waits {
+                self.wait(slot, relays, held, pending);
+            }
+            self.finish(slot, now);
             return;
         }
         bump(
-            &self.shared.state.borrow().counters().event_loop_connections,
+            &self
+                .shared
+                .core
+                .borrow()
+                .state()
+                .counters()
+                .event_loop_connections,
             1,
         );
         self.socks.insert(
@@ -573,108 +526,125 @@ impl Loop {
             Sock {
                 stream: Some(stream),
                 parser,
-                reading: false,
-                blocked: false,
-                stuck: false,
-                lingering: false,
-                delayed: false,
+                lists: Lists::default(),
             },
         );
-        let pending = pending.into_boxed_slice();
-        if blocked.is_empty() && held.is_none() {
-            self.resume(slot, pending);
+        if waits {
+            self.wait(slot, relays, held, pending);
         } else {
-            self.wait(slot, id, blocked, held, pending);
+            self.resume(slot, pending, now);
         }
     }
 
-    /// A connection that may read again: handles `pending`, what it read before, then reads.
-    fn resume(&mut self, slot: usize, mut pending: Box<[u8]>) {
-        let shared = &*self.shared;
-        let Some(id) = shared.state.borrow().id(slot) else {
+    /// The wait of `slot`'s client `id` is over: tells the core, and acts on its answer.
+    fn resumed(&mut self, slot: usize, id: ClientId, pending: Box<[u8]>, now: Instant) {
+        let shared = self.shared.clone();
+        if shared.core.borrow().state().id(slot) != Some(id) {
             return;
-        };
-        let Some(sock) = self.socks.get_mut(slot) else {
-            return;
-        };
+        }
+        let mut relay = shared.relay();
+        let resume = shared
+            .core
+            .borrow_mut()
+            .handle_wait_over(slot, now, &mut relay);
+        let waiting = relay.into_waiting();
+        match resume {
+            Resume::Read => {
+                shared.send_apart(waiting);
+                self.resume(slot, pending, now);
+            }
+            Resume::Lingering(held) => {
+                shared.send_apart(waiting);
+                queue_apart(held);
+            }
+            Resume::Ended(ended) => shared.ended(ended, waiting),
+        }
+    }
+
+    /// A connection that may read: hands `pending` (what it read before its wait) to the
+    /// core, then reads.
+    fn resume(&mut self, slot: usize, mut pending: Box<[u8]>, now: Instant) {
         if !pending.is_empty() {
-            let Some((consumed, blocked, held)) = handle(shared, id, slot, sock, &mut pending)
-            else {
-                self.finish(slot);
+            let Some((consumed, waiting, held)) = self.handle(slot, &mut pending, now) else {
                 return;
             };
             self.flushes.push(slot);
-            if !blocked.is_empty() || held.is_some() {
+            if !waiting.is_empty() || held.is_some() {
                 let rest = pending.get(consumed..).unwrap_or_default().into();
-                self.wait(slot, id, blocked, held, rest);
+                self.wait(slot, waiting, held, rest);
                 return;
             }
         }
-        if !sock.reading {
-            sock.reading = true;
+        if let Some(sock) = self.socks.get_mut(slot)
+            && sock.lists.join(Lists::READING)
+        {
             self.reads.push(slot);
         }
+    }
+
+    /// Hands `input`, which `slot` read, to the core: the bytes it handled, what found another
+    /// shard's queue full, and the event that found the inbox full. `None` if the loop holds
+    /// no socket for `slot`.
+    fn handle(
+        &mut self,
+        slot: usize,
+        input: &mut [u8],
+        now: Instant,
+    ) -> Option<(usize, Waiting, Option<Box<Held>>)> {
+        let shared = &*self.shared;
+        let sock = self.socks.get_mut(slot)?;
+        let mut relay = shared.relay();
+        let read =
+            shared
+                .core
+                .borrow_mut()
+                .handle_read(slot, &mut sock.parser, input, now, &mut relay);
+        Some((read.consumed, relay.into_waiting(), read.held))
     }
 
     /// Sends, in a task of its own, the commands `slot` relayed that found a shard's queue
     /// full, then queues its event that found the inbox full (`held`); the connection reads
     /// nothing until both are done, and then handles `pending` (what it read after them) first.
-    /// The bytes wait in the task, so that a connection keeps no room for them. A connection
-    /// that ends meanwhile is ended once the wait is over (`departing`).
+    /// The bytes wait in the task, so that a connection keeps no room for them.
     fn wait(
         &mut self,
         slot: usize,
-        id: ClientId,
         mut waiting: Waiting,
         held: Option<Box<Held>>,
         pending: Box<[u8]>,
     ) {
-        if let Some(sock) = self.socks.get_mut(slot) {
-            sock.blocked = true;
-        }
         let shared = self.shared.clone();
+        let Some(id) = shared.core.borrow().state().id(slot) else {
+            return;
+        };
         tokio::task::spawn_local(async move {
             if !waiting.is_empty() {
                 send_waiting(&shared.shards, &mut waiting).await;
             }
-            let was_held = held.is_some();
             if let Some(mut held) = held {
                 held.queue().await;
             }
             if let Some(handover) = &shared.handover {
                 let mut handover = handover.borrow_mut();
-                handover.resumed.push(Resumed {
-                    slot,
-                    id,
-                    pending,
-                    held: was_held,
-                });
+                handover.resumed.push(Resumed { slot, id, pending });
                 handover.wake();
             }
         });
     }
 
-    /// Reads `slot`'s socket once, and handles what it read.
-    fn read(&mut self, slot: usize) {
-        let shared = &*self.shared;
+    /// Reads `slot`'s socket once, and hands what it read to the core.
+    fn read(&mut self, slot: usize, now: Instant) {
+        let shared = self.shared.clone();
         let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
-        sock.reading = false;
-        if sock.lingering {
-            self.drain(slot);
-            return;
+        sock.lists.leave(Lists::READING);
+        let allowed = shared.core.borrow().poll_read(slot);
+        match allowed {
+            Reading::Read => {}
+            Reading::Drain => return self.drain(slot, now),
+            Reading::Hold => return,
         }
-        let id = {
-            let state = shared.state.borrow();
-            if !may_read(&state, slot, sock.blocked) {
-                return;
-            }
-            let Some(id) = state.id(slot) else {
-                return;
-            };
-            id
-        };
         let mut buf = shared.read_buf.borrow_mut();
         let Some(stream) = &sock.stream else {
             return;
@@ -687,41 +657,33 @@ impl Loop {
         };
         let Some(n) = n else {
             drop(buf);
-            self.finish(slot);
-            return;
+            return self.finish(slot, now);
         };
         // A read that did not fill the buffer emptied the socket: its next bytes bring an event.
         let full = n == buf.len();
         let input = buf.get_mut(..n).unwrap_or_default();
-        let Some((consumed, blocked, held)) = handle(shared, id, slot, sock, input) else {
-            drop(buf);
-            self.finish(slot);
+        let Some((consumed, waiting, held)) = self.handle(slot, input, now) else {
             return;
         };
-        if sock.parser.buffered_bytes() == 0 {
-            sock.parser.shrink();
-        }
         // What the read queued for its own client (a pong, say) goes out this pass, as a task
         // flushes after each read.
         self.flushes.push(slot);
-        if !blocked.is_empty() || held.is_some() {
+        if !waiting.is_empty() || held.is_some() {
             let rest = input.get(consumed..).unwrap_or_default().into();
             drop(buf);
-            self.wait(slot, id, blocked, held, rest);
-            return;
+            return self.wait(slot, waiting, held, rest);
         }
-        if full {
-            sock.reading = true;
+        if full
+            && let Some(sock) = self.socks.get_mut(slot)
+            && sock.lists.join(Lists::READING)
+        {
             self.reads.push(slot);
         }
     }
 
     /// Discards what a lingering connection sends; ends it when the peer closes.
-    fn drain(&mut self, slot: usize) {
-        let Some(sock) = self.socks.get_mut(slot) else {
-            return;
-        };
-        let Some(stream) = &sock.stream else {
+    fn drain(&mut self, slot: usize, now: Instant) {
+        let Some(stream) = self.socks.get_mut(slot).and_then(|s| s.stream.as_ref()) else {
             return;
         };
         let mut buf = self.shared.read_buf.borrow_mut();
@@ -734,7 +696,7 @@ impl Loop {
             }
         }
         drop(buf);
-        self.finish(slot);
+        self.finish(slot, now);
     }
 
     /// Writes `slot`'s queue until it is empty, its socket takes no more, or coalescing holds
@@ -745,8 +707,8 @@ impl Loop {
             let Some(stream) = self.socks.get_mut(slot).and_then(|s| s.stream.as_ref()) else {
                 return;
             };
-            let state = shared.state.borrow();
-            let Some(client) = state.client(slot) else {
+            let core = shared.core.borrow();
+            let Some(client) = core.state().client(slot) else {
                 return;
             };
             let (written, gathered) = {
@@ -758,7 +720,7 @@ impl Loop {
                 let gathered: usize = slices.iter().map(|s| s.len()).sum();
                 (write(stream, &slices), gathered)
             };
-            drop(state);
+            drop(core);
             if !self.wrote(slot, written, gathered, now) {
                 return;
             }
@@ -766,36 +728,36 @@ impl Loop {
     }
 
     /// Whether `slot` has bytes to write now and its socket may take them; acts on what else
-    /// its queue says (a delay, its close frame out, its end).
+    /// the core says (a delay, the close frame out, the end).
     fn may_write(&mut self, slot: usize, now: Instant) -> bool {
-        let shared = &*self.shared;
+        let shared = self.shared.clone();
         let Some(sock) = self.socks.get_mut(slot) else {
             return false;
         };
-        // Lingering, or its socket lent to a send in flight (whose result flushes it again).
-        if sock.lingering || sock.stream.is_none() {
+        // Its socket lent to a send in flight (whose result flushes it again).
+        if sock.stream.is_none() {
             return false;
         }
-        let state = shared.state.borrow();
-        match next(shared, &state, slot, now) {
-            Next::Write => !sock.stuck,
+        let next = shared.core.borrow().poll_write(slot, now);
+        match next {
+            Next::Write => !sock.lists.has(Lists::STUCK),
             Next::Idle => false,
             Next::Delay(due) => {
-                if !sock.delayed {
-                    sock.delayed = true;
+                if sock.lists.join(Lists::DELAYED) {
                     self.delayed.push(slot);
                 }
                 self.delay_due = Some(self.delay_due.map_or(due, |d| d.min(due)));
                 false
             }
             Next::Closed => {
-                drop(state);
-                self.linger(slot, now);
+                let Linger { deadline, held } =
+                    shared.core.borrow_mut().handle_close_sent(slot, now);
+                queue_apart(held);
+                self.linger(slot, deadline);
                 false
             }
             Next::Done => {
-                drop(state);
-                self.finish(slot);
+                self.finish(slot, now);
                 false
             }
         }
@@ -809,31 +771,32 @@ impl Loop {
         gathered: usize,
         now: Instant,
     ) -> bool {
-        let mut state = self.shared.state.borrow_mut();
+        let shared = self.shared.clone();
         let Some(sock) = self.socks.get_mut(slot) else {
             return false;
         };
+        let mut core = shared.core.borrow_mut();
         match written {
             Ok(0) => {}
             Ok(n) => {
-                state.wrote(slot, n);
+                core.handle_written(slot, n);
                 if n < gathered {
                     // The socket is full: its writable event says when to go on.
-                    state.write_blocked(slot, now);
-                    sock.stuck = true;
+                    core.handle_write_blocked(slot, now);
+                    sock.lists.join(Lists::STUCK);
                     return false;
                 }
                 return true;
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                state.write_blocked(slot, now);
-                sock.stuck = true;
+                core.handle_write_blocked(slot, now);
+                sock.lists.join(Lists::STUCK);
                 return false;
             }
             Err(_) => {}
         }
-        drop(state);
-        self.finish(slot);
+        drop(core);
+        self.finish(slot, now);
         false
     }
 
@@ -872,9 +835,9 @@ impl Loop {
                 let Some(stream) = self.socks.get_mut(slot).and_then(|s| s.stream.take()) else {
                     continue;
                 };
-                let state = shared.state.borrow();
-                let Some(client) = state.client(slot) else {
-                    drop(state);
+                let core = shared.core.borrow();
+                let Some(client) = core.state().client(slot) else {
+                    drop(core);
                     if let Some(sock) = self.socks.get_mut(slot) {
                         sock.stream = Some(stream);
                     }
@@ -883,7 +846,7 @@ impl Loop {
                 let (parts, bytes) = ring.gather(|arena, parts| {
                     client.out.gather_owned(arena, copy_max, copy_room, parts)
                 });
-                drop(state);
+                drop(core);
                 ring.send(slot, stream, parts, bytes);
             }
             self.complete(&mut ring, &mut sent, now, &mut next);
@@ -907,7 +870,13 @@ impl Loop {
     ) {
         ring.submit(sent);
         bump(
-            &self.shared.state.borrow().counters().io_uring_submissions,
+            &self
+                .shared
+                .core
+                .borrow()
+                .state()
+                .counters()
+                .io_uring_submissions,
             std::mem::take(&mut ring.submissions),
         );
         for super::ring::Sent {
@@ -921,7 +890,7 @@ impl Loop {
                 continue;
             };
             let Some(stream) = stream else {
-                self.finish(slot);
+                self.finish(slot, now);
                 continue;
             };
             sock.stream = Some(stream);
@@ -931,75 +900,46 @@ impl Loop {
         }
     }
 
-    /// The close frame is out: half-closes, then discards what the peer still sends until it
-    /// closes too (so that it reads our close instead of a reset), within `close_timeout`.
-    fn linger(&mut self, slot: usize, now: Instant) {
-        let Some(id) = self.shared.state.borrow().id(slot) else {
+    /// The close frame is out and the core says linger: half-closes, then discards what the
+    /// peer still sends until it closes too (so that it reads our close instead of a reset),
+    /// until `deadline`.
+    fn linger(&mut self, slot: usize, deadline: Instant) {
+        let Some(id) = self.shared.core.borrow().state().id(slot) else {
             return;
         };
         let Some(sock) = self.socks.get_mut(slot) else {
             return;
         };
-        sock.lingering = true;
         if let Some(stream) = &sock.stream {
             let _ = stream.shutdown(Shutdown::Write);
         }
-        let deadline = now + self.shared.config.close_timeout;
         self.lingering.push_back((deadline, slot, id));
-        if !sock.reading {
-            sock.reading = true;
+        if sock.lists.join(Lists::READING) {
             self.reads.push(slot);
         }
     }
 
-    /// Drops `slot`'s socket and ends its connection; with an inbox, once its wait for room
-    /// is over if it waits ([`Loop::wait`]).
-    fn finish(&mut self, slot: usize) {
-        let Some(sock) = self.socks.remove(slot) else {
-            self.end(slot);
-            return;
-        };
-        let mut state = self.shared.state.borrow_mut();
-        drop_by(&state.counters().event_loop_connections, 1);
-        if sock.blocked
-            && self.shared.inlet.is_some()
-            && let Some(id) = state.id(slot)
-        {
-            // Closed now (it leaves every audience), ended after its held event is queued.
-            state.close(slot, RemoveReason::Disconnected);
-            self.departing.push((slot, id));
-            return;
+    /// Drops `slot`'s socket and tells the core: the connection ends now, or once its wait is
+    /// over.
+    fn finish(&mut self, slot: usize, now: Instant) {
+        let shared = self.shared.clone();
+        if self.socks.remove(slot).is_some() {
+            drop_by(
+                &shared
+                    .core
+                    .borrow()
+                    .state()
+                    .counters()
+                    .event_loop_connections,
+                1,
+            );
         }
-        drop(state);
-        self.end(slot);
-    }
-
-    /// Ends the connection of `slot`, as `conn::Ended` ends a task's: tells the inbox, if any,
-    /// releases the slot, tells the handler, counts the end.
-    fn end(&mut self, slot: usize) {
-        let shared = &*self.shared;
-        if let Some(inlet) = &shared.inlet {
-            // Its last event: closed first if it is still open (its connection ended without a
-            // close frame), so that the reason is known.
-            let mut state = shared.state.borrow_mut();
-            if let Some(id) = state.id(slot) {
-                state.close(slot, RemoveReason::Disconnected);
-                let reason = state.left(slot).unwrap_or(RemoveReason::Disconnected);
-                drop(state);
-                if let Some(mut held) = inlet.offer(InboxEvent::removed(id, reason)) {
-                    tokio::task::spawn_local(async move { held.queue().await });
-                }
-            }
+        let mut relay = shared.relay();
+        let ending = shared.core.borrow_mut().handle_ended(slot, now, &mut relay);
+        match ending {
+            Ending::Now(ended) => shared.ended(ended, relay.into_waiting()),
+            Ending::AfterWait => shared.send_apart(relay.into_waiting()),
         }
-        shared.state.borrow_mut().release(slot);
-        let removed = &mut self.removed;
-        // A handler that panics in `on_removed` must not take the loop, and every other
-        // connection of the shard, with it.
-        let _ = catch_unwind(AssertUnwindSafe(|| {
-            shared.dispatch_removed(removed, Instant::now())
-        }));
-        removed.clear();
-        shared.connection_ended();
     }
 }
 
@@ -1028,41 +968,13 @@ fn write(mut stream: &mio::net::TcpStream, slices: &[io::IoSlice<'_>]) -> io::Re
     }
 }
 
-/// Hands `input`, which `slot` read, to `session::ingest` (parse, answer, call the handler,
-/// relay, forward to the inbox) under `catch_unwind`: `None` if the handler panicked (the
-/// caller ends the connection), else the bytes consumed, what found another shard's queue
-/// full, and the event that found the inbox full.
-fn handle(
-    shared: &Shared,
-    id: ClientId,
-    slot: usize,
-    sock: &mut Sock,
-    input: &mut [u8],
-) -> Option<(usize, Waiting, Option<Box<Held>>)> {
-    let mut blocked = Waiting::new();
-    let mut held = None;
-    let consumed = catch_unwind(AssertUnwindSafe(|| {
-        ingest(
-            shared,
-            id,
-            slot,
-            &mut sock.parser,
-            input,
-            &mut blocked,
-            &mut held,
-        )
-    }))
-    .ok()?;
-    Some((consumed, blocked, held))
-}
-
 #[cfg(test)]
 mod tests {
     use super::Sock;
 
     /// What the loop keeps of a connection, beside its client record, is memory per client:
     /// its socket (4 bytes; mio adds 8 in debug builds, to check registrations), its parser
-    /// (64) and five flags. The README's memory figures rest on it: keep it from growing
+    /// (64) and its list bits. The README's memory figures rest on it: keep it from growing
     /// unnoticed.
     #[test]
     fn a_sock_takes_at_most_80_bytes() {

@@ -58,13 +58,14 @@ impl<T> Table<T> {
         self.pages.get_mut(i / PAGE)?.get_mut(i % PAGE)?.take()
     }
 
-    /// How many values there are (a walk over every page).
-    pub(crate) fn count(&self) -> usize {
+    /// The indices that hold a value, in order (a walk over every page).
+    pub(crate) fn indices(&self) -> Vec<usize> {
         self.pages
             .iter()
             .flat_map(|p| p.iter())
-            .filter(|v| v.is_some())
-            .count()
+            .enumerate()
+            .filter_map(|(i, v)| v.as_ref().map(|_| i))
+            .collect()
     }
 }
 
@@ -166,8 +167,7 @@ impl<T> Slab<T> {
     }
 
     /// The values with their indices, in index order.
-    #[cfg(test)]
-    fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (usize, &T)> {
         self.pages
             .iter()
             .flat_map(|p| p.iter())

@@ -8,8 +8,7 @@
 //! ([`Config::bridge_outbound_capacity`](crate::Config::bridge_outbound_capacity)) is dropped
 //! for the other nodes (it was already delivered locally) and counted.
 
-use super::broker::{BROADCASTS_PER_MESSAGE_MAX, MESSAGE_BYTES_MAX};
-use crate::shard::Payloads;
+use crate::payload::Payloads;
 use crate::stats::{BridgeCounters, add};
 use crate::{Audience, Topic};
 use std::collections::HashMap;
@@ -19,6 +18,16 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::Relaxed;
 use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
+
+/// The most broadcasts one broker message carries. The publisher puts consecutive queued
+/// broadcasts for the same channel and audience in one message (at most this many, and at
+/// most [`MESSAGE_BYTES_MAX`] of frames), so that the receiving node hands its shards a run of
+/// frames that its clients get in one write, as local clients do.
+pub const BROADCASTS_PER_MESSAGE_MAX: usize = 64;
+
+/// The most frame bytes the publisher copies into one message to join broadcasts (a
+/// broadcast larger than this travels alone, and a single frame is never copied).
+pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
 
 /// One or more local broadcasts with one audience, on their way to the other nodes.
 #[derive(Debug)]

@@ -1,13 +1,12 @@
 //! `Handler`: the embedder's code, run on the shard threads, and its `Context`. The contract
 //! (a handler must not block; back-pressure) is on [`Handler`], where rustdoc renders it.
 
-use super::command::{Delivery, Payloads};
 use super::decision::Decision;
-use super::handle::Handle;
-use super::relay::Outbox;
+use super::outbox::{Delivery, Outbox};
 use super::state::State;
-use crate::client::{ClientData, Principal, RemoveReason};
+use crate::client::{ClientData, Incoming, Principal, RemoveReason};
 use crate::error::SubscribeError;
+use crate::payload::Payloads;
 use crate::wire::handshake::Request;
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 use smallvec::smallvec;
@@ -128,16 +127,6 @@ pub trait Handler: Send + Sync + 'static {
     }
 }
 
-/// A complete data message from a client: all that reaches [`Handler::on_message`] (the engine
-/// answers pings and closes itself, and reassembles fragments).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Incoming<'a> {
-    /// A text message, valid UTF-8.
-    Text(&'a str),
-    /// A binary message.
-    Binary(&'a [u8]),
-}
-
 /// The handler that accepts every client and ignores what they send.
 impl Handler for () {}
 
@@ -151,8 +140,8 @@ pub struct Context<'a> {
     pub(crate) now: Instant,
     /// The shard's clients.
     pub(crate) state: &'a mut State,
-    /// Every shard, indexed by shard id.
-    pub(crate) shards: &'a [Handle],
+    /// How many shards the engine has (their indices are `0..shards`).
+    pub(crate) shards: usize,
     /// Commands for other shards, in order; posted when the current read is handled.
     pub(crate) outbox: &'a mut Outbox,
     /// The data of a client that left (in `on_removed`, where its record is gone); `None`
@@ -236,8 +225,7 @@ impl Context<'_> {
             return;
         }
         let own = self.id.shard().index();
-        for handle in self.shards {
-            let index = handle.id.index();
+        for index in 0..self.shards {
             if index == own || !self.state.wants(&audience, index) {
                 continue;
             }
@@ -247,7 +235,7 @@ impl Context<'_> {
             };
             self.push(index, cmd);
         }
-        if self.shards.get(own).is_some() {
+        if own < self.shards {
             self.state.broadcast(&[&payloads[..]], &audience, self.now);
         }
         let published = &self.state.counters().broadcasts_published;
@@ -262,7 +250,7 @@ impl Context<'_> {
         let index = to.shard().index();
         if index == self.id.shard().index() {
             self.state.send(to, &payload, self.now);
-        } else if self.shards.get(index).is_some() {
+        } else if index < self.shards {
             self.push(index, Delivery::Send { id: to, payload });
         }
     }

@@ -11,21 +11,19 @@
 //! The loop ends on `Shutdown` once every connection is gone or its deadline passed, or at
 //! once when the engine is dropped (`hard_stop`).
 
+use super::super::command::{Command, Control, Opening};
+use super::super::core::{Admission, Core, Delivery, Handler, Interest, State};
+use super::super::handle::Handle;
+use super::super::inlet::Inlet;
 use super::accept::{accept, adopt};
-use super::admission::Admission;
-use super::command::{Command, Control, Delivery, Opening, Payloads};
 #[cfg(unix)]
 use super::evloop;
-use super::handle::Handle;
-use super::inlet::Inlet;
-use super::interest::Interest;
 use super::open;
 use super::shared::Shared;
-use super::state::State;
 use crate::ShardId;
 use crate::config::Config;
 use crate::inbox::Event;
-use crate::shard::Handler;
+use crate::payload::Payloads;
 use crate::stats::ShardCounters;
 use crate::{Audience, Payload};
 use smallvec::SmallVec;
@@ -58,7 +56,7 @@ pub(crate) struct Startup {
     /// Cancelled when the engine is dropped without a shutdown.
     pub(crate) hard_stop: CancellationToken,
     /// The bridge to other nodes, if any.
-    pub(crate) link: Option<Arc<crate::bridge::Link>>,
+    pub(crate) link: Option<Arc<crate::link::Link>>,
     /// This shard's inbox queue, if the engine has an inbox.
     pub(crate) inbox: Option<mpsc::Sender<Event>>,
 }
@@ -91,28 +89,27 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         crate::Driver::Tasks => None,
     };
     let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
+    let state = State::new(
+        config.clone(),
+        counters,
+        interest,
+        id.index(),
+        link,
+        Instant::now(),
+    );
+    let core = Core::new(state, handler, inlet, shards.len(), admission.clone(), id);
     let shared = Rc::new(Shared {
         id,
-        state: RefCell::new(State::new(
-            config.clone(),
-            counters,
-            interest,
-            id.index(),
-            link,
-            Instant::now(),
-        )),
+        core: RefCell::new(core),
         read_buf: RefCell::new(vec![0; config.read_buffer_bytes].into_boxed_slice()),
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
-        outbox: RefCell::new(Vec::new()),
         config: config.clone(),
-        handler,
         shards,
         admission,
         idle: Notify::new(),
         stop_accepting: CancellationToken::new(),
         #[cfg(unix)]
         handover: reactor.as_ref().map(|_| RefCell::default()),
-        inlet,
     });
     // The event loop ends with this function, however it ends.
     let stop_loop = CancellationToken::new();
@@ -131,7 +128,6 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     );
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stopping: Option<(Instant, oneshot::Sender<()>)> = None;
-    let mut removed = Vec::new();
     loop {
         let deadline = stopping.as_ref().map(|(at, _)| *at);
         tokio::select! {
@@ -164,10 +160,10 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
                     }
                 }
             }
-            _ = sweep.tick() => shared.state.borrow_mut().sweep(Instant::now()),
+            _ = sweep.tick() => shared.core.borrow_mut().state_mut().sweep(Instant::now()),
         }
-        shared.dispatch_removed(&mut removed, Instant::now());
-        if stopping.is_some() && shared.state.borrow().connections() == 0 {
+        shared.dispatch_removed(Instant::now());
+        if stopping.is_some() && shared.core.borrow().state().connections() == 0 {
             break;
         }
     }
@@ -230,7 +226,7 @@ impl Runs {
             }
             Delivery::Send { id, payload } => {
                 self.flush(shared, now);
-                shared.state.borrow_mut().send(id, &payload, now);
+                shared.core.borrow_mut().state_mut().send(id, &payload, now);
             }
         }
     }
@@ -238,13 +234,15 @@ impl Runs {
     /// Delivers what was gathered.
     fn flush(&mut self, shared: &Shared, now: Instant) {
         if !self.run.is_empty() {
-            let mut state = shared.state.borrow_mut();
-            state.broadcast_enveloped(&self.run, &self.audience, now);
+            let mut core = shared.core.borrow_mut();
+            core.state_mut()
+                .broadcast_enveloped(&self.run, &self.audience, now);
             self.run.clear();
         }
         if !self.groups.is_empty() {
-            let mut state = shared.state.borrow_mut();
-            state.broadcast(&self.groups, &self.audience, now);
+            let mut core = shared.core.borrow_mut();
+            core.state_mut()
+                .broadcast(&self.groups, &self.audience, now);
             self.groups.clear();
         }
     }
@@ -258,20 +256,20 @@ impl Shared {
         stopping: &mut Option<(Instant, oneshot::Sender<()>)>,
         now: Instant,
     ) {
-        let mut state = self.state.borrow_mut();
+        let mut core = self.core.borrow_mut();
         match control {
             Control::Register {
                 id,
                 stream,
                 opening,
             } => {
-                if !state.accepting() {
+                if !core.state().accepting() {
                     self.admission.release();
                     return;
                 }
                 match adopt(self, stream) {
                     Ok((source, peer)) => {
-                        state.connection_started();
+                        core.handle_opening();
                         let Opening {
                             upgraded,
                             data,
@@ -279,11 +277,12 @@ impl Shared {
                         } = *opening;
                         let (admitted, data) = match upgraded {
                             Some(accepted) => (
-                                Some((accepted.admit(&mut state, id, data, now), read)),
+                                Some((accepted.admit(core.state_mut(), id, data, now), read)),
                                 None,
                             ),
                             None => (None, data),
                         };
+                        drop(core);
                         open::spawn(self.clone(), id, source, admitted, peer, data);
                     }
                     Err(e) => {
@@ -296,27 +295,29 @@ impl Shared {
                 tokio::task::spawn_local(accept(self.clone(), listener, wrap));
             }
             Control::Remove { id, reply } => {
-                let info = state.remove(id, now);
+                let info = core.state_mut().remove(id, now);
                 if let Some(reply) = reply {
                     let _ = reply.send(info);
                 }
             }
-            Control::SetAuthenticated { id, principal } => state.set_authenticated(id, principal),
-            Control::UpdateLastPing { id } => state.update_last_ping(id, now),
+            Control::SetAuthenticated { id, principal } => {
+                core.state_mut().set_authenticated(id, principal)
+            }
+            Control::UpdateLastPing { id } => core.state_mut().update_last_ping(id, now),
             Control::Subscribe { id, topic, reply } => {
-                let _ = reply.send(state.subscribe(id, &topic));
+                let _ = reply.send(core.state_mut().subscribe(id, &topic));
             }
             Control::Unsubscribe { id, topic, reply } => {
-                let _ = reply.send(state.unsubscribe(id, &topic));
+                let _ = reply.send(core.state_mut().unsubscribe(id, &topic));
             }
             Control::SubscriberCount { topic, reply } => {
-                let _ = reply.send(state.subscriber_count(&topic));
+                let _ = reply.send(core.state_mut().subscriber_count(&topic));
             }
             Control::Query { id, reply } => {
-                let _ = reply.send(state.info(id, now));
+                let _ = reply.send(core.state_mut().info(id, now));
             }
             Control::Shutdown { deadline, done } => {
-                state.shutdown();
+                core.state_mut().shutdown();
                 self.stop_accepting.cancel();
                 match stopping {
                     // A second shutdown: keep the earlier deadline, signal both.

@@ -22,11 +22,12 @@ use super::interest::Interest;
 use super::outbound::Outbound;
 use super::pages::Slab;
 use super::topics::{Limits, TopicIndex};
-use crate::bridge::Link;
-use crate::bridge::link::Gathered;
 use crate::client::{ClientData, ClientInfo, Principal, RemoveReason, close_code};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
+use crate::link::Gathered;
+use crate::link::Link;
+use crate::payload::Payloads;
 use crate::stats::{ShardCounters, bump, bump_release, drop_by};
 use crate::wire::{Opcode, envelope, frame};
 use crate::{Audience, ClientId, Payload, Topic};
@@ -55,6 +56,38 @@ pub(crate) enum Phase {
     Abort,
 }
 
+/// Where a client's connection is in its life, beside the client's [`Phase`]: what its driver
+/// may do with its socket. Moved by the connection core (`conn`) only; see its diagram.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Served: it reads while its client is open, and writes what is queued.
+    Serving,
+    /// Something its reading (or registration) led to waits for room: deliveries for another
+    /// shard's full queue, or its event for the full inbox. It reads nothing until the wait is
+    /// over, and its silence, being ours, is not held against it by the heartbeat. Its writes
+    /// go on.
+    Waiting,
+    /// Its close frame went out while it waited: it lingers (as `Lingering`), and the inbox
+    /// hears it left once the wait is over.
+    WaitingLingering,
+    /// Its socket ended while it waited: it ends once the wait is over, so that the inbox
+    /// hears of it last.
+    Departing,
+    /// Its close frame is out and nothing waits: what its peer still sends is discarded until
+    /// the peer closes too, or `close_timeout` passes.
+    Lingering,
+}
+
+impl Stage {
+    /// Whether something of the connection waits for room (it reads nothing meanwhile).
+    fn waits(self) -> bool {
+        matches!(
+            self,
+            Stage::Waiting | Stage::WaitingLingering | Stage::Departing
+        )
+    }
+}
+
 /// One client, as its shard sees it.
 #[derive(Debug)]
 pub(crate) struct Client {
@@ -73,9 +106,10 @@ pub(crate) struct Client {
     /// Whether a server ping went out since `last_seen` (so a silent client gets one ping per
     /// silence, not one per sweep).
     pinged: bool,
-    /// Whether its connection stopped reading while its event waits for room in the inbox:
-    /// its silence is then ours, and the heartbeat does not count it.
-    paused: bool,
+    /// Where its connection is in its life.
+    stage: Stage,
+    /// Whether the inbox heard it registered and not yet that it left.
+    announced: bool,
     /// Why it left, once it is closed (for the inbox's `Removed` event).
     left: Option<RemoveReason>,
     /// When its upgrade completed.
@@ -98,6 +132,26 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// Its id.
+    pub(crate) fn id(&self) -> ClientId {
+        self.id
+    }
+
+    /// Where its connection is in its life.
+    pub(crate) fn stage(&self) -> Stage {
+        self.stage
+    }
+
+    /// Whether the inbox heard it registered and not yet that it left.
+    pub(crate) fn announced(&self) -> bool {
+        self.announced
+    }
+
+    /// Why it left, once it is closed.
+    pub(crate) fn left(&self) -> Option<RemoveReason> {
+        self.left
+    }
+
     /// Tells whoever writes `slot`'s socket that it has something to do: its task, or the
     /// event loop.
     fn wake(&mut self, slot: usize, touched: &mut Touched) {
@@ -250,7 +304,7 @@ impl State {
     /// Keeps a broadcast a handler delivered for the other nodes, if there is a bridge; the
     /// driver hands what was kept to the bridge with [`State::hand_to_bridge`] once it is
     /// through with the read (or the round of handler calls) that led to it.
-    pub(crate) fn gather_for_bridge(&mut self, payloads: super::Payloads, audience: Audience) {
+    pub(crate) fn gather_for_bridge(&mut self, payloads: Payloads, audience: Audience) {
         if let Some(link) = &self.link {
             self.gathered.push(link, payloads, audience);
         }
@@ -281,7 +335,8 @@ impl State {
             data: None,
             last_seen: now,
             pinged: false,
-            paused: false,
+            stage: Stage::Serving,
+            announced: false,
             left: None,
             registered_at: now,
             blocked_since: None,
@@ -467,22 +522,34 @@ impl State {
         }
     }
 
-    /// Stops (`true`) or resumes counting `slot`'s silence: its connection is not read while
-    /// its event waits for room in the inbox, so the heartbeat must not close it for that. On
-    /// resuming, its silence starts again from `now`.
-    pub(crate) fn pause_reads(&mut self, slot: usize, paused: bool, now: Instant) {
+    /// Moves `slot`'s connection to `stage` (for the connection core only). A connection
+    /// whose wait is over starts its silence again from `now`: it was not read meanwhile.
+    pub(super) fn set_stage(&mut self, slot: usize, stage: Stage, now: Instant) {
         if let Some(client) = self.clients.get_mut(slot) {
-            client.paused = paused;
-            if !paused {
+            if client.stage.waits() && !stage.waits() {
                 client.last_seen = self.epoch.stamp(now);
                 client.pinged = false;
             }
+            client.stage = stage;
         }
     }
 
-    /// Why the client in `slot` left, once it is closed.
-    pub(crate) fn left(&self, slot: usize) -> Option<RemoveReason> {
-        self.clients.get(slot)?.left
+    /// Records whether the inbox heard of `slot`'s client and not yet that it left (for the
+    /// connection core only).
+    pub(super) fn set_announced(&mut self, slot: usize, announced: bool) {
+        if let Some(client) = self.clients.get_mut(slot) {
+            client.announced = announced;
+        }
+    }
+
+    /// The engine's limits.
+    pub(crate) fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The slots of every client whose connection is still served.
+    pub(super) fn slots(&self) -> Vec<usize> {
+        self.clients.iter().map(|(slot, _)| slot).collect()
     }
 
     /// Refreshes the last-seen time of `id`.
@@ -764,9 +831,9 @@ impl State {
                 }
                 continue;
             }
-            // A paused client is not read, so it is neither silent nor pinged (its pong would
+            // A waiting client is not read, so it is neither silent nor pinged (its pong would
             // not be read either).
-            let silence = match c.paused {
+            let silence = match c.stage.waits() {
                 false => since(c.last_seen),
                 true => Duration::ZERO,
             };

@@ -1,6 +1,6 @@
 //! The accept loop of a listener born on its shard, and the adoption of streams handed over.
 
-use super::command::{Stream, Wrap};
+use super::super::command::{Stream, Wrap};
 use super::open::{self, Source};
 use super::shared::Shared;
 use std::io;
@@ -59,7 +59,7 @@ pub(crate) async fn accept(
                     continue;
                 };
                 let _ = tcp.set_nodelay(true);
-                shared.state.borrow_mut().connection_started();
+                shared.core.borrow_mut().handle_opening();
                 let source = source(&shared, tcp, wrap.clone());
                 open::spawn(shared.clone(), id, source, None, Some(peer), None);
             }

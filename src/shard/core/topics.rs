@@ -22,8 +22,8 @@
 //! - Only clients in phase `Open` are subscribed (`State` calls `leave_all` when it closes one).
 
 use super::interest::Interest;
-use crate::bridge::Link;
 use crate::error::SubscribeError;
+use crate::link::Link;
 use crate::topic::{Prehashed, Topic};
 use slab::Slab;
 use std::collections::HashMap;
