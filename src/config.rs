@@ -7,6 +7,7 @@
 //!
 //! [`Builder::build`]: crate::Builder::build
 
+use crate::error::BuildError;
 use std::time::Duration;
 
 /// Memory one queued frame costs beyond its bytes, charged against the client's queue cap so
@@ -102,9 +103,7 @@ impl Default for Coalescing {
 /// How a shard moves the bytes of its connections: the driver between the sockets and the
 /// shard's decisions, which are the same under either.
 ///
-/// Chosen with [`Builder::driver`](crate::Builder::driver); when it is not chosen, the
-/// environment variable `SHARDCAST_DRIVER` (`event-loop`, `io-uring` or `tasks`) picks it, so that a test
-/// suite or a comparison can run on either driver without a change to the code.
+/// Chosen with [`Builder::driver`](crate::Builder::driver) (the command's `serve --driver`).
 ///
 /// The default is [`Driver::IoUring`] on Linux with the crate feature `io-uring` (on by
 /// default), else [`Driver::EventLoop`].
@@ -140,24 +139,6 @@ impl Default for Driver {
             Driver::IoUring
         } else {
             Driver::EventLoop
-        }
-    }
-}
-
-impl Driver {
-    /// The driver `SHARDCAST_DRIVER` names: `None` if it is not set, `Err` if it names none.
-    pub(crate) fn from_env() -> Result<Option<Driver>, &'static str> {
-        match std::env::var("SHARDCAST_DRIVER") {
-            Err(std::env::VarError::NotPresent) => Ok(None),
-            Ok(name) => match name.as_str() {
-                "event-loop" => Ok(Some(Driver::EventLoop)),
-                "io-uring" => Ok(Some(Driver::IoUring)),
-                "tasks" => Ok(Some(Driver::Tasks)),
-                _ => Err("SHARDCAST_DRIVER must be `event-loop`, `io-uring` or `tasks`"),
-            },
-            Err(std::env::VarError::NotUnicode(_)) => {
-                Err("SHARDCAST_DRIVER must be `event-loop`, `io-uring` or `tasks`")
-            }
         }
     }
 }
@@ -271,7 +252,7 @@ pub struct Config {
     /// (`Builder::build` fails).
     pub bridge_optional: bool,
     /// How shards move their connections' bytes. Default: [`Driver::IoUring`] on Linux,
-    /// else [`Driver::EventLoop`] (see [`Driver`], and for `SHARDCAST_DRIVER`).
+    /// else [`Driver::EventLoop`] (see [`Driver`]).
     pub driver: Driver,
     /// Hand clients' messages and lifecycle events to an [`Inbox`](crate::Inbox) (taken with
     /// [`Engine::inbox`](crate::Engine::inbox)), for code that must await; a
@@ -329,5 +310,147 @@ impl Default for Config {
             inbox_capacity: 256,
             io_uring_entries: 32,
         }
+    }
+}
+
+impl Config {
+    /// Checks every field once, so shards never re-check a limit: the only way a `Config`
+    /// reaches the shards is through here (`Builder::build`).
+    pub(crate) fn check(self) -> Result<Config, BuildError> {
+        let config = self;
+        fn require(ok: bool, field: &'static str, reason: &'static str) -> Result<(), BuildError> {
+            if ok {
+                Ok(())
+            } else {
+                Err(BuildError::Invalid { field, reason })
+            }
+        }
+        require(
+            (1..=1024).contains(&config.shards),
+            "shards",
+            "must be 1 to 1024",
+        )?;
+        require(
+            config.shard_queue_capacity > 0,
+            "shard_queue_capacity",
+            "must be positive",
+        )?;
+        require(config.clients_max > 0, "clients_max", "must be positive")?;
+        require(
+            (1..=1 << 16).contains(&config.topic_bytes_max),
+            "topic_bytes_max",
+            "must be 1 to 65536",
+        )?;
+        require(
+            (1..=1 << 16).contains(&config.topics_per_client_max),
+            "topics_per_client_max",
+            "must be 1 to 65536",
+        )?;
+        require(
+            config.bridge_outbound_capacity > 0,
+            "bridge_outbound_capacity",
+            "must be positive",
+        )?;
+        require(
+            (1..=1 << 20).contains(&config.inbox_capacity),
+            "inbox_capacity",
+            "must be 1 to 1048576",
+        )?;
+        require(
+            config.bridge_inbound_capacity > 0,
+            "bridge_inbound_capacity",
+            "must be positive",
+        )?;
+        require(
+            config.bridge_outbound_bytes_max > 0,
+            "bridge_outbound_bytes_max",
+            "must be positive",
+        )?;
+        require(
+            config.bridge_inbound_bytes_max > 0,
+            "bridge_inbound_bytes_max",
+            "must be positive",
+        )?;
+        require(
+            (1024..=1 << 31).contains(&config.client_queue_bytes_max),
+            "client_queue_bytes_max",
+            "must be 1 KiB to 2 GiB",
+        )?;
+        require(
+            !config.write_deadline.is_zero(),
+            "write_deadline",
+            "must be positive",
+        )?;
+        require(
+            !config.heartbeat_timeout.is_zero(),
+            "heartbeat_timeout",
+            "must be positive",
+        )?;
+        require(
+            config
+                .ping_interval
+                .is_none_or(|p| !p.is_zero() && p < config.heartbeat_timeout),
+            "ping_interval",
+            "must be positive and shorter than heartbeat_timeout",
+        )?;
+        require(
+            !config.sweep_interval.is_zero(),
+            "sweep_interval",
+            "must be positive",
+        )?;
+        require(
+            config.auth_deadline.is_none_or(|d| !d.is_zero()),
+            "auth_deadline",
+            "must be positive",
+        )?;
+        require(
+            config.frame_bytes_max >= 125,
+            "frame_bytes_max",
+            "must be at least 125",
+        )?;
+        require(
+            config.message_bytes_max >= config.frame_bytes_max.min(1 << 30),
+            "message_bytes_max",
+            "must be at least frame_bytes_max",
+        )?;
+        require(
+            !config.handshake_deadline.is_zero(),
+            "handshake_deadline",
+            "must be positive",
+        )?;
+        require(
+            config.handshake_bytes_max >= 256,
+            "handshake_bytes_max",
+            "must be at least 256",
+        )?;
+        require(
+            config.coalescing.frames_max >= 1,
+            "coalescing",
+            "frames_max must be at least 1",
+        )?;
+        require(
+            (64..=u32::MAX as usize).contains(&config.envelope_bytes_max),
+            "envelope_bytes_max",
+            "must be from 64 bytes to 4 GiB (the envelope's length fields are 32-bit)",
+        )?;
+        require(
+            config.read_buffer_bytes >= 1024,
+            "read_buffer_bytes",
+            "must be at least 1 KiB",
+        )?;
+        require(
+            config.write_buffer_bytes >= config.copy_bytes_max,
+            "write_buffer_bytes",
+            "must be at least copy_bytes_max",
+        )?;
+        require(
+            config
+                .allowed_origins
+                .as_ref()
+                .is_none_or(|o| !o.is_empty()),
+            "allowed_origins",
+            "must not be empty (use None to allow any)",
+        )?;
+        Ok(config)
     }
 }

@@ -90,6 +90,7 @@ mod audience;
 #[cfg(feature = "axum")]
 pub mod axum;
 pub mod bridge;
+mod builder;
 mod client;
 mod config;
 mod engine;
@@ -111,9 +112,10 @@ pub mod wire;
 pub use audience::Audience;
 #[cfg(feature = "nats")]
 pub use bridge::Nats;
+pub use builder::Builder;
 pub use client::{ClientData, ClientInfo, Incoming, Principal, RemoveReason, close_code};
 pub use config::{Coalescing, Config, Driver, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
-pub use engine::{Builder, Engine, ShutdownReport};
+pub use engine::{Engine, ShutdownReport};
 pub use error::{
     BridgeError, BroadcastError, BuildError, ListenError, PayloadError, RegisterError, Rejected,
     SubscribeError, TryBroadcastError, TrySendError, UpdateError,

@@ -202,8 +202,8 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
-    if let Some(driver) = args.driver {
-        builder = builder.driver(driver.into());
+    if let Some(driver) = args.driver.map(Driver::from).or(driver_from_env()?) {
+        builder = builder.driver(driver);
     }
     if let Some(url) = &args.nats {
         builder = builder
@@ -342,6 +342,23 @@ fn resolve(addr: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("cannot resolve --addr {addr}: no address"))
 }
 
+/// The driver the environment variable `SHARDCAST_DRIVER` names, for a `serve` without
+/// `--driver` (so that a comparison, or CI, can run the command on each driver unchanged).
+/// `None` if it is not set.
+fn driver_from_env() -> Result<Option<Driver>, Box<dyn Error>> {
+    const NAMES: &str = "SHARDCAST_DRIVER must be `event-loop`, `io-uring` or `tasks`";
+    match std::env::var("SHARDCAST_DRIVER") {
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Ok(name) => match name.as_str() {
+            "event-loop" => Ok(Some(Driver::EventLoop)),
+            "io-uring" => Ok(Some(Driver::IoUring)),
+            "tasks" => Ok(Some(Driver::Tasks)),
+            _ => Err(format!("invalid SHARDCAST_DRIVER {name:?}: {NAMES}").into()),
+        },
+        Err(std::env::VarError::NotUnicode(_)) => Err(NAMES.into()),
+    }
+}
+
 /// A refused setting named by the flag that set it, not by the engine's field.
 fn flag_error(e: BuildError) -> Box<dyn Error> {
     if let BuildError::Invalid { field, reason } = &e {
@@ -350,7 +367,6 @@ fn flag_error(e: BuildError) -> Box<dyn Error> {
             // `--max-message-size` sets both.
             "frame_bytes_max" | "message_bytes_max" => Some("--max-message-size"),
             "client_queue_bytes_max" => Some("--client-queue-bytes"),
-            "driver" => Some("--driver (or SHARDCAST_DRIVER)"),
             _ => None,
         };
         if let Some(flag) = flag {
