@@ -1098,8 +1098,8 @@ mod tests {
         v.into_iter().map(|(id, reason, _)| (id, reason)).collect()
     }
 
-    /// A client record is memory per client, whichever driver serves it (the README's
-    /// memory figures rest on it): keep it from growing unnoticed. The inbox's two fields
+    /// A client record is memory per client, whichever driver serves it (the memory figures
+    /// in docs/DRIVERS.md rest on it): keep it from growing unnoticed. The inbox's two fields
     /// (`paused`, `left`) took it from 152 to 160 bytes; folding the flags into one byte would
     /// win them back.
     #[test]

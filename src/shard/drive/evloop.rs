@@ -974,8 +974,8 @@ mod tests {
 
     /// What the loop keeps of a connection, beside its client record, is memory per client:
     /// its socket (4 bytes; mio adds 8 in debug builds, to check registrations), its parser
-    /// (64) and its list bits. The README's memory figures rest on it: keep it from growing
-    /// unnoticed.
+    /// (64) and its list bits. The memory figures in docs/DRIVERS.md rest on it: keep it from
+    /// growing unnoticed.
     #[test]
     fn a_sock_takes_at_most_80_bytes() {
         let size = std::mem::size_of::<Option<Sock>>();
