@@ -152,17 +152,32 @@ write("handshake", "too_many_headers",
       bytes([255, 10]) + b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: y\r\n" % i for i in range(70)) + b"\r\n")
 
 # --- shard_ops: [mode, cap, timeouts, auth, copy_max, write buffer, ops..] ----------------------
-# mode: policy (0 Disconnect, 1 DropNewest, 2 DropOldest) | 4 (auth deadline on)
+# mode: policy (0 Disconnect, 1 DropNewest, 2 DropOldest) | 4 auth deadline | 8 pings
+#       | 16 inbox | (capacity - 1) << 5 | 128 the shard stops at the end
 # ops: 0 admit [auth]; 1 close [reason, client]; 2 auth [on, client];
 #      3 deliver [audience, (client), batch?, (n), payload..]; 4 send [payload, client];
-#      6 write [k, client]; 7 stall [client]; 8 tick [steps]; 9 sweep; 10 release [client];
-#      11 touch [client]; 12 ping [len, bytes.., client]; 13 shutdown;
-#      14 subscribe [topic, client]; 15 unsubscribe [topic, client] (topics t0..t3, 3 per client)
+#      5 groups [audience, (client), n-2, batches..]; 6 write [k, client]; 7 stall [client];
+#      8 tick [steps]; 9 sweep; 10 end [client]; 11, 12, 20 read [n-1, (kind, len)*n, client];
+#      13 shutdown; 14 subscribe [topic, client]; 15 unsubscribe [topic, client];
+#      16 consume [n-1]; 17 room [client]; 18 the other shards full / not; 19 queue apart
 # payload byte: len (or (len & 0x7f) * 8 with the top bit); audience: 1 auth only, 2 except,
 # 8 topics (mask of t0..t3 in the high nibble)
-ADMIT, CLOSE, AUTH, DELIVER, SEND, WRITE, STALL, TICK, SWEEP, RELEASE, TOUCH, PING, SHUTDOWN = (
-    0, 1, 2, 3, 4, 6, 7, 8, 9, 10, 11, 12, 13)
-SUBSCRIBE, UNSUBSCRIBE = 14, 15
+# read kinds (% 9): 0, 1 text "b..." (the handler broadcasts it), 2 "i..." (to the inbox),
+#      3 "x" (the handler closes with 4100), 4 "!" (the handler panics), 5 "n..." (nothing),
+#      6 ping, 7 with the high nibble: 0 pong, 1 empty close, 2 unmasked (1002), c close
+#      3990 + c; 8 close 1000
+ADMIT, CLOSE, AUTH, DELIVER, SEND, GROUPS, WRITE, STALL, TICK, SWEEP, END = range(11)
+READ, SHUTDOWN, SUBSCRIBE, UNSUBSCRIBE, CONSUME, ROOM, FULL, APART = 11, 13, 14, 15, 16, 17, 18, 19
+BCAST, INBOX, XCLOSE, PANIC, NOTHING, PING, OTHER, CLOSE1000 = 0, 2, 3, 4, 5, 6, 7, 8
+PONG, EMPTY_CLOSE, UNMASKED = 0x07, 0x17, 0x27
+
+
+def read(client, *frames):
+    """A read of (kind, len) frames by `client`."""
+    out = [READ, len(frames) - 1]
+    for kind, n in frames:
+        out += [kind, n]
+    return out + [client]
 
 
 def shard(name, header, ops):
@@ -178,7 +193,7 @@ shard("audiences_and_writes", [0, 250, 0x33, 0, 64, 64], [
     SEND, 5, 0,
     WRITE, 3, 0, WRITE, 0xff, 0, WRITE, 0xff, 1, WRITE, 0xff, 2,
     AUTH, 1, 0, AUTH, 0, 1, DELIVER, 1, 0, 7,
-    CLOSE, 0, 1, CLOSE, 9, 2, WRITE, 0xff, 2, RELEASE, 2,
+    CLOSE, 0, 1, CLOSE, 9, 2, WRITE, 0xff, 2, END, 2,
 ])
 shard("topics", [0, 250, 0x33, 0, 64, 64], [
     ADMIT, 0, ADMIT, 1, ADMIT, 1,
@@ -199,7 +214,7 @@ shard("slow_consumer_disconnect", [0, 10, 0x33, 0, 8, 16], [
     ADMIT, 0, ADMIT, 0,
     DELIVER, 0, 0, 30, WRITE, 4, 0,
     DELIVER, 0, 0, 30,            # client 0 has a started frame: evicted, keeps it
-    PING, 2, 0x70, 0x71, 1,
+    *read(1, (PING, 2)),
     WRITE, 0xff, 0, WRITE, 0xff, 1,
 ])
 shard("drop_newest", [1, 20, 0x33, 0, 255, 255], [
@@ -208,14 +223,14 @@ shard("drop_newest", [1, 20, 0x33, 0, 255, 255], [
 ])
 shard("drop_oldest_with_pongs", [2, 30, 0x33, 0, 0, 0], [
     ADMIT, 0, DELIVER, 0, 0, 40, DELIVER, 0, 0, 40, WRITE, 5, 0,
-    PING, 3, 1, 2, 3, 0, WRITE, 40, 0,  # the pong goes right after the started frame
-    DELIVER, 0, 0, 60, WRITE, 3, 0, PING, 0, 0,
+    *read(0, (PING, 3)), WRITE, 40, 0,  # the pong goes right after the started frame
+    DELIVER, 0, 0, 60, WRITE, 3, 0, *read(0, (PING, 0)),
     DELIVER, 0, 0, 0x92,          # 148 bytes, over the cap of 136: drops everything, then itself
     WRITE, 0xff, 0,
 ])
 shard("heartbeat_and_touch", [0, 100, 0x13, 0, 64, 64], [
     ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 5,
-    TICK, 4, TOUCH, 1, SWEEP, TICK, 4, SWEEP, TICK, 1, SWEEP,
+    TICK, 4, *read(1, (NOTHING, 0)), SWEEP, TICK, 4, SWEEP, TICK, 1, SWEEP,
     WRITE, 0xff, 0, WRITE, 0xff, 1,
 ])
 shard("auth_deadline", [4, 100, 0xff, 0x03, 64, 64], [
@@ -225,13 +240,59 @@ shard("auth_deadline", [4, 100, 0xff, 0x03, 64, 64], [
 shard("write_deadline", [0, 100, 0x1f, 0, 64, 64], [
     ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 20, STALL, 0, STALL, 1,
     TICK, 2, WRITE, 3, 1, TICK, 2, SWEEP,
-    CLOSE, 0, 1, STALL, 1, TICK, 4, SWEEP, RELEASE, 0,
+    CLOSE, 0, 1, STALL, 1, TICK, 4, SWEEP, END, 0,
 ])
 shard("shutdown_then_admit", [0, 100, 0x33, 0, 64, 64], [
     ADMIT, 0, DELIVER, 0, 0, 9, SHUTDOWN, ADMIT, 1, SEND, 3, 1, WRITE, 0xff, 0, WRITE, 0xff, 1,
-    RELEASE, 0, ADMIT, 0,
+    END, 0, ADMIT, 0,
 ])
 shard("release_and_reuse_slots", [1, 60, 0x33, 0, 16, 32], [
-    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 9, RELEASE, 0, ADMIT, 1, DELIVER, 2, 0, 0, 9,
+    ADMIT, 0, ADMIT, 0, DELIVER, 0, 0, 9, END, 0, ADMIT, 1, DELIVER, 2, 0, 0, 9,
     SEND, 4, 0, CLOSE, 4, 1, WRITE, 0xff, 2,
+])
+# The lifecycle: waits, lingering, the inbox's order, and the end.
+shard("inbox_order_and_waits", [0x10, 250, 0x33, 0, 64, 64], [  # an inbox of 1 event
+    ADMIT, 0,                     # Registered queued: the inbox is full
+    ADMIT, 0,                     # Registered held: client 1 waits
+    *read(1, (INBOX, 2)),         # held: it reads nothing
+    *read(0, (INBOX, 3), (BCAST, 4), (NOTHING, 1)),  # held; the rest waits with it
+    CONSUME, 0, ROOM, 1,          # client 1's Registered queued: it reads again
+    CONSUME, 0, ROOM, 0,          # client 0's message queued; its broadcast handed over
+    CONSUME, 3, WRITE, 0xff, 0, WRITE, 0xff, 1,
+    CLOSE, 0, 0, WRITE, 0xff, 0, WRITE, 0xff, 0,  # removed: close frame out, Removed
+    END, 0, CONSUME, 3, END, 1, CONSUME, 3,
+])
+shard("close_while_waiting", [0x10, 250, 0x33, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 0,           # client 1 waits for its Registered
+    CLOSE, 0, 1,                  # removed while it waits
+    WRITE, 0xff, 1, WRITE, 0xff, 1,  # close frame out: it lingers, Removed not yet told
+    *read(1, (NOTHING, 0)),       # it drains
+    CONSUME, 0, ROOM, 1,          # the wait is over: Removed now
+    APART, CONSUME, 3, END, 1,
+    END, 0, APART, CONSUME, 3, APART, CONSUME, 3,
+])
+shard("relays_wait_and_end_while_waiting", [0, 250, 0x33, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 0,
+    FULL,                         # the other shard's queue is full
+    *read(0, (BCAST, 3), (BCAST, 2)),  # both delivered here; the relay waits
+    *read(0, (NOTHING, 1)),       # it reads nothing meanwhile
+    END, 0,                       # its socket ends: it ends after the wait
+    WRITE, 0xff, 1, FULL, ROOM, 0,
+    *read(1, (XCLOSE, 0), (NOTHING, 2)),  # the handler closes it: the rest is dropped
+    WRITE, 0xff, 1, WRITE, 0xff, 1, END, 1,
+])
+shard("panic_and_protocol_errors", [0, 250, 0x33, 0, 64, 64], [
+    ADMIT, 0, ADMIT, 0, ADMIT, 0,
+    *read(0, (NOTHING, 1), (PANIC, 0), (BCAST, 1)),  # 1011; the rest is not handled
+    *read(1, (UNMASKED, 1)),      # 1002
+    *read(2, (OTHER | 0xF0, 0)),  # a close 4005: answered
+    WRITE, 0xff, 0, WRITE, 0xff, 1, WRITE, 0xff, 2,
+    WRITE, 0xff, 0, WRITE, 0xff, 1, WRITE, 0xff, 2,
+    END, 0, END, 1, END, 2,
+])
+shard("shard_stops_with_events_owed", [0xB0, 250, 0x33, 0, 64, 64], [  # inbox of 2
+    ADMIT, 0, ADMIT, 0, ADMIT, 0,  # the third waits
+    *read(0, (INBOX, 1), (INBOX, 2)),
+    CLOSE, 0, 1, WRITE, 0xff, 1, WRITE, 0xff, 1,  # its Removed is owed
+    CONSUME, 0,
 ])

@@ -10,11 +10,11 @@
 //! | [`server_frames`](fn@server_frames)      | opcodes and bodies to the encoders       | tungstenite (client role)          |
 //! | [`batch_envelope`](fn@batch_envelope)    | bytes to `envelope::decode`, bodies      | a naive decoder; encode round trip |
 //! | [`handshake`](fn@handshake)              | bytes to `handshake::parse`              | httparse on the responses          |
-//! | [`shard_ops`](fn@shard_ops)              | operation sequences to the shard `State` | a model: a list of clients         |
+//! | [`shard_ops`](fn@shard_ops)              | operation sequences to the shard's core  | a model: a list of clients         |
 //!
 //! Each target lives in the file of its name. Beside them: `reader` (the byte `Reader`),
 //! `oracle` (messages as both sides see them, and tungstenite's reading of a stream, shared by
-//! the two frame targets) and `model` (the shard model `shard_ops` runs beside `State`).
+//! the two frame targets) and `model` (the shard model `shard_ops` runs beside the connection core).
 //!
 //! # Replay
 //!

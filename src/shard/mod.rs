@@ -51,11 +51,13 @@ mod handle;
 mod inlet;
 mod relay;
 
-#[cfg(any(test, fuzzing))]
-pub(crate) use self::core::State;
 pub use self::core::{Accepted, Context, Decision, Handler};
 pub(crate) use self::core::{Admission, Delivery, Interest, decide};
+#[cfg(any(test, fuzzing))]
+pub(crate) use self::core::{Core, Ending, Linger, Next, Outbox, Post, Reading, Resume, State};
 pub(crate) use command::{Command, Control, Opening, Stream};
 pub use command::{Io, Wrap, WrapFuture};
 pub(crate) use drive::{Startup, spawn, spawn_local};
 pub(crate) use handle::{Handle, Permits, reserve_wanted, send_each};
+#[cfg(any(test, fuzzing))]
+pub(crate) use inlet::{Held, Inlet};

@@ -1,40 +1,44 @@
-//! The model the `shard_ops` target checks the shard `State` against, and the simulation that
-//! runs both side by side on a simulated clock.
-//!
-//! The rules the model states are listed on `shard_ops`.
+//! The simulation: the core under test, the model beside it, the simulated clock, and the
+//! operations the input picks (the shard's commands and the queues' rules here; what a
+//! driver does with a connection in `lifecycle`).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use super::reader::Reader;
+use super::super::reader::Reader;
+use super::client::{Expect, ModelClient, ModelPhase, ModelStage, close_frame};
+use super::world::{Kind, Sent, SimHandler, SimPost, masked};
 use crate::client::{Principal, RemoveReason};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
-use crate::shard::State;
+use crate::inbox::Event;
+use crate::shard::{Admission, Core, Held, Inlet, Interest, Next, Post, State};
 use crate::stats::{Counters, ShardCounters};
 use crate::wire::frame::CONTROL_PAYLOAD_MAX;
+use crate::wire::{Limits, Parser};
 use crate::{Audience, ClientId, Payload, ShardId, Topic};
 
 /// Most clients admitted in one run.
-const SHARD_CLIENTS_MAX: usize = 24;
+pub(super) const SHARD_CLIENTS_MAX: usize = 24;
 
 /// Most pongs a client may have queued (`state::CONTROL_FRAMES_MAX`).
-const PONGS_MAX: usize = 16;
+pub(super) const PONGS_MAX: usize = 16;
 
 /// Topics runs use, and the most one client may have.
-const TOPICS: [&str; 4] = ["t0", "t1", "t2", "t3"];
-const TOPICS_PER_CLIENT_MAX: usize = 3;
+pub(super) const TOPICS: [&str; 4] = ["t0", "t1", "t2", "t3"];
+pub(super) const TOPICS_PER_CLIENT_MAX: usize = 3;
 
 /// One simulated clock step.
-const TICK: Duration = Duration::from_millis(125);
+pub(super) const TICK: Duration = Duration::from_millis(125);
 
 /// The reasons a client can be closed with directly.
-const CLOSE_REASONS: [RemoveReason; 14] = [
+pub(super) const CLOSE_REASONS: [RemoveReason; 14] = [
     RemoveReason::Removed,
     RemoveReason::ClientClosed(Some(1000)),
     RemoveReason::ClientClosed(Some(4321)),
@@ -51,205 +55,88 @@ const CLOSE_REASONS: [RemoveReason; 14] = [
     RemoveReason::Shutdown,
 ];
 
-/// A client's phase, as the model sees it; named as `state::Phase`, whose `Debug` it matches.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum ModelPhase {
-    Open,
-    Closing,
-    Abort,
-}
-
-/// One queued frame in the model.
-#[derive(Debug)]
-struct Queued {
-    frame: Bytes,
-    /// Pong or close frame queued ahead of data.
-    control: bool,
-}
-
-/// One client in the model.
-#[derive(Debug)]
-struct ModelClient {
-    id: ClientId,
-    /// Its slab slot; `None` once released (the slot may then hold another client).
-    slot: Option<usize>,
-    phase: ModelPhase,
-    authenticated: bool,
-    /// Simulated times.
-    last_seen: Duration,
-    /// Whether a server ping went out since `last_seen`.
-    pinged: bool,
-    registered_at: Duration,
-    blocked_since: Option<Duration>,
-    /// Frames not completely written, in write order.
-    queue: VecDeque<Queued>,
-    /// Bytes of the front frame already written.
-    offset: usize,
-    /// Removed events produced.
-    removed: usize,
-    /// Its topics (indices into `TOPICS`), while open.
-    topics: BTreeSet<usize>,
-}
-
-impl ModelClient {
-    fn queued(&self) -> usize {
-        self.queue.iter().map(|q| q.frame.len()).sum::<usize>() - self.offset
-    }
-
-    fn push_data(&mut self, frame: Bytes) {
-        self.queue.push_back(Queued {
-            frame,
-            control: false,
-        });
-    }
-
-    /// A control frame goes after the frame being written and the control frames queued
-    /// before it.
-    fn push_control(&mut self, frame: Bytes) {
-        let mut at = usize::from(self.offset > 0);
-        while self.queue.get(at).is_some_and(|q| q.control) {
-            at += 1;
-        }
-        self.queue.insert(
-            at,
-            Queued {
-                frame,
-                control: true,
-            },
-        );
-    }
-
-    /// Bytes of the data frames not started (what `DropOldest` may drop).
-    /// The memory the queue is charged for: its bytes plus a fixed overhead per frame.
-    fn charge(&self) -> usize {
-        self.queued() + self.queue.len() * FRAME_OVERHEAD_BYTES
-    }
-
-    /// The charge of the data frames not started.
-    fn droppable(&self) -> usize {
-        let at = usize::from(self.offset > 0);
-        self.queue
-            .iter()
-            .skip(at)
-            .filter(|q| !q.control)
-            .map(|q| q.frame.len() + FRAME_OVERHEAD_BYTES)
-            .sum()
-    }
-
-    /// Drops data frames not started, oldest first, while `more` bytes would take the queue
-    /// over `cap` (`cap` 0: all of them). Returns how many.
-    fn drop_data(&mut self, more: usize, cap: usize) -> u64 {
-        let mut dropped = 0;
-        let mut at = usize::from(self.offset > 0);
-        while self.charge() + more > cap && at < self.queue.len() {
-            if self.queue[at].control {
-                at += 1;
-            } else {
-                self.queue.remove(at);
-                dropped += 1;
-            }
-        }
-        dropped
-    }
-
-    /// Whether `bytes` is a prefix of what is left to write.
-    fn starts_with(&self, mut bytes: &[u8]) -> bool {
-        let mut skip = self.offset;
-        for q in &self.queue {
-            let rest = &q.frame[skip..];
-            skip = 0;
-            let n = rest.len().min(bytes.len());
-            if rest[..n] != bytes[..n] {
-                return false;
-            }
-            bytes = &bytes[n..];
-        }
-        bytes.is_empty()
-    }
-
-    /// Marks `n` bytes written.
-    fn advance(&mut self, mut n: usize) {
-        while n > 0 {
-            let left = self.queue[0].frame.len() - self.offset;
-            if n >= left {
-                self.queue.pop_front();
-                self.offset = 0;
-                n -= left;
-            } else {
-                self.offset += n;
-                n = 0;
-            }
-        }
-    }
-
-    fn control_frames(&self) -> usize {
-        self.queue.iter().filter(|q| q.control).count()
-    }
-}
-
-/// A close frame with `code` and `reason`, built by hand.
-fn close_frame(code: u16, reason: &str) -> Bytes {
-    let mut f = vec![0x88, (2 + reason.len()) as u8];
-    f.extend_from_slice(&code.to_be_bytes());
-    f.extend_from_slice(reason.as_bytes());
-    Bytes::from(f)
-}
-
 /// An audience, as the model sees it.
 #[derive(Clone, Copy, Debug)]
-struct To {
+pub(super) struct To {
     /// Only authenticated clients.
-    authenticated: bool,
+    pub(super) authenticated: bool,
     /// Not this client.
-    except: Option<ClientId>,
+    pub(super) except: Option<ClientId>,
     /// Only subscribers of the topics in this mask (bit `t`: `TOPICS[t]`).
-    topics: Option<u8>,
+    pub(super) topics: Option<u8>,
+}
+
+impl To {
+    /// Every client.
+    pub(super) const ALL: To = To {
+        authenticated: false,
+        except: None,
+        topics: None,
+    };
 }
 
 /// Counters the model expects.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct Expected {
-    deliveries: u64,
-    frames_dropped: u64,
-    evicted_slow_consumer: u64,
-    evicted_write_deadline: u64,
-    evicted_heartbeat: u64,
-    evicted_auth_deadline: u64,
-    protocol_errors: u64,
-    bytes_written: u64,
-    write_syscalls: u64,
+pub(super) struct Expected {
+    pub(super) deliveries: u64,
+    pub(super) frames_dropped: u64,
+    pub(super) evicted_slow_consumer: u64,
+    pub(super) evicted_write_deadline: u64,
+    pub(super) evicted_heartbeat: u64,
+    pub(super) evicted_auth_deadline: u64,
+    pub(super) protocol_errors: u64,
+    pub(super) bytes_written: u64,
+    pub(super) write_syscalls: u64,
+    pub(super) inbox_events: u64,
+    pub(super) inbox_lost: u64,
 }
 
-/// The shard state under test, the model, and the simulated clock.
-pub(super) struct Sim {
-    state: State,
-    counters: Arc<ShardCounters>,
-    cap: usize,
-    policy: SlowConsumerPolicy,
-    heartbeat: Duration,
-    write_deadline: Duration,
-    auth_deadline: Option<Duration>,
+/// The shard's connection core under test, the model, and the simulated clock.
+pub(crate) struct Sim {
+    /// The core; `None` once the shard stopped (`finish` by dropping it).
+    pub(super) core: Option<Core>,
+    pub(super) counters: Arc<ShardCounters>,
+    pub(super) admission: Arc<Admission>,
+    pub(super) cap: usize,
+    pub(super) policy: SlowConsumerPolicy,
+    pub(super) heartbeat: Duration,
+    pub(super) write_deadline: Duration,
+    pub(super) auth_deadline: Option<Duration>,
     /// Server pings to clients silent this long.
-    ping_interval: Option<Duration>,
+    pub(super) ping_interval: Option<Duration>,
     /// Simulated time zero, and the time since it.
-    t0: Instant,
-    now: Duration,
-    clients: Vec<ModelClient>,
-    shutting_down: bool,
+    pub(super) t0: Instant,
+    pub(super) now: Duration,
+    pub(super) clients: Vec<ModelClient>,
+    pub(super) shutting_down: bool,
     /// The shard's write buffer (its capacity bounds the copied part of a write).
-    buf: Vec<u8>,
-    copy_max: usize,
+    pub(super) buf: Vec<u8>,
+    pub(super) copy_max: usize,
     /// What a write gathered.
-    wire: Vec<u8>,
+    pub(super) wire: Vec<u8>,
     /// Payloads built so far (their bytes tell them apart).
-    payloads: u8,
-    expected: Expected,
-    /// Removed events expected from the current operation.
-    removed: Vec<(ClientId, RemoveReason)>,
+    pub(super) payloads: u8,
+    pub(super) expected: Expected,
+    /// Removed events expected from the operations since the last check.
+    pub(super) removed: Vec<(ClientId, RemoveReason)>,
+    /// What the handler's `on_removed` saw.
+    pub(super) told: Arc<Mutex<Vec<(ClientId, RemoveReason)>>>,
+    /// The inbox's consumer side, if the engine has an inbox, and its capacity.
+    pub(super) inbox: Option<mpsc::Receiver<Event>>,
+    pub(super) inbox_capacity: usize,
+    /// Events in the inbox queue.
+    pub(super) inbox_len: usize,
+    /// `Removed` events that found the inbox full, queued apart by the driver.
+    pub(super) apart: Vec<Held>,
+    /// Whether the other shards' queues are full (the core's posts are kept).
+    pub(super) full: bool,
+    /// Whether the run ends with the shard stopping (dropping its connections) rather than
+    /// every connection ending.
+    pub(super) stop_at_end: bool,
 }
 
 impl Sim {
-    pub(super) fn new(r: &mut Reader<'_>) -> Sim {
+    pub(crate) fn new(r: &mut Reader<'_>) -> Sim {
         let mode = r.u8();
         let policy = [
             SlowConsumerPolicy::Disconnect,
@@ -267,6 +154,10 @@ impl Sim {
         let ping_interval = (mode & 0x08 != 0 && ping < heartbeat).then_some(ping);
         let copy_max = usize::from(r.u8());
         let buf = Vec::with_capacity(4 * usize::from(r.u8()));
+        // Bit 4: an inbox, of 1 to 4 events (bits 5-6); bit 7: the shard stops at the end.
+        let with_inbox = mode & 0x10 != 0;
+        let inbox_capacity = 1 + usize::from((mode >> 5) & 0x03);
+        let stop_at_end = mode & 0x80 != 0;
         static DEFAULT: OnceLock<Config> = OnceLock::new();
         let config = Config {
             client_queue_bytes_max: cap,
@@ -281,18 +172,33 @@ impl Sim {
             ..DEFAULT.get_or_init(Config::default).clone()
         };
         let counters = Arc::new(ShardCounters::new(Counters::default()));
+        let admission = Arc::new(Admission::new(SHARD_CLIENTS_MAX));
         let t0 = Instant::now();
         let state = State::new(
             Arc::new(config),
             counters.clone(),
-            Arc::new(crate::shard::Interest::new(1)),
+            // Two shards: what a handler broadcasts is relayed to the other one.
+            Arc::new(Interest::new(2)),
             0,
             None,
             t0,
         );
+        let (inlet, inbox) = match with_inbox {
+            true => {
+                let (tx, rx) = mpsc::channel(inbox_capacity);
+                (Some(Inlet::new(tx, counters.clone())), Some(rx))
+            }
+            false => (None, None),
+        };
+        let told = Arc::new(Mutex::new(Vec::new()));
+        let handler = Arc::new(SimHandler {
+            removed: told.clone(),
+        });
+        let core = Core::new(state, handler, inlet, 2, admission.clone(), ShardId(0));
         Sim {
-            state,
+            core: Some(core),
             counters,
+            admission,
             cap,
             policy,
             heartbeat,
@@ -309,21 +215,49 @@ impl Sim {
             payloads: 0,
             expected: Expected::default(),
             removed: Vec::new(),
+            told,
+            inbox,
+            inbox_capacity,
+            inbox_len: 0,
+            apart: Vec::new(),
+            full: false,
+            stop_at_end,
         }
     }
 
-    fn instant(&self, at: Duration) -> Instant {
+    pub(super) fn core(&mut self) -> &mut Core {
+        self.core.as_mut().expect("the shard runs")
+    }
+
+    pub(super) fn state(&self) -> &State {
+        self.core.as_ref().expect("the shard runs").state()
+    }
+
+    pub(super) fn state_mut(&mut self) -> &mut State {
+        self.core().state_mut()
+    }
+
+    pub(super) fn instant(&self, at: Duration) -> Instant {
         self.t0 + at
     }
 
-    /// A client picked by the input, admitted or not yet released alike.
-    fn pick(&self, r: &mut Reader<'_>) -> Option<usize> {
+    /// A post into the other shards, as they are now.
+    pub(super) fn post(&self) -> SimPost {
+        SimPost {
+            full: self.full,
+            kept: false,
+        }
+    }
+
+    /// A client picked by the input, admitted or ended alike.
+    pub(super) fn pick(&self, r: &mut Reader<'_>) -> Option<usize> {
         let b = usize::from(r.u8());
         (!self.clients.is_empty()).then(|| b % self.clients.len())
     }
 
-    /// Indices of unreleased clients, in slot order (the shard's iteration order).
-    fn by_slot(&self) -> Vec<usize> {
+    /// Indices of clients whose connection has not ended, in slot order (the shard's
+    /// iteration order).
+    pub(super) fn by_slot(&self) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.clients.len())
             .filter(|&i| self.clients[i].slot.is_some())
             .collect();
@@ -332,7 +266,7 @@ impl Sim {
     }
 
     /// A new payload (text or binary), its bytes unlike the previous ones'.
-    fn payload(&mut self, r: &mut Reader<'_>) -> Payload {
+    pub(super) fn payload(&mut self, r: &mut Reader<'_>) -> Payload {
         let b = r.u8();
         let len = if b & 0x80 != 0 {
             usize::from(b & 0x7F) * 8
@@ -349,8 +283,8 @@ impl Sim {
         }
     }
 
-    pub(super) fn step(&mut self, r: &mut Reader<'_>) {
-        let op = r.u8() % 16;
+    pub(crate) fn step(&mut self, r: &mut Reader<'_>) {
+        let op = r.u8() % 21;
         match op {
             0 => {
                 let authenticated = r.u8() & 1 != 0;
@@ -367,7 +301,7 @@ impl Sim {
                 if let Some(i) = self.pick(r) {
                     let id = self.clients[i].id;
                     let principal = on.then(|| Principal::new(id.as_u64()));
-                    self.state.set_authenticated(id, principal);
+                    self.state_mut().set_authenticated(id, principal);
                     if self.clients[i].phase == ModelPhase::Open {
                         self.clients[i].authenticated = on;
                     }
@@ -378,14 +312,6 @@ impl Sim {
                 let payloads = self.batch(r);
                 self.deliver(&payloads, audience);
             }
-            5 => {
-                // Consecutive broadcasts to one audience, as the worker delivers them: in one
-                // pass, each group offered on its own.
-                let audience = self.audience(r);
-                let groups: Vec<Vec<Payload>> =
-                    (0..2 + r.u8() % 3).map(|_| self.batch(r)).collect();
-                self.deliver_groups(&groups, audience);
-            }
             4 => {
                 let payload = self.payload(r);
                 let id = match self.pick(r) {
@@ -393,6 +319,14 @@ impl Sim {
                     None => ClientId::new(999, ShardId(0)),
                 };
                 self.send(id, payload);
+            }
+            5 => {
+                // Consecutive broadcasts to one audience, as the worker delivers them: in one
+                // pass, each group offered on its own.
+                let audience = self.audience(r);
+                let groups: Vec<Vec<Payload>> =
+                    (0..2 + r.u8() % 3).map(|_| self.batch(r)).collect();
+                self.deliver_groups(&groups, audience);
             }
             6 => {
                 let b = r.u8();
@@ -416,19 +350,13 @@ impl Sim {
             9 => self.sweep(),
             10 => {
                 if let Some(i) = self.pick(r) {
-                    self.release(i);
+                    self.end(i);
                 }
             }
-            11 => {
+            11 | 12 | 20 => {
+                let frames = self.frames(r);
                 if let Some(i) = self.pick(r) {
-                    self.inbound(i, None);
-                }
-            }
-            12 => {
-                let len = usize::from(r.u8()) % (CONTROL_PAYLOAD_MAX + 1);
-                let ping = r.bytes(len);
-                if let Some(i) = self.pick(r) {
-                    self.inbound(i, Some(ping));
+                    self.read(i, frames);
                 }
             }
             14 | 15 => {
@@ -439,8 +367,19 @@ impl Sim {
                 };
                 self.subscription(id, topic, op == 14);
             }
+            16 => {
+                let n = usize::from(r.u8() % 4) + 1;
+                self.consume(n);
+            }
+            17 => {
+                if let Some(i) = self.pick(r) {
+                    self.room(i);
+                }
+            }
+            18 => self.full = !self.full,
+            19 => self.queue_apart(),
             _ => {
-                self.state.shutdown();
+                self.state_mut().shutdown();
                 self.shutting_down = true;
                 for i in 0..self.clients.len() {
                     self.close(i, RemoveReason::Shutdown);
@@ -449,14 +388,57 @@ impl Sim {
         }
     }
 
-    fn admit(&mut self, authenticated: bool) {
+    /// One to three client frames picked by the input.
+    pub(super) fn frames(&mut self, r: &mut Reader<'_>) -> Vec<Sent> {
+        let n = 1 + r.u8() % 3;
+        (0..n)
+            .map(|_| {
+                let kind = r.u8();
+                let len = usize::from(r.u8() % 8);
+                self.payloads = self.payloads.wrapping_add(1);
+                let fill = char::from(b'a' + self.payloads % 26);
+                let body: String = std::iter::repeat_n(fill, len).collect();
+                let text = |first: char| Kind::Text(format!("{first}{body}"));
+                let kind = match kind % 9 {
+                    0 | 1 => text('b'),
+                    2 => text('i'),
+                    3 => text('x'),
+                    4 => text('!'),
+                    5 => text('n'),
+                    6 => Kind::Ping(body.clone().into_bytes()),
+                    7 => match kind >> 4 {
+                        0 => Kind::Pong,
+                        1 => Kind::Close(None),
+                        2 => Kind::Bad,
+                        c => Kind::Close(Some(3990 + u16::from(c))),
+                    },
+                    _ => Kind::Close(Some(1000)),
+                };
+                let bytes = match &kind {
+                    Kind::Text(t) => masked(0x1, t.as_bytes()),
+                    Kind::Ping(p) => masked(0x9, &p[..p.len().min(CONTROL_PAYLOAD_MAX)]),
+                    Kind::Pong => masked(0xA, b""),
+                    Kind::Close(None) => masked(0x8, b""),
+                    Kind::Close(Some(code)) => masked(0x8, &code.to_be_bytes()),
+                    Kind::Bad => vec![0x81, 0x01, b'u'],
+                };
+                Sent { bytes, kind }
+            })
+            .collect()
+    }
+
+    pub(super) fn admit(&mut self, authenticated: bool) {
         if self.clients.len() >= SHARD_CLIENTS_MAX {
             return;
         }
-        let seq = self.clients.len() as u64 + 1;
+        let Some(seq) = self.admission.admit() else {
+            return;
+        };
         let id = ClientId::new(seq, ShardId(0));
         let principal = authenticated.then(|| Principal::new(seq));
-        let slot = self.state.admit(id, principal, self.instant(self.now));
+        let now = self.instant(self.now);
+        self.core().handle_opening();
+        let slot = self.state_mut().admit(id, principal, now);
         assert!(
             self.clients.iter().all(|c| c.slot != Some(slot)),
             "slot {slot} handed out twice"
@@ -465,6 +447,7 @@ impl Sim {
             id,
             slot: Some(slot),
             phase: ModelPhase::Open,
+            stage: ModelStage::Serving,
             authenticated,
             last_seen: self.now,
             pinged: false,
@@ -472,27 +455,47 @@ impl Sim {
             blocked_since: None,
             queue: VecDeque::new(),
             offset: 0,
+            left: None,
             removed: 0,
             topics: BTreeSet::new(),
+            announced: false,
+            expected: VecDeque::new(),
+            parser: Parser::new(Limits::default()),
+            pending: Vec::new(),
+            wait: None,
         });
+        let i = self.clients.len() - 1;
         if self.shutting_down {
-            self.close(self.clients.len() - 1, RemoveReason::Shutdown);
+            self.close(i, RemoveReason::Shutdown);
         }
+        // The driver tells the core the client is registered: the inbox hears of it first.
+        let mut post = self.post();
+        let held = self.core().handle_registered(slot, now, &mut post);
+        let queued = self.offer(i, Expect::Registered);
+        if self.inbox.is_some() {
+            self.clients[i].announced = true;
+        }
+        assert_eq!(held.is_some(), queued == Some(false), "Registered held");
+        self.began_waiting(i, post.waits(), held);
     }
 
     /// Closes client `i` through the shard's API, for `reason`.
-    fn close_op(&mut self, i: usize, reason: RemoveReason) {
-        let c = &self.clients[i];
+    pub(super) fn close_op(&mut self, i: usize, reason: RemoveReason) {
+        let now = self.instant(self.now);
+        let (id, slot, phase, authenticated, queued) = {
+            let c = &self.clients[i];
+            (c.id, c.slot, c.phase, c.authenticated, c.queued())
+        };
         if reason == RemoveReason::Removed {
             // The embedder's path: by id, answered with what was known.
-            let info = self.state.remove(c.id, self.instant(self.now));
-            assert_eq!(info.is_some(), c.phase == ModelPhase::Open);
+            let info = self.state_mut().remove(id, now);
+            assert_eq!(info.is_some(), phase == ModelPhase::Open);
             if let Some(info) = info {
-                assert_eq!((info.id, info.authenticated), (c.id, c.authenticated));
-                assert_eq!(info.queued_bytes, c.queued());
+                assert_eq!((info.id, info.authenticated), (id, authenticated));
+                assert_eq!(info.queued_bytes, queued);
             }
-        } else if let Some(slot) = c.slot {
-            self.state.close(slot, reason);
+        } else if let Some(slot) = slot {
+            self.state_mut().close(slot, reason);
         } else {
             return;
         }
@@ -500,7 +503,12 @@ impl Sim {
     }
 
     /// The model of `State::close`.
-    fn close(&mut self, i: usize, reason: RemoveReason) {
+    pub(super) fn close(&mut self, i: usize, reason: RemoveReason) {
+        self.close_saying(i, reason, "");
+    }
+
+    /// The model of `State::close_saying`.
+    pub(super) fn close_saying(&mut self, i: usize, reason: RemoveReason, text: &str) {
         let c = &mut self.clients[i];
         if c.phase != ModelPhase::Open {
             return;
@@ -531,7 +539,7 @@ impl Sim {
                 e.protocol_errors += 1;
                 Some(close_frame(code, ""))
             }
-            RemoveReason::Closed(code) => Some(close_frame(code, "")),
+            RemoveReason::Closed(code) => Some(close_frame(code, text)),
             RemoveReason::Shutdown => Some(close_frame(1001, "")),
         };
         c.phase = match frame {
@@ -548,6 +556,7 @@ impl Sim {
             }
             None => ModelPhase::Abort,
         };
+        c.left = Some(reason);
         c.removed += 1;
         c.topics.clear();
         self.removed.push((c.id, reason));
@@ -555,14 +564,14 @@ impl Sim {
 
     /// Subscribes (`on`) or unsubscribes `id` to topic `t`, through the shard's API by id, and
     /// checks its answer against the model's.
-    fn subscription(&mut self, id: ClientId, t: usize, on: bool) {
+    pub(super) fn subscription(&mut self, id: ClientId, t: usize, on: bool) {
         let topic = Topic::new(TOPICS[t]);
         let open = self
             .clients
             .iter()
             .position(|c| c.id == id && c.phase == ModelPhase::Open);
         if on {
-            let got = self.state.subscribe(id, &topic);
+            let got = self.state_mut().subscribe(id, &topic);
             let expected = match open {
                 None => Err(SubscribeError::NotRegistered(id)),
                 Some(i) if self.clients[i].topics.contains(&t) => Ok(false),
@@ -575,14 +584,14 @@ impl Sim {
             };
             assert_eq!(got, expected, "subscribe {id} to {topic}");
         } else {
-            let got = self.state.unsubscribe(id, &topic);
+            let got = self.state_mut().unsubscribe(id, &topic);
             let expected = open.is_some_and(|i| self.clients[i].topics.remove(&t));
             assert_eq!(got, expected, "unsubscribe {id} from {topic}");
         }
     }
 
     /// The audience picked by the input.
-    fn audience(&mut self, r: &mut Reader<'_>) -> To {
+    pub(super) fn audience(&mut self, r: &mut Reader<'_>) -> To {
         let kind = r.u8();
         let except = (kind & 0x02 != 0).then(|| match self.pick(r) {
             Some(i) if kind & 0x04 == 0 => self.clients[i].id,
@@ -597,28 +606,28 @@ impl Sim {
     }
 
     /// One broadcast's frames: one, or a batch of 2 to 4.
-    fn batch(&mut self, r: &mut Reader<'_>) -> Vec<Payload> {
+    pub(super) fn batch(&mut self, r: &mut Reader<'_>) -> Vec<Payload> {
         let batch = if r.u8() & 1 != 0 { 2 + r.u8() % 3 } else { 1 };
         (0..batch).map(|_| self.payload(r)).collect()
     }
 
-    fn deliver(&mut self, payloads: &[Payload], audience: To) {
+    pub(super) fn deliver(&mut self, payloads: &[Payload], audience: To) {
         let now = self.instant(self.now);
-        self.state
+        self.state_mut()
             .deliver(payloads, &Self::to_audience(audience), now);
         self.expect_deliver(payloads, audience);
     }
 
-    fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: To) {
+    pub(super) fn deliver_groups(&mut self, groups: &[Vec<Payload>], audience: To) {
         let now = self.instant(self.now);
-        self.state
+        self.state_mut()
             .deliver_groups(groups, &Self::to_audience(audience), now);
         for payloads in groups {
             self.expect_deliver(payloads, audience);
         }
     }
 
-    fn to_audience(to: To) -> Audience {
+    pub(super) fn to_audience(to: To) -> Audience {
         let mut audience = match to.topics {
             None => Audience::ALL,
             Some(mask) => Audience::topics(
@@ -637,7 +646,7 @@ impl Sim {
     }
 
     /// The model of delivering `payloads` to the audience.
-    fn expect_deliver(&mut self, payloads: &[Payload], to: To) {
+    pub(super) fn expect_deliver(&mut self, payloads: &[Payload], to: To) {
         let mut evict = Vec::new();
         for i in self.by_slot() {
             let c = &self.clients[i];
@@ -646,7 +655,7 @@ impl Sim {
                 .is_none_or(|mask| c.topics.iter().any(|&t| mask & (1 << t) != 0));
             let admitted =
                 (c.authenticated || !to.authenticated) && to.except != Some(c.id) && subscribed;
-            if c.phase == ModelPhase::Open && admitted && !self.offer(i, payloads) {
+            if c.phase == ModelPhase::Open && admitted && !self.offer_frames(i, payloads) {
                 evict.push(i);
             }
         }
@@ -655,21 +664,22 @@ impl Sim {
         }
     }
 
-    fn send(&mut self, id: ClientId, payload: Payload) {
-        self.state.send(id, &payload, self.instant(self.now));
+    pub(super) fn send(&mut self, id: ClientId, payload: Payload) {
+        let now = self.instant(self.now);
+        self.state_mut().send(id, &payload, now);
         let open = self
             .clients
             .iter()
             .position(|c| c.id == id && c.phase == ModelPhase::Open);
         if let Some(i) = open
-            && !self.offer(i, std::slice::from_ref(&payload))
+            && !self.offer_frames(i, std::slice::from_ref(&payload))
         {
             self.close(i, RemoveReason::SlowConsumer);
         }
     }
 
     /// The model of queueing `payloads` for client `i`; false: evict it.
-    fn offer(&mut self, i: usize, payloads: &[Payload]) -> bool {
+    pub(super) fn offer_frames(&mut self, i: usize, payloads: &[Payload]) -> bool {
         let total: usize = payloads.iter().map(Payload::len).sum();
         let n = payloads.len() as u64;
         let charge = total + payloads.len() * FRAME_OVERHEAD_BYTES;
@@ -698,22 +708,35 @@ impl Sim {
         true
     }
 
-    /// Writes at most `k` bytes of client `i`'s queue, as its connection task would.
-    fn write(&mut self, i: usize, k: usize) {
-        let c = &mut self.clients[i];
-        let Some(slot) = c.slot else { return };
-        if c.phase == ModelPhase::Abort {
-            // The connection task drops an aborted client without writing.
+    /// Writes at most `k` bytes of client `i`'s queue, as its driver would: it asks the core
+    /// what to do first, and acts on a close frame that is out (linger) or an end.
+    pub(super) fn write(&mut self, i: usize, k: usize) {
+        let Some(slot) = self.clients[i].slot else {
             return;
+        };
+        let now = self.instant(self.now);
+        let next = self.core().poll_write(slot, now);
+        assert_eq!(
+            next,
+            self.clients[i].next(),
+            "next write of {:?}",
+            self.clients[i]
+        );
+        match next {
+            Next::Write => {}
+            Next::Closed => return self.close_sent(i),
+            Next::Done => return self.end(i),
+            Next::Idle | Next::Delay(_) => return,
         }
         self.wire.clear();
+        let (buf, wire, copy_max) = (&mut self.buf, &mut self.wire, self.copy_max);
         let gathered = self
-            .state
-            .gather_into(slot, &mut self.buf, self.copy_max, &mut self.wire);
-        if c.queued() == 0 {
-            assert_eq!(gathered, 0, "gathered bytes from an empty queue");
-            return;
-        }
+            .core
+            .as_ref()
+            .expect("the shard runs")
+            .state()
+            .gather_into(slot, buf, copy_max, wire);
+        let c = &mut self.clients[i];
         assert!(
             gathered > 0,
             "nothing gathered from a queue of {}",
@@ -726,48 +749,28 @@ impl Sim {
             c.queue
         );
         let n = k.min(gathered);
-        self.state.wrote(slot, n);
         c.advance(n);
         c.blocked_since = None;
         self.expected.bytes_written += n as u64;
         self.expected.write_syscalls += 1;
+        self.core().handle_written(slot, n);
     }
 
-    /// Client `i`'s socket takes nothing: its connection task marks it blocked.
-    fn stall(&mut self, i: usize) {
+    /// Client `i`'s socket takes nothing: its driver tells the core.
+    pub(super) fn stall(&mut self, i: usize) {
         let now = self.instant(self.now);
         let c = &mut self.clients[i];
         let Some(slot) = c.slot else { return };
-        if c.phase == ModelPhase::Abort || c.queued() == 0 {
+        if c.next() != Next::Write {
             return;
         }
-        self.state.write_blocked(slot, now);
         c.blocked_since.get_or_insert(self.now);
+        self.core().handle_write_blocked(slot, now);
     }
 
-    /// A frame arrives from client `i` (a ping, if `ping`), as its connection task handles it.
-    fn inbound(&mut self, i: usize, ping: Option<&[u8]>) {
+    pub(super) fn sweep(&mut self) {
         let now = self.instant(self.now);
-        let c = &mut self.clients[i];
-        let Some(slot) = c.slot else { return };
-        if c.phase != ModelPhase::Open {
-            return;
-        }
-        self.state.touch(slot, now);
-        c.last_seen = self.now;
-        c.pinged = false;
-        if let Some(ping) = ping {
-            self.state.pong(slot, ping);
-            if c.control_frames() < PONGS_MAX {
-                let mut pong = vec![0x8A, ping.len() as u8];
-                pong.extend_from_slice(ping);
-                c.push_control(Bytes::from(pong));
-            }
-        }
-    }
-
-    fn sweep(&mut self) {
-        self.state.sweep(self.instant(self.now));
+        self.state_mut().sweep(now);
         let now = self.now;
         let mut doomed = Vec::new();
         for i in self.by_slot() {
@@ -775,9 +778,14 @@ impl Sim {
             let blocked = c
                 .blocked_since
                 .is_some_and(|t| now - t >= self.write_deadline);
+            // A waiting client is not read: neither silent nor pinged.
+            let silence = match c.stage.waits() {
+                false => now - c.last_seen,
+                true => Duration::ZERO,
+            };
             match c.phase {
                 ModelPhase::Open if blocked => doomed.push((i, RemoveReason::WriteDeadline)),
-                ModelPhase::Open if now - c.last_seen > self.heartbeat => {
+                ModelPhase::Open if silence > self.heartbeat => {
                     doomed.push((i, RemoveReason::HeartbeatTimeout));
                 }
                 ModelPhase::Open
@@ -791,7 +799,7 @@ impl Sim {
                 ModelPhase::Open
                     if !c.pinged
                         && c.control_frames() < PONGS_MAX
-                        && self.ping_interval.is_some_and(|p| now - c.last_seen >= p) =>
+                        && self.ping_interval.is_some_and(|p| silence >= p) =>
                 {
                     c.push_control(Bytes::from_static(&[0x89, 0x00]));
                     c.pinged = true;
@@ -805,17 +813,13 @@ impl Sim {
         }
     }
 
-    fn release(&mut self, i: usize) {
-        let Some(slot) = self.clients[i].slot else {
-            return;
-        };
-        self.state.release(slot);
-        self.close(i, RemoveReason::Disconnected);
-        self.clients[i].slot = None;
-    }
-
-    /// Compares the state with the model.
-    pub(super) fn check(&mut self) {
+    /// Compares the core with the model, after telling the handler of the clients removed
+    /// since the last check (as the shard does after each tick).
+    pub(crate) fn check(&mut self) {
+        let now = self.instant(self.now);
+        let mut post = self.post();
+        self.core().dispatch_removed(now, &mut post);
+        let state = self.state();
         let mut open = 0;
         let mut queued = 0;
         for c in &self.clients {
@@ -823,25 +827,27 @@ impl Sim {
             let Some(slot) = c.slot else { continue };
             queued += c.queued() as u64;
             let blocked = c.blocked_since.map(|t| self.t0 + t);
-            let client = self
-                .state
-                .client(slot)
-                .expect("an unreleased client's slot");
+            let client = state.client(slot).expect("the slot of a served client");
             assert_eq!(
                 format!("{:?}", client.phase),
                 format!("{:?}", c.phase),
                 "phase of {c:?}"
             );
+            assert_eq!(
+                format!("{:?}", client.stage()),
+                format!("{:?}", c.stage),
+                "stage of {c:?}"
+            );
+            assert_eq!(client.announced(), c.announced, "announced {c:?}");
             assert_eq!(client.out.bytes(), c.queued(), "queue of {c:?}");
             assert_eq!(client.out.frames(), c.queue.len(), "frames of {c:?}");
-            assert_eq!(
-                self.state.blocked_since(slot),
-                blocked,
-                "blocked time of {c:?}"
-            );
+            assert_eq!(state.blocked_since(slot), blocked, "blocked time of {c:?}");
             let topics: Vec<Topic> = c.topics.iter().map(|&t| Topic::new(TOPICS[t])).collect();
-            assert_eq!(self.state.topics_of(slot), topics, "topics of {c:?}");
+            assert_eq!(state.topics_of(slot), topics, "topics of {c:?}");
         }
+        let served = self.clients.iter().filter(|c| c.slot.is_some()).count();
+        assert_eq!(state.connections(), served, "connections");
+        assert_eq!(self.admission.connections(), served, "admissions");
         let subscriptions: usize = self.clients.iter().map(|c| c.topics.len()).sum();
         let topics: BTreeSet<usize> = self.clients.iter().flat_map(|c| c.topics.clone()).collect();
         let counters = &*self.counters;
@@ -854,6 +860,14 @@ impl Sim {
         assert_eq!(load(&counters.topics), topics.len() as u64, "topics gauge");
         assert_eq!(load(&counters.clients), open, "clients gauge");
         assert_eq!(load(&counters.queued_bytes), queued, "queued_bytes gauge");
+        self.check_counters();
+        self.check_removed();
+    }
+
+    /// The counters against the model's.
+    pub(super) fn check_counters(&self) {
+        let counters = &*self.counters;
+        let load = |counter: &AtomicU64| counter.load(Relaxed);
         let actual = Expected {
             deliveries: load(&counters.deliveries),
             frames_dropped: load(&counters.frames_dropped),
@@ -864,36 +878,19 @@ impl Sim {
             protocol_errors: load(&counters.protocol_errors),
             bytes_written: load(&counters.bytes_written),
             write_syscalls: load(&counters.write_syscalls),
+            inbox_events: load(&counters.inbox_events),
+            inbox_lost: load(&counters.inbox_lost),
         };
         assert_eq!(actual, self.expected, "counters");
-        let mut taken = Vec::new();
-        self.state.take_removed(&mut taken);
-        let mut removed: Vec<_> = taken.into_iter().map(|(id, r, _)| (id, r)).collect();
-        removed.sort_by_key(|&(id, _)| id);
-        self.removed.sort_by_key(|&(id, _)| id);
-        assert_eq!(removed, self.removed, "removed events");
-        self.removed.clear();
     }
 
-    /// Drains every queue that can still be written, releases everyone, checks the totals.
-    pub(super) fn finish(&mut self) {
-        for i in 0..self.clients.len() {
-            while self.clients[i].slot.is_some()
-                && self.clients[i].phase != ModelPhase::Abort
-                && self.clients[i].queued() > 0
-            {
-                self.write(i, usize::MAX);
-            }
-        }
-        self.check();
-        for i in 0..self.clients.len() {
-            self.release(i);
-        }
-        self.check();
-        assert_eq!(self.counters.clients.load(Relaxed), 0);
-        assert_eq!(self.counters.queued_bytes.load(Relaxed), 0);
-        for c in &self.clients {
-            assert_eq!(c.removed, 1, "removed events of {:?}", c.id);
-        }
+    /// The handler heard of exactly the clients the model removed since the last check.
+    pub(super) fn check_removed(&mut self) {
+        let mut told: Vec<_> =
+            std::mem::take(&mut *self.told.lock().unwrap_or_else(|e| e.into_inner()));
+        told.sort_by_key(|&(id, _)| id);
+        self.removed.sort_by_key(|&(id, _)| id);
+        assert_eq!(told, self.removed, "on_removed calls");
+        self.removed.clear();
     }
 }
