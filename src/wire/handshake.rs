@@ -10,7 +10,10 @@
 //!   hostile client costs a bounded amount of work and memory.
 //! - A [`Request`] only exists for a request that is a valid upgrade: GET, HTTP/1.1 or later,
 //!   `Upgrade: websocket`, `Connection: upgrade`, `Sec-WebSocket-Version: 13` and a
-//!   well-formed `Sec-WebSocket-Key`.
+//!   well-formed `Sec-WebSocket-Key`, each of the last two once. [`parse`], which reads the
+//!   request off the wire, is stricter still: a target in origin form (`/path?query`), exactly
+//!   one `Host`, no body (so that the bytes after the request are the client's first
+//!   WebSocket frames), and CRLF line endings.
 
 use std::fmt::Write as _;
 
@@ -138,6 +141,24 @@ pub enum HandshakeError {
     /// HTTP/1.0 (400).
     #[error("http version below 1.1")]
     HttpVersion,
+    /// `Host` missing or repeated (400; RFC 9112 3.2).
+    #[error("missing or repeated host header")]
+    Host,
+    /// A header that must appear once appears more than once (400).
+    #[error("repeated {0} header")]
+    Repeated(&'static str),
+    /// A request target not in origin form (`*`, `host:port`, `http://...`): an upgrade names
+    /// a path (400).
+    #[error("request target not a path")]
+    Target,
+    /// The request announces a body (`Content-Length` other than 0, or
+    /// `Transfer-Encoding`): an upgrade has none, and what follows it must be frames (400).
+    #[error("upgrade request with a body")]
+    Body,
+    /// A line ends in a bare LF, without CR (400; RFC 9112 2.2 lets a server reject it, and
+    /// a lenient reading is how requests get smuggled past proxies).
+    #[error("line ending without CR")]
+    LineEnding,
 }
 
 impl HandshakeError {
@@ -155,7 +176,12 @@ impl HandshakeError {
             HandshakeError::Malformed
             | HandshakeError::NotUpgrade
             | HandshakeError::Key
-            | HandshakeError::HttpVersion => 400,
+            | HandshakeError::HttpVersion
+            | HandshakeError::Host
+            | HandshakeError::Repeated(_)
+            | HandshakeError::Target
+            | HandshakeError::Body
+            | HandshakeError::LineEnding => 400,
         }
     }
 }
@@ -203,7 +229,30 @@ pub fn parse(
     if method != "GET" {
         return Err(HandshakeError::Method);
     }
-    let headers = req.headers.iter().map(|h| (h.name, h.value)).collect();
+    if !path.starts_with('/') {
+        return Err(HandshakeError::Target);
+    }
+    let headers: SmallVec<[(&str, &[u8]); 24]> =
+        req.headers.iter().map(|h| (h.name, h.value)).collect();
+    if count(&headers, "host") != 1 {
+        return Err(HandshakeError::Host);
+    }
+    let announces_body = header(&headers, "transfer-encoding").is_some()
+        || headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("content-length"))
+            .any(|(_, value)| value.trim_ascii() != b"0");
+    if announces_body {
+        return Err(HandshakeError::Body);
+    }
+    let head = window.get(..n).unwrap_or(window);
+    let bare_lf = head
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'));
+    if bare_lf {
+        return Err(HandshakeError::LineEnding);
+    }
     Ok(Some((upgrade_request(path, headers)?, n)))
 }
 
@@ -223,6 +272,11 @@ fn upgrade_request<'b>(
     if !has_token("upgrade", "websocket") || !has_token("connection", "upgrade") {
         return Err(HandshakeError::NotUpgrade);
     }
+    for once in ["sec-websocket-key", "sec-websocket-version"] {
+        if count(&headers, once) > 1 {
+            return Err(HandshakeError::Repeated(once));
+        }
+    }
     if header(&headers, "sec-websocket-version").map(<[u8]>::trim_ascii) != Some(b"13") {
         return Err(HandshakeError::Version);
     }
@@ -232,6 +286,14 @@ fn upgrade_request<'b>(
         .and_then(|k| std::str::from_utf8(k).ok())
         .ok_or(HandshakeError::Key)?;
     Ok(Request { path, headers, key })
+}
+
+/// How many headers are called `name` (ASCII case-insensitive).
+fn count(headers: &[(&str, &[u8])], name: &str) -> usize {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .count()
 }
 
 /// First header called `name` (ASCII case-insensitive).

@@ -185,21 +185,27 @@ async fn open(
     // One deadline for wrapping (a TLS handshake, say) and the HTTP upgrade together.
     let deadline = Instant::now() + shared.config.handshake_deadline;
     let io = match source {
-        Source::Ready(io) => Some(Carrier::Boxed(io)),
-        Source::Tcp(tcp) => Some(Carrier::Tcp(tcp)),
+        Source::Ready(io) => Ok(Carrier::Boxed(io)),
+        Source::Tcp(tcp) => Ok(Carrier::Tcp(tcp)),
         Source::Wrap(tcp, wrap) => match tokio::time::timeout_at(deadline, wrap.wrap(tcp)).await {
-            Ok(Ok(io)) => Some(Carrier::Boxed(io)),
-            Ok(Err(_)) | Err(_) => None,
+            Ok(Ok(io)) => Ok(Carrier::Boxed(io)),
+            Ok(Err(_)) => Err(Failure::WrapFailed),
+            // A TLS handshake still going at the deadline is a slow client, not a failed wrap.
+            Err(_) => Err(Failure::TimedOut),
         },
     };
-    let Some(mut io) = io else {
-        Failure::WrapFailed.count(shared);
-        tracing::debug!(
-            client = id.as_u64(),
-            shard = shared.id.0,
-            "handshake failed: the stream could not be wrapped in time"
-        );
-        return None;
+    let mut io = match io {
+        Ok(io) => io,
+        Err(failure) => {
+            failure.count(shared);
+            tracing::debug!(
+                client = id.as_u64(),
+                shard = shared.id.0,
+                ?failure,
+                "handshake failed: the stream could not be wrapped"
+            );
+            return None;
+        }
     };
     let (slot, pending) = if let Some((slot, read)) = admitted {
         // Parsed before the first read of the stream, as the bytes a shard's own upgrade read
