@@ -2,7 +2,7 @@
 //! each serves, and what only a driver can get wrong (a relay waiting for room, a handler that
 //! panics, a coalescing delay, a lingering close).
 //! Every other behaviour test runs on the default driver, or on the one `SHARDCAST_DRIVER`
-//! names.
+//! names (`common::builder`); the tests here name their own, on `Engine::builder()`.
 
 mod common;
 

@@ -168,7 +168,7 @@ async fn node(server: &NatsServer, delay: Duration) -> (Engine, SocketAddr) {
         .reconnect_delay_callback(|_| Duration::from_millis(50));
     let nats = Nats::new(server.url()).options(options);
     let (engine, addr) = start(
-        Engine::builder()
+        builder()
             .shards(2)
             .handler(Commands)
             .bridge(nats)
@@ -464,14 +464,14 @@ async fn authenticated_only_audiences_hold_across_nodes() {
 #[test]
 fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let refused = Engine::builder().shards(1).bridge(Nats::new(&url)).build();
+    let refused = builder().shards(1).bridge(Nats::new(&url)).build();
     assert!(
         matches!(refused, Err(shardcast::BuildError::Bridge(_))),
         "{refused:?}"
     );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let engine = Engine::builder()
+        let engine = builder()
             .shards(1)
             .bridge(Nats::new(&url))
             .bridge_optional(true)

@@ -60,7 +60,7 @@ struct Setup {
 impl Setup {
     async fn new(configure: impl FnOnce(Builder) -> Builder) -> Setup {
         let (recorder, events) = Recorder::new();
-        let builder = Engine::builder()
+        let builder = builder()
             .shards(2)
             .handler(recorder)
             .client_queue_bytes_max(QUEUE_MAX);

@@ -7,12 +7,12 @@ mod common;
 
 use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
-use shardcast::{Audience, Engine};
+use shardcast::Audience;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_stream_that_buffers_writes_gets_its_101_and_every_broadcast() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let (client, server) = tokio::io::duplex(PIPE_BYTES);
     // Holds what it is given until it is flushed (or 64 KiB pile up), as a TLS stream may
     // when its socket is full.
