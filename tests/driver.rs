@@ -180,10 +180,6 @@ async fn a_handler_that_panics_ends_only_the_connection_it_was_handling() {
 // What the event loop times itself (the task driver's timers are covered on a paused clock in
 // timing.rs, over in-memory pipes): real time here, in short spans, over loopback TCP.
 
-fn ms(n: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(n)
-}
-
 #[tokio::test]
 async fn a_coalescing_delay_gathers_frames_into_one_write_on_every_driver() {
     for driver in DRIVERS {

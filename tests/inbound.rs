@@ -10,7 +10,7 @@ mod common;
 
 use common::{
     Client, END, WAIT, broadcast, builder, connect_registered, connect_with_pipe, elapse, local,
-    next_message, next_text, start_local as start, until,
+    ms, next_message, next_text, start_local as start, until,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::{
@@ -26,10 +26,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// How long the slow consumer awaits per message.
 const STEP: Duration = Duration::from_millis(10);

@@ -10,7 +10,7 @@ mod common;
 
 use common::{
     Pipe, Recorder, builder, close_code, connect_pipe as connect, connect_with_pipe, elapse, local,
-    start_local as start, texts_within,
+    ms, start_local as start, texts_within,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::Incoming;
@@ -25,10 +25,6 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 /// Reads `ws` for `d`, answering pings as a browser does; returns how many pings it saw.

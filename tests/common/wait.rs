@@ -6,6 +6,11 @@ use std::time::Duration;
 /// Every wait in the tests is bounded by this.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// `n` milliseconds.
+pub fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
 /// Polls `cond` until it holds (bounded by [`WAIT`]).
 pub async fn eventually(cond: impl FnMut() -> bool) {
     until(cond, || "condition".to_owned()).await;
