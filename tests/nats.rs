@@ -87,23 +87,26 @@ impl NatsServer {
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        let start = Instant::now();
-        let ports = loop {
-            let written = std::fs::read_dir(&self.dir)
-                .expect("ports file directory")
-                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
-                .find(|text| text.contains("monitoring") && text.trim_end().ends_with('}'));
-            if let Some(ports) = written {
-                break ports;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none(), "nats-server exited at start: {exited:?}");
-            assert!(start.elapsed() < WAIT, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let mut written = None;
+        until(
+            || {
+                written = std::fs::read_dir(&self.dir)
+                    .expect("ports file directory")
+                    .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                    .find(|text| text.contains("monitoring") && text.trim_end().ends_with('}'));
+                if written.is_none() {
+                    let exited = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    assert!(exited.is_none(), "nats-server exited at start: {exited:?}");
+                }
+                written.is_some()
+            },
+            || "nats-server did not start".to_owned(),
+        )
+        .await;
+        let ports = written.expect("the ports file");
         self.port = port_of(&ports, "nats").expect("client port in the ports file");
         self.monitor = port_of(&ports, "monitoring").expect("monitoring port in the ports file");
     }
@@ -402,21 +405,21 @@ async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resu
         server.run().await;
         eventually(|| a.stats().bridge.connected && b.stats().bridge.connected).await;
         // B holds its subscription again after the reconnect: A's publications reach it.
-        let start = Instant::now();
         let mut probe = 0;
-        let first = loop {
-            assert!(
-                start.elapsed() < WAIT,
-                "delivery across nodes did not resume"
-            );
-            broadcast(&a, format!("probe {probe}"), Audience::topic("news")).await;
-            probe += 1;
-            if let Ok(text) =
-                tokio::time::timeout(Duration::from_millis(100), next_text(&mut on_b)).await
-            {
-                break text;
-            }
-        };
+        let mut first = None;
+        until_async(
+            async || {
+                broadcast(&a, format!("probe {probe}"), Audience::topic("news")).await;
+                probe += 1;
+                first = tokio::time::timeout(ms(100), next_text(&mut on_b))
+                    .await
+                    .ok();
+                first.is_some()
+            },
+            || "delivery across nodes did not resume".to_owned(),
+        )
+        .await;
+        let first = first.expect("a probe");
         // Nothing published during the outage arrives late (at most once).
         assert!(first.starts_with("probe "), "{first}");
         for i in 0..probe {
