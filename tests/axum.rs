@@ -90,7 +90,7 @@ fn app(engine: &Engine) -> Router {
 /// An engine with [`Gate`], and the gate to read what it saw.
 fn engine() -> (Engine, Gate) {
     let gate = Gate::default();
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(2)
         .handler(gate.clone())
         .build()
@@ -276,7 +276,7 @@ async fn a_refusal_of_on_upgrade_is_answered_with_its_status_and_registers_nothi
 #[tokio::test]
 async fn a_request_over_clients_max_is_answered_503_before_any_upgrade() {
     let gate = Gate::default();
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(1)
         .clients_max(1)
         .handler(gate.clone())

@@ -112,7 +112,7 @@ impl Handler for Relay {
 
 async fn node(hub: &Hub) -> (Engine, SocketAddr) {
     start(
-        Engine::builder()
+        builder()
             .shards(2)
             .handler(Relay)
             .bridge(hub.clone())
@@ -264,7 +264,7 @@ async fn metrics_show_what_crossed_nodes_and_every_reason_for_a_loss() {
         .count();
     assert_eq!(reasons, 8, "one series per reason:\n{text_b}");
     // An engine without a bridge shows none of them.
-    let (plain, _) = start(Engine::builder().shards(1)).await;
+    let (plain, _) = start(builder().shards(1)).await;
     assert!(!render(&plain).contains("shardcast_bridge_"));
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::Message;
 async fn every_client_receives_each_broadcast_once_in_each_publishers_order() {
     const PUBLISHERS: usize = 4;
     const PER_PUBLISHER: usize = 150;
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let clients = connect_many(&engine, addr, 8).await;
     let readers: Vec<Reader> = clients.into_iter().map(spawn_reader).collect();
 
@@ -61,7 +61,7 @@ async fn batch_frames_arrive_adjacent_and_in_order_amid_concurrent_broadcasts() 
     const BATCHES: usize = 60;
     const BATCH_LEN: usize = 5;
     const SINGLES: usize = 300;
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let clients = connect_many(&engine, addr, 4).await;
     let readers: Vec<Reader> = clients.into_iter().map(spawn_reader).collect();
 
@@ -121,7 +121,7 @@ async fn batch_frames_arrive_adjacent_and_in_order_amid_concurrent_broadcasts() 
 
 #[tokio::test]
 async fn audience_all_except_leaves_out_exactly_that_client() {
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 5).await;
 
     broadcast(&engine, "not for 2", Audience::ALL.except(ids[2])).await;
@@ -137,7 +137,7 @@ async fn audience_all_except_leaves_out_exactly_that_client() {
 
 #[tokio::test]
 async fn authenticated_audience_reaches_only_authenticated_clients() {
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 5).await;
     let authenticated = [0, 3, 4];
     for &i in &authenticated {
@@ -180,7 +180,7 @@ async fn authenticated_audience_reaches_only_authenticated_clients() {
 
 #[tokio::test]
 async fn send_reaches_only_its_client() {
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
 
     engine.send(ids[1], Payload::text("for 1")).await.unwrap();
@@ -202,7 +202,7 @@ async fn send_reaches_only_its_client() {
 
 #[tokio::test]
 async fn try_broadcast_succeeds_when_queues_have_room() {
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let mut clients = connect_many(&engine, addr, 3).await;
 
     for i in 0..10 {
@@ -230,7 +230,7 @@ async fn try_broadcast_succeeds_when_queues_have_room() {
 #[tokio::test]
 async fn stats_count_deliveries_and_many_queued_frames_share_a_write() {
     const FRAMES: usize = 200;
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let mut clients = connect_many(&engine, addr, 4).await;
     // Every client has had its 101 written; count from here.
     eventually(|| engine.stats().total.queued_bytes == 0).await;
@@ -320,7 +320,7 @@ fn bodies(messages: &[Message], envelopes: &mut usize) -> Vec<String> {
 
 #[tokio::test]
 async fn batch_envelope_carries_a_run_of_broadcasts_in_order() {
-    let (engine, addr) = start(Engine::builder().shards(2).batch_envelope(true)).await;
+    let (engine, addr) = start(builder().shards(2).batch_envelope(true)).await;
     let mut clients = connect_many(&engine, addr, 3).await;
 
     let mut sent: Vec<String> = (0..20).map(|i| format!("e{i}")).collect();
@@ -368,7 +368,7 @@ fn fill_queue_of(engine: &Engine, id: shardcast::ClientId, capacity: usize) {
 #[tokio::test(start_paused = true)]
 async fn try_broadcast_is_all_or_nothing_when_one_shard_is_full() {
     local(async {
-        let engine = start_local(Engine::builder().shards(2).shard_queue_capacity(2));
+        let engine = start_local(builder().shards(2).shard_queue_capacity(2));
         let (_a, a) = connect_pipe(&engine).await;
         let (_b, b) = connect_pipe(&engine).await;
         assert_ne!(a.shard(), b.shard(), "one client on each shard");
@@ -393,7 +393,7 @@ async fn try_broadcast_is_all_or_nothing_when_one_shard_is_full() {
 #[tokio::test(start_paused = true)]
 async fn a_cancelled_broadcast_reaches_no_shard() {
     local(async {
-        let engine = start_local(Engine::builder().shards(2).shard_queue_capacity(2));
+        let engine = start_local(builder().shards(2).shard_queue_capacity(2));
         let (_a, a) = connect_pipe(&engine).await;
         let (_b, b) = connect_pipe(&engine).await;
         // The second shard in order is full; the first has room.

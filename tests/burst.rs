@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::{UPGRADE_REQUEST, WAIT, masked, parse_server_frame, start};
+use common::{UPGRADE_REQUEST, WAIT, builder, masked, parse_server_frame, start};
 use shardcast::Incoming;
-use shardcast::{Audience, Context, Engine, Handler, Payload};
+use shardcast::{Audience, Context, Handler, Payload};
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
@@ -98,7 +98,7 @@ fn read_all(mut stream: TcpStream, expected: usize) -> End {
 /// one write while twenty clients read as fast as they can: nobody may be evicted, and everyone
 /// receives every message.
 async fn burst_reaches_every_fast_reader(shards: usize, bytes: usize) {
-    let builder = Engine::builder().shards(shards).handler(Relay);
+    let builder = builder().shards(shards).handler(Relay);
     let (engine, addr) = start(builder).await;
     let count = bytes / MESSAGE;
     let readers: Vec<_> = (0..READERS)

@@ -5,7 +5,6 @@
 mod common;
 
 use common::serve::{Serve, run_to_end, shardcast};
-use shardcast::Engine;
 use std::net::SocketAddr;
 use std::process::ExitStatus;
 use std::time::Duration;
@@ -244,7 +243,7 @@ fn serve_on_the_port_of_a_running_engine_fails_naming_the_address() {
         .enable_all()
         .build()
         .unwrap();
-    let engine = Engine::builder().shards(2).build().unwrap();
+    let engine = common::builder().shards(2).build().unwrap();
     let addr = runtime
         .block_on(engine.listen("127.0.0.1:0"))
         .unwrap()

@@ -2,7 +2,7 @@
 //! each serves, and what only a driver can get wrong (a relay waiting for room, a handler that
 //! panics, a coalescing delay, a lingering close).
 //! Every other behaviour test runs on the default driver, or on the one `SHARDCAST_DRIVER`
-//! names.
+//! names (`common::builder`); the tests here name their own, on `Engine::builder()`.
 
 mod common;
 
@@ -179,10 +179,6 @@ async fn a_handler_that_panics_ends_only_the_connection_it_was_handling() {
 
 // What the event loop times itself (the task driver's timers are covered on a paused clock in
 // timing.rs, over in-memory pipes): real time here, in short spans, over loopback TCP.
-
-fn ms(n: u64) -> std::time::Duration {
-    std::time::Duration::from_millis(n)
-}
 
 #[tokio::test]
 async fn a_coalescing_delay_gathers_frames_into_one_write_on_every_driver() {

@@ -242,7 +242,7 @@ async fn a_slowloris_upgrade_is_cut_off_at_the_handshake_deadline() {
     /// Room for a loaded 2-core machine; the point is "about the deadline", not "after 10 s".
     const MARGIN: Duration = Duration::from_millis(1500);
     const LORISES: usize = 4;
-    let builder = Engine::builder().shards(2).handshake_deadline(DEADLINE);
+    let builder = builder().shards(2).handshake_deadline(DEADLINE);
     let (engine, addr) = start(builder).await;
     let watch = Watch::start(&engine, connect_many(&engine, addr, HEALTHY).await).await;
 
@@ -295,9 +295,7 @@ const SHORT_DEADLINE: Duration = Duration::from_millis(200);
 /// which it must do at `SHORT_DEADLINE` at the earliest. Returns what the server sent, and
 /// checks that the attempt counted as one failed handshake and left no connection behind.
 async fn wait_out_the_handshake_deadline(sent: &[u8]) -> (Vec<u8>, Ending) {
-    let builder = Engine::builder()
-        .shards(2)
-        .handshake_deadline(SHORT_DEADLINE);
+    let builder = builder().shards(2).handshake_deadline(SHORT_DEADLINE);
     let (engine, addr) = start(builder).await;
     let started = Instant::now();
     let mut stream = connect_tcp(addr).await;
@@ -386,7 +384,7 @@ async fn exchange(addr: SocketAddr, request: &[u8]) -> (Vec<u8>, Ending) {
 
 #[tokio::test]
 async fn each_malformed_upgrade_request_is_refused_with_its_status_and_closed() {
-    let builder = Engine::builder()
+    let builder = builder()
         .shards(2)
         .handshake_bytes_max(1024)
         .allowed_origins(Some(vec![GOOD_ORIGIN.into()]));
@@ -530,7 +528,7 @@ async fn each_malformed_upgrade_request_is_refused_with_its_status_and_closed() 
 async fn headers_past_a_handshake_bytes_max_that_is_not_a_power_of_two_are_refused_with_431() {
     // 1100 bytes: the upgrade's read buffer grows 512 -> 1024, and at 1024 read bytes the room
     // left (76 bytes) is less than the smallest growth step.
-    let builder = Engine::builder().shards(2).handshake_bytes_max(1100);
+    let builder = builder().shards(2).handshake_bytes_max(1100);
     let (engine, addr) = start(builder).await;
     let watch = Watch::start(&engine, connect_many(&engine, addr, HEALTHY).await).await;
 
@@ -684,7 +682,7 @@ fn all_violations() -> Vec<Violation> {
 /// Runs `copies` raw clients per violation, all at once, while healthy clients watch; checks
 /// that each violator alone is closed with its code, and counted once.
 async fn violations_close_only_their_clients(violations: &[Violation], copies: usize) {
-    let builder = Engine::builder().shards(2).max_message_size(MAX_MESSAGE);
+    let builder = builder().shards(2).max_message_size(MAX_MESSAGE);
     let (engine, addr, events) = start_recording(builder).await;
     let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
     let watch = Watch::start(&engine, healthy).await;
@@ -899,7 +897,7 @@ async fn ten_thousand_connections_dropped_at_random_points_leave_nothing_behind(
     /// freed pages, other tests of this file running in parallel), not the engine alone.
     const RSS_GROWTH_MAX: u64 = 32 << 20;
 
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let (healthy, healthy_ids) = connect_many_with_ids(&engine, addr, &events, HEALTHY).await;
     let watch = Watch::start(&engine, healthy).await;
     let healthy_ids: HashSet<_> = healthy_ids.into_iter().collect();

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    Client, END, WAIT, broadcast, connect_registered, connect_with_pipe, elapse, local,
-    next_message, next_text, start_local as start, until,
+    Client, END, WAIT, broadcast, builder, connect_registered, connect_with_pipe, elapse, local,
+    ms, next_message, next_text, start_local as start, until,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::{
@@ -26,10 +26,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_tungstenite::tungstenite::Message;
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// How long the slow consumer awaits per message.
 const STEP: Duration = Duration::from_millis(10);
@@ -122,12 +118,7 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
     /// what its pipe holds (about 10 messages of 106 bytes each for the last two).
     const SLACK: usize = CAPACITY + 1 + 10 + 10;
     local(async {
-        let engine = start(
-            Engine::builder()
-                .shards(2)
-                .inbox(true)
-                .inbox_capacity(CAPACITY),
-        );
+        let engine = start(builder().shards(2).inbox(true).inbox_capacity(CAPACITY));
         let log = consume_slowly(&engine, engine.inbox().expect("an inbox"));
         // Registered round robin: three clients on shard 0 send; on shard 1, one client only
         // listens and one says hello once.
@@ -265,7 +256,7 @@ async fn a_consumer_that_awaits_10_ms_per_message_back_pressures_its_clients_and
 #[tokio::test]
 async fn a_slow_consumer_on_shard_threads_stalls_neither_other_clients_nor_other_shards() {
     const MESSAGES: usize = 50;
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(2)
         .inbox(true)
         .inbox_capacity(4)
@@ -384,7 +375,7 @@ impl Handler for Split {
 async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox_is_full() {
     local(async {
         let engine = start(
-            Engine::builder()
+            builder()
                 .shards(1)
                 .handler(Split)
                 .inbox(true)
@@ -432,7 +423,7 @@ async fn the_handler_keeps_the_messages_it_does_not_forward_even_while_the_inbox
 async fn a_client_paused_for_the_inbox_is_not_closed_for_its_silence() {
     local(async {
         let engine = start(
-            Engine::builder()
+            builder()
                 .shards(1)
                 .inbox(true)
                 .inbox_capacity(1)
@@ -475,7 +466,7 @@ async fn a_client_paused_for_the_inbox_is_not_closed_for_its_silence() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_inbox_counts_every_event_it_loses_and_pauses_nobody() {
     local(async {
-        let engine = start(Engine::builder().shards(1).inbox(true).inbox_capacity(2));
+        let engine = start(builder().shards(1).inbox(true).inbox_capacity(2));
         let inbox = engine.inbox().expect("an inbox");
         let (mut ws, _) = connect_with_pipe(&engine, 64 << 10).await;
         for i in 0..5 {
@@ -505,24 +496,17 @@ async fn dropping_the_inbox_counts_every_event_it_loses_and_pauses_nobody() {
 
 #[tokio::test]
 async fn the_inbox_is_off_by_default_taken_once_and_its_capacity_checked() {
-    let engine = Engine::builder().shards(1).build().expect("build");
+    let engine = builder().shards(1).build().expect("build");
     assert!(!engine.config().inbox);
     assert_eq!(engine.config().inbox_capacity, 256);
     assert!(engine.inbox().is_none(), "off by default");
     engine.shutdown(Duration::from_secs(1)).await;
-    let engine = Engine::builder()
-        .shards(1)
-        .inbox(true)
-        .build()
-        .expect("build");
+    let engine = builder().shards(1).inbox(true).build().expect("build");
     assert!(engine.inbox().is_some());
     assert!(engine.inbox().is_none(), "taken once");
     engine.shutdown(Duration::from_secs(1)).await;
     for capacity in [0, (1 << 20) + 1] {
-        let refused = Engine::builder()
-            .inbox(true)
-            .inbox_capacity(capacity)
-            .build();
+        let refused = builder().inbox(true).inbox_capacity(capacity).build();
         assert!(
             matches!(
                 refused,

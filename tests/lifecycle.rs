@@ -9,7 +9,7 @@ use common::*;
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::handshake::Request;
 use shardcast::{
-    Audience, BroadcastError, ClientId, Decision, Engine, Handler, ListenError, Payload, Principal,
+    Audience, BroadcastError, ClientId, Decision, Handler, ListenError, Payload, Principal,
     RegisterError, Registration, RemoveReason, SlowConsumerPolicy, TryBroadcastError, TrySendError,
     UpdateError,
 };
@@ -38,7 +38,7 @@ async fn refused_status(request: impl IntoClientRequest + Unpin) -> u16 {
 #[tokio::test]
 async fn remove_closes_the_client_with_1000_and_forgets_it() {
     let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr) = start(builder().shards(2).handler(recorder)).await;
     let (mut ws, id) = connect_with_id(&engine, addr, &events).await;
     let (mut other, other_id) = connect_with_id(&engine, addr, &events).await;
     engine
@@ -85,7 +85,7 @@ async fn remove_closes_the_client_with_1000_and_forgets_it() {
 #[tokio::test]
 async fn on_removed_is_called_once_per_client_with_its_reason() {
     let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr) = start(builder().shards(2).handler(recorder)).await;
     let (mut clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
     let shut = clients.pop().expect("four clients");
     let dropped = clients.pop().expect("four clients");
@@ -146,7 +146,7 @@ impl Handler for Gate {
 
 #[tokio::test]
 async fn a_rejected_upgrade_gets_its_http_status_and_an_accepted_one_is_authenticated() {
-    let (engine, addr) = start(Engine::builder().shards(2).handler(Gate)).await;
+    let (engine, addr) = start(builder().shards(2).handler(Gate)).await;
     let url = format!("ws://{addr}/");
     assert_eq!(refused_status(url.as_str()).await, 401);
     let mut wrong = url.as_str().into_client_request().unwrap();
@@ -179,7 +179,7 @@ async fn a_rejected_upgrade_gets_its_http_status_and_an_accepted_one_is_authenti
 
 #[tokio::test]
 async fn the_subprotocol_chosen_by_the_handler_is_in_the_response() {
-    let (engine, addr) = start(Engine::builder().shards(1).handler(Gate)).await;
+    let (engine, addr) = start(builder().shards(1).handler(Gate)).await;
     let mut request = format!("ws://{addr}/").into_client_request().unwrap();
     let headers = request.headers_mut();
     headers.insert("Authorization", HeaderValue::from_static("Bearer ok"));
@@ -209,7 +209,7 @@ async fn allowed_origins_refuse_a_missing_or_unlisted_origin_with_403() {
         "https://good.example".to_owned(),
         "https://also.example".to_owned(),
     ];
-    let (engine, addr) = start(Engine::builder().shards(2).allowed_origins(Some(origins))).await;
+    let (engine, addr) = start(builder().shards(2).allowed_origins(Some(origins))).await;
     let url = format!("ws://{addr}/");
 
     assert_eq!(refused_status(url.as_str()).await, 403, "no Origin");
@@ -237,11 +237,7 @@ async fn allowed_origins_refuse_a_missing_or_unlisted_origin_with_403() {
 #[tokio::test]
 async fn register_serves_an_in_memory_duplex_stream() {
     let (recorder, events) = Recorder::new();
-    let engine = Engine::builder()
-        .shards(2)
-        .handler(recorder)
-        .build()
-        .unwrap();
+    let engine = builder().shards(2).handler(recorder).build().unwrap();
     let (client_half, server_half) = tokio::io::duplex(64 << 10);
     let id = engine.register(server_half).await.expect("registered");
     let mut ws = upgrade_over(client_half, "/").await;
@@ -271,7 +267,7 @@ async fn register_serves_an_in_memory_duplex_stream() {
 
 #[tokio::test]
 async fn register_adopts_a_tcp_stream_accepted_by_the_embedder() {
-    let engine = Engine::builder().shards(2).build().unwrap();
+    let engine = builder().shards(2).build().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let mut clients = Vec::new();
@@ -308,7 +304,7 @@ async fn register_adopts_a_tcp_stream_accepted_by_the_embedder() {
 #[tokio::test]
 async fn shutdown_closes_every_client_with_1001_and_later_calls_fail_with_closed() {
     let (recorder, events) = Recorder::new();
-    let (engine, addr) = start(Engine::builder().shards(2).handler(recorder)).await;
+    let (engine, addr) = start(builder().shards(2).handler(recorder)).await;
     let (clients, ids) = connect_many_with_ids(&engine, addr, &events, 4).await;
     engine
         .broadcast(Payload::text("last words"), Audience::ALL)
@@ -409,7 +405,7 @@ impl Drop for FlagOnDrop {
 #[tokio::test]
 async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
     const PAYLOADS: usize = 40;
-    let builder = Engine::builder()
+    let builder = builder()
         .shards(2)
         .client_queue_bytes_max(64 << 10)
         .slow_consumer(SlowConsumerPolicy::DropNewest);
@@ -476,7 +472,7 @@ async fn shutdown_drops_every_payload_even_those_queued_for_a_stalled_client() {
 #[tokio::test]
 async fn an_upgraded_registration_receives_a_broadcast_issued_right_after_it_returns() {
     use tokio_tungstenite::tungstenite::protocol::Role;
-    let engine = Engine::builder().shards(2).build().expect("engine");
+    let engine = builder().shards(2).build().expect("engine");
     let mut clients = Vec::new();
     for _ in 0..8 {
         let (server_half, client_half) = tokio::io::duplex(64 << 10);
@@ -527,7 +523,7 @@ async fn accepted_pair() -> (
 
 #[tokio::test]
 async fn register_and_an_upgraded_registration_set_tcp_nodelay_on_a_tcp_stream() {
-    let engine = Engine::builder().shards(1).build().unwrap();
+    let engine = builder().shards(1).build().unwrap();
     let (server, probe, _client) = accepted_pair().await;
     // Set on the shard, once it adopts the socket.
     engine.register(server).await.unwrap();
@@ -555,9 +551,7 @@ impl Handler for Blocking {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_reports_a_shard_it_could_not_stop() {
     let entered = Arc::new(std::sync::Barrier::new(2));
-    let builder = Engine::builder()
-        .shards(2)
-        .handler(Blocking(entered.clone()));
+    let builder = builder().shards(2).handler(Blocking(entered.clone()));
     let (engine, addr) = start(builder).await;
     let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{addr}/"))
         .await
@@ -592,7 +586,7 @@ impl Handler for Presence {
 #[tokio::test(start_paused = true)]
 async fn on_removed_can_tell_the_clients_of_every_shard_who_left() {
     local(async {
-        let engine = start_local(Engine::builder().shards(2).handler(Presence));
+        let engine = start_local(builder().shards(2).handler(Presence));
         let mut clients = Vec::new();
         for _ in 0..4 {
             clients.push(connect_pipe(&engine).await);
@@ -631,7 +625,7 @@ impl Handler for Peers {
 #[tokio::test]
 async fn on_upgrade_sees_the_peer_address_of_a_tcp_stream() {
     let peers = Peers::default();
-    let (engine, addr) = start(Engine::builder().shards(1).handler(peers.clone())).await;
+    let (engine, addr) = start(builder().shards(1).handler(peers.clone())).await;
     // Through the engine's listener.
     let listened = connect(&engine, addr).await;
     let listened_from = listened.get_ref().get_ref().local_addr().unwrap();
@@ -656,7 +650,7 @@ async fn on_upgrade_sees_the_peer_address_of_a_tcp_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn register_moves_a_tcp_stream_to_its_shard_so_it_outlives_the_runtime_that_accepted_it() {
-    let engine = Engine::builder().shards(1).build().unwrap();
+    let engine = builder().shards(1).build().unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let connecting = tokio::spawn(tokio_tungstenite::connect_async(format!("ws://{addr}/")));

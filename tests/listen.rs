@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use shardcast::{Engine, ListenError};
+use shardcast::ListenError;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -26,7 +26,7 @@ fn refused_address(result: Result<SocketAddr, ListenError>) -> SocketAddr {
 async fn listen_refuses_an_address_a_plain_listener_holds_and_names_it() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap();
-    let engine = Engine::builder().shards(2).build().unwrap();
+    let engine = builder().shards(2).build().unwrap();
 
     assert_eq!(refused_address(engine.listen(addr).await), addr);
     engine.shutdown(Duration::from_secs(1)).await;
@@ -34,8 +34,8 @@ async fn listen_refuses_an_address_a_plain_listener_holds_and_names_it() {
 
 #[tokio::test]
 async fn a_second_engine_cannot_listen_on_the_port_of_the_first() {
-    let (first, addr) = start(Engine::builder().shards(2)).await;
-    let second = Engine::builder().shards(2).build().unwrap();
+    let (first, addr) = start(builder().shards(2)).await;
+    let second = builder().shards(2).build().unwrap();
 
     assert_eq!(refused_address(second.listen(addr).await), addr);
     // The first engine still owns every connection to its port.
@@ -48,7 +48,7 @@ async fn a_second_engine_cannot_listen_on_the_port_of_the_first() {
 
 #[tokio::test]
 async fn the_same_engine_cannot_listen_twice_on_one_port() {
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
 
     assert_eq!(refused_address(engine.listen(addr).await), addr);
     engine.shutdown(Duration::from_secs(1)).await;
@@ -56,7 +56,7 @@ async fn the_same_engine_cannot_listen_twice_on_one_port() {
 
 #[tokio::test]
 async fn listen_on_port_zero_binds_every_shard_to_one_free_port() {
-    let (engine, addr) = start(Engine::builder().shards(3)).await;
+    let (engine, addr) = start(builder().shards(3)).await;
 
     assert_ne!(addr.port(), 0);
     let clients = connect_many(&engine, addr, 6).await;
@@ -66,7 +66,7 @@ async fn listen_on_port_zero_binds_every_shard_to_one_free_port() {
 
 #[tokio::test]
 async fn listen_resolves_a_host_name() {
-    let engine = Engine::builder().shards(2).build().unwrap();
+    let engine = builder().shards(2).build().unwrap();
 
     let addr = engine
         .listen("localhost:0")
@@ -79,14 +79,14 @@ async fn listen_resolves_a_host_name() {
 
 #[tokio::test]
 async fn a_port_left_in_time_wait_by_a_stopped_engine_can_be_listened_on_again() {
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let mut client = connect(&engine, addr).await;
     // The server closes first, so its side of the connection is the one left in TIME_WAIT.
     engine.shutdown(Duration::from_secs(1)).await;
     assert_eq!(close_code(&mut client).await, Some(1001));
     drop(client);
 
-    let again = Engine::builder().shards(2).build().unwrap();
+    let again = builder().shards(2).build().unwrap();
     assert_eq!(again.listen(addr).await.expect("listen again"), addr);
     again.shutdown(Duration::from_secs(1)).await;
 }

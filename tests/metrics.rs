@@ -6,7 +6,7 @@ mod common;
 
 use common::*;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shardcast::{Audience, Engine};
+use shardcast::Audience;
 use std::collections::HashMap;
 
 /// A Prometheus text exposition, and its samples.
@@ -40,7 +40,7 @@ impl Exposition {
 
 #[tokio::test]
 async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let mut clients = connect_many(&engine, addr, 3).await;
     for i in 0..5 {
         broadcast(&engine, format!("m{i}"), Audience::ALL).await;
@@ -136,7 +136,7 @@ async fn metrics_show_the_inbox_queue_and_the_clients_it_pauses() {
     use futures_util::SinkExt;
     use tokio_tungstenite::tungstenite::Message;
     local(async {
-        let engine = start_local(Engine::builder().shards(1).inbox(true).inbox_capacity(1));
+        let engine = start_local(builder().shards(1).inbox(true).inbox_capacity(1));
         // Taken and never read: `Registered` fills the queue, and the message waits.
         let _inbox = engine.inbox().expect("an inbox");
         let (mut ws, _) = connect_pipe(&engine).await;

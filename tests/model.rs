@@ -4,10 +4,10 @@
 
 mod common;
 
-use common::{END, WAIT, lock};
+use common::{END, WAIT, builder, lock};
 use futures_util::StreamExt;
 use proptest::prelude::*;
-use shardcast::{Audience, ClientId, Engine, Payload, Principal};
+use shardcast::{Audience, ClientId, Payload, Principal};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
@@ -171,7 +171,7 @@ async fn texts_until_end(
 
 /// Runs `ops` against a fresh engine (2 shards) and the oracle, then compares deliveries.
 async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
-    let engine = Engine::builder().shards(2).build().expect("engine builds");
+    let engine = builder().shards(2).build().expect("engine builds");
     let oracle = Oracle::default();
     let mut live: Vec<Live> = Vec::new();
     let mut next_key = 0;

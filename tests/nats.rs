@@ -87,23 +87,26 @@ impl NatsServer {
             .spawn()
             .expect("spawn nats-server");
         self.child = Some(child);
-        let start = Instant::now();
-        let ports = loop {
-            let written = std::fs::read_dir(&self.dir)
-                .expect("ports file directory")
-                .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
-                .find(|text| text.contains("monitoring") && text.trim_end().ends_with('}'));
-            if let Some(ports) = written {
-                break ports;
-            }
-            let exited = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            assert!(exited.is_none(), "nats-server exited at start: {exited:?}");
-            assert!(start.elapsed() < WAIT, "nats-server did not start");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let mut written = None;
+        until(
+            || {
+                written = std::fs::read_dir(&self.dir)
+                    .expect("ports file directory")
+                    .filter_map(|entry| std::fs::read_to_string(entry.ok()?.path()).ok())
+                    .find(|text| text.contains("monitoring") && text.trim_end().ends_with('}'));
+                if written.is_none() {
+                    let exited = self
+                        .child
+                        .as_mut()
+                        .and_then(|c| c.try_wait().ok().flatten());
+                    assert!(exited.is_none(), "nats-server exited at start: {exited:?}");
+                }
+                written.is_some()
+            },
+            || "nats-server did not start".to_owned(),
+        )
+        .await;
+        let ports = written.expect("the ports file");
         self.port = port_of(&ports, "nats").expect("client port in the ports file");
         self.monitor = port_of(&ports, "monitoring").expect("monitoring port in the ports file");
     }
@@ -168,7 +171,7 @@ async fn node(server: &NatsServer, delay: Duration) -> (Engine, SocketAddr) {
         .reconnect_delay_callback(|_| Duration::from_millis(50));
     let nats = Nats::new(server.url()).options(options);
     let (engine, addr) = start(
-        Engine::builder()
+        builder()
             .shards(2)
             .handler(Commands)
             .bridge(nats)
@@ -402,21 +405,21 @@ async fn a_restarted_server_loses_nothing_locally_and_delivery_across_nodes_resu
         server.run().await;
         eventually(|| a.stats().bridge.connected && b.stats().bridge.connected).await;
         // B holds its subscription again after the reconnect: A's publications reach it.
-        let start = Instant::now();
         let mut probe = 0;
-        let first = loop {
-            assert!(
-                start.elapsed() < WAIT,
-                "delivery across nodes did not resume"
-            );
-            broadcast(&a, format!("probe {probe}"), Audience::topic("news")).await;
-            probe += 1;
-            if let Ok(text) =
-                tokio::time::timeout(Duration::from_millis(100), next_text(&mut on_b)).await
-            {
-                break text;
-            }
-        };
+        let mut first = None;
+        until_async(
+            async || {
+                broadcast(&a, format!("probe {probe}"), Audience::topic("news")).await;
+                probe += 1;
+                first = tokio::time::timeout(ms(100), next_text(&mut on_b))
+                    .await
+                    .ok();
+                first.is_some()
+            },
+            || "delivery across nodes did not resume".to_owned(),
+        )
+        .await;
+        let first = first.expect("a probe");
         // Nothing published during the outage arrives late (at most once).
         assert!(first.starts_with("probe "), "{first}");
         for i in 0..probe {
@@ -464,14 +467,14 @@ async fn authenticated_only_audiences_hold_across_nodes() {
 #[test]
 fn a_node_whose_server_is_unreachable_fails_to_build_unless_optional() {
     let url = format!("nats://127.0.0.1:{}", free_port());
-    let refused = Engine::builder().shards(1).bridge(Nats::new(&url)).build();
+    let refused = builder().shards(1).bridge(Nats::new(&url)).build();
     assert!(
         matches!(refused, Err(shardcast::BuildError::Bridge(_))),
         "{refused:?}"
     );
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     runtime.block_on(async {
-        let engine = Engine::builder()
+        let engine = builder()
             .shards(1)
             .bridge(Nats::new(&url))
             .bridge_optional(true)

@@ -1,13 +1,14 @@
 //! Pinned shards run on one core each. (A file of its own: the test reads every thread of the
 //! process, so no other engine may run beside it.)
 
-use shardcast::Engine;
+mod common;
+
 use std::time::Duration;
 
 #[cfg(target_os = "linux")]
 #[tokio::test]
 async fn pinned_shards_are_bound_to_one_core_each() {
-    let engine = Engine::builder()
+    let engine = common::builder()
         .shards(2)
         .pin_cores(true)
         .build()

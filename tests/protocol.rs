@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use shardcast::{Engine, RemoveReason};
+use shardcast::RemoveReason;
 use std::time::Duration;
 
 /// Largest inbound message and frame in these tests.
@@ -14,7 +14,7 @@ const MAX_MESSAGE: usize = 1000;
 /// Sends `chunks` (each in its own write) from a raw client while healthy clients receive a
 /// stream of broadcasts; checks that the raw client alone is closed with `code`.
 async fn violation_closes_only_its_client(chunks: &[Vec<u8>], code: u16) {
-    let builder = Engine::builder().shards(2).max_message_size(MAX_MESSAGE);
+    let builder = builder().shards(2).max_message_size(MAX_MESSAGE);
     let (engine, addr, events) = start_recording(builder).await;
     // Each healthy registration recorded before the raw client connects, so that the fourth
     // recorded is the raw client (see `connect`).
@@ -126,7 +126,7 @@ fn pong(payload: &[u8]) -> RawFrame {
 
 #[tokio::test]
 async fn a_ping_gets_a_pong_with_the_same_payload() {
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let mut raw = RawClient::connect(addr).await;
     let id = registered(&events, 1).await;
     for payload in [&b"are you there?"[..], b"", &[0xab; 125]] {
@@ -149,7 +149,7 @@ async fn a_ping_gets_a_pong_with_the_same_payload() {
 
 #[tokio::test]
 async fn a_client_close_1000_is_echoed_with_1000() {
-    let (engine, addr, events) = start_recording(Engine::builder().shards(2)).await;
+    let (engine, addr, events) = start_recording(builder().shards(2)).await;
     let mut raw = RawClient::connect(addr).await;
     let id = registered(&events, 1).await;
     let mut body = 1000u16.to_be_bytes().to_vec();

@@ -107,7 +107,7 @@ fn answer_of_decide(engine: &Engine, headers: &[(&str, &str)]) -> (u16, String) 
 
 #[tokio::test]
 async fn a_refusal_is_the_same_whether_the_engine_reads_the_upgrade_or_the_embedder_asks() {
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(1)
         .allowed_origins(Some(vec!["https://ok.example".into()]))
         .handler(Bouncer)
@@ -150,7 +150,7 @@ async fn a_refusal_is_the_same_whether_the_engine_reads_the_upgrade_or_the_embed
 
 #[tokio::test]
 async fn decide_refuses_with_503_once_the_engine_is_shut_down() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     assert_eq!(answer_of_decide(&engine, &UPGRADE_HEADERS).0, 101);
     engine.shutdown(Duration::from_secs(1)).await;
     assert_eq!(
@@ -161,7 +161,7 @@ async fn decide_refuses_with_503_once_the_engine_is_shut_down() {
 
 #[tokio::test]
 async fn an_upgraded_registration_with_a_principal_is_authenticated() {
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(1)
         .handler(Bouncer)
         .build()
@@ -233,7 +233,7 @@ struct Tenant(u32);
 /// An engine of one shard with [`Rooms`], and what its hooks see.
 fn rooms() -> (Engine, Arc<Seen>) {
     let seen = Arc::new(Seen::default());
-    let engine = Engine::builder()
+    let engine = builder()
         .shards(1)
         .handler(Rooms(seen.clone()))
         .build()
@@ -293,7 +293,7 @@ async fn registration_data_is_used_when_the_decision_attaches_none() {
 
 #[tokio::test]
 async fn a_client_without_data_has_none() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let (_client, id) = register(&engine, Registration::upgraded(accepted(&engine))).await;
     let info = engine.client(id).await.expect("registered");
     assert!(info.data.is_none());
@@ -302,7 +302,7 @@ async fn a_client_without_data_has_none() {
 
 #[tokio::test]
 async fn broadcast_and_send_after_shutdown_hand_back_what_was_not_sent() {
-    let engine = Engine::builder().shards(2).build().expect("engine");
+    let engine = builder().shards(2).build().expect("engine");
     let (_client, id) = register(&engine, Registration::upgraded(accepted(&engine))).await;
     engine.shutdown(Duration::from_secs(1)).await;
     match engine.broadcast(Payload::text("late"), Audience::ALL).await {

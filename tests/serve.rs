@@ -6,7 +6,7 @@ mod common;
 use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
 use futures_util::SinkExt;
-use std::time::Duration;
+use std::cell::RefCell;
 use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test]
@@ -255,22 +255,24 @@ async fn metrics_addr_serves_prometheus_metrics_by_shard_and_logs_go_to_stderr()
 
     // The engine's counters are copied into the exporter every second: wait for this
     // delivery to show, bounded.
-    let start = tokio::time::Instant::now();
-    let text = loop {
-        let text = scrape(&metrics_addr).await;
-        let delivered = (0..2).any(|shard| {
-            sample(
-                &text,
-                &format!("shardcast_deliveries_total{{shard=\"{shard}\"}}"),
-            )
-            .is_some_and(|n| n > 0.0)
-        });
-        if delivered {
-            break text;
-        }
-        assert!(start.elapsed() < WAIT, "no delivery counted:\n{text}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let text = RefCell::new(String::new());
+    until_async(
+        async || {
+            let scraped = scrape(&metrics_addr).await;
+            let delivered = (0..2).any(|shard| {
+                sample(
+                    &scraped,
+                    &format!("shardcast_deliveries_total{{shard=\"{shard}\"}}"),
+                )
+                .is_some_and(|n| n > 0.0)
+            });
+            *text.borrow_mut() = scraped;
+            delivered
+        },
+        || format!("no delivery counted:\n{}", text.borrow()),
+    )
+    .await;
+    let text = text.into_inner();
     assert!(
         text.contains("# TYPE shardcast_deliveries_total counter"),
         "{text}"

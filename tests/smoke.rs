@@ -1,12 +1,12 @@
 //! A first end-to-end check: broadcasts reach every client over real loopback sockets.
 mod common;
 use common::*;
-use shardcast::{Audience, Engine, Payload};
+use shardcast::{Audience, Payload};
 use std::time::Duration;
 
 #[tokio::test]
 async fn every_client_receives_each_broadcast_once_and_in_order() {
-    let (engine, addr) = start(Engine::builder().shards(2)).await;
+    let (engine, addr) = start(builder().shards(2)).await;
     let mut clients = connect_many(&engine, addr, 6).await;
     eventually(|| engine.client_count() == 6).await;
     for i in 0..100 {

@@ -9,8 +9,8 @@
 mod common;
 
 use common::{
-    Pipe, Recorder, close_code, connect_pipe as connect, connect_with_pipe, elapse, local,
-    start_local as start, texts_within,
+    Pipe, Recorder, builder, close_code, connect_pipe as connect, connect_with_pipe, elapse, local,
+    ms, start_local as start, texts_within,
 };
 use futures_util::{SinkExt, StreamExt};
 use shardcast::Incoming;
@@ -25,10 +25,6 @@ use tokio_tungstenite::tungstenite::{Bytes, Message};
 
 fn secs(n: u64) -> Duration {
     Duration::from_secs(n)
-}
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
 }
 
 /// Reads `ws` for `d`, answering pings as a browser does; returns how many pings it saw.
@@ -48,7 +44,7 @@ async fn listen_for(ws: &mut Pipe, d: Duration) -> usize {
 #[tokio::test(start_paused = true)]
 async fn a_client_that_only_listens_stays_connected_across_five_default_heartbeat_timeouts() {
     local(async {
-        let engine = start(Engine::builder().shards(1));
+        let engine = start(builder().shards(1));
         let config = engine.config().clone();
         assert_eq!(config.ping_interval, Some(secs(10)), "the default");
         // Like a browser page: it never sends anything itself, and answers pings.
@@ -67,7 +63,7 @@ async fn a_client_that_only_listens_stays_connected_across_five_default_heartbea
 async fn a_client_that_never_answers_pings_is_closed_with_4002_and_live_ones_stay() {
     local(async {
         let (recorder, events) = Recorder::new();
-        let engine = start(Engine::builder().shards(2).handler(recorder));
+        let engine = start(builder().shards(2).handler(recorder));
         // Not read until the end: it never answers the server's pings.
         let (mut silent, silent_id) = connect(&engine).await;
         let (mut pinging, pinging_id) = connect(&engine).await;
@@ -113,7 +109,7 @@ async fn a_client_that_never_answers_pings_is_closed_with_4002_and_live_ones_sta
 #[tokio::test(start_paused = true)]
 async fn no_ping_interval_leaves_a_listening_client_to_the_heartbeat() {
     local(async {
-        let builder = Engine::builder().shards(1).ping_interval(None);
+        let builder = builder().shards(1).ping_interval(None);
         let engine = start(builder);
         let (mut listener, _) = connect(&engine).await;
         elapse(secs(26)).await;
@@ -128,7 +124,7 @@ async fn no_ping_interval_leaves_a_listening_client_to_the_heartbeat() {
 async fn auth_deadline_closes_unauthenticated_clients_with_4001_and_spares_authenticated_ones() {
     local(async {
         let (recorder, events) = Recorder::new();
-        let builder = Engine::builder()
+        let builder = builder()
             .shards(2)
             .handler(recorder)
             .auth_deadline(Some(secs(3)))
@@ -168,7 +164,7 @@ async fn auth_deadline_closes_unauthenticated_clients_with_4001_and_spares_authe
 async fn write_deadline_evicts_a_client_whose_socket_accepts_nothing() {
     local(async {
         let (recorder, events) = Recorder::new();
-        let builder = Engine::builder()
+        let builder = builder()
             .shards(1)
             .handler(recorder)
             // Dropping, not disconnecting, keeps the full queue from evicting it first.
@@ -212,7 +208,7 @@ async fn a_coalescing_delay_gathers_frames_sent_within_it_into_one_write() {
             delay: ms(400),
             bytes_max: 1 << 20,
         };
-        let engine = start(Engine::builder().shards(1).coalescing(coalescing));
+        let engine = start(builder().shards(1).coalescing(coalescing));
         let (mut ws, _) = connect(&engine).await;
         let before = engine.stats().total.write_syscalls;
         let sent_at = Instant::now();
@@ -245,7 +241,7 @@ async fn reaching_frames_max_flushes_at_once_without_waiting_for_the_delay() {
             delay: secs(30),
             bytes_max: 1 << 20,
         };
-        let engine = start(Engine::builder().shards(1).coalescing(coalescing));
+        let engine = start(builder().shards(1).coalescing(coalescing));
         let (mut ws, _) = connect(&engine).await;
         let sent_at = Instant::now();
         engine
@@ -287,10 +283,7 @@ async fn delayed_coalescing_applies_to_what_a_handler_relays_on_its_own_shard() 
             delay,
             bytes_max: 1 << 20,
         };
-        let builder = Engine::builder()
-            .shards(1)
-            .handler(Relay)
-            .coalescing(coalescing);
+        let builder = builder().shards(1).handler(Relay).coalescing(coalescing);
         let engine = start(builder);
         let (mut reader, _) = connect(&engine).await;
         let (mut publisher, _) = connect(&engine).await;
@@ -330,7 +323,7 @@ async fn delayed_coalescing_applies_to_what_a_handler_relays_on_its_own_shard() 
 async fn a_burst_relayed_to_another_shard_goes_out_to_each_client_in_one_write() {
     local(async {
         const BURST: usize = 16;
-        let engine = start(Engine::builder().shards(2).handler(Relay));
+        let engine = start(builder().shards(2).handler(Relay));
         // `register` spreads clients over the shards in turn.
         let mut readers = Vec::new();
         for _ in 0..12 {
@@ -378,7 +371,7 @@ async fn each_failed_upgrade_is_counted_under_its_cause() {
     use tokio::io::AsyncWriteExt;
     local(async {
         let engine = start(
-            Engine::builder()
+            builder()
                 .shards(1)
                 .allowed_origins(Some(vec!["https://example.com".into()])),
         );

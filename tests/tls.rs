@@ -7,12 +7,12 @@ mod common;
 
 use common::serve::{Serve, run_to_end, scrape, shardcast};
 use common::*;
-use shardcast::{Audience, Engine};
+use shardcast::Audience;
 use std::time::Duration;
 
 #[tokio::test]
 async fn a_stream_that_buffers_writes_gets_its_101_and_every_broadcast() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let (client, server) = tokio::io::duplex(PIPE_BYTES);
     // Holds what it is given until it is flushed (or 64 KiB pile up), as a TLS stream may
     // when its socket is full.
@@ -229,14 +229,11 @@ async fn a_plain_client_on_the_tls_port_fails_its_handshake_and_tls_clients_keep
     assert_eq!(next_text(&mut after).await, "still here");
 
     // The counters reach the exporter every second: wait for the failure, bounded.
-    let start = tokio::time::Instant::now();
-    while handshake_failures(&metrics, "wrap_failed").await < 1.0 {
-        assert!(
-            start.elapsed() < WAIT,
-            "the failed TLS handshake was not counted"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    until_async(
+        async || handshake_failures(&metrics, "wrap_failed").await >= 1.0,
+        || "the failed TLS handshake was not counted".to_owned(),
+    )
+    .await;
     assert_eq!(handshake_failures(&metrics, "wrap_failed").await, 1.0);
     assert_eq!(handshake_failures(&metrics, "malformed").await, 0.0);
 }

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{Pipe, connect_pipe as connect, local, start_local as start};
+use common::{Pipe, builder, connect_pipe as connect, local, start_local as start};
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::handshake::Request;
 use shardcast::{
@@ -35,7 +35,7 @@ async fn publish(engine: &Engine, text: &str, audience: Audience) {
 #[tokio::test(start_paused = true)]
 async fn a_client_receives_only_the_topics_it_subscribed_to() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let (mut a, a_id) = connect(&engine).await;
         let (mut b, b_id) = connect(&engine).await;
         let (mut none, _) = connect(&engine).await;
@@ -58,7 +58,7 @@ async fn a_client_receives_only_the_topics_it_subscribed_to() {
 #[tokio::test(start_paused = true)]
 async fn a_client_subscribed_to_two_target_topics_receives_the_frame_once() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let (mut both, both_id) = connect(&engine).await;
         let (mut one, one_id) = connect(&engine).await;
         let (mut both_too, both_too_id) = connect(&engine).await;
@@ -82,7 +82,7 @@ async fn a_client_subscribed_to_two_target_topics_receives_the_frame_once() {
 #[tokio::test(start_paused = true)]
 async fn a_broadcast_accepted_after_unsubscribe_returned_is_not_delivered_to_that_client() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let (mut leaver, leaver_id) = connect(&engine).await;
         let (mut stayer, stayer_id) = connect(&engine).await;
         for id in [leaver_id, stayer_id] {
@@ -102,7 +102,7 @@ async fn a_broadcast_accepted_after_unsubscribe_returned_is_not_delivered_to_tha
 #[tokio::test(start_paused = true)]
 async fn a_removed_client_leaves_every_topic_and_an_emptied_topic_is_forgotten() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let (_ws, id) = connect(&engine).await;
         let (_other, other) = connect(&engine).await;
         for t in 0..10 {
@@ -144,7 +144,7 @@ async fn a_removed_client_leaves_every_topic_and_an_emptied_topic_is_forgotten()
 #[tokio::test(start_paused = true)]
 async fn interest_routing_does_not_wake_a_shard_without_subscribers() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let (mut subscriber, id) = connect(&engine).await;
         let (mut bystander, bystander_id) = connect(&engine).await;
         assert_ne!(id.shard(), bystander_id.shard());
@@ -177,7 +177,7 @@ async fn interest_routing_does_not_wake_a_shard_without_subscribers() {
 async fn limits_give_their_errors_and_change_nothing() {
     local(async {
         let engine = start(
-            Engine::builder()
+            builder()
                 .shards(1)
                 .topic_bytes_max(4)
                 .topics_per_client_max(2),
@@ -258,7 +258,7 @@ async fn connect_to(engine: &Engine, path: &str) -> Result<Pipe, String> {
 #[tokio::test(start_paused = true)]
 async fn subscriptions_chosen_at_upgrade_are_in_place_when_the_upgrade_completes() {
     local(async {
-        let engine = start(Engine::builder().shards(2).handler(PubSub));
+        let engine = start(builder().shards(2).handler(PubSub));
         let mut lobby = connect_to(&engine, "/?sub=lobby&sub=news").await.unwrap();
         let mut other = connect_to(&engine, "/?sub=other").await.unwrap();
         publish(&engine, "hello lobby", Audience::topic("lobby")).await;
@@ -281,12 +281,7 @@ async fn subscriptions_chosen_at_upgrade_are_in_place_when_the_upgrade_completes
 #[tokio::test(start_paused = true)]
 async fn a_handler_subscribes_and_publishes_across_shards_and_a_refusal_closes_with_1008() {
     local(async {
-        let engine = start(
-            Engine::builder()
-                .shards(2)
-                .topics_per_client_max(1)
-                .handler(PubSub),
-        );
+        let engine = start(builder().shards(2).topics_per_client_max(1).handler(PubSub));
         let (mut alice, _) = connect(&engine).await;
         let (mut bob, bob_id) = connect(&engine).await;
         let (mut carol, _) = connect(&engine).await;
@@ -330,7 +325,7 @@ async fn a_handler_subscribes_and_publishes_across_shards_and_a_refusal_closes_w
 #[tokio::test(start_paused = true)]
 async fn one_publishers_frames_arrive_in_order_whatever_topics_carry_them() {
     local(async {
-        let engine = start(Engine::builder().shards(2));
+        let engine = start(builder().shards(2));
         let mut clients = Vec::new();
         for _ in 0..4 {
             let (ws, id) = connect(&engine).await;
@@ -361,7 +356,7 @@ async fn one_publishers_frames_arrive_in_order_whatever_topics_carry_them() {
 #[tokio::test(start_paused = true)]
 async fn a_topic_audience_narrows_by_authentication_and_exclusion_and_keeps_batches_whole() {
     local(async {
-        let engine = start(Engine::builder().shards(2).handler(PubSub));
+        let engine = start(builder().shards(2).handler(PubSub));
         let (mut authed, authed_id) = connect(&engine).await;
         let (mut anonymous, anonymous_id) = connect(&engine).await;
         let (mut sender, sender_id) = connect(&engine).await;
@@ -390,7 +385,7 @@ async fn a_topic_audience_narrows_by_authentication_and_exclusion_and_keeps_batc
 #[tokio::test(start_paused = true)]
 async fn frames_from_several_topics_in_one_tick_go_out_in_one_write_in_publish_order() {
     local(async {
-        let engine = start(Engine::builder().shards(1));
+        let engine = start(builder().shards(1));
         let (mut ws, id) = connect(&engine).await;
         for topic in ["a", "b", "c"] {
             engine.subscribe(id, topic).await.unwrap();

@@ -7,7 +7,6 @@
 mod common;
 
 use common::*;
-use shardcast::Engine;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -132,7 +131,7 @@ fn local_addr(ws: &Client) -> SocketAddr {
 async fn a_connection_has_a_span_and_registered_removed_and_evicted_events_with_their_fields() {
     let (_turn, log) = log().await;
     let (engine, addr) = start(
-        Engine::builder()
+        builder()
             .shards(2)
             .auth_deadline(Some(Duration::from_millis(300)))
             .sweep_interval(Duration::from_millis(50)),
@@ -187,7 +186,7 @@ async fn a_connection_has_a_span_and_registered_removed_and_evicted_events_with_
 #[tokio::test]
 async fn a_refused_upgrade_is_an_event_with_its_status() {
     let (_turn, log) = log().await;
-    let (engine, addr) = start(Engine::builder().shards(1)).await;
+    let (engine, addr) = start(builder().shards(1)).await;
     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let peer = tcp.local_addr().expect("local address");
     // A plain GET, no upgrade: refused.

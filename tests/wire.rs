@@ -10,48 +10,17 @@ use shardcast::wire::envelope::{self, EnvelopeError};
 use shardcast::wire::frame::{self, HEADER_LEN_MAX};
 use shardcast::wire::handshake::{self, HandshakeError};
 use shardcast::wire::{Inbound, Limits, Opcode, ParseError, Parser};
+use tungstenite::WebSocket;
 use tungstenite::protocol::Role;
-use tungstenite::{Message, WebSocket};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
 // ---------------------------------------------------------------------------------------------
 
-/// An owned [`Inbound`], so that messages can be collected and compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-enum Msg {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>, String),
-}
-
-impl From<Inbound<'_>> for Msg {
-    fn from(m: Inbound<'_>) -> Msg {
-        match m {
-            Inbound::Text(t) => Msg::Text(t.to_owned()),
-            Inbound::Binary(b) => Msg::Binary(b.to_vec()),
-            Inbound::Ping(b) => Msg::Ping(b.to_vec()),
-            Inbound::Pong(b) => Msg::Pong(b.to_vec()),
-            Inbound::Close { code, reason } => Msg::Close(code, reason.to_owned()),
-        }
-    }
-}
-
-impl From<Message> for Msg {
-    fn from(m: Message) -> Msg {
-        match m {
-            Message::Text(t) => Msg::Text(t.as_str().to_owned()),
-            Message::Binary(b) => Msg::Binary(b.to_vec()),
-            Message::Ping(b) => Msg::Ping(b.to_vec()),
-            Message::Pong(b) => Msg::Pong(b.to_vec()),
-            Message::Close(None) => Msg::Close(None, String::new()),
-            Message::Close(Some(c)) => Msg::Close(Some(c.code.into()), c.reason.as_str().into()),
-            Message::Frame(_) => unreachable!("tungstenite never reads raw frames"),
-        }
-    }
-}
+// The owned message that the fuzz targets' oracle compares too: one file for both.
+#[path = "../src/fuzzing/oracle/msg.rs"]
+mod msg;
+use msg::Msg;
 
 const MASK: [u8; 4] = [0x37, 0xFA, 0x21, 0x3D];
 

@@ -3,8 +3,8 @@
 
 mod common;
 
-use common::{WAIT, accepted, eventually, next_text};
-use shardcast::{Audience, Engine, Payload, RegisterError, Registration};
+use common::{WAIT, accepted, builder, eventually, next_text};
+use shardcast::{Audience, Payload, RegisterError, Registration};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 
 #[tokio::test]
 async fn listen_wrapped_runs_the_wrap_on_each_connection_before_the_upgrade() {
-    let engine = Engine::builder().shards(2).build().expect("engine");
+    let engine = builder().shards(2).build().expect("engine");
     let wrapped = Arc::new(AtomicUsize::new(0));
     let count = wrapped.clone();
     let addr = engine
@@ -47,7 +47,7 @@ async fn listen_wrapped_runs_the_wrap_on_each_connection_before_the_upgrade() {
 
 #[tokio::test]
 async fn a_failed_wrap_counts_as_a_failed_handshake_and_registers_nobody() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let addr = engine
         .listen_wrapped("127.0.0.1:0", |_tcp: tokio::net::TcpStream| async move {
             Err::<tokio::net::TcpStream, _>(std::io::Error::other("tls handshake failed"))
@@ -65,7 +65,7 @@ async fn a_failed_wrap_counts_as_a_failed_handshake_and_registers_nobody() {
 
 #[tokio::test]
 async fn a_registration_wrap_runs_on_the_owning_shard() {
-    let engine = Engine::builder().shards(2).build().expect("engine");
+    let engine = builder().shards(2).build().expect("engine");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -112,7 +112,7 @@ async fn plain(tcp: tokio::net::TcpStream) -> std::io::Result<tokio::net::TcpStr
 
 #[tokio::test]
 async fn a_wrap_on_a_stream_that_is_not_tcp_is_refused_and_registers_nothing() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let (_client, server) = tokio::io::duplex(4096);
     let refused = engine
         .register_with(server, Registration::new().wrap(plain))
@@ -127,7 +127,7 @@ async fn a_wrap_on_a_stream_that_is_not_tcp_is_refused_and_registers_nothing() {
 
 #[tokio::test]
 async fn a_wrap_on_an_upgraded_tcp_stream_is_refused_and_registers_nothing() {
-    let engine = Engine::builder().shards(1).build().expect("engine");
+    let engine = builder().shards(1).build().expect("engine");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

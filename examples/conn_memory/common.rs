@@ -12,10 +12,10 @@
 //! state just measured (after `linger_s` seconds more, if given: a sweep gives back the queue
 //! capacity of idle clients).
 //!
-//! The engine runs on its default driver (the event loop); `SHARDCAST_DRIVER=tasks` measures
-//! a task per connection instead.
+//! The engine runs on its default driver; `SHARDCAST_DRIVER` (`event-loop`, `io-uring` or
+//! `tasks`) picks another: `SHARDCAST_DRIVER=tasks` measures a task per connection instead.
 
-use shardcast::{Audience, Engine, Payload};
+use shardcast::{Audience, Driver, Engine, Payload};
 use std::error::Error;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -107,6 +107,22 @@ pub(crate) fn main(
     runtime.block_on(server(allocator, live, clients, rounds, mode, linger))
 }
 
+/// The driver `SHARDCAST_DRIVER` names, if it is set.
+fn driver_from_env() -> Result<Option<Driver>, Box<dyn Error>> {
+    let Some(name) = std::env::var_os("SHARDCAST_DRIVER") else {
+        return Ok(None);
+    };
+    match name.to_str() {
+        Some("event-loop") => Ok(Some(Driver::EventLoop)),
+        Some("io-uring") => Ok(Some(Driver::IoUring)),
+        Some("tasks") => Ok(Some(Driver::Tasks)),
+        _ => Err(format!(
+            "SHARDCAST_DRIVER must be `event-loop`, `io-uring` or `tasks`, not {name:?}"
+        )
+        .into()),
+    }
+}
+
 /// The server side: the engine, the measurements.
 async fn server(
     allocator: &str,
@@ -116,7 +132,11 @@ async fn server(
     mode: String,
     linger: u64,
 ) -> Result<(), Box<dyn Error>> {
-    let engine = Engine::builder().shards(2).build()?;
+    let mut builder = Engine::builder().shards(2);
+    if let Some(driver) = driver_from_env()? {
+        builder = builder.driver(driver);
+    }
+    let engine = builder.build()?;
     {
         let addr = engine.listen("127.0.0.1:0").await?;
         tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,42 +10,8 @@ use tungstenite::protocol::{Role, WebSocket, WebSocketConfig};
 use crate::wire::frame::CONTROL_PAYLOAD_MAX;
 use crate::wire::{Inbound, Limits, ParseError};
 
-/// An owned message, so that ours ([`Inbound`]) and tungstenite's can be compared.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(super) enum Msg {
-    Text(String),
-    Binary(Vec<u8>),
-    Ping(Vec<u8>),
-    Pong(Vec<u8>),
-    Close(Option<u16>, String),
-}
-
-impl From<Inbound<'_>> for Msg {
-    fn from(m: Inbound<'_>) -> Msg {
-        match m {
-            Inbound::Text(t) => Msg::Text(t.to_owned()),
-            Inbound::Binary(b) => Msg::Binary(b.to_vec()),
-            Inbound::Ping(b) => Msg::Ping(b.to_vec()),
-            Inbound::Pong(b) => Msg::Pong(b.to_vec()),
-            Inbound::Close { code, reason } => Msg::Close(code, reason.to_owned()),
-        }
-    }
-}
-
-impl From<tungstenite::Message> for Msg {
-    fn from(m: tungstenite::Message) -> Msg {
-        use tungstenite::Message as M;
-        match m {
-            M::Text(t) => Msg::Text(t.as_str().to_owned()),
-            M::Binary(b) => Msg::Binary(b.to_vec()),
-            M::Ping(b) => Msg::Ping(b.to_vec()),
-            M::Pong(b) => Msg::Pong(b.to_vec()),
-            M::Close(None) => Msg::Close(None, String::new()),
-            M::Close(Some(c)) => Msg::Close(Some(c.code.into()), c.reason.as_str().to_owned()),
-            M::Frame(_) => panic!("tungstenite never reads raw frames"),
-        }
-    }
-}
+mod msg;
+pub(super) use msg::Msg;
 
 /// The kind of a rejection, the level at which ours and tungstenite's errors are compared.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
 //! The `shardcast` command as a child process (feature `cli`, which builds it): `serve` running
 //! beside a test, or any command run to its end; and the metrics `serve` exports.
 
-use super::{Client, WAIT, connect_to};
+use super::{Client, WAIT, connect_to, until};
 use std::ffi::OsStr;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -155,14 +155,16 @@ impl Serve {
 
     /// Waits (bounded) for the process to exit; returns its status and what it wrote to stderr.
     pub async fn exit_status(&mut self) -> (ExitStatus, String) {
-        let start = tokio::time::Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().expect("try_wait") {
-                return (status, self.stderr());
-            }
-            assert!(start.elapsed() < WAIT, "the server did not exit in time");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        let mut status = None;
+        until(
+            || {
+                status = self.child.try_wait().expect("try_wait");
+                status.is_some()
+            },
+            || "the server did not exit in time".to_owned(),
+        )
+        .await;
+        (status.expect("exited"), self.stderr())
     }
 }
 
