@@ -187,6 +187,9 @@ async fn a_topic_reaches_another_node_only_while_it_has_subscribers() {
     a.broadcast(Payload::text("nobody there"), Audience::topic("news"))
         .await
         .expect("publish");
+    // Out of A before B subscribes: `broadcast` returns once A's shards have it, and its
+    // bridge publishes a moment later, which could land after B's subscription.
+    eventually(|| a.stats().bridge.messages == 1).await;
     let mut far = connect(&b, b_addr).await;
     send_text(&mut far, "sub news").await;
     assert_eq!(next_text(&mut far).await, "ok");

@@ -1,6 +1,6 @@
 //! `Driver::IoUring`: the event loop's writes of a pass go to the kernel as one submission.
 //! Every other behaviour test runs on it too when `SHARDCAST_DRIVER=io-uring` (CI does), and
-//! the fallback when the kernel refuses a ring is a unit test (`shard::ring`), where the ring's
+//! the fallback when the kernel refuses a ring is a unit test (`shard::drive::ring`), where the ring's
 //! size can be set to one the kernel refuses.
 #![cfg(all(target_os = "linux", feature = "io-uring"))]
 
