@@ -165,6 +165,13 @@ pub struct Config {
     /// shared handle), so the cap bounds memory for any frame size: with `n` stalled clients,
     /// queued frames hold at most `n` x this.
     ///
+    /// It also paces publishers: one read of a client (or one tick of a shard's queue) delivers
+    /// at most a quarter of it before the clients it reached flush, and while a client whose
+    /// socket keeps draining holds more than half of it, its shard reads from no client and
+    /// applies no broadcast, so publishers are slowed (through TCP, or by a full shard queue)
+    /// instead of readers evicted. A client whose socket took nothing for 500 ms stops holding
+    /// publishers back and is left to [`Config::slow_consumer`].
+    ///
     /// [`FRAME_OVERHEAD_BYTES`]: crate::FRAME_OVERHEAD_BYTES
     pub client_queue_bytes_max: usize,
     /// What happens when a client's queue is full. Default: [`SlowConsumerPolicy::Disconnect`].

@@ -74,7 +74,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// returns, for what its shard applies after) receives every later publication to the topic;
 /// one unsubscribed receives none accepted after [`Engine::unsubscribe`] returned.
 ///
-/// Across nodes ([`Builder::bridge`]) these hold per channel (everyone, or one topic), at
+/// Across nodes ([`Builder::bridge`](crate::Builder::bridge)) these hold per channel (everyone, or one topic), at
 /// most once; see the [`bridge`](crate::bridge) module.
 ///
 /// # Back-pressure
@@ -84,7 +84,7 @@ const LISTEN_BACKLOG: i32 = 1024;
 /// `try_broadcast` never waits, and sends to every shard or to none. Inside the shards, each
 /// client's queue is bounded by [`Config::client_queue_bytes_max`] and its slow-consumer policy;
 /// what handlers relay is back-pressured by pausing the reads of the client that sent it, so no
-/// shard ever waits for another. The same holds for the [`Inbox`] ([`Builder::inbox`]): a
+/// shard ever waits for another. The same holds for the [`Inbox`] ([`Builder::inbox`](crate::Builder::inbox)): a
 /// client whose message finds its shard's inbox queue full is not read until the consumer
 /// makes room, and no shard ever waits for the consumer.
 ///
@@ -1141,7 +1141,7 @@ impl Engine {
     }
 
     /// The [`Inbox`]: clients' messages and lifecycle events as an async stream, for code that
-    /// must await. `Some` once, for an engine built with [`Builder::inbox`]; `None` after that,
+    /// must await. `Some` once, for an engine built with [`Builder::inbox`](crate::Builder::inbox); `None` after that,
     /// and without one. See [`Inbox`] for back-pressure, ordering and shutdown.
     ///
     /// ```

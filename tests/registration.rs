@@ -34,7 +34,10 @@ impl Handler for Bouncer {
 fn raw_request(path: &str, headers: &[(&str, &str)]) -> String {
     let mut raw = format!("GET {path} HTTP/1.1\r\n");
     // The Host an HTTP server requires before an embedder sees the request (`parse` does too).
-    if !headers.iter().any(|(name, _)| name.eq_ignore_ascii_case("host")) {
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
         raw.push_str("Host: example.com\r\n");
     }
     for (name, value) in headers {

@@ -153,11 +153,12 @@ pub(crate) enum Control {
 }
 
 impl Command {
-    /// Bytes of the frames it delivers (0 for commands that deliver nothing).
-    pub(crate) fn frame_bytes(&self) -> usize {
+    /// What the frames it delivers charge a client's queue that receives them all (0 for
+    /// commands that deliver nothing).
+    pub(crate) fn charge(&self) -> usize {
         match self {
-            Command::Deliver(delivery) => delivery.frame_bytes(),
-            Command::Relayed(many) => many.iter().map(Delivery::frame_bytes).sum(),
+            Command::Deliver(delivery) => delivery.charge(),
+            Command::Relayed(many) => many.iter().map(Delivery::charge).sum(),
             Command::Control(_) => 0,
         }
     }

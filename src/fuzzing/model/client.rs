@@ -9,7 +9,7 @@ use bytes::Bytes;
 use crate::ClientId;
 use crate::client::RemoveReason;
 use crate::config::FRAME_OVERHEAD_BYTES;
-use crate::shard::{Held, Next, Reading};
+use crate::shard::{Held, Next};
 use crate::wire::Parser;
 
 use super::world::Sent;
@@ -94,6 +94,9 @@ pub(super) struct ModelClient {
     pub(super) topics: BTreeSet<usize>,
     /// Whether the inbox heard it registered and not yet that it left.
     pub(super) announced: bool,
+    /// Whether its queue passed half its cap since it was last found below it (the engine's
+    /// backlog, which makes the shard congested while it drains).
+    pub(super) backlogged: bool,
     /// Inbox events it produced that the consumer has not received yet, in order.
     pub(super) expected: VecDeque<Expect>,
     /// The driver's side: the client's parser, what it read but could not hand over yet, and
@@ -195,16 +198,6 @@ impl ModelClient {
 
     pub(super) fn control_frames(&self) -> usize {
         self.queue.iter().filter(|q| q.control).count()
-    }
-
-    /// What `Core::poll_read` must say for it.
-    pub(super) fn reading(&self) -> Reading {
-        match (self.slot, self.phase, self.stage) {
-            (None, _, _) => Reading::Hold,
-            (_, _, ModelStage::Lingering | ModelStage::WaitingLingering) => Reading::Drain,
-            (_, ModelPhase::Open, ModelStage::Serving) => Reading::Read,
-            _ => Reading::Hold,
-        }
     }
 
     /// What `Core::poll_write` must say for it (the engine's default coalescing never delays).

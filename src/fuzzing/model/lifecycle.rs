@@ -12,6 +12,7 @@ use super::sim::{PONGS_MAX, SHARD_CLIENTS_MAX, Sim, To};
 use super::world::{Kind, PANIC_CLOSE, Sent};
 use crate::Payload;
 use crate::client::RemoveReason;
+use crate::config::FRAME_OVERHEAD_BYTES;
 use crate::inbox::EventKind;
 use crate::shard::{Ending, Held, Linger, Next, Post, Reading, Resume};
 use crate::wire::{Limits, Parser};
@@ -85,15 +86,14 @@ impl Sim {
         let Some(slot) = self.clients[i].slot else {
             return;
         };
-        let reading = self.core().poll_read(slot);
-        assert_eq!(
-            reading,
-            self.clients[i].reading(),
-            "reading {:?}",
-            self.clients[i]
-        );
+        let now = self.instant(self.now);
+        let reading = self.core().poll_read(slot, now);
+        assert_eq!(reading, self.reading(i), "reading {:?}", self.clients[i]);
         if reading == Reading::Read {
-            self.hand(i, frames);
+            // What it carries from an earlier read goes first.
+            let mut sent = std::mem::take(&mut self.clients[i].pending);
+            sent.extend(frames);
+            self.hand(i, sent);
         }
     }
 
@@ -121,9 +121,9 @@ impl Sim {
         assert_eq!(read.consumed, consumed, "bytes of {frames:?} handled");
         let relays = post.waits();
         assert_eq!(relays, self.full && relayed, "relays kept");
-        let waits = relays || read.held.is_some();
-        if waits && !all {
-            // What it read after what made it wait is handed over once the wait is over.
+        if !all {
+            // What it read after what made it wait, or after the read's budget, is handed over
+            // once the wait is over, or at its next read.
             self.clients[i].pending = frames[handled..].to_vec();
         }
         self.began_waiting(i, relays, read.held);
@@ -133,9 +133,12 @@ impl Sim {
     /// before it stopped, and whether the whole read was consumed (a protocol error or a
     /// handler's panic discards the rest).
     pub(super) fn expect_read(&mut self, i: usize, frames: &[Sent]) -> (usize, bool, bool) {
-        if self.clients[i].reading() != Reading::Read {
+        match self.reading(i) {
+            Reading::Read => {}
+            // Congested: nothing is handled yet.
+            Reading::Paused => return (0, false, false),
             // Not open any more (closed while it waited): the core discards it all.
-            return (frames.len(), true, false);
+            Reading::Hold | Reading::Drain => return (frames.len(), true, false),
         }
         let now = self.now;
         {
@@ -146,6 +149,8 @@ impl Sim {
         let mut handled = 0;
         // Whether a handler relayed a broadcast to the other shard.
         let mut relayed = false;
+        // What the read delivered, one client's worth; it stops at a quarter of the cap.
+        let (mut charge, budget) = (0, (self.cap / 4).max(1));
         for f in frames {
             handled += 1;
             match &f.kind {
@@ -175,7 +180,9 @@ impl Sim {
                     }
                     match text.as_bytes()[0] {
                         b'b' => {
-                            self.expect_deliver(&[Payload::text(&text[1..])], To::ALL);
+                            let payload = Payload::text(&text[1..]);
+                            charge += payload.len() + FRAME_OVERHEAD_BYTES;
+                            self.expect_deliver(&[payload], To::ALL);
                             relayed = true;
                         }
                         b'x' => self.close(i, RemoveReason::Closed(4100)),
@@ -186,7 +193,7 @@ impl Sim {
                         }
                         _ => {}
                     }
-                    if self.clients[i].phase != ModelPhase::Open {
+                    if self.clients[i].phase != ModelPhase::Open || charge >= budget {
                         return (handled, false, relayed);
                     }
                 }
@@ -275,6 +282,7 @@ impl Sim {
         self.close(i, RemoveReason::Disconnected);
         self.leave(i, held);
         self.clients[i].slot = None;
+        self.clients[i].backlogged = false;
         let live = self.clients.iter().filter(|c| c.slot.is_some()).count();
         assert_eq!(idle, self.shutting_down && live == 0, "idle after an end");
     }
@@ -379,6 +387,7 @@ impl Sim {
             let c = &mut self.clients[i];
             abandoned += u64::from(std::mem::take(&mut c.announced));
             c.slot = None;
+            c.backlogged = false;
             let live = self.clients.iter().filter(|c| c.slot.is_some()).count();
             assert_eq!(idle, self.shutting_down && live == 0, "idle after a drop");
         }

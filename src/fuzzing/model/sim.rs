@@ -18,7 +18,7 @@ use crate::client::{Principal, RemoveReason};
 use crate::config::{Config, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 use crate::error::SubscribeError;
 use crate::inbox::Event;
-use crate::shard::{Admission, Core, Held, Inlet, Interest, Next, Post, State};
+use crate::shard::{Admission, Core, Held, Inlet, Interest, Next, Post, Reading, State};
 use crate::stats::{Counters, ShardCounters};
 use crate::wire::frame::CONTROL_PAYLOAD_MAX;
 use crate::wire::{Limits, Parser};
@@ -33,6 +33,9 @@ pub(super) const PONGS_MAX: usize = 16;
 /// Topics runs use, and the most one client may have.
 pub(super) const TOPICS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 pub(super) const TOPICS_PER_CLIENT_MAX: usize = 3;
+
+/// How long a client whose socket takes nothing may keep the shard congested.
+pub(super) const STALLED_AFTER: Duration = Duration::from_millis(500);
 
 /// One simulated clock step.
 pub(super) const TICK: Duration = Duration::from_millis(125);
@@ -459,6 +462,7 @@ impl Sim {
             removed: 0,
             topics: BTreeSet::new(),
             announced: false,
+            backlogged: false,
             expected: VecDeque::new(),
             parser: Parser::new(Limits::default()),
             pending: Vec::new(),
@@ -704,6 +708,9 @@ impl Sim {
         for p in payloads {
             c.push_data(p.frame().clone());
         }
+        if c.charge() > self.cap / 2 {
+            c.backlogged = true;
+        }
         self.expected.deliveries += n;
         true
     }
@@ -810,6 +817,37 @@ impl Sim {
         }
         for (i, reason) in doomed {
             self.close(i, reason);
+        }
+    }
+
+    /// The model of `State::congested`: a client that crossed half its cap (by a delivery),
+    /// is open, still holds more than half, and whose socket has not taken nothing for
+    /// [`STALLED_AFTER`]; a client found otherwise is no longer counted until a delivery
+    /// takes it over half again.
+    pub(super) fn congested(&mut self) -> bool {
+        let (high, now) = (self.cap / 2, self.now);
+        let mut any = false;
+        for c in &mut self.clients {
+            if !c.backlogged {
+                continue;
+            }
+            let stalled = c.blocked_since.is_some_and(|t| now - t >= STALLED_AFTER);
+            c.backlogged =
+                c.slot.is_some() && c.phase == ModelPhase::Open && c.charge() > high && !stalled;
+            any |= c.backlogged;
+        }
+        any
+    }
+
+    /// What `Core::poll_read` must say for client `i`.
+    pub(super) fn reading(&mut self, i: usize) -> Reading {
+        let c = &self.clients[i];
+        match (c.slot, c.phase, c.stage) {
+            (None, _, _) => Reading::Hold,
+            (_, _, ModelStage::Lingering | ModelStage::WaitingLingering) => Reading::Drain,
+            (_, ModelPhase::Open, ModelStage::Serving) if self.congested() => Reading::Paused,
+            (_, ModelPhase::Open, ModelStage::Serving) => Reading::Read,
+            _ => Reading::Hold,
         }
     }
 

@@ -68,6 +68,9 @@ pub(crate) enum Reading {
     Drain,
     /// Read nothing: it waits, or it is closing.
     Hold,
+    /// Read nothing for now: the shard is congested ([`Core::congested`]). Ask again once the
+    /// clients wrote, or a moment later.
+    Paused,
 }
 
 /// What a connection's writer does next.
@@ -251,23 +254,31 @@ impl Core {
         held
     }
 
-    /// What the driver may do with `slot`'s incoming bytes now.
-    pub(crate) fn poll_read(&self, slot: usize) -> Reading {
+    /// What the driver may do with `slot`'s incoming bytes at `now`.
+    pub(crate) fn poll_read(&mut self, slot: usize, now: Instant) -> Reading {
         let Some(client) = self.state.client(slot) else {
             return Reading::Hold;
         };
         match (client.phase, client.stage()) {
             (_, Stage::Lingering | Stage::WaitingLingering) => Reading::Drain,
+            (Phase::Open, Stage::Serving) if self.state.congested(now) => Reading::Paused,
             (Phase::Open, Stage::Serving) => Reading::Read,
             _ => Reading::Hold,
         }
     }
 
+    /// Whether the shard's publishers must pause, at `now`: no connection reads and no
+    /// broadcast is applied from the shard's queue meanwhile (see `State::congested`).
+    pub(crate) fn congested(&mut self, now: Instant) -> bool {
+        self.state.congested(now)
+    }
+
     /// Handles `input`, read from `slot`'s socket: parses it with `parser` (the connection's),
     /// answers pings and closes, and hands each message to the handler or the inbox. Stops
     /// early when what it led to must wait: deliveries `post` kept, or an event for the full
-    /// inbox (returned); the connection then waits, and [`Read::consumed`] says how much was
-    /// handled.
+    /// inbox (returned), and the connection then waits; or when the read delivered its budget
+    /// (`State::read_spent`). [`Read::consumed`] says how much was handled: the driver hands
+    /// the rest back (after the wait, or at the connection's next turn) before it reads more.
     pub(crate) fn handle_read(
         &mut self,
         slot: usize,
@@ -283,14 +294,20 @@ impl Core {
                 held,
             };
         };
-        if self.poll_read(slot) != Reading::Read {
-            return Read {
-                consumed: input.len(),
-                held,
-            };
+        match self.poll_read(slot, now) {
+            Reading::Read => {}
+            // Not now: nothing is handled, all of it waits.
+            Reading::Paused => return Read { consumed: 0, held },
+            Reading::Drain | Reading::Hold => {
+                return Read {
+                    consumed: input.len(),
+                    held,
+                };
+            }
         }
         // One clock for the whole read: every decision it leads to sees the same `now`.
         self.state.touch(slot, now);
+        self.state.start_read();
         let fed = catch_unwind(AssertUnwindSafe(|| {
             self.feed(id, slot, parser, input, now, post, &mut held)
         }));
@@ -374,7 +391,7 @@ impl Core {
             if outbox.len() >= OUTBOX_POST_AT {
                 post.post(outbox);
             }
-            if post.waits() || state.phase(slot) != Phase::Open {
+            if post.waits() || state.phase(slot) != Phase::Open || state.read_spent() {
                 return ControlFlow::Break(());
             }
             ControlFlow::Continue(())

@@ -237,6 +237,7 @@ impl Context<'_> {
         }
         if own < self.shards {
             self.state.broadcast(&[&payloads[..]], &audience, self.now);
+            self.state.charge_read(&payloads);
         }
         let published = &self.state.counters().broadcasts_published;
         crate::stats::bump(published, payloads.len() as u64);
@@ -250,6 +251,7 @@ impl Context<'_> {
         let index = to.shard().index();
         if index == self.id.shard().index() {
             self.state.send(to, &payload, self.now);
+            self.state.charge_read(std::slice::from_ref(&payload));
         } else if index < self.shards {
             self.push(index, Delivery::Send { id: to, payload });
         }

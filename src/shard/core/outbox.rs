@@ -7,6 +7,7 @@
 //! The outbox keeps the order in which handlers queued its deliveries; a `Post` keeps it per
 //! target shard.
 
+use crate::config::FRAME_OVERHEAD_BYTES;
 use crate::payload::Payloads;
 use crate::{Audience, ClientId, Payload};
 
@@ -22,11 +23,13 @@ pub(crate) enum Delivery {
 }
 
 impl Delivery {
-    /// Bytes of the frames it delivers.
-    pub(crate) fn frame_bytes(&self) -> usize {
+    /// What its frames charge a client's queue that receives them: their bytes, plus
+    /// [`FRAME_OVERHEAD_BYTES`] each.
+    pub(crate) fn charge(&self) -> usize {
+        let charge = |p: &Payload| p.len() + FRAME_OVERHEAD_BYTES;
         match self {
-            Delivery::Broadcast { payloads, .. } => payloads.iter().map(Payload::len).sum(),
-            Delivery::Send { payload, .. } => payload.len(),
+            Delivery::Broadcast { payloads, .. } => payloads.iter().map(charge).sum(),
+            Delivery::Send { payload, .. } => charge(payload),
         }
     }
 }

@@ -45,6 +45,14 @@ use tokio::time::Instant;
 /// allows answering only the latest ping).
 pub(crate) const CONTROL_FRAMES_MAX: usize = 16;
 
+/// How long a client whose socket takes nothing may hold the shard's publishers back (see
+/// [`State::congested`]); past it, the client is left to the slow-consumer policy, as one whose
+/// socket stopped draining. Long enough for a reader that is merely busy (a garbage collection,
+/// a scheduling hiccup), short enough that a reader that stopped cannot stall a shard: a
+/// stalled client pauses the publishers once, for this long, then only while its socket drains
+/// again.
+pub(crate) const STALLED_AFTER: Duration = Duration::from_millis(500);
+
 /// Where a client is in its life.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -129,6 +137,8 @@ pub(crate) struct Client {
     /// Whether it is in `Touched::slots` (a looped client is listed once however many frames
     /// it gets before the loop looks).
     listed: bool,
+    /// Whether it is in `State::backlog` (its queue passed half its cap).
+    backlogged: bool,
 }
 
 impl Client {
@@ -264,6 +274,12 @@ pub(crate) struct State {
     gathered: Gathered,
     /// Looped clients for the event loop to flush.
     touched: Touched,
+    /// Clients whose queue passed half its cap since they were last found below it, each once
+    /// (`Client::backlogged`); bounded by the client count. See [`State::congested`].
+    backlog: Vec<usize>,
+    /// What the current read delivered, as queue charge, one client's worth of each frame
+    /// (see [`State::read_spent`]).
+    read_charge: usize,
     /// Where the clients' stamps count from.
     epoch: Epoch,
 }
@@ -292,6 +308,8 @@ impl State {
             link,
             gathered: Gathered::default(),
             touched: Touched::default(),
+            backlog: Vec::new(),
+            read_charge: 0,
             epoch: Epoch(epoch),
         }
     }
@@ -345,6 +363,7 @@ impl State {
             waker: None,
             looped: false,
             listed: false,
+            backlogged: false,
         });
         self.index.insert(id, slot);
         bump(&self.counters.clients, 1);
@@ -387,13 +406,14 @@ impl State {
         let mut tally = Tally::default();
         let config = &*self.config;
         let touched = &mut self.touched;
+        let backlog = &mut self.backlog;
         let now = self.epoch.stamp(now);
         let mut visit = |slot: usize, client: &mut Client| {
             if client.phase != Phase::Open || !audience.admits(client.id, client.authenticated) {
                 return;
             }
             for (group, &total) in groups.iter().zip(&totals) {
-                let offered = (&mut *client, slot, &mut *touched);
+                let offered = (&mut *client, slot, &mut *touched, &mut *backlog);
                 if !offer(config, offered, group.as_ref(), total, now, &mut tally) {
                     evict.push(slot);
                     break;
@@ -488,7 +508,7 @@ impl State {
         let mut tally = Tally::default();
         let ok = offer(
             &self.config,
-            (client, slot, &mut self.touched),
+            (client, slot, &mut self.touched, &mut self.backlog),
             std::slice::from_ref(payload),
             payload.len(),
             self.epoch.stamp(now),
@@ -803,7 +823,68 @@ impl State {
         self.close(slot, RemoveReason::Disconnected);
         if let Some(client) = self.clients.try_remove(slot) {
             drop_by(&self.counters.queued_bytes, client.out.bytes() as u64);
+            if client.backlogged {
+                self.backlog.retain(|&s| s != slot);
+            }
         }
+    }
+
+    /// Whether the shard's publishers must pause: a client whose socket keeps draining holds
+    /// more than half its queue cap. While this holds, no connection of the shard reads and
+    /// the shard applies no broadcast from its queue, so the clients drain, and back-pressure
+    /// reaches the publishers (through TCP for clients, through the shard queues for the
+    /// engine and the other shards) instead of evicting readers that keep up. A client whose
+    /// socket took nothing for [`STALLED_AFTER`] does not count: it is left to its policy.
+    ///
+    /// # Bounds
+    ///
+    /// A read, or a tick, stops once it delivered a quarter of the cap ([`State::read_spent`]),
+    /// and none starts while this holds; so a client that keeps draining holds at most three
+    /// quarters of its cap, and is never evicted for what others publish.
+    pub(crate) fn congested(&mut self, now: Instant) -> bool {
+        if self.backlog.is_empty() {
+            return false;
+        }
+        let high = self.config.client_queue_bytes_max / 2;
+        let (epoch, clients) = (self.epoch, &mut self.clients);
+        self.backlog.retain(|&slot| {
+            let Some(c) = clients.get_mut(slot) else {
+                return false;
+            };
+            let stalled = c
+                .blocked_since
+                .is_some_and(|t| epoch.since(now, t) >= STALLED_AFTER);
+            c.backlogged = c.phase == Phase::Open && c.out.charge() > high && !stalled;
+            c.backlogged
+        });
+        !self.backlog.is_empty()
+    }
+
+    /// The queue charge one read (or one tick) may deliver before it lets the clients drain: a
+    /// quarter of a client's queue cap (see [`State::congested`]).
+    pub(crate) fn pass_budget(&self) -> usize {
+        (self.config.client_queue_bytes_max / 4).max(1)
+    }
+
+    /// Starts counting what one read delivers.
+    pub(crate) fn start_read(&mut self) {
+        self.read_charge = 0;
+    }
+
+    /// Counts `payloads`, which the current read delivers, as one client's worth of charge
+    /// (every client may receive all of them).
+    pub(crate) fn charge_read(&mut self, payloads: &[Payload]) {
+        let charge: usize = payloads
+            .iter()
+            .map(|p| p.len() + FRAME_OVERHEAD_BYTES)
+            .sum();
+        self.read_charge = self.read_charge.saturating_add(charge);
+    }
+
+    /// Whether the current read delivered its [`State::pass_budget`]: the rest of it waits for
+    /// the connection's next turn, after the clients had a chance to drain.
+    pub(crate) fn read_spent(&self) -> bool {
+        self.read_charge >= self.pass_budget()
     }
 
     /// Closes every client idle past the heartbeat timeout (4002), unauthenticated past the
@@ -1011,7 +1092,7 @@ impl Tally {
 /// Returns false if the client must be evicted.
 fn offer(
     config: &Config,
-    (client, slot, touched): (&mut Client, usize, &mut Touched),
+    (client, slot, touched, backlog): (&mut Client, usize, &mut Touched, &mut Vec<usize>),
     payloads: &[Payload],
     total: usize,
     tick: Stamp,
@@ -1046,6 +1127,10 @@ fn offer(
     tally.queued += total as u64;
     if client.first_queued.is_none() {
         client.first_queued = Some(tick);
+    }
+    if !client.backlogged && client.out.charge() > cap / 2 {
+        client.backlogged = true;
+        backlog.push(slot);
     }
     client.wake(slot, touched);
     true

@@ -59,7 +59,7 @@ use super::super::core::{Ending, IoSlices, Linger, Next, Reading, Resume, Table}
 use super::super::inlet::Held;
 use super::super::relay::{Waiting, send_waiting};
 use super::handover::{Joining, Resumed};
-use super::shared::{Shared, Tenure, queue_apart};
+use super::shared::{PAUSE_RECHECK, Shared, Tenure, queue_apart};
 use crate::ClientId;
 use crate::ShardId;
 use crate::stats::{Counters, bump, drop_by};
@@ -188,6 +188,10 @@ impl Lists {
     const STUCK: Lists = Lists(2);
     /// On the delayed list (coalescing holds its queue back).
     const DELAYED: Lists = Lists(4);
+    /// On the paused list: the shard was congested when it was to read.
+    const PAUSED: Lists = Lists(8);
+    /// On the carry list: it holds bytes it read but could not hand over yet.
+    const CARRY: Lists = Lists(16);
 
     fn has(self, list: Lists) -> bool {
         self.0 & list.0 != 0
@@ -236,6 +240,15 @@ struct Loop {
     /// Slots whose flush coalescing delays, and the earliest time one is due.
     delayed: Vec<usize>,
     delay_due: Option<Instant>,
+    /// Slots that were to read while the shard was congested (`Core::congested`); read again
+    /// once it is not, checked after each pass's flush and at `pause_due`.
+    paused: Vec<usize>,
+    /// Bytes connections read but could not hand to the core yet, because the read delivered
+    /// its budget (`State::read_spent`) or the shard became congested: handed over first at a
+    /// later pass, before the connection reads more. At most one read buffer per connection.
+    carry: Vec<(usize, ClientId, Box<[u8]>)>,
+    /// When to ask again whether the shard is still congested, while something is paused.
+    pause_due: Option<Instant>,
     /// Lingering connections, by deadline (all get the same `close_timeout`, so this is in
     /// deadline order).
     lingering: VecDeque<(Instant, usize, ClientId)>,
@@ -271,6 +284,9 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
         flushes: Vec::new(),
         delayed: Vec::new(),
         delay_due: None,
+        paused: Vec::new(),
+        carry: Vec::new(),
+        pause_due: None,
         lingering: VecDeque::new(),
         timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
         armed: None,
@@ -289,8 +305,9 @@ pub(crate) async fn run(shared: Rc<Shared>, reactor: Reactor, stop: Cancellation
             () = poll_fn(|cx| lp.poll_wait(cx)) => {}
         }
         lp.pass();
-        if !lp.reads.is_empty() {
-            // The sockets on the read list wait for the next turn (see `# Invariants`).
+        if !lp.reads.is_empty() || !lp.carry.is_empty() {
+            // The sockets on the read list, and what connections carry, wait for the next turn
+            // (see `# Invariants`).
             tokio::task::yield_now().await;
         }
     }
@@ -429,6 +446,7 @@ impl Loop {
                 self.resumed(slot, id, pending, now);
             }
         }
+        self.carried(now);
         let mut reads = std::mem::replace(&mut self.reads, std::mem::take(&mut self.scratch));
         for &slot in &reads {
             self.read(slot, now);
@@ -440,7 +458,7 @@ impl Loop {
         {
             self.lingering.pop_front();
             let still = self.shared.core.borrow().state().id(slot) == Some(id)
-                && self.shared.core.borrow().poll_read(slot) == Reading::Drain;
+                && self.shared.core.borrow_mut().poll_read(slot, now) == Reading::Drain;
             if still {
                 self.finish(slot, now);
             }
@@ -468,16 +486,67 @@ impl Loop {
             .borrow_mut()
             .state_mut()
             .give_back_touched(flushes);
+        self.unpause(now);
         self.arm();
+    }
+
+    /// After a flush: if the shard is no longer congested, the paused connections read again;
+    /// if it still is, the loop asks again in a moment.
+    fn unpause(&mut self, now: Instant) {
+        self.pause_due = None;
+        if self.paused.is_empty() && self.carry.is_empty() {
+            return;
+        }
+        if self.shared.core.borrow_mut().congested(now) {
+            self.pause_due = Some(now + PAUSE_RECHECK);
+            return;
+        }
+        for slot in std::mem::take(&mut self.paused) {
+            if let Some(sock) = self.socks.get_mut(slot) {
+                sock.lists.leave(Lists::PAUSED);
+                if sock.lists.join(Lists::READING) {
+                    self.reads.push(slot);
+                }
+            }
+        }
+        if !self.carry.is_empty() {
+            // Handed over at the next pass, which this one's end makes come.
+            self.pause_due = Some(now);
+        }
+    }
+
+    /// Hands over what connections carry from earlier reads, before they read more.
+    fn carried(&mut self, now: Instant) {
+        for (slot, id, bytes) in std::mem::take(&mut self.carry) {
+            let shared = self.shared.clone();
+            if shared.core.borrow().state().id(slot) != Some(id) {
+                continue;
+            }
+            let Some(sock) = self.socks.get_mut(slot) else {
+                continue;
+            };
+            let allowed = shared.core.borrow_mut().poll_read(slot, now);
+            match allowed {
+                Reading::Paused => self.carry.push((slot, id, bytes)),
+                Reading::Read => {
+                    sock.lists.leave(Lists::CARRY);
+                    self.resume(slot, bytes, now);
+                }
+                // Closed meanwhile: what it sent after its close is nobody's business.
+                Reading::Hold | Reading::Drain => {
+                    sock.lists.leave(Lists::CARRY);
+                }
+            }
+        }
     }
 
     /// Sets the timer to the earliest deadline.
     fn arm(&mut self) {
         let linger = self.lingering.front().map(|&(at, _, _)| at);
-        let due = match (linger, self.delay_due) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let due = [linger, self.delay_due, self.pause_due]
+            .into_iter()
+            .flatten()
+            .min();
         if due != self.armed {
             if let Some(at) = due {
                 self.timer.as_mut().reset(at);
@@ -561,17 +630,21 @@ impl Loop {
         }
     }
 
-    /// A connection that may read: hands `pending` (what it read before its wait) to the
-    /// core, then reads.
+    /// A connection that may read: hands `pending` (what it read before its wait, or what it
+    /// carried) to the core, then reads.
     fn resume(&mut self, slot: usize, mut pending: Box<[u8]>, now: Instant) {
         if !pending.is_empty() {
             let Some((consumed, waiting, held)) = self.handle(slot, &mut pending, now) else {
                 return;
             };
             self.flushes.push(slot);
+            let rest = pending.get(consumed..).unwrap_or_default();
             if !waiting.is_empty() || held.is_some() {
-                let rest = pending.get(consumed..).unwrap_or_default().into();
-                self.wait(slot, waiting, held, rest);
+                self.wait(slot, waiting, held, rest.into());
+                return;
+            }
+            if !rest.is_empty() {
+                self.carry(slot, rest.into());
                 return;
             }
         }
@@ -639,11 +712,21 @@ impl Loop {
             return;
         };
         sock.lists.leave(Lists::READING);
-        let allowed = shared.core.borrow().poll_read(slot);
+        if sock.lists.has(Lists::CARRY) {
+            // What it carries goes first (`carried`), which lists it to read again.
+            return;
+        }
+        let allowed = shared.core.borrow_mut().poll_read(slot, now);
         match allowed {
             Reading::Read => {}
             Reading::Drain => return self.drain(slot, now),
             Reading::Hold => return,
+            Reading::Paused => {
+                if sock.lists.join(Lists::PAUSED) {
+                    self.paused.push(slot);
+                }
+                return;
+            }
         }
         let mut buf = shared.read_buf.borrow_mut();
         let Some(stream) = &sock.stream else {
@@ -668,10 +751,16 @@ impl Loop {
         // What the read queued for its own client (a pong, say) goes out this pass, as a task
         // flushes after each read.
         self.flushes.push(slot);
+        let rest = input.get(consumed..).unwrap_or_default();
         if !waiting.is_empty() || held.is_some() {
-            let rest = input.get(consumed..).unwrap_or_default().into();
+            let rest = rest.into();
             drop(buf);
             return self.wait(slot, waiting, held, rest);
+        }
+        if !rest.is_empty() {
+            let rest = rest.into();
+            drop(buf);
+            return self.carry(slot, rest);
         }
         if full
             && let Some(sock) = self.socks.get_mut(slot)
@@ -679,6 +768,19 @@ impl Loop {
         {
             self.reads.push(slot);
         }
+    }
+
+    /// Keeps `bytes`, which `slot` read and the core did not take yet, to hand over at a later
+    /// pass before the connection reads more.
+    fn carry(&mut self, slot: usize, bytes: Box<[u8]>) {
+        let Some(id) = self.shared.core.borrow().state().id(slot) else {
+            return;
+        };
+        let Some(sock) = self.socks.get_mut(slot) else {
+            return;
+        };
+        sock.lists.join(Lists::CARRY);
+        self.carry.push((slot, id, bytes));
     }
 
     /// Discards what a lingering connection sends; ends it when the peer closes.

@@ -10,9 +10,14 @@ use crate::config::Config;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+
+/// How often a paused driver (a connection, the event loop, the command loop) asks again
+/// whether its shard is still congested (`Core::congested`), when nothing else wakes it.
+pub(crate) const PAUSE_RECHECK: Duration = Duration::from_millis(1);
 
 /// What the tasks of one shard share; lives on the shard thread only.
 pub(crate) struct Shared {

@@ -22,7 +22,7 @@ use super::super::command::Io;
 use super::super::core::{Ended, Ending, IoSlices, Linger, Next, Reading as Allowed, Resume};
 use super::super::inlet::Held;
 use super::super::relay::{Waiting, send_waiting};
-use super::shared::{Shared, Tenure, queue_apart};
+use super::shared::{PAUSE_RECHECK, Shared, Tenure, queue_apart};
 use crate::wire::Parser;
 use std::future::poll_fn;
 use std::io::{self, IoSlice};
@@ -45,6 +45,8 @@ enum Reading {
 enum Event {
     /// `n` bytes landed in the shard's read buffer.
     Read(usize),
+    /// The bytes it read but could not hand over yet (`Conn::pending`) may go to the core now.
+    Carry,
     /// The held event is in the inbox queue: the wait is over.
     Queued,
     /// The close frame is written.
@@ -71,7 +73,8 @@ pub(super) struct Conn {
     io: Box<dyn Io>,
     /// What it sent of an unfinished frame.
     parser: Parser,
-    /// Bytes read but not yet handled, because a wait began.
+    /// Bytes read but not yet handled, because a wait began or the read delivered its budget;
+    /// handed to the core at the connection's next turn, before it reads anything new.
     pending: Vec<u8>,
     /// What it waits for; `None` while it does not.
     wait: Option<Box<Wait>>,
@@ -140,15 +143,6 @@ impl Conn {
                     Resume::Ended(ended) => return self.finish(ended, Waiting::new()),
                 }
             }
-            if self.wait.is_none() && !self.pending.is_empty() {
-                let mut pending = std::mem::take(&mut self.pending);
-                let consumed = self.handle(&mut pending);
-                pending.drain(..consumed);
-                if !pending.is_empty() {
-                    self.pending = pending;
-                }
-                continue;
-            }
             let reading = if std::mem::take(&mut self.just_read) {
                 Reading::NextTurn
             } else {
@@ -166,6 +160,15 @@ impl Conn {
                         && !rest.is_empty()
                     {
                         self.pending.extend_from_slice(rest);
+                    }
+                }
+                Event::Carry => {
+                    self.just_read = true;
+                    let mut pending = std::mem::take(&mut self.pending);
+                    let consumed = self.handle(&mut pending);
+                    pending.drain(..consumed);
+                    if !pending.is_empty() {
+                        self.pending = pending;
                     }
                 }
                 Event::Queued => {
@@ -260,8 +263,8 @@ impl Conn {
         self.tenure.release();
     }
 
-    /// Flushes what is queued (subject to coalescing), then polls the held event, if any, or
-    /// reads once, if the core allows it.
+    /// Flushes what is queued (subject to coalescing), then polls the held event, if any, or,
+    /// if the core allows it, hands over what it carries or reads once.
     fn poll(&mut self, mut reading: Reading) -> impl Future<Output = Event> + '_ {
         poll_fn(move |cx| {
             let shared = self.tenure.shared().clone();
@@ -274,7 +277,21 @@ impl Conn {
             {
                 return Poll::Ready(Event::Queued);
             }
-            let allowed = shared.core.borrow().poll_read(self.slot);
+            let now = Instant::now();
+            let allowed = shared.core.borrow_mut().poll_read(self.slot, now);
+            if allowed == Allowed::Paused {
+                // The shard is congested: ask again in a moment (or when woken to flush).
+                let recheck = now + PAUSE_RECHECK;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(recheck)));
+                if timer.deadline() <= now || timer.deadline() > recheck {
+                    timer.as_mut().reset(recheck);
+                }
+                if timer.as_mut().poll(cx).is_ready() {
+                    cx.waker().wake_by_ref();
+                }
+            }
             if reading == Reading::NextTurn && allowed == Allowed::Read {
                 // INVARIANT: a connection handles at most one read (`read_buffer_bytes`) per
                 // turn of the shard's scheduler. Premises: the read's deliveries woke their
@@ -287,6 +304,9 @@ impl Conn {
                 reading = Reading::Now;
                 cx.waker().wake_by_ref();
                 return Poll::Pending;
+            }
+            if allowed == Allowed::Read && !self.pending.is_empty() {
+                return Poll::Ready(Event::Carry);
             }
             if allowed == Allowed::Read {
                 let mut buf = shared.read_buf.borrow_mut();

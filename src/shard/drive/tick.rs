@@ -2,9 +2,12 @@
 //!
 //! # Back-pressure
 //!
-//! A tick applies at most `read_buffer_bytes` of broadcast frames, then yields, so that the
-//! connections it woke flush before more is delivered: a queue full of relayed bursts reaches
-//! the clients at the pace their sockets take it.
+//! A tick applies at most a quarter of a client's queue cap of broadcast frames (as queue
+//! charge: bytes plus the overhead of each frame), then yields, so that the connections it
+//! woke flush before more is delivered; and while the shard is congested (a client that keeps
+//! draining holds half its cap, `Core::congested`) it applies nothing: its queue fills, and the
+//! engine's and the other shards' publishers wait. So a queue full of relayed bursts reaches
+//! the clients at the pace their sockets take it, and evicts none that keeps reading.
 //!
 //! # Shutdown
 //!
@@ -19,7 +22,7 @@ use super::accept::{accept, adopt};
 #[cfg(unix)]
 use super::evloop;
 use super::open;
-use super::shared::Shared;
+use super::shared::{PAUSE_RECHECK, Shared};
 use crate::ShardId;
 use crate::config::Config;
 use crate::inbox::Event;
@@ -128,35 +131,49 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     );
     sweep.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stopping: Option<(Instant, oneshot::Sender<()>)> = None;
-    loop {
+    'run: loop {
         let deadline = stopping.as_ref().map(|(at, _)| *at);
+        let congested = shared.core.borrow_mut().congested(Instant::now());
         tokio::select! {
             biased;
             () = hard_stop.cancelled() => break,
             () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break,
             () = shared.idle.notified(), if deadline.is_some() => {}
-            n = rx.recv_many(&mut commands, capacity) => {
+            // Congested: nothing is taken from the queue, which fills, until the clients drained.
+            () = tokio::time::sleep(PAUSE_RECHECK), if congested => {}
+            n = rx.recv_many(&mut commands, capacity), if !congested => {
                 if n == 0 {
                     break;
                 }
-                // A tick takes at most one read buffer's worth of broadcast bytes, then lets the
-                // connections it woke flush (the connections' own read budget, for relayed
-                // bursts): a queue full of relayed megabytes is delivered at the pace the
-                // clients' sockets take it, not into their queues all at once.
-                let budget = shared.config.read_buffer_bytes;
+                // A tick takes at most a quarter of a client's queue cap of frames (the
+                // connections' own read budget, for relayed bursts), then lets the connections
+                // it woke flush, and waits while the shard is congested: a queue full of
+                // relayed megabytes is delivered at the pace the clients' sockets take it, not
+                // into their queues all at once.
                 let mut received = commands.drain(..).peekable();
                 while received.peek().is_some() {
+                    let budget = shared.core.borrow().state().pass_budget();
                     // At least one command, then more while the tick's frames fit the budget.
-                    let mut bytes = 0;
+                    let mut charge = 0;
                     while let Some(command) = received.next_if(|c| {
-                        bytes += c.frame_bytes();
-                        tick.is_empty() || bytes <= budget
+                        charge += c.charge();
+                        tick.is_empty() || charge <= budget
                     }) {
                         tick.push(command);
                     }
                     apply_all(&shared, &mut tick, &mut stopping, Instant::now());
-                    if received.peek().is_some() {
-                        tokio::task::yield_now().await;
+                    if received.peek().is_none() {
+                        break;
+                    }
+                    tokio::task::yield_now().await;
+                    while shared.core.borrow_mut().congested(Instant::now()) {
+                        let deadline = stopping.as_ref().map(|(at, _)| *at);
+                        tokio::select! {
+                            biased;
+                            () = hard_stop.cancelled() => break 'run,
+                            () = tokio::time::sleep_until(deadline.unwrap_or_else(Instant::now)), if deadline.is_some() => break 'run,
+                            () = tokio::time::sleep(PAUSE_RECHECK) => {}
+                        }
                     }
                 }
             }
