@@ -10,6 +10,7 @@
 //! round-robin over the topics, and the closed loop waits for each publication's subscribers;
 //! the layout that says how many there are is in [`topics`].
 
+mod args;
 mod baselines;
 mod broker;
 mod loadgen;
@@ -19,6 +20,7 @@ mod server;
 mod topics;
 mod wss;
 
+pub(crate) use args::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
 use publish::{Length, Load};
@@ -26,133 +28,10 @@ use report::Report;
 use server::{Kind, Policy, ServerOptions, Setup, Target};
 use std::borrow::Cow;
 use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use topics::Layout;
-
-/// Options of `shardcast bench`.
-#[derive(Clone, Debug, clap::Args)]
-pub(crate) struct Args {
-    /// Receiving client connections.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    clients: u64,
-    /// Publisher connections (each sends `window` frames per round).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1024))]
-    publishers: u64,
-    /// Frames each publisher sends per round (frames in flight).
-    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    window: u64,
-    /// Payload bytes per frame (at least 16: send time, publisher, sequence).
-    #[arg(long, default_value_t = 32, value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
-    payload: u64,
-    /// Seconds of load, more than 0 and at most 86400 (ignored with --rounds).
-    #[arg(long, default_value_t = 5.0)]
-    duration: f64,
-    /// Stop after this many rounds (at least 1) instead of after --duration.
-    #[arg(long)]
-    rounds: Option<u64>,
-    /// Open loop: send this many frames per second in total, whatever the clients receive (at
-    /// least 1, and enough to send a frame within --duration).
-    #[arg(long)]
-    rate: Option<u64>,
-    /// Which server the bench starts (ignored with --target).
-    #[arg(long, value_enum, default_value_t = Kind::Embedded)]
-    server: Kind,
-    /// Serve wss: start the server with TLS, with a certificate for 127.0.0.1 and localhost
-    /// made at start (the same as --server embedded-tls; the other servers speak ws only).
-    #[arg(long, conflicts_with_all = ["target", "sweep"])]
-    tls: bool,
-    /// Measure an external relay server at ws://HOST[:PORT]/PATH or wss://HOST[:PORT]/PATH
-    /// instead.
-    #[arg(long)]
-    target: Option<String>,
-    /// Trust the CA certificates of this PEM file for a wss:// --target (instead of the
-    /// system's roots).
-    #[arg(long, value_name = "PEM", requires = "target")]
-    ca: Option<std::path::PathBuf>,
-    /// Shards (threads) of the shardcast server the bench starts, 1 to 1024. Default: the number
-    /// of cores. (Bun and Node `ws` run their relay on one thread.)
-    #[arg(long, value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1024))]
-    shards: Option<usize>,
-    /// Bytes each client's queue may hold on the shardcast server the bench starts. Default:
-    /// the server's (1 MiB).
-    #[arg(long)]
-    client_queue_bytes: Option<usize>,
-    /// Slow-consumer policy of the shardcast server the bench starts.
-    #[arg(long, value_enum, default_value_t = Policy::Disconnect)]
-    slow_consumer: Policy,
-    /// This fraction of the clients stops reading (with a 4 KiB receive buffer): the healthy
-    /// ones must still lose nothing; the stalled ones are evicted or dropped from, per policy.
-    #[arg(long, default_value_t = 0.0)]
-    stall: f64,
-    /// Load-generator receiver threads.
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
-    loadgen_threads: u64,
-    /// Receiver threads poll without sleeping while frames keep coming: senders are spared a
-    /// wake-up per send, at the price of a core.
-    #[arg(long)]
-    busy_poll: bool,
-    /// Publish to K topics (1 to 1,000,000) with the topics protocol of `serve --topics`,
-    /// instead of relaying every frame to every client.
-    ///
-    /// The topics are t0 to t{K-1}. Client i subscribes at upgrade (?sub=) to S topics: first
-    /// i mod K (its own topic when K >= clients), then S-1 topics of its group of 10 clients
-    /// (group g = i div 10 takes K-1 - ((g(S-1) + j) mod K) for j < S-1); a topic it already
-    /// has moves to the next one up it does not. Publisher p's n-th publication goes to topic (nP + p) mod
-    /// K, so the publishers go round-robin over the topics, and makes as many deliveries as
-    /// there are measured subscribers of its topic: clients x S / K on average. K=1: everyone
-    /// on one topic. K=10000 S=2 with 10000 clients: a personal topic plus a group of 10
-    /// (t9000-t9999 are the groups').
-    /// Payloads carry a 20-byte stamp (send time, publisher, sequence per publisher and topic,
-    /// topic), so --payload must be at least 20.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    topics: Option<u64>,
-    /// Topics each client subscribes to, from 1 to --topics and at most 256 (default: 1).
-    #[arg(long, value_name = "S", value_parser = clap::value_parser!(u64).range(1..=256))]
-    subscriptions: Option<u64>,
-    /// Run N shardcast nodes (`serve --nats`, 1 to 16) sharing broadcasts through a
-    /// `nats-server` the bench starts on loopback, the clients and publishers spread over them
-    /// in turn; latency is split into same-node and cross-node deliveries. Several counts
-    /// (`--nodes 1,2`) run side by side, taking turns (see --repeat), in one table.
-    #[arg(long, value_delimiter = ',', value_parser = clap::value_parser!(u64).range(1..=16))]
-    nodes: Vec<u64>,
-    /// The `nats-server` binary for --nodes. Default: the first on PATH, else
-    /// /usr/sbin/nats-server.
-    #[arg(long, value_name = "PATH")]
-    nats_server: Option<PathBuf>,
-    /// Print one JSON object on standard output instead of the summary.
-    #[arg(long)]
-    json: bool,
-    /// Run a matrix of clients x window x payload against each of --sweep-servers, and print
-    /// one table with the ratio between servers on each row (--topics and --subscriptions apply
-    /// to every row).
-    #[arg(long)]
-    sweep: bool,
-    /// Client counts of the sweep (each as --clients).
-    #[arg(long, value_delimiter = ',', default_value = "1000,10000", value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
-    sweep_clients: Vec<u64>,
-    /// Windows of the sweep (each as --window).
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64", value_parser = clap::value_parser!(u64).range(1..=100_000))]
-    sweep_windows: Vec<u64>,
-    /// Payload sizes of the sweep (each as --payload).
-    #[arg(long, value_delimiter = ',', default_value = "32", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
-    sweep_payloads: Vec<u64>,
-    /// Servers of the sweep, the first being the one the others are compared to
-    /// (embedded,embedded-tls: ws against wss).
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "embedded,naive"
-    )]
-    sweep_servers: Vec<Kind>,
-    /// Runs of each sweep row, the servers taking turns; the table gives medians and the range
-    /// of the ratios measured side by side (for machines whose speed drifts).
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=20))]
-    repeat: u32,
-}
 
 /// Descriptors the bench and its server use besides connections (stdio, epoll, listeners).
 const DESCRIPTORS_SPARE: u64 = 64;
@@ -171,61 +50,6 @@ struct Shape {
     payload: u64,
 }
 
-/// Refuses settings with which a run would measure nothing (or something else than asked),
-/// naming the flag. The flags clap checks by range are not repeated here.
-fn check(args: &Args) -> Result<(), String> {
-    if !(args.duration > 0.0 && args.duration <= 86_400.0) {
-        return Err("--duration must be more than 0 and at most 86400 seconds".into());
-    }
-    if args.rounds == Some(0) {
-        return Err("--rounds must be at least 1".into());
-    }
-    if let Some(rate) = args.rate {
-        if rate == 0 {
-            return Err("--rate must be at least 1 frame per second".into());
-        }
-        // The open loop sends frame k at k / rate seconds and stops at --duration: with
-        // rate x duration <= 1 it sends nothing, and reports zeros.
-        if args.rounds.is_none() && rate as f64 * args.duration <= 1.0 {
-            return Err(format!(
-                "--rate {rate} sends no frame in --duration {}; raise either",
-                args.duration
-            ));
-        }
-    }
-    if !args.nodes.is_empty() {
-        if args.target.is_some() {
-            return Err("--nodes starts its own nodes: it cannot go with --target".into());
-        }
-        let embedded = if args.sweep {
-            args.sweep_servers.contains(&Kind::Embedded)
-        } else {
-            args.server == Kind::Embedded
-        };
-        if !embedded {
-            return Err("--nodes runs shardcast's own nodes: it needs the embedded server".into());
-        }
-    }
-    if !(0.0..1.0).contains(&args.stall) {
-        return Err("--stall must be a fraction from 0 up to (not including) 1".into());
-    }
-    if layout(args)?.is_some() {
-        let (flag, payloads) = if args.sweep {
-            ("--sweep-payloads", &args.sweep_payloads[..])
-        } else {
-            ("--payload", std::slice::from_ref(&args.payload))
-        };
-        if let Some(small) = payloads.iter().find(|&&p| p < topics::STAMP_BYTES as u64) {
-            return Err(format!(
-                "{flag} {small} is too small with --topics: at least {} bytes (send time, \
-                 publisher, sequence, topic)",
-                topics::STAMP_BYTES
-            ));
-        }
-    }
-    Ok(())
-}
-
 /// The server a single run starts: `--server`, with TLS if `--tls`.
 fn server(args: &Args) -> Result<Kind, String> {
     match (args.tls, args.server) {
@@ -239,18 +63,8 @@ fn server(args: &Args) -> Result<Kind, String> {
     }
 }
 
-/// The topics layout `--topics` and `--subscriptions` ask for, if any; the error names the flag.
-fn layout(args: &Args) -> Result<Option<Layout>, String> {
-    if let (None, Some(s)) = (args.topics, args.subscriptions) {
-        return Err(format!("--subscriptions {s} needs --topics"));
-    }
-    args.topics
-        .map(|k| Layout::new(k, args.subscriptions.unwrap_or(1)))
-        .transpose()
-}
-
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    check(&args)?;
+    args.check()?;
     let single = server(&args)?;
     // One certificate for every wss server of the run, made only if one is.
     let tls = if args.sweep {
@@ -403,7 +217,7 @@ fn measure(
     interactive: bool,
 ) -> Result<Report, Box<dyn std::error::Error>> {
     let timeout = Duration::from_secs(10);
-    let layout = layout(args)?;
+    let layout = args.layout()?;
     let pids = target.pids();
     let cpu_pids = target.cpu_pids();
     let nodes = target.nodes.len();
