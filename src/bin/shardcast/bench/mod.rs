@@ -14,18 +14,21 @@ mod args;
 mod baselines;
 mod broker;
 mod loadgen;
+mod plan;
 mod publish;
 mod report;
 mod server;
+mod sweep;
 mod topics;
 mod wss;
 
 pub(crate) use args::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use loadgen::{Connected, Shared};
+use plan::Shape;
 use publish::{Length, Load};
 use report::Report;
-use server::{Kind, Policy, ServerOptions, Setup, Target};
+use server::{Kind, Policy, Target};
 use std::borrow::Cow;
 use std::io::IsTerminal;
 use std::sync::Arc;
@@ -33,118 +36,29 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 use topics::Layout;
 
-/// Descriptors the bench and its server use besides connections (stdio, epoll, listeners).
-const DESCRIPTORS_SPARE: u64 = 64;
-
 /// How long the nodes' NATS subscriptions may take to be in place before a `--nodes` run.
 const BRIDGES_READY_WITHIN: Duration = Duration::from_secs(10);
 
 /// How often the bench samples the server's resident memory during a run.
 const RSS_SAMPLE_EVERY: Duration = Duration::from_secs(5);
 
-/// One measured configuration.
-#[derive(Clone, Copy, Debug)]
-struct Shape {
-    clients: u64,
-    window: u64,
-    payload: u64,
-}
-
-/// The server a single run starts: `--server`, with TLS if `--tls`.
-fn server(args: &Args) -> Result<Kind, String> {
-    match (args.tls, args.server) {
-        (false, kind) => Ok(kind),
-        (true, Kind::Embedded | Kind::EmbeddedTls) => Ok(Kind::EmbeddedTls),
-        (true, other) => Err(format!(
-            "--tls: the {} server the bench starts speaks ws only; only the embedded server \
-             has TLS (measure another wss server with --target wss://HOST:PORT/ --ca FILE)",
-            other.name()
-        )),
-    }
-}
-
+/// Runs `shardcast bench`: checks the flags, then measures the one setup they ask for, or
+/// several side by side (`--sweep`, `--nodes 1,2`), and prints the report.
+///
+/// # Errors
+///
+/// When a flag is refused (the error names it), a server does not start, a connection fails,
+/// or the load stalls past recovery.
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     args.check()?;
-    let single = server(&args)?;
-    // One certificate for every wss server of the run, made only if one is.
-    let tls = if args.sweep {
-        args.sweep_servers.iter().any(|k| k.is_tls())
-    } else {
-        args.target.is_none() && single.is_tls()
-    };
-    let options = ServerOptions {
-        topics: args.topics.is_some(),
-        shards: args.shards,
-        client_queue_bytes: args.client_queue_bytes,
-        slow_consumer: args.slow_consumer,
-        tls: tls
-            .then(crate::tls::Generated::new)
-            .transpose()?
-            .map(Arc::new),
-    };
+    let single = plan::server(&args)?;
+    let options = plan::options(&args, single)?;
     crate::raise_descriptor_limit();
-    // Each connection takes a descriptor here and one in the server (which inherits the limit):
-    // say so up front rather than fail with a cryptic error after connecting thousands.
-    let most_clients = if args.sweep {
-        args.sweep_clients.iter().copied().max().unwrap_or(0)
-    } else {
-        args.clients
-    };
-    let needed = most_clients + args.publishers * 2 + DESCRIPTORS_SPARE;
-    if let Ok((limit, hard)) = rlimit::Resource::NOFILE.get()
-        && needed > limit
-    {
-        return Err(format!(
-            "{most_clients} clients need about {needed} file descriptors in this process and in \
-             the server, but the limit here is {limit} (hard limit {hard}); raise it \
-             (ulimit -n) or use fewer clients"
-        )
-        .into());
-    }
+    plan::descriptors_suffice(&args)?;
     let interactive = std::io::stdout().is_terminal() && !args.json;
-    let setups = setups(&args, single);
+    let setups = plan::setups(&args, single);
     if args.sweep || setups.len() > 1 {
-        let shapes = if args.sweep {
-            let mut shapes = Vec::new();
-            for &clients in &args.sweep_clients {
-                for &window in &args.sweep_windows {
-                    for &payload in &args.sweep_payloads {
-                        shapes.push(Shape {
-                            clients,
-                            window,
-                            payload,
-                        });
-                    }
-                }
-            }
-            shapes
-        } else {
-            vec![Shape {
-                clients: args.clients,
-                window: args.window,
-                payload: args.payload,
-            }]
-        };
-        let mut rows = Vec::new();
-        for shape in shapes {
-            // row[setup][repeat]: the setups take turns, so that a drift of the machine's speed
-            // hits each of them alike.
-            let mut row: Vec<Vec<Report>> = setups.iter().map(|_| Vec::new()).collect();
-            for _ in 0..args.repeat {
-                let mut turn = Vec::new();
-                for &setup in &setups {
-                    let target = Target::start(setup, &options, args.nats_server.as_deref())?;
-                    turn.push(measure(&args, shape, target, interactive)?);
-                }
-                if !args.json {
-                    eprintln!("{}", report::sweep_progress(&turn));
-                }
-                for (runs, report) in row.iter_mut().zip(turn) {
-                    runs.push(report);
-                }
-            }
-            rows.push(row);
-        }
+        let rows = sweep::run(&args, &setups, &options, interactive)?;
         if args.json {
             println!("{}", report::sweep_json(&rows));
         } else {
@@ -157,40 +71,13 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         (None, Some(&setup)) => Target::start(setup, &options, args.nats_server.as_deref())?,
         (None, None) => return Err("nothing to measure".into()),
     };
-    let shape = Shape {
-        clients: args.clients,
-        window: args.window,
-        payload: args.payload,
-    };
-    let report = measure(&args, shape, target, interactive)?;
+    let report = measure(&args, plan::single_shape(&args), target, interactive)?;
     if args.json {
         println!("{}", report.json());
     } else {
         print!("{}", report.human());
     }
     Ok(())
-}
-
-/// What the bench starts, in the order the runs take turns: each server (`--sweep-servers`
-/// with --sweep, else `single`: `--server`, with TLS if `--tls`), the embedded one once per `--nodes` count if given.
-fn setups(args: &Args, single: Kind) -> Vec<Setup> {
-    let kinds = if args.sweep {
-        args.sweep_servers.clone()
-    } else {
-        vec![single]
-    };
-    let mut setups = Vec::new();
-    for kind in kinds {
-        if kind == Kind::Embedded && !args.nodes.is_empty() {
-            setups.extend(args.nodes.iter().map(|&n| Setup {
-                kind,
-                nodes: Some(n as usize),
-            }));
-        } else {
-            setups.push(Setup { kind, nodes: None });
-        }
-    }
-    setups
 }
 
 fn bar(interactive: bool, len: u64, message: &'static str) -> ProgressBar {
