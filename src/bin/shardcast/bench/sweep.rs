@@ -3,7 +3,7 @@
 //! machine's speed hits each of them alike.
 
 use super::args::Args;
-use super::measure;
+use super::measure::measure;
 use super::plan;
 use super::report::{self, Report};
 use super::server::{ServerOptions, Setup, Target};
