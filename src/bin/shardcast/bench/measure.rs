@@ -3,10 +3,10 @@
 //!
 //! # The measured window
 //!
-//! Every per-delivery figure is a difference of cumulative counts read just before the first
-//! publication and just after the last delivery (or the end of the drain wait): CPU time of the
-//! server, of the load generator and of the machine, and the server's own counters. Connecting
-//! and tearing down are outside it.
+//! Every per-delivery (and per-publication) figure is a difference of cumulative counts read
+//! just before the first publication and just after the last delivery (or the end of the drain
+//! wait): CPU time of the server, of the load generator and of the machine, and the server's
+//! own counters. Connecting and tearing down are outside it.
 
 use super::args::Args;
 use super::connect::{self, Connections};
