@@ -5,8 +5,8 @@
 //!
 //! Every per-delivery (and per-publication) figure is a difference of cumulative counts read
 //! just before the first publication and just after the last delivery (or the end of the drain
-//! wait): CPU time of the server, of the load generator and of the machine, and the server's
-//! own counters. Connecting and tearing down are outside it.
+//! wait): CPU time of the server, of the load generator and of the machine, the machine's TCP
+//! segments, and the server's own counters. Connecting and tearing down are outside it.
 
 use super::args::Args;
 use super::connect::{self, Connections};
@@ -46,6 +46,7 @@ pub(crate) fn measure(
         kind: target.kind,
         nodes: target.nodes.len(),
         with_broker: target.broker.is_some(),
+        loopback: target.nodes.iter().all(|(addr, _)| addr.ip().is_loopback()),
         healthy: connections.healthy,
         stalled: connections.stalled.len() as u64,
         rss_before,
@@ -140,6 +141,8 @@ struct Usage {
     loadgen_cpu_ns: Option<u64>,
     /// Busy time of the whole machine, in ns.
     machine_cpu_ns: Option<u64>,
+    /// TCP segments the machine sent.
+    tcp_segments: Option<u64>,
 }
 
 impl Usage {
@@ -149,6 +152,7 @@ impl Usage {
             server_cpu_ns: server::cpu_ns_of(cpu_pids),
             loadgen_cpu_ns: server::cpu_ns(std::process::id()),
             machine_cpu_ns: server::machine_busy_ns(),
+            tcp_segments: server::tcp_out_segments(),
         }
     }
 
@@ -159,6 +163,7 @@ impl Usage {
             server_cpu_ns: delta(self.server_cpu_ns, before.server_cpu_ns),
             loadgen_cpu_ns: delta(self.loadgen_cpu_ns, before.loadgen_cpu_ns),
             machine_cpu_ns: delta(self.machine_cpu_ns, before.machine_cpu_ns),
+            tcp_segments: delta(self.tcp_segments, before.tcp_segments),
         }
     }
 }
@@ -277,6 +282,9 @@ struct Before {
     nodes: usize,
     /// Whether the nodes share a broker (`--nodes`).
     with_broker: bool,
+    /// Whether every node is on loopback: then both ends of every connection are this
+    /// machine's, and its TCP counters see all of their segments.
+    loopback: bool,
     /// The measured clients.
     healthy: u64,
     /// The clients that never read.
@@ -331,6 +339,8 @@ fn figures(
         server_cpu_ns: window.used.server_cpu_ns,
         loadgen_cpu_ns: own_cpu,
         machine_cpu_ns: window.used.machine_cpu_ns,
+        // Of a server elsewhere, the machine's counters would see one end only.
+        tcp_segments: window.used.tcp_segments.filter(|_| before.loopback),
         loadgen_cpu_share: own_cpu
             .map(|c| c as f64 / (window.wall.as_nanos() as f64 * cores as f64)),
         rss_before: before.rss_before,

@@ -23,6 +23,12 @@ pub(crate) struct Report {
     /// included: loopback TCP's receiving half may run there, charged to nobody's process).
     pub(crate) machine_cpu_ns: Option<u64>,
     pub(crate) loadgen_cpu_share: Option<f64>,
+    /// TCP segments the machine sent during the load (`OutSegs` of `/proc/net/snmp`): with
+    /// the server on loopback, both ends' (the load generator's own and every ack included,
+    /// and with `--nodes` the NATS traffic too). A figure to compare runs of the same client
+    /// on the same machine, not an absolute cost. `None` off Linux, or for a target elsewhere,
+    /// whose end the machine does not see.
+    pub(crate) tcp_segments: Option<u64>,
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
@@ -128,6 +134,11 @@ impl Report {
         self.server_cpu_ns
             .filter(|_| self.publishes > 0)
             .map(|ns| ns as f64 / self.publishes as f64)
+    }
+
+    /// TCP segments the machine sent per delivery (see [`Report::tcp_segments`]).
+    fn tcp_segments_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.tcp_segments)
     }
 
     fn rss_per_conn(&self) -> Option<f64> {
@@ -259,6 +270,14 @@ impl Report {
                     " (sends), in {u:.4} io_uring submissions per delivery"
                 )),
         );
+        let _ = writeln!(
+            s,
+            "  TCP segments   {}",
+            self.tcp_segments_per_delivery()
+                .map_or("n/a".into(), |t| format!(
+                    "{t:.4} per delivery (sent by the whole machine: both ends, acks included)"
+                )),
+        );
         if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
             let _ = writeln!(
                 s,
@@ -285,7 +304,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"tcp_segments_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -313,6 +332,7 @@ impl Report {
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
             json_num(self.io_uring_submissions_per_delivery),
+            json_num(self.tcp_segments_per_delivery()),
             json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
             self.topics.as_ref().map_or("null".into(), |t| format!(
                 "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",
@@ -363,12 +383,13 @@ pub(crate) fn sweep_progress(row: &[Report]) -> String {
 }
 
 /// Columns of each server in the sweep table.
-const SERVER_COLUMNS: usize = 6;
+const SERVER_COLUMNS: usize = 7;
 
 /// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
-/// their range), p99, CPU per delivery, server CPU per publication and memory per connection
-/// (of the median run) and lost (over all runs), and the first server's ratio to each other
-/// one (of the medians, with the range of the ratios of runs side by side).
+/// their range), p99, CPU per delivery, server CPU per publication, TCP segments per delivery
+/// and memory per connection (of the median run) and lost (over all runs), and the first
+/// server's ratio to each other one (of the medians, with the range of the ratios of runs side
+/// by side).
 pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let Some(first) = rows.first() else {
         return String::new();
@@ -380,7 +401,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     for runs in first {
         let _ = write!(
             s,
-            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} B/connection, idle / loaded |",
+            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery | {0} B/connection, idle / loaded |",
             name(runs)
         );
     }
@@ -417,7 +438,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             };
             let _ = write!(
                 s,
-                " {}{} | {} | {} | {} / {} | {} | {} / {} |",
+                " {}{} | {} | {} | {} / {} | {} | {} | {} / {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
                 p99,
@@ -425,6 +446,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
                 opt(median.per_delivery(median.server_cpu_ns), 0),
                 opt(median.per_delivery(median.machine_cpu_ns), 0),
                 opt(median.server_cpu_per_publication(), 0),
+                opt(median.tcp_segments_per_delivery(), 3),
                 opt(median.rss_per_conn(), 0),
                 opt(median.rss_per_conn_loaded(), 0),
             );
