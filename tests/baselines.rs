@@ -1,12 +1,14 @@
 //! `shardcast bench` against the baselines it starts itself, uWebSockets through Bun and a Node
 //! `ws` relay, the engine behind axum, and with `--topics` the naive one too: frames flow, none is lost, and with topics
-//! each publication reaches exactly its topic's subscribers. Each test of an external baseline
+//! each publication reaches exactly its topic's subscribers. Against the embedded server, the
+//! figures the topics work is judged by (server CPU per publication, TCP segments per delivery)
+//! are there and in range, and null where the bench cannot know them. Each test of an external baseline
 //! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
 //! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
 
 mod common;
 
-use common::serve::{run_to_end, shardcast};
+use common::serve::{Serve, run_to_end, shardcast};
 use common::{field, nats_server, skipped};
 use std::path::Path;
 use std::sync::Mutex;
@@ -174,19 +176,31 @@ fn bench_on_two_nodes(test: &str, args: &[&str]) -> Option<String> {
     Some(bench("embedded", &[&nodes[..], args].concat()))
 }
 
+/// The number at `key` in the report, `None` if it is null; panics if it is missing or
+/// neither.
+fn number(report: &str, key: &str) -> Option<f64> {
+    let key = format!("\"{key}\":");
+    let at = report
+        .find(&key)
+        .unwrap_or_else(|| panic!("no {key} in {report}"))
+        + key.len();
+    let value = report[at..].split([',', '}']).next().unwrap_or_default();
+    (value != "null").then(|| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{key} is neither a number nor null in {report}"))
+    })
+}
+
+/// The number at `key` in the report; panics if it is missing or null.
+fn figure(report: &str, key: &str) -> f64 {
+    number(report, key).unwrap_or_else(|| panic!("{key} is null in {report}"))
+}
+
 /// Checks that the nodes published at most one NATS message per publication (fewer where
 /// consecutive broadcasts travelled together), and some.
 fn assert_at_most_one_message_per_publication(report: &str) {
-    let key = "\"broker_messages_per_publish\":";
-    let at = report
-        .find(key)
-        .unwrap_or_else(|| panic!("no {key} in {report}"))
-        + key.len();
-    let ratio: f64 = report[at..]
-        .split([',', '}'])
-        .next()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{key} is not a number in {report}"));
+    let ratio = figure(report, "broker_messages_per_publish");
     assert!(
         ratio > 0.0 && ratio <= 1.0,
         "at most one NATS message per publication: {report}"
@@ -239,4 +253,110 @@ fn bench_with_topics_across_two_nodes_delivers_each_publication_to_its_subscribe
         "{report}"
     );
     assert_at_most_one_message_per_publication(&report);
+}
+
+/// The most TCP segments per delivery a run of [`figures_are_in_range`] may report. The bench's
+/// own connections send at most two per delivery: the segment that carries it (a 32 B frame,
+/// far below the loopback MSS, often with others) and the client's ack; the publisher's
+/// segment, the server's ack and the publisher's echo add a few per round, over a round's
+/// 160 to 800 deliveries. The counter is the whole machine's, though: whatever else runs in
+/// the same window adds to it; 4 leaves room for that, and a wrong divisor (publications: 10
+/// to 50 times more) or a count not taken over the window (since boot) still fails.
+const SEGMENTS_PER_DELIVERY_MAX: f64 = 4.0;
+
+/// Runs of [`figures_are_in_range`] before too many segments fail it. Other traffic can only
+/// add segments, never take them away, so the fewest of a few runs is the closest to the
+/// bench's own; a count that is wrong is wrong in every run.
+const SEGMENT_RUNS_MAX: usize = 3;
+
+#[test]
+fn bench_reports_server_cpu_per_publication_and_tcp_segments_per_delivery() {
+    figures_are_in_range(&["--clients", "50", "--rounds", "20"]);
+}
+
+#[test]
+fn bench_with_topics_reports_server_cpu_per_publication_and_tcp_segments_per_delivery() {
+    figures_are_in_range(&[
+        "--topics",
+        "10",
+        "--subscriptions",
+        "2",
+        "--clients",
+        "50",
+        "--rounds",
+        "20",
+    ]);
+}
+
+/// Runs `bench args` against the embedded server: server CPU per publication is a number above
+/// 0, the server's CPU time over the publications (not the deliveries); TCP segments per
+/// delivery is above 0 and at most [`SEGMENTS_PER_DELIVERY_MAX`] in one of
+/// [`SEGMENT_RUNS_MAX`] runs.
+fn figures_are_in_range(args: &[&str]) {
+    let mut segments = Vec::new();
+    while segments.len() < SEGMENT_RUNS_MAX {
+        let report = bench("embedded", args);
+        let per_publication = figure(&report, "server_cpu_ns_per_publication");
+        assert!(
+            per_publication.is_finite() && per_publication > 0.0,
+            "{report}"
+        );
+        let deliveries = field(&report, "deliveries") as f64;
+        let publishes = field(&report, "publishes") as f64;
+        let per_delivery = figure(&report, "server_cpu_ns_per_delivery");
+        // The same CPU time, over the publications (both printed to 0.001 ns).
+        let expected = per_delivery * deliveries / publishes;
+        assert!(
+            (per_publication - expected).abs() <= expected * 1e-3,
+            "server CPU per publication {per_publication}, per delivery x deliveries / \
+             publishes {expected}: {report}"
+        );
+        let per_delivery = figure(&report, "tcp_segments_per_delivery");
+        assert!(per_delivery > 0.0, "{report}");
+        if per_delivery <= SEGMENTS_PER_DELIVERY_MAX {
+            return;
+        }
+        segments.push(per_delivery);
+    }
+    panic!(
+        "more than {SEGMENTS_PER_DELIVERY_MAX} TCP segments per delivery in each of \
+         {SEGMENT_RUNS_MAX} runs: {segments:?}"
+    );
+}
+
+#[test]
+fn bench_against_an_external_target_has_no_server_cpu_but_counts_its_loopback_segments() {
+    let serve = Serve::start(&[]);
+    let url = format!("ws://{}/", serve.addr);
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let args = [
+        "bench",
+        "--target",
+        &url,
+        "--clients",
+        "20",
+        "--rounds",
+        "10",
+    ];
+    let (status, report, errors) = run_to_end(shardcast(args).arg("--json"), RUN_MAX);
+    assert!(
+        status.success(),
+        "shardcast bench --target {url} failed: {errors}"
+    );
+    // The bench knows no process of the target's.
+    assert_eq!(
+        number(&report, "server_cpu_ns_per_delivery"),
+        None,
+        "{report}"
+    );
+    assert_eq!(
+        number(&report, "server_cpu_ns_per_publication"),
+        None,
+        "{report}"
+    );
+    // Both ends are on loopback, so the machine's counter sees them.
+    assert!(
+        number(&report, "tcp_segments_per_delivery").is_some_and(|s| s > 0.0),
+        "{report}"
+    );
 }

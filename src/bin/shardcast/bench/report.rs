@@ -23,6 +23,12 @@ pub(crate) struct Report {
     /// included: loopback TCP's receiving half may run there, charged to nobody's process).
     pub(crate) machine_cpu_ns: Option<u64>,
     pub(crate) loadgen_cpu_share: Option<f64>,
+    /// TCP segments the machine sent during the load (`OutSegs` of `/proc/net/snmp`): with
+    /// the server on loopback, both ends' (the load generator's own and every ack included,
+    /// and with `--nodes` the NATS traffic too). A figure to compare runs of the same client
+    /// on the same machine, not an absolute cost. `None` off Linux, or for a target elsewhere,
+    /// whose end the machine does not see.
+    pub(crate) tcp_segments: Option<u64>,
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
@@ -120,6 +126,19 @@ impl Report {
     fn per_delivery(&self, ns: Option<u64>) -> Option<f64> {
         ns.filter(|_| self.deliveries > 0)
             .map(|ns| ns as f64 / self.deliveries as f64)
+    }
+
+    /// Server CPU time per publication, in ns: what a publish costs the server with its
+    /// fan-out (with topics, the subscribers of its topic; else every client).
+    fn server_cpu_per_publication(&self) -> Option<f64> {
+        self.server_cpu_ns
+            .filter(|_| self.publishes > 0)
+            .map(|ns| ns as f64 / self.publishes as f64)
+    }
+
+    /// TCP segments the machine sent per delivery (see [`Report::tcp_segments`]).
+    fn tcp_segments_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.tcp_segments)
     }
 
     fn rss_per_conn(&self) -> Option<f64> {
@@ -226,8 +245,9 @@ impl Report {
         );
         let _ = writeln!(
             s,
-            "  CPU            server {} ns/delivery   load generator {} ns/delivery ({} of the machine)   machine {} ns/delivery",
+            "  CPU            server {} ns/delivery ({} ns/publication)   load generator {} ns/delivery ({} of the machine)   machine {} ns/delivery",
             opt(self.per_delivery(self.server_cpu_ns), 0),
+            opt(self.server_cpu_per_publication(), 0),
             opt(self.per_delivery(self.loadgen_cpu_ns), 0),
             self.loadgen_cpu_share
                 .map_or("n/a".into(), |f| format!("{:.0}%", f * 100.0)),
@@ -248,6 +268,14 @@ impl Report {
             self.io_uring_submissions_per_delivery
                 .map_or(String::new(), |u| format!(
                     " (sends), in {u:.4} io_uring submissions per delivery"
+                )),
+        );
+        let _ = writeln!(
+            s,
+            "  TCP segments   {}",
+            self.tcp_segments_per_delivery()
+                .map_or("n/a".into(), |t| format!(
+                    "{t:.4} per delivery (sent by the whole machine: both ends, acks included)"
                 )),
         );
         if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
@@ -276,7 +304,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"tcp_segments_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -295,6 +323,7 @@ impl Report {
             self.percentile(0.999),
             self.latency_us.max(),
             json_num(self.per_delivery(self.server_cpu_ns)),
+            json_num(self.server_cpu_per_publication()),
             json_num(self.per_delivery(self.loadgen_cpu_ns)),
             json_num(self.per_delivery(self.machine_cpu_ns)),
             json_num(self.loadgen_cpu_share),
@@ -303,6 +332,7 @@ impl Report {
             json_num(self.rss_loaded.map(|b| b as f64)),
             json_num(self.write_syscalls_per_delivery),
             json_num(self.io_uring_submissions_per_delivery),
+            json_num(self.tcp_segments_per_delivery()),
             json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
             self.topics.as_ref().map_or("null".into(), |t| format!(
                 "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",
@@ -352,10 +382,14 @@ pub(crate) fn sweep_progress(row: &[Report]) -> String {
     s
 }
 
+/// Columns of each server in the sweep table.
+const SERVER_COLUMNS: usize = 7;
+
 /// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
-/// their range), p99, CPU per delivery and memory per connection (of the median run) and lost
-/// (over all runs), and the first server's ratio
-/// to each other one (of the medians, with the range of the ratios of runs side by side).
+/// their range), p99, CPU per delivery, server CPU per publication, TCP segments per delivery
+/// and memory per connection (of the median run) and lost (over all runs), and the first
+/// server's ratio to each other one (of the medians, with the range of the ratios of runs side
+/// by side).
 pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let Some(first) = rows.first() else {
         return String::new();
@@ -367,7 +401,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     for runs in first {
         let _ = write!(
             s,
-            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} B/connection, idle / loaded |",
+            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery | {0} B/connection, idle / loaded |",
             name(runs)
         );
     }
@@ -375,7 +409,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
         let _ = write!(s, " {} / {} |", base_name, name(runs));
     }
     s.push('\n');
-    let columns = 3 + first.len() * 5 + first.len().saturating_sub(1);
+    let columns = 3 + first.len() * SERVER_COLUMNS + first.len().saturating_sub(1);
     s.push_str(&"|---".repeat(columns));
     s.push_str("|\n");
     for row in rows {
@@ -389,7 +423,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
         );
         for runs in row {
             let Some(median) = median_run(runs) else {
-                s.push_str(" - | - | - | - | - |");
+                s.push_str(&" - |".repeat(SERVER_COLUMNS));
                 continue;
             };
             let rates: Vec<f64> = runs.iter().map(Report::deliveries_per_sec).collect();
@@ -404,13 +438,15 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             };
             let _ = write!(
                 s,
-                " {}{} | {} | {} | {} / {} | {} / {} |",
+                " {}{} | {} | {} | {} / {} | {} | {} | {} / {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
                 p99,
                 runs.iter().map(|r| r.lost).sum::<u64>(),
                 opt(median.per_delivery(median.server_cpu_ns), 0),
                 opt(median.per_delivery(median.machine_cpu_ns), 0),
+                opt(median.server_cpu_per_publication(), 0),
+                opt(median.tcp_segments_per_delivery(), 3),
                 opt(median.rss_per_conn(), 0),
                 opt(median.rss_per_conn_loaded(), 0),
             );

@@ -567,6 +567,22 @@ pub(crate) fn machine_busy_ns() -> Option<u64> {
     Some(busy * 10_000_000)
 }
 
+/// TCP segments sent since boot by this machine (its network namespace, so a container's
+/// own): `OutSegs` of `/proc/net/snmp`, retransmissions left out. Over loopback it counts both
+/// ends of every connection: the server's segments and the load generator's, acks included.
+pub(crate) fn tcp_out_segments() -> Option<u64> {
+    out_segs(&std::fs::read_to_string("/proc/net/snmp").ok()?)
+}
+
+/// `OutSegs` of the text of `/proc/net/snmp`: its first `Tcp:` line names the fields, the
+/// second holds their values.
+fn out_segs(snmp: &str) -> Option<u64> {
+    let mut tcp = snmp.lines().filter(|l| l.starts_with("Tcp:"));
+    let (names, values) = (tcp.next()?, tcp.next()?);
+    let at = names.split_whitespace().position(|n| n == "OutSegs")?;
+    values.split_whitespace().nth(at)?.parse().ok()
+}
+
 /// Resident memory of a process, in bytes (`VmRSS` of `/proc/PID/status`).
 pub(crate) fn rss_bytes(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -587,5 +603,21 @@ pub(crate) fn settled_rss(pids: &[u32], limit: Duration) -> Option<u64> {
             return Some(now);
         }
         last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn out_segs_is_read_from_the_tcp_values_under_its_name() {
+        let snmp = "Ip: Forwarding DefaultTTL\nIp: 1 64\n\
+                    Tcp: RtoAlgorithm ActiveOpens InSegs OutSegs RetransSegs\n\
+                    Tcp: 1 12 3456 7890 5\n\
+                    Udp: InDatagrams OutSegs\nUdp: 1 2\n";
+        assert_eq!(out_segs(snmp), Some(7890));
+        assert_eq!(out_segs("Tcp: RtoAlgorithm InSegs\nTcp: 1 2\n"), None);
+        assert_eq!(out_segs(""), None);
     }
 }
