@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::serve::{Serve, run_to_end, scrape, shardcast};
+use common::serve::{Serve, get, run_to_end, scrape, shardcast};
 use common::*;
 use futures_util::SinkExt;
 use std::cell::RefCell;
@@ -328,4 +328,92 @@ async fn metrics_addr_with_port_0_is_refused_by_name() {
     );
     assert!(!status.success());
     assert!(stderr.contains("--metrics-addr"), "{stderr}");
+}
+
+/// With the process at its descriptor limit (reached from the WebSocket port alone), a pending
+/// connection to the metrics port makes no thread spin and fills no log: the accept loops back
+/// off and log at most once per period. Once descriptors are free, the port answers again.
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn the_metrics_port_at_the_descriptor_limit_neither_spins_nor_floods_the_log() {
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let mut server = Serve::start_limited(64, &["--metrics-addr", &metrics_addr]);
+    assert_eq!(get(&metrics_addr, "/health").await.1, "ok\n");
+    // Connections that never send their upgrade hold a descriptor each until the handshake
+    // deadline: more than the limit leaves the process with none.
+    let mut held = Vec::new();
+    for _ in 0..80 {
+        held.push(
+            tokio::net::TcpStream::connect(&server.addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    let pending = tokio::net::TcpStream::connect(&metrics_addr)
+        .await
+        .expect("the kernel queues it");
+    // Let the accept loops find the descriptors gone, then measure.
+    tokio::time::sleep(ms(200)).await;
+    let before = server.cpu_time();
+    tokio::time::sleep(ms(2000)).await;
+    let used = server.cpu_time() - before;
+    assert!(
+        used < ms(300),
+        "the server used {used:?} of CPU in 2 s with nothing to do but wait"
+    );
+    // Descriptors free again: the pending scrape is served, and a new one too.
+    drop(held);
+    drop(pending);
+    let (head, body) = get(&metrics_addr, "/health").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, "ok\n");
+    assert!(scrape(&metrics_addr).await.contains("shardcast_clients"));
+    server.terminate();
+    let (_, stderr) = server.exit_status().await;
+    let warnings = stderr
+        .lines()
+        .filter(|l| l.contains("WARN") && l.to_ascii_lowercase().contains("accept"))
+        .count();
+    // At most one per accept loop (two shards, the metrics port) in the 10 s period.
+    assert!(
+        (1..=3).contains(&warnings),
+        "{warnings} accept warnings:\n{stderr}"
+    );
+}
+
+/// The metrics port holds at most 64 connections at once (one more is closed at once), and
+/// gives each 5 s to send its request and take the answer.
+#[tokio::test]
+async fn the_metrics_port_bounds_its_connections_and_their_time() {
+    use tokio::io::AsyncReadExt;
+    let metrics_addr = format!("127.0.0.1:{}", free_port());
+    let _server = Serve::start(&["--metrics-addr", &metrics_addr]);
+    let mut idle = Vec::new();
+    for _ in 0..64 {
+        idle.push(
+            tokio::net::TcpStream::connect(&metrics_addr)
+                .await
+                .expect("connect"),
+        );
+    }
+    // Accepted in order: once the 64 are taken, one more finds the cap and is closed.
+    tokio::time::sleep(ms(200)).await;
+    let mut over = tokio::net::TcpStream::connect(&metrics_addr)
+        .await
+        .expect("connect");
+    let mut byte = [0u8; 1];
+    let read = tokio::time::timeout(WAIT, over.read(&mut byte)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "a 65th connection is closed at once: {read:?}"
+    );
+    // An idle connection is closed after its 5 s.
+    let started = tokio::time::Instant::now();
+    let read = tokio::time::timeout(WAIT, idle[0].read(&mut byte)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?}");
+    let waited = started.elapsed();
+    assert!(waited <= ms(6000), "closed after {waited:?}");
+    // And the port serves again.
+    drop(idle);
+    assert!(scrape(&metrics_addr).await.contains("shardcast_clients"));
 }

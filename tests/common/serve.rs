@@ -82,11 +82,32 @@ impl Serve {
         Serve::announcing("wss", "127.0.0.1:0", flags)
     }
 
+    /// Like [`Serve::start`], with the process's descriptor limit (soft and hard) set to
+    /// `descriptors` before it starts (through `sh -c 'ulimit -n ...'`).
+    pub fn start_limited(descriptors: u64, flags: &[&str]) -> Serve {
+        let script = format!("ulimit -n {descriptors} && exec \"$0\" \"$@\"");
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", &script, env!("CARGO_BIN_EXE_shardcast")])
+            .args(["serve", "--addr", "127.0.0.1:0", "--shards", "2"])
+            .args(flags)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Serve::announced("ws", &mut command)
+    }
+
     /// Starts `shardcast serve --addr addr --shards 2 flags`, which must announce
     /// `scheme://ADDR/ with 2 shards` on its first line; reads the address from it.
     fn announcing(scheme: &str, addr: &str, flags: &[impl AsRef<OsStr>]) -> Serve {
         let mut command = shardcast(["serve", "--addr", addr, "--shards", "2"]);
-        let mut serve = Serve::spawn(command.args(flags));
+        Serve::announced(scheme, command.args(flags))
+    }
+
+    /// Starts `command`, a `shardcast serve` with 2 shards, which must announce
+    /// `scheme://ADDR/ with 2 shards` on its first line; reads the address from it.
+    fn announced(scheme: &str, command: &mut Command) -> Serve {
+        let mut serve = Serve::spawn(command);
         let stdout = serve.child.stdout.take().expect("piped stdout");
         // Read the first line on a thread, so that a server that never prints cannot hang us.
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
@@ -143,6 +164,24 @@ impl Serve {
         clients
     }
 
+    /// The CPU time (user and system) the process has used so far (Linux: `/proc/PID/stat`).
+    pub fn cpu_time(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .expect("the process's stat");
+        // The fields after the command's name (in parentheses, which may hold spaces).
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("a stat line")
+            .1
+            .split_whitespace()
+            .collect();
+        // utime and stime, fields 14 and 15 of the line (11 and 12 after the name), in clock
+        // ticks of 1/100 s on Linux.
+        let ticks: u64 =
+            fields[11].parse::<u64>().expect("utime") + fields[12].parse::<u64>().expect("stime");
+        Duration::from_millis(ticks * 10)
+    }
+
     /// Sends SIGTERM.
     pub fn terminate(&self) {
         let status = Command::new("kill")
@@ -187,11 +226,19 @@ impl Drop for Serve {
 /// `GET /metrics` over plain HTTP/1.1 from the exporter at `addr`, which must answer 200; the
 /// response body.
 pub async fn scrape(addr: &str) -> String {
+    let (head, body) = get(addr, "/metrics").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    body
+}
+
+/// `GET path` over plain HTTP/1.1 from the server at `addr` (bounded by [`WAIT`]): the
+/// response's head and body.
+pub async fn get(addr: &str, path: &str) -> (String, String) {
     let mut tcp = tokio::time::timeout(WAIT, tokio::net::TcpStream::connect(addr))
         .await
         .expect("connect in time")
         .expect("connect to the metrics address");
-    let request = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     tcp.write_all(request.as_bytes()).await.expect("send GET");
     let mut response = Vec::new();
     tokio::time::timeout(WAIT, tcp.read_to_end(&mut response))
@@ -200,6 +247,5 @@ pub async fn scrape(addr: &str) -> String {
         .expect("read response");
     let response = String::from_utf8(response).expect("UTF-8 response");
     let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    body.to_owned()
+    (head.to_owned(), body.to_owned())
 }

@@ -9,6 +9,7 @@ mod bench;
 mod naive;
 mod observe;
 mod pubsub;
+mod scrape;
 mod serve;
 mod tls;
 mod topics;

@@ -28,23 +28,36 @@ pub(crate) fn install_logging() {
 }
 
 /// Serves `engine`'s metrics at `http://addr/metrics` in the Prometheus text format, recorded
-/// every [`RECORD_EVERY`]. Call it on the runtime that will serve them.
+/// every [`RECORD_EVERY`], and its health at `http://addr/health`, through the bounded server
+/// of `scrape`. Call it on the runtime that will serve them.
 ///
 /// # Errors
 ///
-/// If `addr` has port 0 (the exporter cannot say which port it got) or cannot be listened on.
+/// If `addr` has port 0 (the announcement names the port asked for) or cannot be listened on.
 pub(crate) fn serve_metrics(addr: SocketAddr, engine: &Engine) -> Result<(), Box<dyn Error>> {
     if addr.port() == 0 {
         return Err("invalid --metrics-addr: needs a port other than 0".into());
     }
-    PrometheusBuilder::new()
-        .with_http_listener(addr)
-        .install()
+    let listener = std::net::TcpListener::bind(addr)
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std)
+        .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
+    let handle = PrometheusBuilder::new()
+        .install_recorder()
         .map_err(|e| format!("cannot serve metrics on {addr}: {e}"))?;
     let metrics = Metrics::new(engine);
     metrics.record();
     tokio::spawn(metrics.run(RECORD_EVERY));
-    tracing::info!("metrics on http://{addr}/metrics");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        let mut every = tokio::time::interval(RECORD_EVERY);
+        loop {
+            every.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
+    tokio::spawn(crate::scrape::serve(listener, handle, engine.clone()));
+    tracing::info!("metrics on http://{addr}/metrics, health on http://{addr}/health");
     Ok(())
 }
 

@@ -9,6 +9,16 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio::time::Instant;
+
+/// The first wait after a failed accept, doubled after each failure in a row.
+const BACKOFF_MIN: Duration = Duration::from_millis(5);
+
+/// The longest wait after failed accepts.
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+
+/// At most one warning about failed accepts per shard per this long.
+const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// Adopts a stream on this shard's runtime; returns it with its peer's address, if known.
 pub(crate) fn adopt(shared: &Shared, stream: Stream) -> io::Result<(Source, Option<SocketAddr>)> {
@@ -46,6 +56,9 @@ pub(crate) async fn accept(
             return;
         }
     };
+    let mut backoff = BACKOFF_MIN;
+    // When a failed accept was last logged, and how many failed since without a log.
+    let (mut logged, mut suppressed): (Option<Instant>, u64) = (None, 0);
     loop {
         let accepted = tokio::select! {
             () = shared.stop_accepting.cancelled() => return,
@@ -53,6 +66,7 @@ pub(crate) async fn accept(
         };
         match accepted {
             Ok((tcp, peer)) => {
+                backoff = BACKOFF_MIN;
                 let Some(id) = shared.admission.admit_on(shared.id) else {
                     // Over `clients_max`: refuse by closing at once.
                     drop(tcp);
@@ -64,9 +78,18 @@ pub(crate) async fn accept(
                 open::spawn(shared.clone(), id, source, None, Some(peer), None);
             }
             Err(e) => {
-                // Out of file descriptors or similar: back off instead of spinning.
-                tracing::warn!(shard = shared.id.0, error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // Out of file descriptors or similar: the kernel offers the same pending
+                // connection again at once, so back off instead of spinning, and log at most
+                // once per LOG_EVERY, with how many failed meanwhile.
+                let now = Instant::now();
+                if logged.is_none_or(|at| now >= at + LOG_EVERY) {
+                    tracing::warn!(shard = shared.id.0, error = %e, suppressed, "accept failed, backing off");
+                    (logged, suppressed) = (Some(now), 0);
+                } else {
+                    suppressed += 1;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(BACKOFF_MAX);
             }
         }
     }
