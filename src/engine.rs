@@ -843,7 +843,8 @@ impl Engine {
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown, with the payload.
+    /// [`BroadcastError::Closed`] after shutdown, with the payload;
+    /// [`BroadcastError::Topic`] for a topic past the topic limits (nothing is sent).
     ///
     /// # Cancel safety
     ///
@@ -866,6 +867,9 @@ impl Engine {
         payload: Payload,
         audience: Audience,
     ) -> Result<(), BroadcastError> {
+        if let Err(e) = self.check_audience(&audience) {
+            return Err(BroadcastError::Topic(e, payload));
+        }
         let shards = self.shards().clone();
         match self.reserve_for(&shards, &audience).await {
             Some(permits) => {
@@ -876,12 +880,25 @@ impl Engine {
         }
     }
 
+    /// Whether every topic of `audience` is within the topic limits: the topics one may
+    /// subscribe to are the only ones worth publishing to, and the only ones that can cross
+    /// to other nodes.
+    fn check_audience(&self, audience: &Audience) -> Result<(), SubscribeError> {
+        let limits = shard::TopicLimits::of(&self.inner.config);
+        audience
+            .topic_filter()
+            .unwrap_or_default()
+            .iter()
+            .try_for_each(|topic| limits.check(topic))
+    }
+
     /// Broadcasts several frames as one batch: every client of `audience` receives them
     /// adjacent and in order, and they go to its socket together.
     ///
     /// # Errors
     ///
-    /// [`BroadcastError::Closed`] after shutdown, with the payloads.
+    /// [`BroadcastError::Closed`] after shutdown, with the payloads;
+    /// [`BroadcastError::Topic`] for a topic past the topic limits (nothing is sent).
     ///
     /// # Cancel safety
     ///
@@ -906,6 +923,9 @@ impl Engine {
         let payloads: Payloads = payloads.into_iter().collect();
         if payloads.is_empty() {
             return Ok(());
+        }
+        if let Err(e) = self.check_audience(&audience) {
+            return Err(BroadcastError::Topic(e, payloads.into_vec()));
         }
         let shards = self.shards().clone();
         match self.reserve_for(&shards, &audience).await {
@@ -969,12 +989,16 @@ impl Engine {
     /// # Errors
     ///
     /// [`TryBroadcastError::Full`] names the shards whose queues were full (no shard took the
-    /// payload); [`TryBroadcastError::Closed`] after shutdown.
+    /// payload); [`TryBroadcastError::Closed`] after shutdown; [`TryBroadcastError::Topic`]
+    /// for a topic past the topic limits.
     pub fn try_broadcast(
         &self,
         payload: Payload,
         audience: Audience,
     ) -> Result<(), TryBroadcastError> {
+        if let Err(e) = self.check_audience(&audience) {
+            return Err(TryBroadcastError::Topic(e, payload));
+        }
         let shards = self.shards();
         if shards.is_empty() {
             return Err(TryBroadcastError::Closed(payload));

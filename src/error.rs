@@ -110,6 +110,10 @@ pub enum BroadcastError<T = Payload> {
     /// The engine is shut down; nothing was sent, and here is what was not.
     #[error("engine is shut down")]
     Closed(T),
+    /// A topic of the audience is past the topic limits (the error says which): nobody can be
+    /// subscribed to it, and it could not cross to other nodes. Nothing was sent.
+    #[error("{0}")]
+    Topic(SubscribeError, T),
 }
 
 /// [`crate::Engine::set_authenticated`] or [`crate::Engine::update_last_ping`] changed
@@ -170,6 +174,10 @@ pub enum TryBroadcastError {
     /// The engine is shut down; nothing was sent.
     #[error("engine is shut down")]
     Closed(Payload),
+    /// A topic of the audience is past the topic limits, as [`BroadcastError::Topic`]; nothing
+    /// was sent.
+    #[error("{0}")]
+    Topic(SubscribeError, Payload),
 }
 
 /// [`crate::Engine::try_send`] could not queue the payload without waiting.

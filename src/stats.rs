@@ -23,6 +23,9 @@ pub(crate) struct Counters {
     /// Broadcast payloads that handlers on this shard published (once each, however many
     /// shards apply them).
     pub(crate) broadcasts_published: AtomicU64,
+    /// Broadcasts that handlers on this shard published to a topic past the topic limits,
+    /// refused: nobody can be subscribed to such a topic, and it cannot cross to other nodes.
+    pub(crate) broadcasts_refused: AtomicU64,
     /// Frames appended to a client queue.
     pub(crate) deliveries: AtomicU64,
     /// Bytes written to sockets.
@@ -146,6 +149,10 @@ pub struct ShardStats {
     pub broadcasts_applied: u64,
     /// Broadcast payloads that handlers on this shard published.
     pub broadcasts_published: u64,
+    /// Broadcasts that handlers on this shard published to a topic past the topic limits
+    /// (empty, or longer than [`Config::topic_bytes_max`](crate::Config::topic_bytes_max)):
+    /// refused, delivered to nobody and not sent to other nodes.
+    pub broadcasts_refused: u64,
     /// Frames appended to client queues.
     pub deliveries: u64,
     /// Bytes written to sockets.
@@ -225,6 +232,7 @@ impl ShardStats {
             // First, and Acquire: see `Counters::broadcasts_applied`.
             broadcasts_applied: c.broadcasts_applied.load(Acquire),
             broadcasts_published: c.broadcasts_published.load(Relaxed),
+            broadcasts_refused: c.broadcasts_refused.load(Relaxed),
             clients: c.clients.load(Relaxed),
             deliveries: c.deliveries.load(Relaxed),
             bytes_written: c.bytes_written.load(Relaxed),
@@ -272,6 +280,7 @@ impl ShardStats {
         self.clients += o.clients;
         self.broadcasts_applied += o.broadcasts_applied;
         self.broadcasts_published += o.broadcasts_published;
+        self.broadcasts_refused += o.broadcasts_refused;
         self.deliveries += o.deliveries;
         self.bytes_written += o.bytes_written;
         self.write_syscalls += o.write_syscalls;

@@ -22,6 +22,7 @@ mod name {
     pub(super) const CLIENTS: &str = "shardcast_clients";
     pub(super) const BROADCASTS_APPLIED: &str = "shardcast_broadcasts_applied_total";
     pub(super) const BROADCASTS_PUBLISHED: &str = "shardcast_broadcasts_published_total";
+    pub(super) const BROADCASTS_REFUSED: &str = "shardcast_broadcasts_refused_total";
     pub(super) const DELIVERIES: &str = "shardcast_deliveries_total";
     pub(super) const WRITTEN_BYTES: &str = "shardcast_written_bytes_total";
     pub(super) const WRITE_CALLS: &str = "shardcast_write_calls_total";
@@ -64,6 +65,7 @@ mod name {
 /// | `shardcast_clients` | gauge | `shard` | registered clients |
 /// | `shardcast_broadcasts_applied_total` | counter | `shard` | broadcasts the shard applied |
 /// | `shardcast_broadcasts_published_total` | counter | `shard` | broadcasts its handlers published |
+/// | `shardcast_broadcasts_refused_total` | counter | `shard` | broadcasts its handlers published to a topic past the limits |
 /// | `shardcast_deliveries_total` | counter | `shard` | frames appended to client queues |
 /// | `shardcast_written_bytes_total` | counter | `shard` | bytes written to sockets |
 /// | `shardcast_write_calls_total` | counter | `shard` | `write`/`writev` calls that wrote |
@@ -208,6 +210,8 @@ struct ShardMetrics {
     broadcasts_applied: Counter,
     /// `shardcast_broadcasts_published_total`.
     broadcasts_published: Counter,
+    /// `shardcast_broadcasts_refused_total`.
+    broadcasts_refused: Counter,
     /// `shardcast_deliveries_total`.
     deliveries: Counter,
     /// `shardcast_written_bytes_total`.
@@ -322,6 +326,7 @@ impl ShardMetrics {
             clients: gauge!(name::CLIENTS, "shard" => shard.clone()),
             broadcasts_applied: counter!(name::BROADCASTS_APPLIED, "shard" => shard.clone()),
             broadcasts_published: counter!(name::BROADCASTS_PUBLISHED, "shard" => shard.clone()),
+            broadcasts_refused: counter!(name::BROADCASTS_REFUSED, "shard" => shard.clone()),
             deliveries: counter!(name::DELIVERIES, "shard" => shard.clone()),
             written_bytes: counter!(name::WRITTEN_BYTES, "shard" => shard.clone()),
             write_calls: counter!(name::WRITE_CALLS, "shard" => shard.clone()),
@@ -348,6 +353,7 @@ impl ShardMetrics {
         self.clients.set(s.clients as f64);
         self.broadcasts_applied.absolute(s.broadcasts_applied);
         self.broadcasts_published.absolute(s.broadcasts_published);
+        self.broadcasts_refused.absolute(s.broadcasts_refused);
         self.deliveries.absolute(s.deliveries);
         self.written_bytes.absolute(s.bytes_written);
         self.write_calls.absolute(s.write_syscalls);
@@ -403,6 +409,10 @@ fn describe() {
     describe_counter!(
         name::BROADCASTS_PUBLISHED,
         "Broadcast payloads the shard's handlers published."
+    );
+    describe_counter!(
+        name::BROADCASTS_REFUSED,
+        "Broadcasts the shard's handlers published to a topic past the topic limits, refused."
     );
     describe_counter!(name::DELIVERIES, "Frames appended to client queues.");
     describe_counter!(

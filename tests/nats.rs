@@ -145,7 +145,8 @@ impl Drop for NatsServer {
     }
 }
 
-/// Text commands, each answered `ok COMMAND` once done: `sub T`, `unsub T`, `auth`.
+/// Text commands, each answered `ok COMMAND` once done: `sub T`, `unsub T`, `auth`, `pub T
+/// BODY`.
 struct Commands;
 
 impl Handler for Commands {
@@ -159,6 +160,10 @@ impl Handler for Commands {
             ctx.unsubscribe(topic);
         } else if text == "auth" {
             ctx.set_authenticated(Principal::new("someone"));
+        } else if let Some((topic, body)) =
+            text.strip_prefix("pub ").and_then(|r| r.split_once(' '))
+        {
+            ctx.broadcast(Payload::text(body), Audience::topic(topic));
         }
         let id = ctx.id();
         ctx.send(id, Payload::text(format!("ok {text}")));
@@ -167,17 +172,15 @@ impl Handler for Commands {
 
 /// A node on `server`, reconnecting every 50 ms, with `delay` before unsubscribing.
 async fn node(server: &NatsServer, delay: Duration) -> (Engine, SocketAddr) {
+    node_with(server, builder().bridge_unsubscribe_delay(delay)).await
+}
+
+/// A node on `server`, reconnecting every 50 ms, built from `builder`.
+async fn node_with(server: &NatsServer, builder: shardcast::Builder) -> (Engine, SocketAddr) {
     let options = shardcast::bridge::async_nats::ConnectOptions::new()
         .reconnect_delay_callback(|_| Duration::from_millis(50));
     let nats = Nats::new(server.url()).options(options);
-    let (engine, addr) = start(
-        builder()
-            .shards(2)
-            .handler(Commands)
-            .bridge(nats)
-            .bridge_unsubscribe_delay(delay),
-    )
-    .await;
+    let (engine, addr) = start(builder.shards(2).handler(Commands).bridge(nats)).await;
     eventually(|| engine.stats().bridge.connected).await;
     (engine, addr)
 }
@@ -505,6 +508,73 @@ async fn a_node_that_stops_leaves_the_others_unaffected() {
             assert_eq!(next_text(&mut on_b).await, format!("still {i}"));
         }
         assert_eq!(a.stats().bridge.dropped, Default::default());
+        shut_down([a, b]).await;
+    })
+    .await;
+}
+
+/// A topic name past the limits is refused where it enters, on publish as on subscribe: no
+/// publication with a subject the server would refuse reaches it (it used to drop the node's
+/// connection, every time), and publications on valid topics keep crossing.
+#[tokio::test]
+async fn a_topic_past_the_limits_never_reaches_the_broker() {
+    let test = "a_topic_past_the_limits_never_reaches_the_broker";
+    with_server(test, async |server| {
+        let [(a, a_addr), (b, b_addr)] = nodes(server).await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
+        holds(&b, 1).await;
+        let long = "x".repeat(5000);
+        // From a handler: refused, counted.
+        let mut on_a = connect(&a, a_addr).await;
+        for _ in 0..200 {
+            command(&mut on_a, &format!("pub {long} lost")).await;
+        }
+        // From the engine: an error that hands the payload back.
+        match a
+            .broadcast(Payload::text("lost"), Audience::topic(long.as_str()))
+            .await
+        {
+            Err(shardcast::BroadcastError::Topic(e, payload)) => {
+                assert_eq!(payload.body(), b"lost");
+                assert!(e.to_string().contains("256"), "{e}");
+            }
+            other => panic!("expected a topic error, got {other:?}"),
+        }
+        command(&mut on_a, "pub news still here").await;
+        assert_eq!(next_text(&mut on_b).await, "still here");
+        let stats = a.stats();
+        assert_eq!(stats.total.broadcasts_refused, 200);
+        assert_eq!(stats.bridge.disconnects, 0, "{:?}", stats.bridge);
+        assert_eq!(stats.bridge.dropped, Default::default());
+        shut_down([a, b]).await;
+    })
+    .await;
+}
+
+/// A node whose topics may be longer than NATS takes as a subject never sends one: what it
+/// publishes to such a topic is counted as a failed publication, and the connection stays up.
+#[tokio::test]
+async fn a_subject_longer_than_nats_takes_is_never_sent() {
+    let test = "a_subject_longer_than_nats_takes_is_never_sent";
+    with_server(test, async |server| {
+        let (a, a_addr) = node_with(server, builder().topic_bytes_max(10_000)).await;
+        let (b, b_addr) = node_with(server, builder()).await;
+        let mut on_b = subscriber(&b, b_addr, "news").await;
+        holds(&b, 1).await;
+        let long = "x".repeat(5000);
+        let mut on_a = subscriber(&a, a_addr, &long).await;
+        for _ in 0..20 {
+            send_text(&mut on_a, &format!("pub {long} local")).await;
+            // Delivered here (the limit is this node's), then the answer.
+            assert_eq!(next_text(&mut on_a).await, "local");
+            assert!(next_text(&mut on_a).await.starts_with("ok pub"));
+        }
+        command(&mut on_a, "pub news still here").await;
+        assert_eq!(next_text(&mut on_b).await, "still here");
+        eventually(|| a.stats().bridge.dropped.publish_failed == 20).await;
+        let stats = a.stats().bridge;
+        assert_eq!(stats.disconnects, 0, "{stats:?}");
+        assert_eq!(stats.dropped.subscribe_failed, 1, "{stats:?}");
         shut_down([a, b]).await;
     })
     .await;

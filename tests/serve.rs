@@ -199,6 +199,16 @@ async fn topics_subscribe_at_upgrade_and_by_message_publish_with_the_opcode_and_
         }
         other => panic!("expected close 1008, got {other:?}"),
     }
+    // So does a publication to a topic past the limits, saying which.
+    let mut long = server.connect().await;
+    send_text(&mut long, &format!("pub {} body", "x".repeat(300))).await;
+    match tokio::time::timeout(WAIT, futures_util::StreamExt::next(&mut long)).await {
+        Ok(Some(Ok(Message::Close(Some(frame))))) => {
+            assert_eq!(u16::from(frame.code), 1008);
+            assert!(frame.reason.contains("256"), "{}", frame.reason);
+        }
+        other => panic!("expected close 1008, got {other:?}"),
+    }
     send_text(&mut c, "pub news still here").await;
     assert_eq!(next_text(&mut a).await, "still here");
 }

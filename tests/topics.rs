@@ -10,8 +10,8 @@ use common::{Pipe, builder, connect_pipe as connect, local, start_local as start
 use futures_util::{SinkExt, StreamExt};
 use shardcast::wire::handshake::Request;
 use shardcast::{
-    Audience, ClientId, Context, Decision, Engine, Handler, Incoming, Payload, Principal,
-    SubscribeError, Topic,
+    Audience, BroadcastError, ClientId, Context, Decision, Engine, Handler, Incoming, Payload,
+    Principal, SubscribeError, Topic, TryBroadcastError,
 };
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -399,6 +399,37 @@ async fn frames_from_several_topics_in_one_tick_go_out_in_one_write_in_publish_o
         }
         assert_eq!(texts(&mut ws).await, ["1", "2", "3", "4"]);
         assert_eq!(engine.stats().total.write_syscalls - before, 1);
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_publication_to_a_topic_past_the_limits_is_refused_where_it_enters() {
+    local(async {
+        let engine = start(builder().shards(2));
+        let long = "x".repeat(257);
+        match engine
+            .broadcast(Payload::text("a"), Audience::topic(long.as_str()))
+            .await
+        {
+            Err(BroadcastError::Topic(SubscribeError::TopicTooLong { len, max }, payload)) => {
+                assert_eq!((len, max, payload.body()), (257, 256, &b"a"[..]));
+            }
+            other => panic!("expected a topic error, got {other:?}"),
+        }
+        match engine.try_broadcast(Payload::text("b"), Audience::topics(["ok", ""])) {
+            Err(TryBroadcastError::Topic(SubscribeError::EmptyTopic, payload)) => {
+                assert_eq!(payload.body(), b"b");
+            }
+            other => panic!("expected a topic error, got {other:?}"),
+        }
+        let batch = [Payload::text("c")];
+        assert!(matches!(
+            engine.broadcast_batch(batch, Audience::topic("")).await,
+            Err(BroadcastError::Topic(SubscribeError::EmptyTopic, _))
+        ));
+        assert_eq!(engine.stats().broadcasts, 0, "nothing was sent");
         engine.shutdown(Duration::from_secs(1)).await;
     })
     .await;

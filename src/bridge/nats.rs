@@ -124,6 +124,12 @@ impl Broker for Nats {
     }
 }
 
+/// The longest subject the bridge sends: nats-server reads a command's line (`HPUB subject
+/// header-bytes total-bytes`) within its `max_control_line` of 4 KiB, and drops the connection
+/// of a client that sends a longer one. A publication or subscription whose subject is longer
+/// is not sent, and counted (`dropped.publish_failed`, `dropped.subscribe_failed`).
+const SUBJECT_BYTES_MAX: usize = 4000;
+
 /// A node's live NATS connection (see [`Nats`]).
 #[derive(Debug)]
 pub struct NatsConnection {
@@ -211,6 +217,10 @@ impl Connection for NatsConnection {
             Channel::Everyone => self.subjects.everyone().to_owned(),
             Channel::Topic(topic) => self.subjects.topic(topic),
         };
+        if subject.len() > SUBJECT_BYTES_MAX {
+            // The server would drop the connection for it: never sent, counted.
+            return Err(BridgeError::Invalid("subject longer than NATS takes"));
+        }
         let mut headers = HeaderMap::new();
         if publication.authenticated_only {
             headers.insert(AUTH, "1");
@@ -240,9 +250,13 @@ impl Connection for NatsConnection {
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BridgeError> {
+        let subject = self.subjects.topic(topic);
+        if subject.len() > SUBJECT_BYTES_MAX {
+            return Err(BridgeError::Invalid("subject longer than NATS takes"));
+        }
         let subscription = self
             .client
-            .subscribe(self.subjects.topic(topic))
+            .subscribe(subject)
             .await
             .map_err(|e| BridgeError::Refused(Box::new(e)))?;
         let pump = Pump(pump(

@@ -52,7 +52,7 @@ mod inlet;
 mod relay;
 
 pub use self::core::{Accepted, Context, Decision, Handler};
-pub(crate) use self::core::{Admission, Delivery, Interest, decide};
+pub(crate) use self::core::{Admission, Delivery, Interest, TopicLimits, decide};
 #[cfg(any(test, fuzzing))]
 pub(crate) use self::core::{Core, Ending, Linger, Next, Outbox, Post, Reading, Resume, State};
 pub(crate) use command::{Command, Control, Opening, Stream};

@@ -58,7 +58,12 @@ impl Handler for TopicRelay {
                 } else {
                     Payload::binary(body)
                 };
-                let mut audience = Audience::topic(topic(name)?);
+                let name = topic(name)?;
+                // Refused by the engine anyway: answered, as a refused subscription is.
+                if let Err(e) = ctx.check_topic(name) {
+                    return Ok(Err(e.to_string()));
+                }
+                let mut audience = Audience::topic(name);
                 if self.exclude_sender {
                     audience = audience.except(ctx.id());
                 }

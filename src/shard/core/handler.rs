@@ -4,6 +4,7 @@
 use super::decision::Decision;
 use super::outbox::{Delivery, Outbox};
 use super::state::State;
+use super::topics::Limits;
 use crate::client::{ClientData, Incoming, Principal, RemoveReason};
 use crate::error::SubscribeError;
 use crate::payload::Payloads;
@@ -205,6 +206,12 @@ impl Context<'_> {
 
     /// Broadcasts `payload` to `audience` on every shard. Never waits (see the module docs for
     /// back-pressure).
+    ///
+    /// A topic of the audience past the limits (empty, or longer than
+    /// [`Config::topic_bytes_max`](crate::Config::topic_bytes_max)) makes the broadcast
+    /// refused: it goes to nobody, here or on other nodes, and is counted in
+    /// [`ShardStats::broadcasts_refused`](crate::ShardStats::broadcasts_refused). Ask
+    /// [`Context::check_topic`] first to answer the client instead.
     pub fn broadcast(&mut self, payload: Payload, audience: Audience) {
         self.publish(smallvec![payload], audience);
     }
@@ -219,9 +226,21 @@ impl Context<'_> {
     }
 
     /// Delivers a broadcast on this shard now and queues it for every other shard (the engine's
-    /// fan-out, from a handler: never waiting).
+    /// fan-out, from a handler: never waiting). A broadcast to a topic past the limits is
+    /// refused and counted: nobody can be subscribed to it, and it cannot cross to other
+    /// nodes.
     fn publish(&mut self, payloads: Payloads, audience: Audience) {
         if payloads.is_empty() {
+            return;
+        }
+        if let Some(topics) = audience.topic_filter()
+            && let Some(Err(e)) = topics
+                .iter()
+                .map(|t| self.check_topic(t))
+                .find(Result::is_err)
+        {
+            tracing::debug!(client = self.id.as_u64(), error = %e, "broadcast refused");
+            crate::stats::bump(&self.state.counters().broadcasts_refused, 1);
             return;
         }
         let own = self.id.shard().index();
@@ -292,6 +311,35 @@ impl Context<'_> {
         self.state
             .subscribe_slot(self.id, slot, &topic.into())
             .map(drop)
+    }
+
+    /// Whether `topic` is within the engine's topic limits (not empty, at most
+    /// [`Config::topic_bytes_max`](crate::Config::topic_bytes_max) bytes): the topics one may
+    /// subscribe to and publish to.
+    ///
+    /// ```
+    /// use shardcast::{Audience, Context, Handler, Incoming, Payload, close_code};
+    ///
+    /// /// `TOPIC BODY` publishes BODY to TOPIC.
+    /// struct Publish;
+    ///
+    /// impl Handler for Publish {
+    ///     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
+    ///         let Incoming::Text(text) = message else { return };
+    ///         let (topic, body) = text.split_once(' ').unwrap_or((text, ""));
+    ///         match ctx.check_topic(topic) {
+    ///             Ok(()) => ctx.broadcast(Payload::text(body), Audience::topic(topic)),
+    ///             Err(e) => ctx.close_with_reason(close_code::POLICY, &e.to_string()),
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SubscribeError::EmptyTopic`] or [`SubscribeError::TopicTooLong`].
+    pub fn check_topic(&self, topic: impl AsRef<str>) -> Result<(), SubscribeError> {
+        Limits::of(self.state.config()).check_name(topic.as_ref())
     }
 
     /// Unsubscribes this client from `topic`; returns whether it was subscribed.

@@ -36,3 +36,4 @@ pub(crate) use outbound::IoSlices;
 pub(crate) use outbox::{Delivery, Outbox, Post};
 pub(crate) use pages::Table;
 pub(crate) use state::State;
+pub(crate) use topics::Limits as TopicLimits;

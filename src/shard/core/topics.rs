@@ -66,9 +66,14 @@ impl Limits {
         }
     }
 
-    /// Whether `topic` may be subscribed to at all.
+    /// Whether `topic` may be subscribed (or published) to at all.
     pub(crate) fn check(&self, topic: &Topic) -> Result<(), SubscribeError> {
-        let len = topic.as_str().len();
+        self.check_name(topic.as_str())
+    }
+
+    /// Whether a topic called `name` may be subscribed (or published) to at all.
+    pub(crate) fn check_name(&self, name: &str) -> Result<(), SubscribeError> {
+        let len = name.len();
         if len == 0 {
             return Err(SubscribeError::EmptyTopic);
         }
