@@ -296,3 +296,29 @@ shard("shard_stops_with_events_owed", [0xB0, 250, 0x33, 0, 64, 64], [  # inbox o
     CLOSE, 0, 1, WRITE, 0xff, 1, WRITE, 0xff, 1,  # its Removed is owed
     CONSUME, 0,
 ])
+
+
+# --- broker_message: [broadcasts, limit / 64, frames..] ---------------------------------------
+
+def sf(opcode, payload=b""):
+    """A server frame (unmasked, final) in the shortest length encoding."""
+    n = len(payload)
+    if n < 126:
+        head = bytes([0x80 | opcode, n])
+    elif n <= 0xFFFF:
+        head = bytes([0x80 | opcode, 126]) + struct.pack(">H", n)
+    else:
+        head = bytes([0x80 | opcode, 127]) + struct.pack(">Q", n)
+    return head + payload
+
+
+write("broker_message", "one_text", bytes([1, 16]) + sf(1, b"hello"))
+write("broker_message", "batch_of_three", bytes([1, 16]) + sf(1, b"a") + sf(2, b"\x00\x01") + sf(1))
+write("broker_message", "joined_broadcasts", bytes([3, 16]) + sf(1, b"x") + sf(1, b"y") + sf(1, b"z"))
+write("broker_message", "too_many_frames", bytes([1, 16]) + sf(1) * 1100)
+write("broker_message", "non_minimal_length", bytes([1, 16]) + b"\x81\x7e\x00\x05hello")
+write("broker_message", "over_the_limit", bytes([1, 1]) + sf(2, b"\x00" * 100))
+write("broker_message", "bad_utf8", bytes([1, 16]) + sf(1, b"\xff\xfe"))
+write("broker_message", "a_ping", bytes([1, 16]) + sf(9))
+write("broker_message", "truncated", bytes([1, 16]) + sf(1, b"hello")[:4])
+write("broker_message", "count_out_of_range", bytes([65, 16]) + sf(1, b"a"))

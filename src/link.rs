@@ -29,6 +29,12 @@ pub const BROADCASTS_PER_MESSAGE_MAX: usize = 64;
 /// broadcast larger than this travels alone, and a single frame is never copied).
 pub const MESSAGE_BYTES_MAX: usize = 64 * 1024;
 
+/// The most frames one broker message carries. A node never publishes more (a batch of more
+/// frames stays on its node, counted as `dropped.publish_failed`), and drops a received
+/// message with more (`dropped.malformed`): one message must not be able to fill every
+/// client's queue (1,024 empty frames charge a queue 84 KB of its 1 MiB).
+pub const FRAMES_PER_MESSAGE_MAX: usize = 1024;
+
 /// One or more local broadcasts with one audience, on their way to the other nodes.
 #[derive(Debug)]
 pub(crate) struct Outgoing {
@@ -66,6 +72,7 @@ impl Outgoing {
         self.same_channel(other)
             && fits_one_message(
                 self.broadcasts + other.broadcasts,
+                self.payloads.len() + other.payloads.len(),
                 self.bytes() + other.bytes(),
             )
     }
@@ -76,10 +83,13 @@ impl Outgoing {
     }
 }
 
-/// Whether `broadcasts` broadcasts of `bytes` bytes of frames in all may share one broker
-/// message (a single broadcast travels whatever its size).
-pub(crate) fn fits_one_message(broadcasts: usize, bytes: usize) -> bool {
-    broadcasts <= BROADCASTS_PER_MESSAGE_MAX && bytes <= MESSAGE_BYTES_MAX
+/// Whether `broadcasts` broadcasts of `frames` frames and `bytes` bytes of frames in all may
+/// share one broker message (a single broadcast travels whatever its size, within
+/// [`FRAMES_PER_MESSAGE_MAX`] frames).
+pub(crate) fn fits_one_message(broadcasts: usize, frames: usize, bytes: usize) -> bool {
+    broadcasts <= BROADCASTS_PER_MESSAGE_MAX
+        && frames <= FRAMES_PER_MESSAGE_MAX
+        && bytes <= MESSAGE_BYTES_MAX
 }
 
 /// A shard's broadcasts for the other nodes, gathered while it handles one read (or one
@@ -140,6 +150,8 @@ pub(crate) struct Link {
     pub(crate) registry: Registry,
     /// What the bridge did; written by shards, the engine and the bridge thread.
     pub(crate) counters: BridgeCounters,
+    /// The largest frame payload that crosses (`Config::message_bytes_max`), either way.
+    pub(crate) frame_bytes_max: usize,
 }
 
 impl Link {
@@ -151,6 +163,7 @@ impl Link {
             inbound_bytes: Budget::new(config.bridge_inbound_bytes_max),
             registry: Registry::default(),
             counters: BridgeCounters::default(),
+            frame_bytes_max: config.message_bytes_max,
         }
     }
 
@@ -166,6 +179,16 @@ impl Link {
     /// its broadcasts) if the queue is full or the bridge has stopped.
     pub(crate) fn offer(&self, outgoing: Outgoing) {
         let n = outgoing.broadcasts as u64;
+        let crosses = outgoing.payloads.len() <= FRAMES_PER_MESSAGE_MAX
+            && outgoing
+                .payloads
+                .iter()
+                .all(|p| p.body().len() <= self.frame_bytes_max);
+        if !crosses {
+            // What the other nodes would drop as malformed stays here, counted.
+            add(&self.counters.publish_failed, n);
+            return;
+        }
         let bytes = outgoing.bytes();
         if !self.outbound_bytes.take(bytes) {
             add(&self.counters.outbound_full, n);
@@ -320,6 +343,8 @@ mod tests {
     fn the_outbound_queue_holds_its_byte_limit_for_any_frame_size() {
         let config = crate::Config {
             bridge_outbound_bytes_max: 1000,
+            // So that a frame of 1 MiB may cross: the byte bound is what is tested here.
+            message_bytes_max: 2 << 20,
             ..crate::Config::default()
         };
         let (tx, mut rx) = mpsc::channel(100);
@@ -339,5 +364,26 @@ mod tests {
         }
         link.offer(outgoing(1 << 20));
         assert_eq!((dropped(), rx.len()), (1, 1), "alone, any size passes");
+    }
+
+    #[test]
+    fn what_the_other_nodes_would_drop_is_not_published() {
+        let (tx, mut rx) = mpsc::channel(100);
+        let link = Link::new(tx, &crate::Config::default());
+        // A frame past the 64 KiB message limit, and a batch of more frames than a message
+        // carries.
+        link.offer(outgoing(100 << 10));
+        let batch = (0..=FRAMES_PER_MESSAGE_MAX)
+            .map(|_| crate::Payload::binary([0u8]))
+            .collect();
+        link.offer(Outgoing {
+            payloads: batch,
+            audience: Audience::ALL,
+            broadcasts: 1,
+        });
+        assert_eq!(rx.try_recv().ok().map(|o| o.broadcasts), None);
+        assert_eq!(link.counters.publish_failed.load(Relaxed), 2);
+        link.offer(outgoing(64 << 10));
+        assert!(rx.try_recv().is_ok(), "64 KiB crosses");
     }
 }

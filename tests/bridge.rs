@@ -238,6 +238,55 @@ async fn malformed_frames_from_the_broker_are_counted_and_dropped() {
     b.shutdown(Duration::from_secs(5)).await;
 }
 
+/// A broker message is checked against what a node sends before any of it reaches a client:
+/// no more frames than a node puts in one message, joined broadcasts within the message limit,
+/// a broadcast count in range, frames within the node's message limit and their lengths in
+/// the shortest encoding. What fails is dropped and counted, and the clients see none of it.
+#[tokio::test]
+async fn a_broker_message_past_what_a_node_sends_reaches_no_client() {
+    let hub = Hub::default();
+    let (b, b_addr) = node(&hub).await;
+    let mut far = connect(&b, b_addr).await;
+    let inbound = lock(&hub.nodes)[0].inbound.clone();
+    let offer = |frames: Vec<u8>, broadcasts: usize| {
+        inbound.offer(Received {
+            channel: Channel::Everyone,
+            authenticated_only: false,
+            topics: None,
+            frames: bytes::Bytes::from(frames),
+            broadcasts,
+        })
+    };
+    let text = |body: &[u8]| {
+        Payload::text(std::str::from_utf8(body).expect("ascii"))
+            .frame()
+            .to_vec()
+    };
+    // 2,000 empty frames as one broadcast: they would have filled every queue.
+    offer(text(b"").repeat(2000), 1);
+    // Two broadcasts of 40 KiB each: joined past the 64 KiB of one message.
+    offer(text(&[b'x'; 40 << 10]).repeat(2), 2);
+    // A count out of range, and more broadcasts than frames.
+    offer(text(b"a"), 0);
+    offer(text(b"a"), 65);
+    offer(text(b"a"), 2);
+    // A frame over the node's 64 KiB message limit.
+    offer(Payload::binary(vec![0u8; 200 << 10]).frame().to_vec(), 1);
+    // A 5-byte payload whose length is written in the 16-bit form.
+    offer(b"\x81\x7e\x00\x05hello".to_vec(), 1);
+    // And a fine one, which gets through.
+    offer(text(b"ok"), 1);
+    assert_eq!(next_text(&mut far).await, "ok");
+    // Broadcasts as counted: each message's count where it is in range, else 1.
+    let stats = b.stats().bridge;
+    assert_eq!(
+        (stats.received, stats.delivered, stats.dropped.malformed),
+        (10, 1, 9),
+        "{stats:?}"
+    );
+    b.shutdown(Duration::from_secs(5)).await;
+}
+
 #[cfg(feature = "metrics")]
 #[tokio::test]
 async fn metrics_show_what_crossed_nodes_and_every_reason_for_a_loss() {

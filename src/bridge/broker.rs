@@ -3,8 +3,9 @@
 //! could implement it too. The engine's side (queues, interest, counting, validating frames)
 //! is the same for every broker.
 
+use crate::config::FRAME_OVERHEAD_BYTES;
 use crate::error::BridgeError;
-use crate::link::{BROADCASTS_PER_MESSAGE_MAX, Link};
+use crate::link::{BROADCASTS_PER_MESSAGE_MAX, FRAMES_PER_MESSAGE_MAX, Link, MESSAGE_BYTES_MAX};
 use crate::stats::add;
 use crate::{Payload, Topic};
 use bytes::Bytes;
@@ -93,7 +94,12 @@ impl Inbound {
         let counters = &self.link.counters;
         let n = received.counted();
         add(&counters.received, n);
-        let bytes = received.frames.len();
+        if let Err(why) = check(&received, self.link.frame_bytes_max) {
+            tracing::debug!(why, "malformed message from the broker");
+            add(&counters.malformed, n);
+            return;
+        }
+        let bytes = charge(&received);
         if !self.link.inbound_bytes.take(bytes) {
             add(&counters.inbound_full, n);
             return;
@@ -180,6 +186,79 @@ pub trait Connection: Send + Sync + 'static {
     fn sync(&self) -> impl Future<Output = ()> + Send;
 }
 
+/// How many frames a received message holds, if it is what a node sends: 1 to
+/// [`BROADCASTS_PER_MESSAGE_MAX`] broadcasts, several of them only within
+/// [`MESSAGE_BYTES_MAX`] bytes; as many frames as broadcasts or more, and at most
+/// [`FRAMES_PER_MESSAGE_MAX`]; each a complete, final, unmasked text (UTF-8) or binary frame,
+/// its length in the shortest encoding, its payload within `frame_bytes_max`.
+///
+/// # Errors
+///
+/// What is wrong with it first.
+pub(crate) fn check(received: &Received, frame_bytes_max: usize) -> Result<usize, &'static str> {
+    use crate::wire::{Opcode, frame};
+    let broadcasts = received.broadcasts;
+    if !(1..=BROADCASTS_PER_MESSAGE_MAX).contains(&broadcasts) {
+        return Err("broadcast count out of range");
+    }
+    let mut rest = &received.frames[..];
+    if broadcasts > 1 && rest.len() > MESSAGE_BYTES_MAX {
+        return Err("joined broadcasts over the message limit");
+    }
+    let mut frames = 0;
+    while !rest.is_empty() {
+        frames += 1;
+        if frames > FRAMES_PER_MESSAGE_MAX {
+            return Err("too many frames");
+        }
+        let (header, len) = frame::lengths(rest).ok_or("truncated header")?;
+        let b0 = rest[0];
+        if b0 & 0xF0 != 0x80 || rest[1] & 0x80 != 0 {
+            return Err("not a final unmasked frame without reserved bits");
+        }
+        let minimal = match header {
+            2 => true,
+            4 => len >= 126,
+            _ => len > 0xFFFF,
+        };
+        if !minimal {
+            return Err("length not in its shortest encoding");
+        }
+        if len > frame_bytes_max as u64 {
+            return Err("frame over the node's message limit");
+        }
+        let total = header + len as usize;
+        let body = rest.get(header..total).ok_or("truncated frame")?;
+        match Opcode::from_u8(b0 & 0x0F) {
+            Some(Opcode::Binary) => {}
+            Some(Opcode::Text) if std::str::from_utf8(body).is_ok() => {}
+            Some(Opcode::Text) => return Err("text frame not in UTF-8"),
+            _ => return Err("not a text or binary frame"),
+        }
+        rest = &rest[total..];
+    }
+    if frames < broadcasts {
+        return Err("fewer frames than broadcasts");
+    }
+    Ok(frames)
+}
+
+/// What a received message holds of `bridge_inbound_bytes_max` while it waits for the shards:
+/// what it expands to, not only its bytes, as each frame becomes a handle (see
+/// `FRAME_OVERHEAD_BYTES`). The same for the same bytes, so that what is taken is given back.
+pub(crate) fn charge(received: &Received) -> usize {
+    let mut rest = &received.frames[..];
+    let mut frames = 0;
+    while let Some((header, len)) = crate::wire::frame::lengths(rest) {
+        frames += 1;
+        let total = (header as u64).saturating_add(len);
+        rest = rest
+            .get(usize::try_from(total).unwrap_or(usize::MAX)..)
+            .unwrap_or_default();
+    }
+    received.frames.len() + frames * FRAME_OVERHEAD_BYTES
+}
+
 /// The frames of a received message: each a complete, final, unmasked text or binary frame
 /// (text in UTF-8), sliced out of `frames` without copying.
 ///
@@ -241,19 +320,20 @@ mod tests {
 
     #[test]
     fn the_inbound_queue_holds_its_byte_limit_for_any_frame_size() {
-        let (inbound, mut rx, link) = inbound(100, 1000);
+        // A frame counts its bytes and the overhead of its handle (80 B).
+        let (inbound, mut rx, link) = inbound(100, 1200);
         let dropped = || link.counters.inbound_full.load(Relaxed);
         inbound.offer(message(600));
         inbound.offer(message(600));
-        assert_eq!(dropped(), 1, "600 + 600 B would pass 1000 B");
+        assert_eq!(dropped(), 1, "680 + 680 B would pass 1200 B");
         inbound.offer(message(400));
-        assert_eq!((dropped(), rx.len()), (1, 2), "600 + 400 B fit");
+        assert_eq!((dropped(), rx.len()), (1, 2), "680 + 480 B fit");
         // Taken out (as the fan-out does once the shards have it), the bytes are free again;
         // an empty queue takes one message of any size.
         while let Ok(r) = rx.try_recv() {
-            link.inbound_bytes.give(r.frames.len());
+            link.inbound_bytes.give(charge(&r));
         }
-        inbound.offer(message(70_000));
+        inbound.offer(message(60_000));
         assert_eq!((dropped(), rx.len()), (1, 1), "alone, any size passes");
         inbound.offer(message(10));
         assert_eq!(dropped(), 2, "but nothing beside it");

@@ -14,7 +14,7 @@
 //! On `stop`, the publisher publishes what is already queued (for at most a second), then the
 //! thread drops its runtime, which closes the connection.
 
-use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, split};
+use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, charge, split};
 use crate::config::Config;
 use crate::error::BuildError;
 use crate::link::{BROADCASTS_PER_MESSAGE_MAX, Link, Outgoing, Topics, fits_one_message};
@@ -183,12 +183,14 @@ fn joined(queued: &[Outgoing]) -> usize {
     let Some(first) = queued.first() else {
         return 0;
     };
-    let (mut broadcasts, mut bytes) = (first.broadcasts, first.bytes());
+    let (mut broadcasts, mut frames, mut bytes) =
+        (first.broadcasts, first.payloads.len(), first.bytes());
     let mut n = 1;
     for next in &queued[1..] {
         broadcasts += next.broadcasts;
+        frames += next.payloads.len();
         bytes += next.bytes();
-        if !first.same_channel(next) || !fits_one_message(broadcasts, bytes) {
+        if !first.same_channel(next) || !fits_one_message(broadcasts, frames, bytes) {
             break;
         }
         n += 1;
@@ -273,7 +275,7 @@ async fn fan_out(
         let broadcasts = received.counted();
         // Within `bridge_inbound_bytes_max` until handed to the shards (whose queues bound
         // them from then on).
-        let bytes = received.frames.len();
+        let bytes = charge(&received);
         let Some((payloads, audience)) = admit(received, &link) else {
             link.inbound_bytes.give(bytes);
             continue;

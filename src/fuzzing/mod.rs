@@ -9,6 +9,7 @@
 //! | [`client_frames`](fn@client_frames)      | bytes to `wire::Parser`, in chunks       | tungstenite (server role)          |
 //! | [`server_frames`](fn@server_frames)      | opcodes and bodies to the encoders       | tungstenite (client role)          |
 //! | [`batch_envelope`](fn@batch_envelope)    | bytes to `envelope::decode`, bodies      | a naive decoder; encode round trip |
+//! | [`broker_message`](fn@broker_message)    | bytes as a message from another node     | the bridge's slicing of what passes |
 //! | [`handshake`](fn@handshake)              | bytes to `handshake::parse`              | httparse on the responses          |
 //! | [`shard_ops`](fn@shard_ops)              | operation sequences to the shard's core  | a model: a list of clients         |
 //!
@@ -22,6 +23,7 @@
 //! plain `cargo test` (stable) runs every target on them.
 
 mod batch_envelope;
+mod broker_message;
 mod client_frames;
 mod handshake;
 mod model;
@@ -33,6 +35,7 @@ mod server_frames;
 mod shard_ops;
 
 pub use batch_envelope::batch_envelope;
+pub use broker_message::broker_message;
 pub use client_frames::client_frames;
 pub use handshake::handshake;
 pub use server_frames::server_frames;

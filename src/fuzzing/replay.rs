@@ -39,6 +39,11 @@ fn batch_envelope_seeds_pass() {
 }
 
 #[test]
+fn broker_message_seeds_pass() {
+    replay("broker_message", super::broker_message);
+}
+
+#[test]
 fn handshake_seeds_pass() {
     replay("handshake", super::handshake);
 }
@@ -52,6 +57,11 @@ proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 
     /// Random inputs besides the seeds, at every `cargo test`: the fuzzer's job in small.
+    #[test]
+    fn broker_message_holds_on_random_inputs(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 2..300)) {
+        super::broker_message(&data);
+    }
+
     #[test]
     fn shard_ops_holds_on_random_inputs(data in proptest::collection::vec(proptest::prelude::any::<u8>(), 6..600)) {
         super::shard_ops(&data);
