@@ -123,6 +123,16 @@ impl NatsServer {
         format!("nats://127.0.0.1:{}", self.port)
     }
 
+    /// Sends the process `signal` (`STOP` stalls it, `CONT` resumes it).
+    fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("running").id();
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
     /// The subjects the server holds subscriptions to, from its monitoring endpoint.
     fn subscriptions(&self) -> String {
         let mut http = std::net::TcpStream::connect(("127.0.0.1", self.monitor)).expect("monitor");
@@ -576,6 +586,67 @@ async fn a_subject_longer_than_nats_takes_is_never_sent() {
         assert_eq!(stats.disconnects, 0, "{stats:?}");
         assert_eq!(stats.dropped.subscribe_failed, 1, "{stats:?}");
         shut_down([a, b]).await;
+    })
+    .await;
+}
+
+/// This process's resident memory (Linux: `/proc/self/statm`, pages of 4 KiB).
+fn resident_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|n| n.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// With the broker stalled (the process stopped: the connection stays up, nothing is read),
+/// what the bridge holds stays within its outbound bound: the NATS client is handed nothing
+/// more until it has written out what it has, and what does not fit is dropped and counted.
+/// It used to hold its own command queue beside the bound (+212 MiB against 64 MiB).
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn a_stalled_broker_holds_the_bridge_within_its_outbound_bound() {
+    const BROADCASTS: usize = 2000;
+    const BYTES: usize = 64 << 10;
+    let test = "a_stalled_broker_holds_the_bridge_within_its_outbound_bound";
+    with_server(test, async |server| {
+        let (a, _) = node_with(server, builder().bridge_outbound_bytes_max(4 << 20)).await;
+        let before = resident_bytes();
+        server.signal("STOP");
+        let mut peak = before;
+        for i in 0..BROADCASTS {
+            let payload = Payload::binary(vec![i as u8; BYTES]);
+            a.broadcast(payload, Audience::ALL)
+                .await
+                .expect("broadcast");
+            if i % 100 == 0 {
+                peak = peak.max(resident_bytes());
+            }
+        }
+        // Let the bridge take what it can: it blocks on the stalled connection.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        peak = peak.max(resident_bytes());
+        let grown = peak.saturating_sub(before);
+        let stats = a.stats().bridge;
+        server.signal("CONT");
+        // 128 MiB were offered; the bound is 4 MiB, and the client's write buffer 64 KiB.
+        assert!(
+            grown < 40 << 20,
+            "the bridge grew the process by {} MiB with the broker stalled: {stats:?}",
+            grown >> 20
+        );
+        assert!(stats.dropped.outbound_full > 0, "{stats:?}");
+        // Once the broker resumes, every broadcast is accounted for: published, or dropped
+        // and counted.
+        eventually(|| {
+            let s = a.stats().bridge;
+            let d = s.dropped;
+            s.published + d.outbound_full + d.disconnected == BROADCASTS as u64
+        })
+        .await;
+        shut_down([a]).await;
     })
     .await;
 }

@@ -184,6 +184,19 @@ pub trait Connection: Send + Sync + 'static {
     /// Returns once the broker has taken every earlier call (a round trip), or once it is
     /// clear it cannot now.
     fn sync(&self) -> impl Future<Output = ()> + Send;
+
+    /// Returns once every earlier publication has left the client's own buffers (for NATS,
+    /// written to the connection's socket). The bridge hands the client nothing more until
+    /// then, so that what the client holds stays within the node's outbound bound; and it
+    /// counts a publication as `published` only then. Default: at once (a client that buffers
+    /// nothing).
+    ///
+    /// # Errors
+    ///
+    /// If the connection broke first: what it held is counted as `dropped.disconnected`.
+    fn flush(&self) -> impl Future<Output = Result<(), BridgeError>> + Send {
+        async { Ok(()) }
+    }
 }
 
 /// How many frames a received message holds, if it is what a node sends: 1 to

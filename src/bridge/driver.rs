@@ -161,18 +161,44 @@ async fn publish<C: Connection>(
     let _ = tokio::time::timeout(GRACE, rest).await;
 }
 
-/// Publishes and empties `queued`, a message per run of broadcasts [`joined`] finds.
+/// Publishes and empties `queued`, a message per run of broadcasts [`joined`] finds, then
+/// waits until the broker client has written them out (`Connection::flush`): only then are
+/// they counted as published, and their bytes given back to `bridge_outbound_bytes_max`. So
+/// what the client holds (its command queue, its write buffer) is within the outbound bound
+/// even while the broker stalls, and what a broken connection held is counted as lost.
 async fn publish_queued<C: Connection>(connection: &C, queued: &mut Vec<Outgoing>, link: &Link) {
+    let mut handed = Handed::default();
     let mut start = 0;
     while start < queued.len() {
         let end = start + joined(&queued[start..]);
-        let run = &queued[start..end];
-        publish_run(connection, run, link).await;
-        link.outbound_bytes
-            .give(run.iter().map(Outgoing::bytes).sum());
+        publish_run(connection, &queued[start..end], link, &mut handed).await;
         start = end;
     }
+    if handed.messages > 0 {
+        let counters = &link.counters;
+        match connection.flush().await {
+            Ok(()) => {
+                add(&counters.published, handed.broadcasts);
+                add(&counters.messages, handed.messages);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "connection lost with publications in it");
+                add(&counters.disconnected, handed.broadcasts);
+            }
+        }
+    }
+    link.outbound_bytes
+        .give(queued.iter().map(Outgoing::bytes).sum());
     queued.clear();
+}
+
+/// What the broker client took since its last flush.
+#[derive(Default)]
+struct Handed {
+    /// Broadcasts, once per message they travel in.
+    broadcasts: u64,
+    /// Messages.
+    messages: u64,
 }
 
 /// How many of the entries at the front of `queued` travel in one message (at least one):
@@ -201,7 +227,12 @@ fn joined(queued: &[Outgoing]) -> usize {
 /// Publishes a run of broadcasts with one audience as one message: on the channel for
 /// everyone, or once per topic. Dropped and counted while the broker is not connected (at
 /// most once: never queued for a later connection).
-async fn publish_run<C: Connection>(connection: &C, run: &[Outgoing], link: &Link) {
+async fn publish_run<C: Connection>(
+    connection: &C,
+    run: &[Outgoing],
+    link: &Link,
+    handed: &mut Handed,
+) {
     let counters = &link.counters;
     let broadcasts = run.iter().map(|o| o.broadcasts).sum();
     if !connection.is_connected() {
@@ -219,7 +250,12 @@ async fn publish_run<C: Connection>(connection: &C, run: &[Outgoing], link: &Lin
             frames: &frames,
             broadcasts,
         };
-        return count(connection.publish(publication).await, broadcasts, link);
+        return count(
+            connection.publish(publication).await,
+            broadcasts,
+            link,
+            handed,
+        );
     };
     let several = Some(topics).filter(|t| t.len() > 1);
     for topic in topics.iter().filter(|t| !t.as_str().is_empty()) {
@@ -231,15 +267,26 @@ async fn publish_run<C: Connection>(connection: &C, run: &[Outgoing], link: &Lin
             frames: &frames,
             broadcasts,
         };
-        count(connection.publish(publication).await, broadcasts, link);
+        count(
+            connection.publish(publication).await,
+            broadcasts,
+            link,
+            handed,
+        );
     }
 }
 
-fn count(result: Result<(), crate::BridgeError>, broadcasts: usize, link: &Link) {
+/// Notes what a publication did: taken by the client (counted once flushed), or refused.
+fn count(
+    result: Result<(), crate::BridgeError>,
+    broadcasts: usize,
+    link: &Link,
+    handed: &mut Handed,
+) {
     match result {
         Ok(()) => {
-            add(&link.counters.published, broadcasts as u64);
-            add(&link.counters.messages, 1);
+            handed.broadcasts += broadcasts as u64;
+            handed.messages += 1;
         }
         Err(e) => {
             tracing::debug!(error = %e, "publish refused");

@@ -274,6 +274,13 @@ impl Connection for NatsConnection {
         drop(pump);
     }
 
+    async fn flush(&self) -> Result<(), BridgeError> {
+        self.client
+            .flush()
+            .await
+            .map_err(|e| BridgeError::Refused(Box::new(e)))
+    }
+
     async fn sync(&self) {
         // A round trip on this connection, which the server handles in order: a request to a
         // subject nobody subscribes to comes back "no responders" once every command sent
