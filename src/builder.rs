@@ -132,6 +132,8 @@ impl Builder {
         topic_bytes_max: usize,
         /// Most topics per client, 1 to 65,536. Default: 128.
         topics_per_client_max: usize,
+        /// Most subscriptions engine-wide, over every client (at least 1). Default: 4,194,304.
+        subscriptions_max: usize,
         /// With a bridge: local broadcasts queued for the broker, at most. Default: 8192.
         bridge_outbound_capacity: usize,
         /// With a bridge: received messages queued for the shards, at most. Default: 8192.
@@ -355,7 +357,7 @@ impl Builder {
         } else {
             (Vec::new(), None, Vec::new())
         };
-        let interest = Arc::new(Interest::new(config.shards));
+        let interest = Arc::new(Interest::bounded(config.shards, config.subscriptions_max));
         let (link, outbound) = match self.bridge {
             Some(_) => {
                 let (tx, rx) = mpsc::channel(config.bridge_outbound_capacity);

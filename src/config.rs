@@ -229,6 +229,17 @@ pub struct Config {
     pub topic_bytes_max: usize,
     /// Most topics one client may be subscribed to at once (1 to 65,536). Default: 128.
     pub topics_per_client_max: usize,
+    /// Most subscriptions (client, topic) the engine holds at once, over every client (at
+    /// least 1). Default: 4,194,304.
+    ///
+    /// What bounds the memory of topics engine-wide: a subscription costs about 19 bytes when
+    /// its topic is shared by many clients and about 500 bytes when each client's topics are
+    /// its own 256-byte names (measured with `examples/topic_memory`; see the README), so the
+    /// default holds at most about 2 GiB of subscriptions, however many clients there are. Past
+    /// it, a subscription is refused with [`SubscribeError::TooManySubscriptions`].
+    ///
+    /// [`SubscribeError::TooManySubscriptions`]: crate::SubscribeError::TooManySubscriptions
+    pub subscriptions_max: usize,
     /// With a bridge to other nodes: local broadcasts queued for the broker, at most. A
     /// broadcast that finds the queue full is delivered locally but not published, and counted
     /// in [`BridgeDrops::outbound_full`](crate::BridgeDrops::outbound_full). Default: 8192.
@@ -306,6 +317,7 @@ impl Default for Config {
             close_timeout: Duration::from_secs(2),
             topic_bytes_max: 256,
             topics_per_client_max: 128,
+            subscriptions_max: 1 << 22,
             bridge_outbound_capacity: 8192,
             bridge_inbound_capacity: 8192,
             bridge_outbound_bytes_max: 64 << 20,
@@ -352,6 +364,11 @@ impl Config {
             (1..=1 << 16).contains(&config.topics_per_client_max),
             "topics_per_client_max",
             "must be 1 to 65536",
+        )?;
+        require(
+            config.subscriptions_max > 0,
+            "subscriptions_max",
+            "must be at least 1",
         )?;
         require(
             config.bridge_outbound_capacity > 0,

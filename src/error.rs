@@ -234,6 +234,14 @@ pub enum SubscribeError {
         /// The limit.
         max: usize,
     },
+    /// The engine holds [`crate::Config::subscriptions_max`] subscriptions (client, topic)
+    /// already, over every client: nothing changed. Raise the limit if memory allows (see its
+    /// documentation), or unsubscribe some first.
+    #[error("the engine holds {max} subscriptions already, the limit")]
+    TooManySubscriptions {
+        /// The limit.
+        max: usize,
+    },
     /// No such client is registered (it left, or never was).
     #[error("client {0} is not registered")]
     NotRegistered(ClientId),

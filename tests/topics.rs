@@ -434,3 +434,31 @@ async fn a_publication_to_a_topic_past_the_limits_is_refused_where_it_enters() {
     })
     .await;
 }
+
+#[tokio::test(start_paused = true)]
+async fn subscriptions_are_bounded_engine_wide_and_given_back_when_clients_leave() {
+    local(async {
+        let engine = start(builder().shards(2).subscriptions_max(3));
+        let (_a, a) = connect(&engine).await;
+        let (b_ws, b) = connect(&engine).await;
+        engine.subscribe(a, "x").await.unwrap();
+        engine.subscribe(a, "y").await.unwrap();
+        engine.subscribe(b, "x").await.unwrap();
+        assert_eq!(
+            engine.subscribe(b, "y").await,
+            Err(SubscribeError::TooManySubscriptions { max: 3 }),
+            "over every client, whatever its own count"
+        );
+        // Subscribing again to what it has takes no room.
+        assert_eq!(engine.subscribe(a, "x").await, Ok(()));
+        assert!(engine.unsubscribe(a, "y").await.unwrap());
+        engine.subscribe(b, "y").await.unwrap();
+        // A client that leaves gives its subscriptions back.
+        drop(b_ws);
+        common::eventually(|| engine.client_count() == 1).await;
+        engine.subscribe(a, "y").await.unwrap();
+        engine.subscribe(a, "z").await.unwrap();
+        engine.shutdown(Duration::from_secs(1)).await;
+    })
+    .await;
+}

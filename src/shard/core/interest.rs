@@ -16,8 +16,9 @@
 //! shard, where it is applied after the subscription (the shard's queue is in order).
 
 use crate::audience::Audience;
-use std::sync::atomic::AtomicU64;
-use std::sync::atomic::Ordering::{Acquire, Release};
+use crossbeam_utils::CachePadded;
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 /// Buckets of the interest table: a power of two. 65,536 buckets x one 64-bit word per 64
 /// shards is 512 KiB for up to 64 shards. A publication reaches a shard without subscribers of
@@ -26,25 +27,54 @@ use std::sync::atomic::Ordering::{Acquire, Release};
 /// publication to every shard. Sharing costs a wasted push, never a miss.
 pub(crate) const INTEREST_BUCKETS: usize = 1 << 16;
 
-/// One bit per (bucket, shard).
+/// One bit per (bucket, shard), and the engine-wide count of subscriptions.
 #[derive(Debug)]
 pub(crate) struct Interest {
     /// Words per bucket: one per 64 shards.
     words: usize,
     /// `INTEREST_BUCKETS x words` bits.
     bits: Box<[AtomicU64]>,
+    /// Subscriptions (client, topic) held by every shard; at most `subscriptions_max`.
+    subscriptions: CachePadded<AtomicUsize>,
+    /// `Config::subscriptions_max`.
+    subscriptions_max: usize,
 }
 
 impl Interest {
-    /// A table for `shards` shards, with no interest.
+    /// A table for `shards` shards, with no interest, and no bound on subscriptions.
+    #[cfg(any(test, fuzzing))]
     pub(crate) fn new(shards: usize) -> Interest {
+        Interest::bounded(shards, usize::MAX)
+    }
+
+    /// A table for `shards` shards, with no interest, holding at most `subscriptions_max`
+    /// subscriptions engine-wide.
+    pub(crate) fn bounded(shards: usize, subscriptions_max: usize) -> Interest {
         let words = shards.div_ceil(64).max(1);
         Interest {
             words,
             bits: (0..INTEREST_BUCKETS * words)
                 .map(|_| AtomicU64::new(0))
                 .collect(),
+            subscriptions: CachePadded::new(AtomicUsize::new(0)),
+            subscriptions_max,
         }
+    }
+
+    /// Takes room for one subscription, engine-wide; `Err(max)` if there is none.
+    pub(crate) fn take_subscription(&self) -> Result<(), usize> {
+        // Relaxed: a count bounding memory, ordering nothing else.
+        self.subscriptions
+            .fetch_update(Relaxed, Relaxed, |n| {
+                (n < self.subscriptions_max).then_some(n + 1)
+            })
+            .map(drop)
+            .map_err(|_| self.subscriptions_max)
+    }
+
+    /// Gives back the room of one subscription.
+    pub(crate) fn give_subscription(&self) {
+        self.subscriptions.fetch_sub(1, Relaxed);
     }
 
     /// The bucket of a topic's hash.

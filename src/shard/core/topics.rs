@@ -166,6 +166,9 @@ impl TopicIndex {
                 max: limits.topics_per_client_max,
             });
         }
+        self.interest
+            .take_subscription()
+            .map_err(|max| SubscribeError::TooManySubscriptions { max })?;
         let e = match existing {
             Some(e) => e,
             None => self.add_topic(topic),
@@ -298,6 +301,7 @@ impl TopicIndex {
     /// topic left with no subscriber is forgotten.
     fn leave(&mut self, sub: Sub) {
         self.subscriptions -= 1;
+        self.interest.give_subscription();
         let entry = &mut self.entries[sub.entry as usize];
         entry.subscribers.swap_remove(sub.at as usize);
         if let Some(&moved) = entry.subscribers.get(sub.at as usize) {
