@@ -18,6 +18,16 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
+/// Messages each subscription's queue in the NATS client holds, at most: a message beyond
+/// them is dropped by the client and counted (`dropped.slow_consumer`). The bridge's pump
+/// empties the queue into the bounded inbound queue as it fills, so a full one means a flood.
+/// A node sends messages of at most 64 KiB (`MESSAGE_BYTES_MAX`, or one frame within
+/// `message_bytes_max`), so each queue holds at most 64 MiB of what nodes send; against
+/// anyone else who can publish on the bridge's subjects, the server's `max_payload` (1 MB by
+/// default; 128 KiB is enough for shardcast) bounds it. async-nats' own default is 65,536
+/// messages (64 GB at 1 MB).
+const SUBSCRIPTION_CAPACITY: usize = 1024;
+
 /// Header marking a broadcast to authenticated clients only.
 const AUTH: &str = "Shardcast-Auth";
 /// Header listing every topic of an audience of several.
@@ -70,8 +80,9 @@ impl Nats {
         self
     }
 
-    /// Connection options (credentials, TLS, timeouts). The bridge sets `no_echo` and its own
-    /// event callback on them, and `retry_on_initial_connect` with
+    /// Connection options (credentials, TLS, timeouts). The bridge sets `no_echo`, its own
+    /// event callback and a subscription capacity of 64 messages on them, and
+    /// `retry_on_initial_connect` with
     /// [`Builder::bridge_optional`](crate::Builder::bridge_optional).
     pub fn options(mut self, options: ConnectOptions) -> Nats {
         self.options = options;
@@ -90,15 +101,22 @@ impl Broker for Nats {
         let subjects =
             Arc::new(Subjects::new(&self.prefix).ok_or(BridgeError::Invalid("nats prefix"))?);
         let events = inbound.clone();
-        let mut options = self.options.no_echo().event_callback(move |event| {
-            match event {
-                Event::Connected => events.connection(true),
-                Event::Disconnected | Event::Closed => events.connection(false),
-                Event::SlowConsumer(_) => events.slow_consumer(),
-                _ => {}
-            }
-            async {}
-        });
+        // Each subscription's queue inside the client holds at most SUBSCRIPTION_CAPACITY
+        // messages (their pump hands them on at once, into the bounded inbound queue), not
+        // async-nats' 65,536, which a flood could fill with a gigabyte per subscription.
+        let mut options = self
+            .options
+            .no_echo()
+            .subscription_capacity(SUBSCRIPTION_CAPACITY)
+            .event_callback(move |event| {
+                match event {
+                    Event::Connected => events.connection(true),
+                    Event::Disconnected | Event::Closed => events.connection(false),
+                    Event::SlowConsumer(_) => events.slow_consumer(),
+                    _ => {}
+                }
+                async {}
+            });
         if !required {
             options = options.retry_on_initial_connect();
         }
