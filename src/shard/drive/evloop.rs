@@ -580,16 +580,7 @@ impl Loop {
             self.finish(slot, now);
             return;
         }
-        bump(
-            &self
-                .shared
-                .core
-                .borrow()
-                .state()
-                .counters()
-                .event_loop_connections,
-            1,
-        );
+        bump(&self.shared.counters.event_loop_connections, 1);
         self.socks.insert(
             slot,
             Sock {
@@ -972,13 +963,7 @@ impl Loop {
     ) {
         ring.submit(sent);
         bump(
-            &self
-                .shared
-                .core
-                .borrow()
-                .state()
-                .counters()
-                .io_uring_submissions,
+            &self.shared.counters.io_uring_submissions,
             std::mem::take(&mut ring.submissions),
         );
         for super::ring::Sent {
@@ -1026,15 +1011,7 @@ impl Loop {
     fn finish(&mut self, slot: usize, now: Instant) {
         let shared = self.shared.clone();
         if self.socks.remove(slot).is_some() {
-            drop_by(
-                &shared
-                    .core
-                    .borrow()
-                    .state()
-                    .counters()
-                    .event_loop_connections,
-                1,
-            );
+            drop_by(&shared.counters.event_loop_connections, 1);
         }
         let mut relay = shared.relay();
         let ending = shared.core.borrow_mut().handle_ended(slot, now, &mut relay);

@@ -156,8 +156,7 @@ enum Failure {
 impl Failure {
     /// Counts it.
     fn count(self, shared: &Shared) {
-        let core = shared.core.borrow();
-        let c = core.state().counters();
+        let c = &shared.counters;
         let counter = match self {
             Failure::Malformed => &c.handshakes_malformed,
             Failure::Refused => &c.handshakes_refused,

@@ -7,6 +7,7 @@ use super::super::inlet::Held;
 use super::super::relay::{Relay, Waiting, send_waiting};
 use crate::ShardId;
 use crate::config::Config;
+use crate::stats::ShardCounters;
 use std::cell::RefCell;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -33,6 +34,8 @@ pub(crate) struct Shared {
     pub(crate) config: Arc<Config>,
     /// Every shard's handle.
     pub(crate) shards: Arc<[Handle]>,
+    /// This shard's counters, for what the drivers count themselves (this thread writes them).
+    pub(crate) counters: Arc<ShardCounters>,
     /// Engine-wide connection count and ids (the accept loop takes ids from it).
     pub(crate) admission: Arc<Admission>,
     /// Signalled when the last connection ends during shutdown.

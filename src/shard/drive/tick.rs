@@ -94,7 +94,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
     let inlet = inbox.map(|tx| Inlet::new(tx, counters.clone()));
     let state = State::new(
         config.clone(),
-        counters,
+        counters.clone(),
         interest,
         id.index(),
         link,
@@ -108,6 +108,7 @@ pub(crate) async fn run(startup: Startup) -> Option<oneshot::Sender<()>> {
         write_buf: RefCell::new(Vec::with_capacity(config.write_buffer_bytes)),
         config: config.clone(),
         shards,
+        counters,
         admission,
         idle: Notify::new(),
         stop_accepting: CancellationToken::new(),
