@@ -1,12 +1,12 @@
 //! Nodes sharing broadcasts through a real `nats-server`, started by each test on a loopback
 //! port of its own and stopped with it: broadcasts and topic publications cross nodes, interest
 //! routing keeps a topic's publications from nodes without its subscribers, unsubscribing
-//! waits for the delay, a restarted server loses nothing locally and delivery resumes, and
-//! authenticated-only audiences hold across nodes.
+//! waits for the delay, topics share broker subscriptions by bucket, a restarted server loses
+//! nothing locally and delivery resumes, and authenticated-only audiences hold across nodes.
 //!
 //! The server is found through `NATS_SERVER`, on `PATH` or in `/usr/sbin` (CI installs it:
-//! `.ci/run`); without one each test is skipped, saying so on the terminal past the test harness's capture, except
-//! under CI (`CI` set), where that fails.
+//! `.ci/run`); without one each test is skipped, saying so on the terminal past the test
+//! harness's capture, except under CI (`CI` set), where that fails.
 #![cfg(feature = "nats")]
 
 mod common;
@@ -153,6 +153,17 @@ impl Drop for NatsServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// The NATS subject a node subscribes to for a topic called `name`: its bucket's,
+/// `shardcast.t.{FNV-1a 64 of the name mod 1024}.*` (the wire format every node shares).
+fn bucket_subject(name: &str) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in name.as_bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("shardcast.t.{}.*", hash % 1024)
 }
 
 /// Text commands, each answered `ok COMMAND` once done: `sub T`, `unsub T`, `auth`, `pub T
@@ -331,12 +342,9 @@ async fn a_node_without_subscribers_of_a_topic_receives_none_of_its_publications
         assert_eq!(c.stats().bridge.received, 1);
         assert_eq!(b.stats().bridge.received, 50);
         let subs = server.subscriptions();
-        assert!(subs.contains("shardcast.t.only-b"), "{subs}");
-        assert_eq!(
-            subs.matches("shardcast.t.only-b").count(),
-            1,
-            "B only: {subs}"
-        );
+        let only_b = bucket_subject("only-b");
+        assert!(subs.contains(&only_b), "{subs}");
+        assert_eq!(subs.matches(&only_b).count(), 1, "B only: {subs}");
         shut_down([a, b, c]).await;
     })
     .await;
@@ -350,7 +358,8 @@ async fn an_unsubscribe_waits_for_the_delay_and_then_happens() {
         let (b, b_addr) = node(server, delay).await;
         let mut on_b = subscriber(&b, b_addr, "news").await;
         holds(&b, 1).await;
-        assert!(server.subscriptions().contains("shardcast.t.news"));
+        let news = bucket_subject("news");
+        assert!(server.subscriptions().contains(&news));
 
         // Left and back within the delay: the subscription is kept.
         let left = Instant::now();
@@ -381,7 +390,7 @@ async fn an_unsubscribe_waits_for_the_delay_and_then_happens() {
         );
         let stats = b.stats().bridge;
         assert_eq!((stats.subscriptions, stats.subscribes), (0, 1), "{stats:?}");
-        eventually(|| !server.subscriptions().contains("shardcast.t.news")).await;
+        eventually(|| !server.subscriptions().contains(&news)).await;
         shut_down([b]).await;
     })
     .await;
@@ -647,6 +656,84 @@ async fn a_stalled_broker_holds_the_bridge_within_its_outbound_bound() {
         })
         .await;
         shut_down([a]).await;
+    })
+    .await;
+}
+
+/// Topics share NATS subscriptions by bucket: a node that follows one topic of a bucket never
+/// delivers, nor counts as received, what comes for another topic of that bucket.
+#[tokio::test]
+async fn a_topic_of_a_followed_bucket_that_the_node_does_not_follow_reaches_nobody() {
+    let test = "a_topic_of_a_followed_bucket_that_the_node_does_not_follow_reaches_nobody";
+    with_server(test, async |server| {
+        let [(a, _), (b, b_addr)] = nodes(server).await;
+        let followed = bucket_subject("x");
+        let other = (0..100_000)
+            .map(|i| format!("y{i}"))
+            .find(|name| bucket_subject(name) == followed)
+            .expect("a name in the same bucket");
+        let mut on_b = subscriber(&b, b_addr, "x").await;
+        holds(&b, 1).await;
+        broadcast(&a, "not for b", Audience::topic(other.as_str())).await;
+        broadcast(&a, "for b", Audience::topic("x")).await;
+        assert_eq!(next_text(&mut on_b).await, "for b");
+        let stats = b.stats().bridge;
+        assert_eq!((stats.received, stats.delivered), (1, 1), "{stats:?}");
+        assert_eq!(stats.dropped, Default::default());
+        shut_down([a, b]).await;
+    })
+    .await;
+}
+
+/// However many topics a node follows, it holds one NATS subscription per bucket they fall in
+/// (at most 1,024) plus the one to everyone, and gives a bucket's up when its last topic goes.
+#[tokio::test]
+async fn a_node_holds_one_broker_subscription_per_bucket_not_per_topic() {
+    let test = "a_node_holds_one_broker_subscription_per_bucket_not_per_topic";
+    with_server(test, async |server| {
+        const TOPICS: usize = 3000;
+        let builder = builder()
+            .topics_per_client_max(TOPICS)
+            .bridge_unsubscribe_delay(Duration::from_millis(50));
+        let (node, addr) = node_with(server, builder).await;
+        let mut ws = connect(&node, addr).await;
+        let names: Vec<String> = (0..TOPICS).map(|i| format!("personal/{i}")).collect();
+        for name in &names {
+            send_text(&mut ws, &format!("sub {name}")).await;
+        }
+        for name in &names {
+            assert_eq!(next_text(&mut ws).await, format!("ok sub {name}"));
+        }
+        holds(&node, TOPICS as u64).await;
+        let buckets: std::collections::HashSet<String> =
+            names.iter().map(|n| bucket_subject(n)).collect();
+        assert!(buckets.len() <= 1024 && buckets.len() < TOPICS);
+        // The server's own (`$SYS`) subscriptions are listed too: count the node's.
+        let held = || {
+            server
+                .subscriptions()
+                .matches("\"subject\": \"shardcast.")
+                .count()
+        };
+        let want = buckets.len() + 1;
+        until(
+            || held() == want,
+            || format!("{} subscriptions, not {want}", held()),
+        )
+        .await;
+        for name in &names {
+            send_text(&mut ws, &format!("unsub {name}")).await;
+        }
+        for name in &names {
+            assert_eq!(next_text(&mut ws).await, format!("ok unsub {name}"));
+        }
+        holds(&node, 0).await;
+        until(
+            || held() == 1,
+            || format!("{} subscriptions, not 1", held()),
+        )
+        .await;
+        shut_down([node]).await;
     })
     .await;
 }

@@ -503,6 +503,17 @@ pub(crate) fn plan(
             leave.push(topic);
         }
     }
+    // A node that followed many topics once gives the room back when they are gone (at most
+    // half of it stays empty); halving at a quarter keeps it amortized.
+    if map.capacity() > 64 && map.len() < map.capacity() / 4 {
+        map.shrink_to(map.len() * 2);
+    }
+    if dirty.capacity() > 64 {
+        dirty.shrink_to(64);
+    }
+    if leaving.capacity() > 64 && leaving.len() < leaving.capacity() / 4 {
+        leaving.shrink_to(leaving.len() * 2);
+    }
     (join, leave)
 }
 

@@ -8,13 +8,13 @@
 //!     │ 2. once per broadcast: try_send        ┌──────────── fan out to B's shards only
 //!     ▼                                         │              (never published again)
 //!   outbound queue ─► publisher ─► NATS ─► B's subscriptions ─► inbound queue
-//!   (bridge_outbound_capacity)     {prefix}.all, {prefix}.t.{topic}   (bridge_inbound_capacity)
+//!   (bridge_outbound_capacity) {prefix}.all, {prefix}.t.{bucket}.{topic} (bridge_inbound_capacity)
 //! ```
 //!
 //! # What travels
 //!
 //! A broadcast is published once: on the channel of everyone, or once on each topic of its
-//! audience (NATS: `{prefix}.all`, `{prefix}.t.{token}`, see [`Nats::prefix`](crate::Nats)). Its
+//! audience (NATS: `{prefix}.all`, `{prefix}.t.{bucket}.{token}`, see [`Nats::prefix`](crate::Nats)). Its
 //! body is the complete WebSocket frame ([`Payload::frame`](crate::Payload::frame)) that local
 //! clients received, so a receiving node hands the bytes to its shards as they are: no
 //! re-encoding, no copy (a batch's frames are copied once, at the origin, into one message).
@@ -37,6 +37,12 @@
 //! made asynchronously: a client subscribed on one node receives another node's publications
 //! once that node's subscription is in place (a round trip to the broker later;
 //! [`BridgeStats::subscriptions`](crate::BridgeStats) counts it then).
+//!
+//! On NATS a node follows a topic through its bucket's subscription (one of 1,024, shared by
+//! the topics whose names hash alike), so a node with a million personal topics holds at most
+//! 1,025 broker subscriptions, and the broker's interest table stays small on every node. The
+//! price: a node also receives the publications of the other topics of the buckets it follows
+//! and drops them on arrival, uncounted; with few topics per bucket it is rare.
 //!
 //! # Ordering
 //!

@@ -1,8 +1,9 @@
 //! `Nats`: the [`Broker`] on a NATS server (`async-nats`).
 //!
 //! One connection per node, opened with `no_echo` (the node never receives its own
-//! publications) and reconnecting forever; one NATS subscription per topic with local
-//! subscribers, plus `{prefix}.all`. Subject mapping: see [`Nats::prefix`]. Audience flags
+//! publications) and reconnecting forever; one NATS subscription per topic bucket with local
+//! subscribers of one of its topics (at most 1,024, see `subject`), plus `{prefix}.all`.
+//! Subject mapping: see [`Nats::prefix`]. Audience flags
 //! travel in headers: `Shardcast-Auth: 1` for authenticated-only, `Shardcast-Topics` (the
 //! topics' subject tokens, comma-separated) for an audience of several topics, and
 //! `Shardcast-Count` for a message carrying several broadcasts.
@@ -14,7 +15,7 @@ use crate::error::BridgeError;
 use crate::link::BROADCASTS_PER_MESSAGE_MAX;
 use async_nats::{Client, ConnectOptions, Event, HeaderMap, Message, connection::State};
 use futures_util::StreamExt;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use tokio::task::JoinHandle;
 
@@ -72,9 +73,12 @@ impl Nats {
 
     /// The subject prefix, one or more tokens (default `shardcast`): nodes share broadcasts
     /// with the nodes of the same prefix on the same server. Broadcasts to everyone use
-    /// `{prefix}.all`; a topic uses `{prefix}.t.{token}`, its name's UTF-8 bytes with ASCII
-    /// letters, digits and `-` kept and every other byte written `_XX` (uppercase hex): `room/1`
-    /// is `{prefix}.t.room_2F1`. Any topic has one subject and round-trips.
+    /// `{prefix}.all`; a topic uses `{prefix}.t.{bucket}.{token}`: the token is its name's UTF-8
+    /// bytes with ASCII letters, digits and `-` kept and every other byte written `_XX`
+    /// (uppercase hex), and the bucket (0 to 1,023) a hash of the name, so `room/1` is
+    /// `{prefix}.t.{bucket}.room_2F1`. Any topic has one subject and round-trips. A node
+    /// subscribes to buckets (`{prefix}.t.{bucket}.*`), not topics: however many topics its
+    /// clients follow, it holds at most 1,025 NATS subscriptions.
     pub fn prefix(mut self, prefix: impl Into<String>) -> Nats {
         self.prefix = prefix.into();
         self
@@ -131,12 +135,13 @@ impl Broker for Nats {
             .subscribe(subjects.everyone().to_owned())
             .await
             .map_err(|e| BridgeError::Refused(Box::new(e)))?;
-        let everyone = pump(everyone, subjects.clone(), inbound.clone());
+        let everyone = pump(everyone, subjects.clone(), inbound.clone(), None);
         Ok(NatsConnection {
             client,
             subjects,
             inbound,
-            topics: Mutex::new(HashMap::new()),
+            topics: Held::default(),
+            buckets: Mutex::new(HashMap::new()),
             _everyone: Pump(everyone),
         })
     }
@@ -157,10 +162,21 @@ pub struct NatsConnection {
     subjects: Arc<Subjects>,
     /// Where received messages go.
     inbound: Inbound,
-    /// The task reading each topic's subscription; dropping it unsubscribes.
-    topics: Mutex<HashMap<Topic, Pump>>,
+    /// The topics the node follows, by bucket; read by each bucket's pump, which drops what
+    /// arrives for the others of its bucket.
+    topics: Held,
+    /// The task reading each bucket's subscription; dropping it unsubscribes.
+    buckets: Mutex<HashMap<u64, Pump>>,
     /// The task reading the subscription to everyone.
     _everyone: Pump,
+}
+
+/// The topics a node follows, by bucket.
+type Held = Arc<Mutex<HashMap<u64, HashSet<Topic>>>>;
+
+/// Locks `held`; a panic while holding it cannot leave a set half-changed.
+fn lock_held(held: &Held) -> std::sync::MutexGuard<'_, HashMap<u64, HashSet<Topic>>> {
+    held.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The task reading one subscription, stopped (and so unsubscribed) when dropped.
@@ -173,16 +189,28 @@ impl Drop for Pump {
     }
 }
 
-/// Reads a subscription into `inbound`, in the order NATS delivers it.
+/// Reads a subscription into `inbound`, in the order NATS delivers it; with `held`, only the
+/// topics it holds (a bucket's subscription also brings the bucket's other topics).
 fn pump(
     mut subscription: async_nats::Subscriber,
     subjects: Arc<Subjects>,
     inbound: Inbound,
+    held: Option<Held>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(message) = subscription.next().await {
             match decode(&subjects, message) {
-                Some(received) => inbound.offer(received),
+                Some(received) => {
+                    if let (Some(held), Channel::Topic(topic)) = (&held, &received.channel) {
+                        let followed = lock_held(held)
+                            .get(&subject::bucket(topic.as_str()))
+                            .is_some_and(|topics| topics.contains(topic));
+                        if !followed {
+                            continue;
+                        }
+                    }
+                    inbound.offer(received);
+                }
                 None => inbound.malformed(),
             }
         }
@@ -268,28 +296,44 @@ impl Connection for NatsConnection {
     }
 
     async fn subscribe(&self, topic: &Topic) -> Result<(), BridgeError> {
-        let subject = self.subjects.topic(topic);
-        if subject.len() > SUBJECT_BYTES_MAX {
+        if self.subjects.topic(topic).len() > SUBJECT_BYTES_MAX {
             return Err(BridgeError::Invalid("subject longer than NATS takes"));
         }
-        let subscription = self
-            .client
-            .subscribe(subject)
-            .await
-            .map_err(|e| BridgeError::Refused(Box::new(e)))?;
+        let bucket = subject::bucket(topic.as_str());
+        let first = {
+            let mut held = lock_held(&self.topics);
+            let topics = held.entry(bucket).or_default();
+            topics.insert(topic.clone());
+            topics.len() == 1
+        };
+        if !first && self.lock().contains_key(&bucket) {
+            return Ok(());
+        }
+        let subscribed = self.client.subscribe(self.subjects.bucket(bucket)).await;
+        let subscription = match subscribed {
+            Ok(subscription) => subscription,
+            Err(e) => {
+                forget(&self.topics, bucket, topic);
+                return Err(BridgeError::Refused(Box::new(e)));
+            }
+        };
         let pump = Pump(pump(
             subscription,
             self.subjects.clone(),
             self.inbound.clone(),
+            Some(self.topics.clone()),
         ));
-        self.lock().insert(topic.clone(), pump);
+        self.lock().insert(bucket, pump);
         Ok(())
     }
 
     async fn unsubscribe(&self, topic: &Topic) {
-        // Dropping the pump drops its `Subscriber`, which unsubscribes.
-        let pump = self.lock().remove(topic);
-        drop(pump);
+        let bucket = subject::bucket(topic.as_str());
+        if forget(&self.topics, bucket, topic) {
+            // Dropping the pump drops its `Subscriber`, which unsubscribes.
+            let pump = self.lock().remove(&bucket);
+            drop(pump);
+        }
     }
 
     async fn flush(&self) -> Result<(), BridgeError> {
@@ -312,7 +356,24 @@ impl Connection for NatsConnection {
 }
 
 impl NatsConnection {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Topic, Pump>> {
-        self.topics.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Pump>> {
+        self.buckets.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// Forgets that the node follows `topic`, of `bucket`; whether that emptied the bucket.
+fn forget(held: &Held, bucket: u64, topic: &Topic) -> bool {
+    let mut held = lock_held(held);
+    let Some(topics) = held.get_mut(&bucket) else {
+        return false;
+    };
+    topics.remove(topic);
+    if topics.is_empty() {
+        held.remove(&bucket);
+        return true;
+    }
+    if topics.capacity() > 16 && topics.len() < topics.capacity() / 4 {
+        topics.shrink_to(topics.len() * 2);
+    }
+    false
 }
