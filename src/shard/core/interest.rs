@@ -20,8 +20,11 @@ use crossbeam_utils::CachePadded;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
-/// Buckets of the interest table: a power of two. 65,536 buckets x one 64-bit word per 64
-/// shards is 512 KiB for up to 64 shards. A publication reaches a shard without subscribers of
+/// Buckets of the interest table: a power of two. A bucket takes as many bits as there are
+/// shards, rounded up to a power of two (a multiple of 64 past 64 shards), packed: 16 KiB for
+/// 2 shards, 128 KiB for 16, 512 KiB for 64. The table is read once per publication and
+/// shard, at a random bucket, so its size is its cost: at 512 KiB for every shard count, one
+/// publication in two missed the cache there. A publication reaches a shard without subscribers of
 /// its topic when that shard has another topic in the same bucket, with probability about
 /// (its topics / 65,536): 15% with 10,000 topics, where 4,096 buckets sent nearly every
 /// publication to every shard. Sharing costs a wasted push, never a miss.
@@ -30,9 +33,10 @@ pub(crate) const INTEREST_BUCKETS: usize = 1 << 16;
 /// One bit per (bucket, shard), and the engine-wide count of subscriptions.
 #[derive(Debug)]
 pub(crate) struct Interest {
-    /// Words per bucket: one per 64 shards.
-    words: usize,
-    /// `INTEREST_BUCKETS x words` bits.
+    /// Bits per bucket: the shard count rounded up to a power of two, or to a multiple of 64
+    /// past 64 shards, so that a bucket's bits never straddle two words.
+    stride: usize,
+    /// `INTEREST_BUCKETS x stride` bits, bucket after bucket.
     bits: Box<[AtomicU64]>,
     /// Subscriptions (client, topic) held by every shard; at most `subscriptions_max`.
     subscriptions: CachePadded<AtomicUsize>,
@@ -50,10 +54,13 @@ impl Interest {
     /// A table for `shards` shards, with no interest, holding at most `subscriptions_max`
     /// subscriptions engine-wide.
     pub(crate) fn bounded(shards: usize, subscriptions_max: usize) -> Interest {
-        let words = shards.div_ceil(64).max(1);
+        let stride = match shards {
+            0..=64 => shards.max(1).next_power_of_two(),
+            _ => shards.div_ceil(64) * 64,
+        };
         Interest {
-            words,
-            bits: (0..INTEREST_BUCKETS * words)
+            stride,
+            bits: (0..(INTEREST_BUCKETS * stride).div_ceil(64))
                 .map(|_| AtomicU64::new(0))
                 .collect(),
             subscriptions: CachePadded::new(AtomicUsize::new(0)),
@@ -85,10 +92,8 @@ impl Interest {
 
     /// The word and bit of `shard` in `bucket`.
     fn at(&self, bucket: usize, shard: usize) -> (&AtomicU64, u64) {
-        (
-            &self.bits[bucket * self.words + shard / 64],
-            1 << (shard % 64),
-        )
+        let bit = bucket * self.stride + shard;
+        (&self.bits[bit / 64], 1 << (bit % 64))
     }
 
     /// Marks `shard` as having a topic in `bucket`. Called by that shard only.
@@ -135,5 +140,46 @@ mod tests {
         interest.clear(bucket, 129);
         assert!(!interest.wants(&audience, 129));
         assert!(!interest.wants(&Audience::topics(Vec::<Topic>::new()), 0));
+    }
+
+    /// Whether the bit of (`bucket`, `shard`) is set.
+    fn is_set(interest: &Interest, bucket: usize, shard: usize) -> bool {
+        let (word, bit) = interest.at(bucket, shard);
+        word.load(Acquire) & bit != 0
+    }
+
+    #[test]
+    fn packed_buckets_keep_every_shards_bit_apart() {
+        for shards in [1, 2, 3, 5, 8, 33, 64, 65, 130] {
+            let interest = Interest::new(shards);
+            let last = INTEREST_BUCKETS - 1;
+            for bucket in [0, 1, 2, 31, 32, 63, 64, last - 1, last] {
+                for shard in 0..shards {
+                    interest.set(bucket, shard);
+                    for b in [bucket.saturating_sub(1), bucket, (bucket + 1).min(last)] {
+                        for s in 0..shards {
+                            let expected = b == bucket && s == shard;
+                            assert_eq!(
+                                is_set(&interest, b, s),
+                                expected,
+                                "{shards} shards: set ({bucket}, {shard}), read ({b}, {s})"
+                            );
+                        }
+                    }
+                    interest.clear(bucket, shard);
+                    assert!(!is_set(&interest, bucket, shard));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_table_is_as_small_as_the_shard_count_allows() {
+        let bytes = |shards| Interest::new(shards).bits.len() * 8;
+        assert_eq!(bytes(1), INTEREST_BUCKETS / 8);
+        assert_eq!(bytes(2), 16 << 10);
+        assert_eq!(bytes(3), 32 << 10);
+        assert_eq!(bytes(64), 512 << 10);
+        assert_eq!(bytes(65), 1 << 20);
     }
 }
