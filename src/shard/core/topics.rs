@@ -26,6 +26,7 @@ use crate::error::SubscribeError;
 use crate::link::Link;
 use crate::topic::{Prehashed, Topic};
 use slab::Slab;
+use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -87,11 +88,21 @@ impl Limits {
     }
 }
 
+/// The entry of `topic` in `by_topic`, if it has one.
+fn find(by_topic: &HashTable<u32>, entries: &Slab<Entry>, topic: &Topic) -> Option<u32> {
+    by_topic
+        .find(topic.hash(), |&e| entries[e as usize].topic == *topic)
+        .copied()
+}
+
 /// One shard's subscriptions.
 #[derive(Debug)]
 pub(crate) struct TopicIndex {
-    /// Each topic with subscribers here, to its entry.
-    by_topic: HashMap<Topic, u32, BuildHasherDefault<Prehashed>>,
+    /// Each topic with subscribers here, as its entry's index, placed by the topic's hash:
+    /// 4 bytes a topic, where a map keyed by `Topic` took 32, so that the table a publication
+    /// probes (at a random place) stays in the cache; the name is compared in the entry,
+    /// which the publication reads anyway.
+    by_topic: HashTable<u32>,
     /// The entries.
     entries: Slab<Entry>,
     /// Each client's subscriptions, by client slot (empty for clients without any).
@@ -119,7 +130,7 @@ impl TopicIndex {
         link: Option<Arc<Link>>,
     ) -> TopicIndex {
         TopicIndex {
-            by_topic: HashMap::default(),
+            by_topic: HashTable::new(),
             entries: Slab::new(),
             of_client: Vec::new(),
             per_bucket: HashMap::default(),
@@ -154,7 +165,7 @@ impl TopicIndex {
         limits: Limits,
     ) -> Result<bool, SubscribeError> {
         limits.check(topic)?;
-        let existing = self.by_topic.get(topic).copied();
+        let existing = self.find(topic);
         let subs = self.of_client.get(slot).map_or(&[][..], Vec::as_slice);
         if let Some(e) = existing
             && subs.iter().any(|s| s.entry == e)
@@ -186,7 +197,7 @@ impl TopicIndex {
 
     /// Unsubscribes the client in `slot` from `topic`. `false` if it was not subscribed.
     pub(crate) fn unsubscribe(&mut self, slot: usize, topic: &Topic) -> bool {
-        let Some(&e) = self.by_topic.get(topic) else {
+        let Some(e) = self.find(topic) else {
             return false;
         };
         let Some(subs) = self.of_client.get_mut(slot) else {
@@ -227,17 +238,21 @@ impl TopicIndex {
 
     /// Subscribers of `topic` here.
     pub(crate) fn subscriber_count(&self, topic: &Topic) -> usize {
-        self.by_topic
-            .get(topic)
-            .map_or(0, |&e| self.entries[e as usize].subscribers.len())
+        self.find(topic)
+            .map_or(0, |e| self.entries[e as usize].subscribers.len())
+    }
+
+    /// The entry of `topic`, if it has subscribers here.
+    fn find(&self, topic: &Topic) -> Option<u32> {
+        find(&self.by_topic, &self.entries, topic)
     }
 
     /// Calls `f` with the slot of every subscriber of any of `topics`, once each.
     pub(crate) fn for_each_subscriber(&mut self, topics: &[Topic], mut f: impl FnMut(usize)) {
         let mut lists = topics
             .iter()
-            .filter_map(|t| self.by_topic.get(t))
-            .map(|&e| &self.entries[e as usize].subscribers);
+            .filter_map(|t| self.find(t))
+            .map(|e| &self.entries[e as usize].subscribers);
         let (Some(first), None) = (lists.next(), lists.clone().next()) else {
             // None, or several topics with subscribers here: the general case below.
             return self.for_each_subscriber_of_many(topics, f);
@@ -254,11 +269,12 @@ impl TopicIndex {
         if self.seen.len() < words {
             self.seen.resize(words, 0);
         }
+        let (by_topic, entries) = (&self.by_topic, &self.entries);
         let lists = || {
             topics
                 .iter()
-                .filter_map(|t| self.by_topic.get(t))
-                .map(|&e| &self.entries[e as usize].subscribers)
+                .filter_map(|t| find(by_topic, entries, t))
+                .map(|e| &entries[e as usize].subscribers)
         };
         for list in lists() {
             for &slot in list {
@@ -283,7 +299,9 @@ impl TopicIndex {
             topic: topic.clone(),
             subscribers: Vec::new(),
         }) as u32;
-        self.by_topic.insert(topic.clone(), e);
+        let entries = &self.entries;
+        self.by_topic
+            .insert_unique(topic.hash(), e, |&e| entries[e as usize].topic.hash());
         let bucket = Interest::bucket(topic.hash());
         let count = self.per_bucket.entry(bucket as u32).or_insert(0);
         *count += 1;
@@ -315,7 +333,12 @@ impl TopicIndex {
         }
         if entry.subscribers.is_empty() {
             let entry = self.entries.remove(sub.entry as usize);
-            self.by_topic.remove(&entry.topic);
+            if let Ok(found) = self
+                .by_topic
+                .find_entry(entry.topic.hash(), |&e| e == sub.entry)
+            {
+                found.remove();
+            }
             if let Some(link) = &self.link {
                 // This shard's 1 -> 0.
                 link.registry.left(&entry.topic);
@@ -331,7 +354,7 @@ impl TopicIndex {
             if self.entries.is_empty() {
                 // Every topic gone: give back what a busier past left.
                 self.entries.shrink_to_fit();
-                self.by_topic.shrink_to_fit();
+                self.by_topic.shrink_to_fit(|_| 0);
                 self.per_bucket.shrink_to_fit();
             }
         }
@@ -356,7 +379,7 @@ impl TopicIndex {
         assert_eq!(self.by_topic.len(), self.entries.len());
         for (e, entry) in &self.entries {
             assert!(!entry.subscribers.is_empty());
-            assert_eq!(self.by_topic.get(&entry.topic), Some(&(e as u32)));
+            assert_eq!(self.find(&entry.topic), Some(e as u32));
         }
         let per_bucket: u32 = self.per_bucket.values().sum();
         assert_eq!(per_bucket as usize, self.entries.len());
