@@ -4,11 +4,14 @@
 //! # Layout
 //!
 //! A subscription costs a 4-byte client slot in its topic's list and an 8-byte entry (the
-//! topic's entry and the position in that list) in its client's list; each list is a `Vec`,
-//! so with growth slack a subscription holds 12 to 24 bytes. Removal is O(1) in the topic's
+//! topic's entry and the position in that list) in its client's list; with growth slack a
+//! subscription holds 12 to 24 bytes. A topic's first [`INLINE_SUBSCRIBERS`] subscribers on a
+//! shard live in its entry, so a publication to a topic with few of them reads no list apart
+//! from the entry. Removal is O(1) in the topic's
 //! list (swap-remove, then the moved subscriber's back-pointer is fixed, found among its at
 //! most `topics_per_client_max` entries) and O(topics of the client) in the client's list.
-//! A topic costs its entry, its name (shared with every `Topic` value of it) and a map slot;
+//! A topic costs its entry (64 bytes with the slab's tag), its name (shared with every
+//! `Topic` value of it) and a 4-byte slot in the table that finds it;
 //! a topic left with no subscriber is forgotten at once, so memory follows what is subscribed
 //! now, not what ever was.
 //!
@@ -26,10 +29,15 @@ use crate::error::SubscribeError;
 use crate::link::Link;
 use crate::topic::{Prehashed, Topic};
 use slab::Slab;
+use smallvec::SmallVec;
 use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
+
+/// Subscribers a topic's entry holds without a list of its own: as many as fit in the room a
+/// `Vec` would take (24 bytes) and 8 more, so that an entry with its slab tag is 64 bytes.
+pub(crate) const INLINE_SUBSCRIBERS: usize = 6;
 
 /// A topic with subscribers on this shard.
 #[derive(Debug)]
@@ -37,7 +45,7 @@ struct Entry {
     /// The topic.
     topic: Topic,
     /// Its subscribers, by client slot, in no particular order.
-    subscribers: Vec<u32>,
+    subscribers: SmallVec<[u32; INLINE_SUBSCRIBERS]>,
 }
 
 /// One subscription, in its client's list.
@@ -297,7 +305,7 @@ impl TopicIndex {
     fn add_topic(&mut self, topic: &Topic) -> u32 {
         let e = self.entries.insert(Entry {
             topic: topic.clone(),
-            subscribers: Vec::new(),
+            subscribers: SmallVec::new(),
         }) as u32;
         let entries = &self.entries;
         self.by_topic
@@ -408,6 +416,12 @@ mod tests {
         index.for_each_subscriber(&topics, |slot| got.push(slot));
         got.sort_unstable();
         got
+    }
+
+    #[test]
+    #[cfg(target_pointer_width = "64")]
+    fn an_entry_with_its_inline_subscribers_and_slab_tag_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<Entry>() + 8, 64);
     }
 
     #[test]
