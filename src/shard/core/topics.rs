@@ -5,15 +5,15 @@
 //!
 //! A subscription costs a 4-byte client slot in its topic's list and an 8-byte entry (the
 //! topic's entry and the position in that list) in its client's list; with growth slack a
-//! subscription holds 12 to 24 bytes. A topic's first [`INLINE_SUBSCRIBERS`] subscribers on a
-//! shard live in its entry, so a publication to a topic with few of them reads no list apart
-//! from the entry. Removal is O(1) in the topic's
-//! list (swap-remove, then the moved subscriber's back-pointer is fixed, found among its at
-//! most `topics_per_client_max` entries) and O(topics of the client) in the client's list.
-//! A topic costs its entry (64 bytes with the slab's tag), its name (shared with every
-//! `Topic` value of it) and a 4-byte slot in the table that finds it;
-//! a topic left with no subscriber is forgotten at once, so memory follows what is subscribed
-//! now, not what ever was.
+//! subscription holds 12 to 24 bytes. Both lists start inside their owners: a client's first
+//! [`INLINE_SUBSCRIPTIONS`] in the room of its list's header, a topic's first
+//! [`INLINE_SUBSCRIBERS`] subscribers on a shard in its entry, so that a publication to a topic
+//! with few of them reads no list apart from the entry. Removal is O(1) in the topic's list
+//! (swap-remove, then the moved subscriber's back-pointer is fixed, found among its at most
+//! `topics_per_client_max` entries) and O(topics of the client) in the client's list. A topic
+//! costs its entry (64 bytes with the slab's tag), its name (shared with every `Topic` value of
+//! it) and a 4-byte slot in the table that finds it; a topic left with no subscriber is
+//! forgotten at once, so memory follows what is subscribed now, not what ever was.
 //!
 //! # Invariants
 //!
@@ -47,6 +47,12 @@ struct Entry {
     /// Its subscribers, by client slot, in no particular order.
     subscribers: SmallVec<[u32; INLINE_SUBSCRIBERS]>,
 }
+
+/// Subscriptions a client's list holds without an allocation: two, in the room of a `Vec`.
+pub(crate) const INLINE_SUBSCRIPTIONS: usize = 2;
+
+/// One client's subscriptions.
+type ClientSubs = SmallVec<[Sub; INLINE_SUBSCRIPTIONS]>;
 
 /// One subscription, in its client's list.
 #[derive(Clone, Copy, Debug)]
@@ -114,7 +120,7 @@ pub(crate) struct TopicIndex {
     /// The entries.
     entries: Slab<Entry>,
     /// Each client's subscriptions, by client slot (empty for clients without any).
-    of_client: Vec<Vec<Sub>>,
+    of_client: Vec<ClientSubs>,
     /// Entries per interest bucket, for the buckets that have any (a map, not a table of
     /// every bucket: a shard's cost follows its topics).
     per_bucket: HashMap<u32, u32, BuildHasherDefault<Prehashed>>,
@@ -174,7 +180,7 @@ impl TopicIndex {
     ) -> Result<bool, SubscribeError> {
         limits.check(topic)?;
         let existing = self.find(topic);
-        let subs = self.of_client.get(slot).map_or(&[][..], Vec::as_slice);
+        let subs = self.of_client.get(slot).map_or(&[][..], ClientSubs::as_slice);
         if let Some(e) = existing
             && subs.iter().any(|s| s.entry == e)
         {
@@ -196,7 +202,7 @@ impl TopicIndex {
         let at = subscribers.len() as u32;
         subscribers.push(slot as u32);
         if self.of_client.len() <= slot {
-            self.of_client.resize_with(slot + 1, Vec::new);
+            self.of_client.resize_with(slot + 1, ClientSubs::new);
         }
         self.of_client[slot].push(Sub { entry: e, at });
         self.subscriptions += 1;
@@ -217,7 +223,7 @@ impl TopicIndex {
         let sub = subs.swap_remove(i);
         if subs.is_empty() {
             // Give the memory back: a client's list is kept only while it has topics.
-            *subs = Vec::new();
+            *subs = ClientSubs::new();
         }
         self.leave(sub);
         true
@@ -235,7 +241,7 @@ impl TopicIndex {
 
     /// The topics of the client in `slot`, sorted by name.
     pub(crate) fn topics_of(&self, slot: usize) -> Vec<Topic> {
-        let subs = self.of_client.get(slot).map_or(&[][..], Vec::as_slice);
+        let subs = self.of_client.get(slot).map_or(&[][..], ClientSubs::as_slice);
         let mut topics: Vec<Topic> = subs
             .iter()
             .map(|s| self.entries[s.entry as usize].topic.clone())
@@ -422,6 +428,11 @@ mod tests {
     #[cfg(target_pointer_width = "64")]
     fn an_entry_with_its_inline_subscribers_and_slab_tag_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Entry>() + 8, 64);
+        // A client's list holds its first subscriptions in the room of a `Vec`.
+        assert_eq!(
+            std::mem::size_of::<ClientSubs>(),
+            std::mem::size_of::<Vec<Sub>>()
+        );
     }
 
     #[test]
