@@ -28,9 +28,9 @@ use super::interest::Interest;
 use crate::error::SubscribeError;
 use crate::link::Link;
 use crate::topic::{Prehashed, Topic};
+use hashbrown::HashTable;
 use slab::Slab;
 use smallvec::SmallVec;
-use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::BuildHasherDefault;
 use std::sync::Arc;
@@ -180,7 +180,10 @@ impl TopicIndex {
     ) -> Result<bool, SubscribeError> {
         limits.check(topic)?;
         let existing = self.find(topic);
-        let subs = self.of_client.get(slot).map_or(&[][..], ClientSubs::as_slice);
+        let subs = self
+            .of_client
+            .get(slot)
+            .map_or(&[][..], ClientSubs::as_slice);
         if let Some(e) = existing
             && subs.iter().any(|s| s.entry == e)
         {
@@ -241,7 +244,10 @@ impl TopicIndex {
 
     /// The topics of the client in `slot`, sorted by name.
     pub(crate) fn topics_of(&self, slot: usize) -> Vec<Topic> {
-        let subs = self.of_client.get(slot).map_or(&[][..], ClientSubs::as_slice);
+        let subs = self
+            .of_client
+            .get(slot)
+            .map_or(&[][..], ClientSubs::as_slice);
         let mut topics: Vec<Topic> = subs
             .iter()
             .map(|s| self.entries[s.entry as usize].topic.clone())

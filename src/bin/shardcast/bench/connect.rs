@@ -7,6 +7,7 @@ use super::args::Args;
 use super::loadgen::{self, Connected, Link};
 use super::plan::Shape;
 use super::server::{self, Target};
+use super::tcp_info::Receivers;
 use super::topics::{self, Layout};
 use super::watch;
 use std::borrow::Cow;
@@ -34,6 +35,9 @@ pub(crate) struct Connections {
     pub(crate) fanout: Vec<u64>,
     /// The measured clients: all but the stalled ones.
     pub(crate) healthy: u64,
+    /// The measured clients' sockets by address, to read what they received; `None` if an
+    /// address cannot be read.
+    pub(crate) receivers: Option<Receivers>,
 }
 
 /// Connects `shape.clients` clients and `--publishers` publishers to `target`, spread over its
@@ -143,13 +147,27 @@ pub(crate) fn connect(
         let wanted: Vec<u64> = node_topics.iter().map(|t| t.len() as u64).collect();
         await_bridges(&mut target.servers, &wanted)?;
     }
+    let receivers = measured_sockets(&groups);
     Ok(Connections {
         groups,
         publishers,
         stalled,
         fanout,
         healthy,
+        receivers,
     })
+}
+
+/// The sockets of the measured clients among `groups`, by address; `None` if an address
+/// cannot be read.
+fn measured_sockets(groups: &[Vec<Connected>]) -> Option<Receivers> {
+    let ends = groups
+        .iter()
+        .flatten()
+        .filter(|c| c.measured)
+        .map(|c| Ok((c.link.stream.local_addr()?, c.link.stream.peer_addr()?)))
+        .collect::<std::io::Result<Vec<_>>>();
+    ends.ok().map(Receivers::new)
 }
 
 /// Waits until every node's bridge is connected and holds the NATS subscriptions of its

@@ -6,7 +6,9 @@
 //! Every per-delivery (and per-publication) figure is a difference of cumulative counts read
 //! just before the first publication and just after the last delivery (or the end of the drain
 //! wait): CPU time of the server, of the load generator and of the machine, the machine's TCP
-//! segments, and the server's own counters. Connecting and tearing down are outside it.
+//! segments, the data segments the measured clients received (just outside the CPU readings,
+//! so that reading them costs the load generator nothing measured), and the server's own
+//! counters. Connecting and tearing down are outside it.
 
 use super::args::Args;
 use super::connect::{self, Connections};
@@ -15,6 +17,7 @@ use super::plan::Shape;
 use super::publish::{self, Length, Load, Published};
 use super::report::{self, Report};
 use super::server::{self, Counters, Kind, Target};
+use super::tcp_info::{self, Receivers};
 use super::topics::Layout;
 use super::watch::{Watch, Watched};
 use hdrhistogram::Histogram;
@@ -114,6 +117,9 @@ struct Window {
     counters_before: Option<Counters>,
     /// The server's counters just after it.
     counters_after: Option<Counters>,
+    /// Data segments the measured clients' sockets received over it (`tcpi_data_segs_in`):
+    /// the server's to its subscribers; `None` where the kernel cannot say.
+    data_segments_in: Option<u64>,
     /// The servers' resident memory at its end.
     rss_loaded: Option<u64>,
     /// What the watch saw during it.
@@ -169,7 +175,8 @@ impl Usage {
 }
 
 /// The load: the publishers send as `args` and `shape` say over `connections`, while the
-/// watch looks on; the window's counts are read just before and just after.
+/// watch looks on; the window's counts are read just before and just after, and what the
+/// measured clients received around them.
 fn load(
     args: &Args,
     shape: Shape,
@@ -194,6 +201,10 @@ fn load(
         length,
         rate: args.rate,
     };
+    let segments_before = connections
+        .receivers
+        .as_ref()
+        .and_then(Receivers::data_segments_in);
     let counters_before = server::counters(&mut target.servers);
     let used_before = Usage::read(&cpu_pids);
     let wall = Instant::now();
@@ -212,6 +223,10 @@ fn load(
     let wall = wall.elapsed();
     let used = Usage::read(&cpu_pids).since(used_before);
     let counters_after = server::counters(&mut target.servers);
+    let segments_after = connections
+        .receivers
+        .as_ref()
+        .and_then(Receivers::data_segments_in);
     let rss_loaded = server::rss_of(&pids);
     Ok(Window {
         published,
@@ -219,6 +234,7 @@ fn load(
         used,
         counters_before,
         counters_after,
+        data_segments_in: tcp_info::growth(segments_before, segments_after),
         rss_loaded,
         watched,
     })
@@ -341,6 +357,7 @@ fn figures(
         machine_cpu_ns: window.used.machine_cpu_ns,
         // Of a server elsewhere, the machine's counters would see one end only.
         tcp_segments: window.used.tcp_segments.filter(|_| before.loopback),
+        server_data_segments: window.data_segments_in,
         loadgen_cpu_share: own_cpu
             .map(|c| c as f64 / (window.wall.as_nanos() as f64 * cores as f64)),
         rss_before: before.rss_before,

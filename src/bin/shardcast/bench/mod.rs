@@ -21,6 +21,7 @@ mod publish;
 mod report;
 mod server;
 mod sweep;
+mod tcp_info;
 mod topics;
 mod watch;
 mod wss;

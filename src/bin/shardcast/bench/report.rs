@@ -29,6 +29,10 @@ pub(crate) struct Report {
     /// on the same machine, not an absolute cost. `None` off Linux, or for a target elsewhere,
     /// whose end the machine does not see.
     pub(crate) tcp_segments: Option<u64>,
+    /// Data segments the server sent to the measured clients during the load: the growth of
+    /// `tcpi_data_segs_in` summed over their sockets (see [`super::tcp_info`]). Exact, and
+    /// unaffected by other traffic; `None` off Linux or where the kernel cannot say.
+    pub(crate) server_data_segments: Option<u64>,
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
@@ -123,9 +127,9 @@ impl Report {
         self.publishes as f64 / self.duration_s.max(1e-9)
     }
 
-    fn per_delivery(&self, ns: Option<u64>) -> Option<f64> {
-        ns.filter(|_| self.deliveries > 0)
-            .map(|ns| ns as f64 / self.deliveries as f64)
+    /// A count over the load (ns, segments) per delivery.
+    fn per_delivery(&self, count: Option<u64>) -> Option<f64> {
+        per(count, self.deliveries)
     }
 
     /// Server CPU time per publication, in ns: what a publish costs the server with its
@@ -139,6 +143,27 @@ impl Report {
     /// TCP segments the machine sent per delivery (see [`Report::tcp_segments`]).
     fn tcp_segments_per_delivery(&self) -> Option<f64> {
         self.per_delivery(self.tcp_segments)
+    }
+
+    /// Data segments the server sent to its subscribers per delivery (see
+    /// [`Report::server_data_segments`]).
+    fn server_data_segments_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.server_data_segments)
+    }
+
+    /// The "TCP segments" line of the summary: the server's, then the machine's.
+    fn segments_summary(&self) -> String {
+        let server = self.server_data_segments_per_delivery().map(|d| {
+            format!("{d:.4} per delivery from the server to its subscribers (tcpi_data_segs_in)")
+        });
+        let machine = self.tcp_segments_per_delivery().map(|t| {
+            format!("{t:.4} per delivery sent by the whole machine (both ends, acks included)")
+        });
+        match (server, machine) {
+            (Some(s), Some(m)) => format!("{s}; {m}"),
+            (Some(one), None) | (None, Some(one)) => one,
+            (None, None) => "n/a".into(),
+        }
     }
 
     fn rss_per_conn(&self) -> Option<f64> {
@@ -270,14 +295,7 @@ impl Report {
                     " (sends), in {u:.4} io_uring submissions per delivery"
                 )),
         );
-        let _ = writeln!(
-            s,
-            "  TCP segments   {}",
-            self.tcp_segments_per_delivery()
-                .map_or("n/a".into(), |t| format!(
-                    "{t:.4} per delivery (sent by the whole machine: both ends, acks included)"
-                )),
-        );
+        let _ = writeln!(s, "  TCP segments   {}", self.segments_summary());
         if let Some((minute, last, growth)) = self.rss_growth_after_first_minute() {
             let _ = writeln!(
                 s,
@@ -304,7 +322,7 @@ impl Report {
     /// One JSON object.
     pub(crate) fn json(&self) -> String {
         format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"tcp_segments_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
+            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"tcp_segments_per_delivery\":{},\"server_data_segments_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
             quote(&self.server),
             self.clients,
             self.publishers,
@@ -333,6 +351,7 @@ impl Report {
             json_num(self.write_syscalls_per_delivery),
             json_num(self.io_uring_submissions_per_delivery),
             json_num(self.tcp_segments_per_delivery()),
+            json_num(self.server_data_segments_per_delivery()),
             json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
             self.topics.as_ref().map_or("null".into(), |t| format!(
                 "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",
@@ -387,7 +406,7 @@ const SERVER_COLUMNS: usize = 7;
 
 /// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
 /// their range), p99, CPU per delivery, server CPU per publication, TCP segments per delivery
-/// and memory per connection (of the median run) and lost (over all runs), and the first
+/// (the server's data segments to its subscribers / the machine's) and memory per connection (of the median run) and lost (over all runs), and the first
 /// server's ratio to each other one (of the medians, with the range of the ratios of runs side
 /// by side).
 pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
@@ -401,7 +420,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     for runs in first {
         let _ = write!(
             s,
-            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery | {0} B/connection, idle / loaded |",
+            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery, server data / machine | {0} B/connection, idle / loaded |",
             name(runs)
         );
     }
@@ -438,7 +457,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             };
             let _ = write!(
                 s,
-                " {}{} | {} | {} | {} / {} | {} | {} | {} / {} |",
+                " {}{} | {} | {} | {} / {} | {} | {} / {} | {} / {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
                 p99,
@@ -446,6 +465,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
                 opt(median.per_delivery(median.server_cpu_ns), 0),
                 opt(median.per_delivery(median.machine_cpu_ns), 0),
                 opt(median.server_cpu_per_publication(), 0),
+                opt(median.server_data_segments_per_delivery(), 3),
                 opt(median.tcp_segments_per_delivery(), 3),
                 opt(median.rss_per_conn(), 0),
                 opt(median.rss_per_conn_loaded(), 0),
@@ -541,6 +561,13 @@ pub(crate) fn sweep_json(rows: &[Vec<Vec<Report>>]) -> String {
     format!("[{}]", rows.join(","))
 }
 
+/// `count` per delivery; `None` if it is unknown or nothing was delivered.
+fn per(count: Option<u64>, deliveries: u64) -> Option<f64> {
+    count
+        .filter(|_| deliveries > 0)
+        .map(|c| c as f64 / deliveries as f64)
+}
+
 fn thousands(v: f64) -> String {
     let n = v.round() as u64;
     let digits = n.to_string();
@@ -597,6 +624,13 @@ mod tests {
         assert_eq!(median_index(&[5.0]), Some(0));
         assert_eq!(median_index(&[9.0, 1.0, 5.0]), Some(2));
         assert_eq!(median_index(&[4.0, 1.0, 3.0, 2.0]), Some(3));
+    }
+
+    #[test]
+    fn a_figure_per_delivery_needs_the_count_and_a_delivery() {
+        assert_eq!(per(Some(500), 1000), Some(0.5));
+        assert_eq!(per(Some(500), 0), None);
+        assert_eq!(per(None, 1000), None);
     }
 
     #[test]
