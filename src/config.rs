@@ -233,9 +233,9 @@ pub struct Config {
     /// least 1). Default: 4,194,304.
     ///
     /// What bounds the memory of topics engine-wide: a subscription costs about 19 bytes when
-    /// its topic is shared by many clients and about 413 bytes (580 with a bridge) when each
+    /// its topic is shared by many clients and about 371 bytes (538 with a bridge) when each
     /// client's topics are its own 256-byte names (measured with `examples/topic_memory`; see
-    /// the README), so the default holds at most about 1.7 GB of subscriptions (2.4 GB with a
+    /// the README), so the default holds at most about 1.6 GB of subscriptions (2.3 GB with a
     /// bridge), however many clients there are. Past it, a subscription is refused with
     /// [`SubscribeError::TooManySubscriptions`].
     ///
