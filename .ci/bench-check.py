@@ -1,6 +1,10 @@
 """Reads `shardcast bench --json` from stdin; fails unless nothing was lost and frames flowed, and
 the figures of a server the bench started on this machine are there and in range.
 
+It reads a single run's report. The bench's own exit status already fails a run that lost frames
+or went past `--max-p99` (a sweep too); this adds the checks of figures that only make sense for
+one run of a server on this machine.
+
 `--self-test` feeds it doctored reports instead (a figure missing, zero, NaN or huge, deliveries
 that do not add up) and fails unless it rejects each of them and accepts a good one."""
 import copy
@@ -141,6 +145,9 @@ def main():
         self_test()
         return
     report = json.load(sys.stdin)
+    if "rows" in report:
+        sys.exit("bench-check reads a single run's --json, not a sweep's: gate a sweep on the "
+                 "bench's exit status (--max-p99), or check its runs one at a time")
     # First what was measured, so that a failure's log shows every figure.
     print(f"{report.get('server')}: {report.get('clients')} clients, window "
           f"{report.get('window')}: {report.get('deliveries_per_sec')} deliveries/s, lost "

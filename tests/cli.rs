@@ -140,8 +140,18 @@ fn bench_refuses_a_payload_too_small_for_the_topic_stamp_naming_the_flag() {
         &args(&topics, &["--payload", "16"]),
         &["--payload 16", "--topics"],
     );
+    // A sweep takes its clients from --sweep-clients: --clients would be refused.
     refused(
-        &args(&topics, &["--sweep", "--sweep-payloads", "32,16"]),
+        &[
+            "bench",
+            "--rounds",
+            "1",
+            "--topics",
+            "2",
+            "--sweep",
+            "--sweep-payloads",
+            "32,16",
+        ],
         &["--sweep-payloads 16", "--topics"],
     );
 }
@@ -275,4 +285,65 @@ fn bench_refuses_nodes_with_a_target_or_a_baseline_naming_the_flag() {
     );
     refused(&["bench", "--nodes", "2", "--server", "bun"], &["--nodes"]);
     refused(&["bench", "--nodes", "0"], &["--nodes"]);
+}
+
+/// A bench of 20 clients, window 2, 10 rounds: about a second, even in a debug build.
+const TINY_BENCH: [&str; 7] = [
+    "bench",
+    "--clients",
+    "20",
+    "--window",
+    "2",
+    "--rounds",
+    "10",
+];
+
+#[test]
+fn bench_refuses_flags_with_exit_status_2_naming_them() {
+    for (flags, name) in [
+        (&["bench", "--sweep-clients", "1"][..], "--sweep"),
+        (&["bench", "--sweep", "--clients", "10"], "--clients"),
+        (&["bench", "--rounds", "0"], "--rounds"),
+        (&["bench", "--max-p99", "5"], "--max-p99"),
+    ] {
+        let (status, stderr) = run(flags);
+        assert_eq!(status.code(), Some(2), "shardcast {flags:?}: {stderr}");
+        assert!(stderr.contains(name), "shardcast {flags:?}: {stderr}");
+    }
+}
+
+#[test]
+fn bench_passes_a_tiny_run_that_lost_nothing_within_its_max_p99() {
+    let (status, stdout, stderr) = run_to_end(
+        &mut shardcast(args(&TINY_BENCH, &["--max-p99", "10s", "--csv"])),
+        WAIT,
+    );
+    assert!(status.success(), "{status}: {stderr}");
+    let mut lines = stdout.lines();
+    assert!(
+        lines
+            .next()
+            .is_some_and(|h| h.starts_with("row,stat,runs,server,"))
+    );
+    assert!(
+        lines
+            .next()
+            .is_some_and(|l| l.starts_with("0,run,1,embedded,20,"))
+    );
+}
+
+#[test]
+fn bench_fails_a_run_over_its_max_p99_after_printing_the_report() {
+    let (status, stdout, stderr) = run_to_end(
+        &mut shardcast(args(&TINY_BENCH, &["--max-p99", "1us", "--json"])),
+        WAIT,
+    );
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stdout.starts_with("{\"server\":\"embedded\""), "{stdout}");
+    assert!(stdout.contains("\"lost\":0,"), "{stdout}");
+    assert!(
+        stderr.contains("shardcast: bench failed: embedded: p99 latency ")
+            && stderr.contains(" is over --max-p99 1µs"),
+        "{stderr}"
+    );
 }

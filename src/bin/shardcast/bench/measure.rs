@@ -213,7 +213,7 @@ fn load(
         &pids,
         connections.stalled.len() as u64,
         counters_before.as_ref(),
-        args.slow_consumer,
+        args.policy(),
     );
     let servers = &mut target.servers;
     let published = publish::run(&mut connections.publishers, load, shared, |f| {

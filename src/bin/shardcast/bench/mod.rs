@@ -14,6 +14,8 @@ mod args;
 mod baselines;
 mod broker;
 mod connect;
+mod export;
+mod gate;
 mod loadgen;
 mod measure;
 mod plan;
@@ -23,36 +25,53 @@ mod server;
 mod sweep;
 mod tcp_info;
 mod topics;
+mod value;
 mod watch;
 mod wss;
 
 pub(crate) use args::Args;
+use gate::Limits;
 use server::Target;
 use std::io::IsTerminal;
 
 /// Runs `shardcast bench`: checks the flags, then measures the one setup they ask for, or
-/// several side by side (`--sweep`, `--nodes 1,2`), and prints the report.
+/// several side by side (`--sweep`, `--nodes 1,2`, `--repeat`), prints the report, and checks
+/// it (see [`gate`] for the exit status).
+///
+/// Flags it refuses end the process at once with exit status 2, as clap does with its own
+/// errors.
 ///
 /// # Errors
 ///
-/// When a flag is refused (the error names it), a server does not start, a connection fails,
-/// or the load stalls past recovery.
+/// When a server does not start, a connection fails, or the load stalls past recovery; and
+/// after the report, when a run lost frames, had a measured connection closed by the server,
+/// or went past `--max-p99`.
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    args.check()?;
-    let single = plan::server(&args)?;
+    let single = match args.check().and_then(|()| plan::server(&args)) {
+        Ok(single) => single,
+        Err(refused) => {
+            eprintln!("shardcast: {refused}");
+            std::process::exit(gate::EXIT_USAGE);
+        }
+    };
     let options = plan::options(&args, single)?;
     crate::raise_descriptor_limit();
     plan::descriptors_suffice(&args)?;
-    let interactive = std::io::stdout().is_terminal() && !args.json;
+    let interactive = std::io::stdout().is_terminal() && !args.json && !args.csv;
+    let limits = Limits {
+        max_p99: args.max_p99,
+    };
     let setups = plan::setups(&args, single);
-    if args.sweep || setups.len() > 1 {
+    if args.sweep || args.repeat > 1 || setups.len() > 1 {
         let rows = sweep::run(&args, &setups, &options, interactive)?;
         if args.json {
-            println!("{}", report::sweep_json(&rows));
+            println!("{}", export::sweep_json(&rows, args.repeat));
+        } else if args.csv {
+            print!("{}", export::sweep_csv(&rows));
         } else {
             print!("{}", report::sweep_table(&rows));
         }
-        return Ok(());
+        return gate::verdict(gate::sweep_failures(&rows, limits));
     }
     let target = match (&args.target, setups.first()) {
         (Some(url), _) => Target::external(url, args.ca.as_deref())?,
@@ -61,9 +80,11 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     };
     let report = measure::measure(&args, plan::single_shape(&args), target, interactive)?;
     if args.json {
-        println!("{}", report.json());
+        println!("{}", export::run_json(&report));
+    } else if args.csv {
+        print!("{}", export::run_csv(&report));
     } else {
         print!("{}", report.human());
     }
-    Ok(())
+    gate::verdict(gate::run_failures(&report, limits))
 }

@@ -49,7 +49,7 @@ pub(crate) fn options(args: &Args, single: Kind) -> Result<ServerOptions, String
         topics: args.topics.is_some(),
         shards: args.shards,
         client_queue_bytes: args.client_queue_bytes,
-        slow_consumer: args.slow_consumer,
+        slow_consumer: args.policy(),
         tls: tls
             .then(crate::tls::Generated::new)
             .transpose()?

@@ -1,7 +1,19 @@
-//! What a run measured, as a readable summary, a JSON object, or a row of the sweep table.
+//! What a run measured, as a readable summary, as figures for machines (see [`super::export`]),
+//! or as a row of the sweep table.
 
+use super::plan::Shape;
+use super::value::Value;
 use hdrhistogram::Histogram;
 use std::fmt::Write;
+
+/// One row of a sweep: a shape measured with every setup, the setups taking turns.
+#[derive(Debug)]
+pub(crate) struct Row {
+    /// What the row asked for (`--sweep-clients`, `--sweep-windows`, `--sweep-payloads`).
+    pub(crate) shape: Shape,
+    /// `runs[setup][repeat]`: every setup's reports, in the order the repeats ran.
+    pub(crate) runs: Vec<Vec<Report>>,
+}
 
 /// The figures of one run.
 #[derive(Debug)]
@@ -199,7 +211,8 @@ impl Report {
         })
     }
 
-    fn percentile(&self, q: f64) -> u64 {
+    /// The `q` quantile of the latency, in µs (0 without deliveries).
+    pub(crate) fn percentile(&self, q: f64) -> u64 {
         quantile(&self.latency_us, q)
     }
 
@@ -319,64 +332,153 @@ impl Report {
         s
     }
 
-    /// One JSON object.
-    pub(crate) fn json(&self) -> String {
-        format!(
-            "{{\"server\":{},\"clients\":{},\"publishers\":{},\"window\":{},\"payload_bytes\":{},\"duration_s\":{:.3},\"deliveries\":{},\"deliveries_per_sec\":{:.1},\"publishes\":{},\"publishes_per_sec\":{:.1},\"lost\":{},\"closed\":{},\"latency_us\":{{\"p50\":{},\"p90\":{},\"p99\":{},\"p999\":{},\"max\":{}}},\"server_cpu_ns_per_delivery\":{},\"server_cpu_ns_per_publication\":{},\"loadgen_cpu_ns_per_delivery\":{},\"machine_cpu_ns_per_delivery\":{},\"loadgen_cpu_share\":{},\"server_rss_bytes_per_conn\":{},\"server_rss_bytes_per_conn_loaded\":{},\"server_rss_bytes_loaded\":{},\"write_syscalls_per_delivery\":{},\"io_uring_submissions_per_delivery\":{},\"tcp_segments_per_delivery\":{},\"server_data_segments_per_delivery\":{},\"rss_growth_after_first_minute_pct\":{},\"topics\":{},\"stall\":{},\"cluster\":{}}}",
-            quote(&self.server),
-            self.clients,
-            self.publishers,
-            self.window,
-            self.payload_bytes,
-            self.duration_s,
-            self.deliveries,
-            self.deliveries_per_sec(),
-            self.publishes,
-            self.publishes_per_sec(),
-            self.lost,
-            self.closed,
-            self.percentile(0.5),
-            self.percentile(0.9),
-            self.percentile(0.99),
-            self.percentile(0.999),
-            self.latency_us.max(),
-            json_num(self.per_delivery(self.server_cpu_ns)),
-            json_num(self.server_cpu_per_publication()),
-            json_num(self.per_delivery(self.loadgen_cpu_ns)),
-            json_num(self.per_delivery(self.machine_cpu_ns)),
-            json_num(self.loadgen_cpu_share),
-            json_num(self.rss_per_conn()),
-            json_num(self.rss_per_conn_loaded()),
-            json_num(self.rss_loaded.map(|b| b as f64)),
-            json_num(self.write_syscalls_per_delivery),
-            json_num(self.io_uring_submissions_per_delivery),
-            json_num(self.tcp_segments_per_delivery()),
-            json_num(self.server_data_segments_per_delivery()),
-            json_num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
-            self.topics.as_ref().map_or("null".into(), |t| format!(
-                "{{\"topics\":{},\"subscriptions\":{},\"expected_deliveries\":{}}}",
-                t.topics, t.subscriptions, t.expected_deliveries
-            )),
-            self.stall.as_ref().map_or("null".into(), |st| format!(
-                "{{\"stalled\":{},\"evicted\":{},\"frames_dropped\":{},\"resolved_after_s\":{},\"rss_bound_bytes\":{}}}",
-                st.stalled,
-                json_num(st.evicted.map(|v| v as f64)),
-                json_num(st.frames_dropped.map(|v| v as f64)),
-                json_num(st.resolved_after_s),
-                json_num(self.stall_bound().map(|v| v as f64)),
-            )),
-            self.cluster.as_ref().map_or("null".into(), |c| format!(
-                "{{\"nodes\":{},\"same_node_latency_us\":{{\"p50\":{},\"p99\":{},\"count\":{}}},\"cross_node_latency_us\":{{\"p50\":{},\"p99\":{},\"count\":{}}},\"broker_messages_per_publish\":{}}}",
-                c.nodes,
-                quantile(&c.same_node_us, 0.5),
-                quantile(&c.same_node_us, 0.99),
-                c.same_node_us.len(),
-                quantile(&c.cross_node_us, 0.5),
-                quantile(&c.cross_node_us, 0.99),
-                c.cross_node_us.len(),
-                json_num(c.broker_messages_per_publish),
-            )),
-        )
+    /// The figures, as `--json` writes them (one object) and `--csv` (one line). Their keys
+    /// are documented in docs/MEASUREMENTS.md: add, never rename.
+    pub(crate) fn figures(&self) -> Value {
+        // A node latency of the cluster section: null without one.
+        let latency = |h: Option<&Histogram<u64>>| {
+            Value::obj([
+                ("p50", Value::int(h.map(|h| quantile(h, 0.5)))),
+                ("p99", Value::int(h.map(|h| quantile(h, 0.99)))),
+                ("count", Value::int(h.map(Histogram::len))),
+            ])
+        };
+        let (topics, stall, cluster) = (&self.topics, &self.stall, &self.cluster);
+        Value::obj([
+            ("server", Value::Str(self.server.clone())),
+            ("clients", Value::Int(self.clients)),
+            ("publishers", Value::Int(self.publishers)),
+            ("window", Value::Int(self.window)),
+            ("payload_bytes", Value::Int(self.payload_bytes)),
+            ("duration_s", Value::Num(self.duration_s, 3)),
+            ("deliveries", Value::Int(self.deliveries)),
+            (
+                "deliveries_per_sec",
+                Value::Num(self.deliveries_per_sec(), 1),
+            ),
+            ("publishes", Value::Int(self.publishes)),
+            ("publishes_per_sec", Value::Num(self.publishes_per_sec(), 1)),
+            ("lost", Value::Int(self.lost)),
+            ("closed", Value::Int(self.closed)),
+            (
+                "latency_us",
+                Value::obj([
+                    ("p50", Value::Int(self.percentile(0.5))),
+                    ("p90", Value::Int(self.percentile(0.9))),
+                    ("p99", Value::Int(self.percentile(0.99))),
+                    ("p999", Value::Int(self.percentile(0.999))),
+                    ("max", Value::Int(self.latency_us.max())),
+                ]),
+            ),
+            (
+                "server_cpu_ns_per_delivery",
+                Value::num(self.per_delivery(self.server_cpu_ns)),
+            ),
+            (
+                "server_cpu_ns_per_publication",
+                Value::num(self.server_cpu_per_publication()),
+            ),
+            (
+                "loadgen_cpu_ns_per_delivery",
+                Value::num(self.per_delivery(self.loadgen_cpu_ns)),
+            ),
+            (
+                "machine_cpu_ns_per_delivery",
+                Value::num(self.per_delivery(self.machine_cpu_ns)),
+            ),
+            ("loadgen_cpu_share", Value::num(self.loadgen_cpu_share)),
+            ("server_rss_bytes_per_conn", Value::num(self.rss_per_conn())),
+            (
+                "server_rss_bytes_per_conn_loaded",
+                Value::num(self.rss_per_conn_loaded()),
+            ),
+            ("server_rss_bytes_loaded", Value::int(self.rss_loaded)),
+            (
+                "write_syscalls_per_delivery",
+                Value::num(self.write_syscalls_per_delivery),
+            ),
+            (
+                "io_uring_submissions_per_delivery",
+                Value::num(self.io_uring_submissions_per_delivery),
+            ),
+            (
+                "tcp_segments_per_delivery",
+                Value::num(self.tcp_segments_per_delivery()),
+            ),
+            (
+                "server_data_segments_per_delivery",
+                Value::num(self.server_data_segments_per_delivery()),
+            ),
+            (
+                "rss_growth_after_first_minute_pct",
+                Value::num(self.rss_growth_after_first_minute().map(|(_, _, g)| g)),
+            ),
+            (
+                "topics",
+                Value::section(
+                    topics.is_some(),
+                    [
+                        ("topics", Value::int(topics.as_ref().map(|t| t.topics))),
+                        (
+                            "subscriptions",
+                            Value::int(topics.as_ref().map(|t| t.subscriptions)),
+                        ),
+                        (
+                            "expected_deliveries",
+                            Value::int(topics.as_ref().map(|t| t.expected_deliveries)),
+                        ),
+                    ],
+                ),
+            ),
+            (
+                "stall",
+                Value::section(
+                    stall.is_some(),
+                    [
+                        ("stalled", Value::int(stall.as_ref().map(|st| st.stalled))),
+                        (
+                            "evicted",
+                            Value::int(stall.as_ref().and_then(|st| st.evicted)),
+                        ),
+                        (
+                            "frames_dropped",
+                            Value::int(stall.as_ref().and_then(|st| st.frames_dropped)),
+                        ),
+                        (
+                            "resolved_after_s",
+                            Value::num(stall.as_ref().and_then(|st| st.resolved_after_s)),
+                        ),
+                        ("rss_bound_bytes", Value::int(self.stall_bound())),
+                    ],
+                ),
+            ),
+            (
+                "cluster",
+                Value::section(
+                    cluster.is_some(),
+                    [
+                        (
+                            "nodes",
+                            Value::int(cluster.as_ref().map(|c| c.nodes as u64)),
+                        ),
+                        (
+                            "same_node_latency_us",
+                            latency(cluster.as_ref().map(|c| &c.same_node_us)),
+                        ),
+                        (
+                            "cross_node_latency_us",
+                            latency(cluster.as_ref().map(|c| &c.cross_node_us)),
+                        ),
+                        (
+                            "broker_messages_per_publish",
+                            Value::num(
+                                cluster.as_ref().and_then(|c| c.broker_messages_per_publish),
+                            ),
+                        ),
+                    ],
+                ),
+            ),
+        ])
     }
 }
 
@@ -409,8 +511,8 @@ const SERVER_COLUMNS: usize = 7;
 /// (the server's data segments to its subscribers / the machine's) and memory per connection (of the median run) and lost (over all runs), and the first
 /// server's ratio to each other one (of the medians, with the range of the ratios of runs side
 /// by side).
-pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
-    let Some(first) = rows.first() else {
+pub(crate) fn sweep_table(rows: &[Row]) -> String {
+    let Some(first) = rows.first().map(|row| &row.runs) else {
         return String::new();
     };
     let name = |runs: &Vec<Report>| runs.first().map_or("?", |r| r.server.as_str()).to_owned();
@@ -431,7 +533,7 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
     let columns = 3 + first.len() * SERVER_COLUMNS + first.len().saturating_sub(1);
     s.push_str(&"|---".repeat(columns));
     s.push_str("|\n");
-    for row in rows {
+    for Row { runs: row, .. } in rows {
         let Some(base) = row.first().and_then(|runs| runs.first()) else {
             continue;
         };
@@ -499,11 +601,14 @@ pub(crate) fn sweep_table(rows: &[Vec<Vec<Report>>]) -> String {
             t.topics, t.subscriptions, t.subscriptions, t.topics
         );
     }
-    let clustered = rows.iter().flatten().flatten().any(|r| {
-        r.cluster
-            .as_ref()
-            .is_some_and(|c| !c.cross_node_us.is_empty())
-    });
+    let clustered = rows
+        .iter()
+        .flat_map(|row| row.runs.iter().flatten())
+        .any(|r| {
+            r.cluster
+                .as_ref()
+                .is_some_and(|c| !c.cross_node_us.is_empty())
+        });
     if clustered {
         let _ = writeln!(
             s,
@@ -544,23 +649,6 @@ fn spread(values: &[f64], show: impl Fn(f64) -> String) -> String {
     format!(" ({}-{})", show(min), show(max))
 }
 
-/// The sweep as a JSON array of rows, each an array of run objects (every repeat of every
-/// server, in the order they ran).
-pub(crate) fn sweep_json(rows: &[Vec<Vec<Report>>]) -> String {
-    let rows: Vec<String> = rows
-        .iter()
-        .map(|row| {
-            let repeats = row.iter().map(Vec::len).max().unwrap_or(0);
-            let runs: Vec<String> = (0..repeats)
-                .flat_map(|i| row.iter().filter_map(move |runs| runs.get(i)))
-                .map(Report::json)
-                .collect();
-            format!("[{}]", runs.join(","))
-        })
-        .collect();
-    format!("[{}]", rows.join(","))
-}
-
 /// `count` per delivery; `None` if it is unknown or nothing was delivered.
 fn per(count: Option<u64>, deliveries: u64) -> Option<f64> {
     count
@@ -593,25 +681,45 @@ fn opt(v: Option<f64>, decimals: usize) -> String {
     v.map_or("n/a".into(), |v| format!("{v:.decimals$}"))
 }
 
-fn json_num(v: Option<f64>) -> String {
-    v.filter(|v| v.is_finite())
-        .map_or("null".into(), |v| format!("{v:.3}"))
-}
-
-fn quote(s: &str) -> String {
-    let mut out = String::from("\"");
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
+/// Reports made up for the tests of what is printed from them.
+#[cfg(test)]
+impl Report {
+    /// A run of `server` with 100 clients over 1 s: `deliveries` of them, each of latency
+    /// `latency_us`, and `lost` frames lost; the server's figures known (CPU, memory, segments).
+    pub(crate) fn sample(server: &str, deliveries: u64, latency_us: u64, lost: u64) -> Report {
+        let mut latency = Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("bounds");
+        latency
+            .record_n(latency_us, deliveries.max(1))
+            .expect("in bounds");
+        Report {
+            server: server.into(),
+            clients: 100,
+            publishers: 1,
+            window: 16,
+            payload_bytes: 32,
+            duration_s: 1.0,
+            deliveries,
+            publishes: deliveries / 100,
+            lost,
+            closed: 0,
+            latency_us: latency,
+            server_cpu_ns: Some(deliveries * 1000),
+            loadgen_cpu_ns: Some(deliveries * 500),
+            machine_cpu_ns: Some(deliveries * 2000),
+            loadgen_cpu_share: Some(0.25),
+            tcp_segments: Some(deliveries / 2),
+            server_data_segments: Some(deliveries / 4),
+            rss_before: Some(10 << 20),
+            rss_idle: Some(11 << 20),
+            rss_loaded: Some(12 << 20),
+            write_syscalls_per_delivery: Some(0.25),
+            io_uring_submissions_per_delivery: None,
+            rss_samples: Vec::new(),
+            topics: None,
+            stall: None,
+            cluster: None,
         }
     }
-    out.push('"');
-    out
 }
 
 #[cfg(test)]
@@ -637,5 +745,87 @@ mod tests {
     fn a_spread_is_shown_only_for_several_values() {
         assert_eq!(spread(&[2.0], |v| format!("{v}")), "");
         assert_eq!(spread(&[3.0, 1.0, 2.0], |v| format!("{v}")), " (1-3)");
+    }
+
+    #[test]
+    fn the_json_report_keeps_its_keys_and_their_order() {
+        let json = Report::sample("embedded", 100_000, 800, 0).figures().json();
+        let parsed = super::super::value::parse::json(&json).expect("JSON");
+        assert_eq!(
+            parsed.keys(),
+            [
+                "server",
+                "clients",
+                "publishers",
+                "window",
+                "payload_bytes",
+                "duration_s",
+                "deliveries",
+                "deliveries_per_sec",
+                "publishes",
+                "publishes_per_sec",
+                "lost",
+                "closed",
+                "latency_us",
+                "server_cpu_ns_per_delivery",
+                "server_cpu_ns_per_publication",
+                "loadgen_cpu_ns_per_delivery",
+                "machine_cpu_ns_per_delivery",
+                "loadgen_cpu_share",
+                "server_rss_bytes_per_conn",
+                "server_rss_bytes_per_conn_loaded",
+                "server_rss_bytes_loaded",
+                "write_syscalls_per_delivery",
+                "io_uring_submissions_per_delivery",
+                "tcp_segments_per_delivery",
+                "server_data_segments_per_delivery",
+                "rss_growth_after_first_minute_pct",
+                "topics",
+                "stall",
+                "cluster",
+            ]
+        );
+        assert!(json.starts_with(
+            r#"{"server":"embedded","clients":100,"publishers":1,"window":16,"payload_bytes":32,"duration_s":1.000,"deliveries":100000,"deliveries_per_sec":100000.0,"#
+        ));
+        assert!(json.contains(r#""lost":0,"closed":0,"latency_us":{"p50":800,"#));
+        assert!(json.contains(
+            r#""write_syscalls_per_delivery":0.250,"io_uring_submissions_per_delivery":null,"#
+        ));
+        assert!(json.ends_with(r#""topics":null,"stall":null,"cluster":null}"#));
+    }
+
+    #[test]
+    fn the_sections_of_a_run_are_objects_when_it_has_them() {
+        let mut report = Report::sample("embedded x2 nats", 1000, 50, 0);
+        report.topics = Some(Topics {
+            topics: 10,
+            subscriptions: 2,
+            expected_deliveries: 1000,
+        });
+        report.stall = Some(Stall {
+            stalled: 3,
+            evicted: Some(3),
+            frames_dropped: None,
+            resolved_after_s: Some(0.5),
+            queue_bytes_max: Some(1 << 20),
+        });
+        let histogram = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3).expect("bounds");
+        report.cluster = Some(Cluster {
+            nodes: 2,
+            same_node_us: histogram(),
+            cross_node_us: histogram(),
+            broker_messages_per_publish: Some(1.0),
+        });
+        let json = report.figures().json();
+        assert!(
+            json.contains(r#""topics":{"topics":10,"subscriptions":2,"expected_deliveries":1000}"#)
+        );
+        assert!(json.contains(
+            r#""stall":{"stalled":3,"evicted":3,"frames_dropped":null,"resolved_after_s":0.500,"rss_bound_bytes":14680064}"#
+        ));
+        assert!(json.contains(
+            r#""cluster":{"nodes":2,"same_node_latency_us":{"p50":0,"p99":0,"count":0},"#
+        ));
     }
 }

@@ -84,7 +84,7 @@ impl Kind {
     }
 
     /// The engine, with or without TLS: it takes the engine's options (queue cap, policy).
-    fn is_engine(self) -> bool {
+    pub(crate) fn is_engine(self) -> bool {
         matches!(
             self,
             Kind::Embedded

@@ -5,12 +5,12 @@
 use super::args::Args;
 use super::measure::measure;
 use super::plan;
-use super::report::{self, Report};
+use super::report::{self, Report, Row};
 use super::server::{ServerOptions, Setup, Target};
 
 /// Measures every row of [`plan::shapes`] with each of `setups`, started with `options`;
-/// returns `rows[shape][setup][repeat]`. Says on standard error how each turn went, unless
-/// `--json`.
+/// returns the rows, each with `runs[setup][repeat]`. Says on standard error how each turn
+/// went, unless `--json` or `--csv`.
 ///
 /// # Errors
 ///
@@ -20,7 +20,7 @@ pub(crate) fn run(
     setups: &[Setup],
     options: &ServerOptions,
     interactive: bool,
-) -> Result<Vec<Vec<Vec<Report>>>, Box<dyn std::error::Error>> {
+) -> Result<Vec<Row>, Box<dyn std::error::Error>> {
     let mut rows = Vec::new();
     for shape in plan::shapes(args) {
         // row[setup][repeat]: the setups take turns, so that a drift of the machine's speed
@@ -32,14 +32,14 @@ pub(crate) fn run(
                 let target = Target::start(setup, options, args.nats_server.as_deref())?;
                 turn.push(measure(args, shape, target, interactive)?);
             }
-            if !args.json {
+            if !args.json && !args.csv {
                 eprintln!("{}", report::sweep_progress(&turn));
             }
             for (runs, report) in row.iter_mut().zip(turn) {
                 runs.push(report);
             }
         }
-        rows.push(row);
+        rows.push(Row { shape, runs: row });
     }
     Ok(rows)
 }
