@@ -42,6 +42,20 @@
 //! chosen subprotocol, and once hyper has written it, the connection goes to its shard with
 //! [`Registration::upgraded`].
 //!
+//! # Subprotocols
+//!
+//! The subprotocol is part of that decision, as on the engine's own listener: the handler's
+//! choice ([`Decision::with_protocol`](crate::Decision::with_protocol)), or else the first
+//! the client offered, in its order, that [`Builder::protocols`](crate::Builder::protocols)
+//! lists, answered in the 101's `Sec-WebSocket-Protocol`. A client that offered subprotocols
+//! of which none is chosen is refused with `400 Bad Request` and a body naming the supported
+//! ones (logged at debug), since a browser would fail the connection anyway (see
+//! `Builder::protocols`). There is no per-route list on [`Upgrade`] as on axum's
+//! `WebSocketUpgrade::protocols`: the decision, refusal included, is made when the extractor
+//! runs, before the route's code. List every route's subprotocols on the engine, or choose by
+//! path in [`Handler::on_upgrade`](crate::Handler::on_upgrade) with
+//! [`Request::select_protocol`].
+//!
 //! Middleware on the route (`Router::layer`, `route_layer`, `middleware::from_fn`) runs as for
 //! any route: it can refuse before the extractor runs, and the headers it adds to the response
 //! are in the 101.
@@ -131,8 +145,9 @@ pub struct Upgrade {
 }
 
 impl Upgrade {
-    /// What the engine's policy decided: the subprotocol, principal, data and topics the
-    /// client gets.
+    /// What the engine's policy decided: the subprotocol (answered in the 101's
+    /// `Sec-WebSocket-Protocol`, [`Accepted::protocol`]), principal, data and topics the client
+    /// gets.
     pub fn accepted(&self) -> &Accepted {
         &self.accepted
     }
@@ -229,9 +244,16 @@ where
                     "too many clients",
                 )));
             }
-            let accepted = engine
-                .decide(&request, peer)
-                .map_err(UpgradeRejection::Refused)?;
+            let accepted = engine.decide(&request, peer).map_err(|rejected| {
+                // At debug, as the shards log theirs: a peer decides how often this happens.
+                tracing::debug!(
+                    peer = peer.map(tracing::field::display),
+                    status = rejected.status(),
+                    reason = rejected.body(),
+                    "upgrade refused"
+                );
+                UpgradeRejection::Refused(rejected)
+            })?;
             // Base64 is always a valid header value.
             let accept = HeaderValue::try_from(handshake::accept_key(request.key()))
                 .map_err(|_| UpgradeRejection::Invalid(HandshakeError::Key))?;

@@ -176,6 +176,48 @@ impl Builder {
         self
     }
 
+    /// The subprotocols the server speaks (`Sec-WebSocket-Protocol`, RFC 6455 1.9), replacing
+    /// any list given before. Default: none.
+    ///
+    /// For each upgrade whose [`Handler::on_upgrade`] leaves the choice to the engine (as
+    /// [`Decision::accept`](crate::Decision::accept) does), the engine answers the 101 with
+    /// the first subprotocol of this list, in its order, that the client offered (compared
+    /// exactly, case included), as axum's `WebSocketUpgrade::protocols` chooses: a client
+    /// offering `["b", "a"]` to a server speaking `["a", "b"]` gets `a`, so list the preferred
+    /// one first. A client that offers none is accepted without
+    /// the header. A client that offers subprotocols of which none is in the list is refused
+    /// with `400 Bad Request` and a body naming the ones supported, logged at debug and
+    /// counted in [`HandshakeFailures::refused`](crate::HandshakeFailures::refused) (on the
+    /// engine's own listener): browsers (the WHATWG WebSockets Standard, "establish a
+    /// WebSocket connection"), tungstenite and Node's `ws` fail a connection answered without
+    /// a subprotocol they asked for, so accepting it would only hand them a 1006 after a client
+    /// the server counted as registered. A handler can choose per connection instead ([`Decision::with_protocol`](crate::Decision::with_protocol),
+    /// [`Decision::without_protocol`](crate::Decision::without_protocol)).
+    ///
+    /// # Errors
+    ///
+    /// `build` refuses a name that is not an RFC 6455 token (empty, a space, a separator such
+    /// as `,` or `/`, anything outside visible ASCII) with [`BuildError::InvalidProtocol`].
+    ///
+    /// ```
+    /// use shardcast::{BuildError, Engine};
+    ///
+    /// let engine = Engine::builder().protocols(["graphql-transport-ws", "graphql-ws"]).build()?;
+    /// assert_eq!(engine.config().protocols, ["graphql-transport-ws", "graphql-ws"]);
+    ///
+    /// let refused = Engine::builder().protocols(["v1 chat"]).build();
+    /// assert!(matches!(refused, Err(BuildError::InvalidProtocol(name)) if name == "v1 chat"));
+    /// # Ok::<(), BuildError>(())
+    /// ```
+    pub fn protocols<I>(mut self, protocols: I) -> Self
+    where
+        I: IntoIterator,
+        I::Item: Into<String>,
+    {
+        self.config.protocols = protocols.into_iter().map(Into::into).collect();
+        self
+    }
+
     /// How shards move their connections' bytes: one event loop per shard for plain TCP
     /// connections (writing through `io_uring`, or with a `write` per client), or a task per
     /// connection. Default: [`Driver::IoUring`] on Linux, else [`Driver::EventLoop`] (see

@@ -8,6 +8,7 @@
 //! [`Builder::build`]: crate::Builder::build
 
 use crate::error::BuildError;
+use crate::wire::handshake::is_token;
 use std::time::Duration;
 
 /// Memory one queued frame costs beyond its bytes, charged against the client's queue cap so
@@ -207,6 +208,13 @@ pub struct Config {
     /// If set, only upgrade requests whose `Origin` is in this list are accepted (others get 403,
     /// as do requests without `Origin`). Default: any origin.
     pub allowed_origins: Option<Vec<String>>,
+    /// The subprotocols the server speaks (`Sec-WebSocket-Protocol`), each an RFC 6455 token;
+    /// set with [`Builder::protocols`](crate::Builder::protocols), where the rules are.
+    /// Unless the handler chooses itself, an upgrade is answered with the first subprotocol
+    /// of this list, in its order, that the client offered, and refused with
+    /// `400 Bad Request` if the client offered subprotocols and none is here. Default: none
+    /// (a client that offers none is accepted; one that offers any is refused).
+    pub protocols: Vec<String>,
     /// When queued frames are written. Default: [`Coalescing::PER_TICK`].
     pub coalescing: Coalescing,
     /// Send runs of two or more broadcasts of one shard tick with the same audience as one binary
@@ -309,6 +317,7 @@ impl Default for Config {
             handshake_deadline: Duration::from_secs(10),
             handshake_bytes_max: 8 << 10,
             allowed_origins: None,
+            protocols: Vec::new(),
             coalescing: Coalescing::PER_TICK,
             batch_envelope: false,
             envelope_bytes_max: 64 << 10,
@@ -476,6 +485,9 @@ impl Config {
             "allowed_origins",
             "must not be empty (use None to allow any)",
         )?;
+        if let Some(bad) = config.protocols.iter().find(|p| !is_token(p)) {
+            return Err(BuildError::InvalidProtocol(bad.clone()));
+        }
         Ok(config)
     }
 }

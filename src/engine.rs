@@ -299,10 +299,13 @@ impl Engine {
 
     /// Decides on an upgrade request exactly as a shard does when it reads one itself: the
     /// [`Config::allowed_origins`] list (403), refusal during shutdown (503), then
-    /// [`Handler::on_upgrade`] with `peer`. For an embedder whose own HTTP server answers the
-    /// upgrade: build the [`Request`] with [`Request::new`], answer with the [`Rejected`]
-    /// status or with 101 and [`Accepted::protocol`], then register the stream with
-    /// [`Registration::upgraded`]. Never waits: it runs the handler on the caller's thread.
+    /// [`Handler::on_upgrade`] with `peer`, and the subprotocol: the handler's, or the first
+    /// the client offered that [`Config::protocols`] lists (400 if the client offered some and
+    /// none is answered, see [`Builder::protocols`](crate::Builder::protocols)). For an
+    /// embedder whose own HTTP server answers the upgrade: build the [`Request`] with
+    /// [`Request::new`], answer with the [`Rejected`] status or with 101 and
+    /// [`Accepted::protocol`], then register the stream with [`Registration::upgraded`]. Never
+    /// waits: it runs the handler on the caller's thread.
     ///
     /// # Errors
     ///

@@ -20,6 +20,13 @@ pub enum BuildError {
         /// Why it was refused.
         reason: &'static str,
     },
+    /// A name given to [`crate::Builder::protocols`] (here, as given) is not a subprotocol a
+    /// client could offer: subprotocol names are RFC 6455 tokens, one or more visible ASCII
+    /// characters without spaces or separators. Fix or remove it and build again.
+    #[error(
+        "invalid protocols: {0:?} is not a token (visible ascii, no space, none of ()<>@,;:\\\"/[]?={{}})"
+    )]
+    InvalidProtocol(String),
     /// The operating system refused to start a shard thread or its runtime.
     #[error("cannot start shard: {0}")]
     Spawn(#[source] std::io::Error),

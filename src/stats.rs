@@ -122,7 +122,8 @@ pub struct HandshakeFailures {
     /// The request was not a valid WebSocket upgrade, or too large (answered 4xx).
     pub malformed: u64,
     /// The policy refused it: the `Origin` allow-list (403), shutdown (503), the handler's
-    /// decision, or subscriptions past the topic limits (400).
+    /// decision, subscriptions past the topic limits (400), or no subprotocol to answer a
+    /// client that offered some (400, see [`Builder::protocols`](crate::Builder::protocols)).
     pub refused: u64,
     /// Not complete within the handshake deadline (answered 408 if part of a request came).
     pub timed_out: u64,

@@ -12,7 +12,7 @@ use crate::wire::handshake::{self, HEADERS_MAX};
 /// `Ok(Some((req, n)))` has `n` within the input and the budget, a key of 22 base64 characters
 /// and `==` that is the request's trimmed `Sec-WebSocket-Key`, at most [`HEADERS_MAX`] headers,
 /// and [`handshake::accept_response`] for it (with and without the first offered subprotocol)
-/// is a well-formed 101 response; `Err(e)` has a 4xx status and
+/// is a well-formed 101 response, and the negotiated subprotocol is one both sides named; `Err(e)` has a 4xx status and
 /// [`handshake::reject_response`] for it is a well-formed response whose Content-Length is its
 /// body. And a decision is final: the prefix of the request cut at `cut` (scaled to the input)
 /// either is still incomplete or gets the same decision as the whole input.
@@ -47,6 +47,17 @@ pub fn handshake(data: &[u8]) {
             if let Some(protocol) = req.protocols().next() {
                 check_accept(key, Some(protocol));
             }
+            // Negotiation answers only a name both sides have, the first of the server's list
+            // that was offered, and refuses only a client that offered something.
+            let supported = ["chat", "v2", "superchat"];
+            match req.select_protocol(&supported) {
+                Some(chosen) => assert!(
+                    supported.iter().find(|s| req.protocols().any(|p| p == **s)) == Some(&chosen),
+                    "{chosen:?}"
+                ),
+                None => assert!(req.protocols().all(|p| !supported.contains(&p))),
+            }
+            assert!(req.offers_protocols() || req.protocols().next().is_none());
         }
         Err(e) => {
             let status = e.status();

@@ -97,16 +97,86 @@ impl<'b> Request<'b> {
             .and_then(|v| std::str::from_utf8(v).ok())
     }
 
-    /// Values of Sec-WebSocket-Protocol, split on commas, trimmed (across every such header,
-    /// in order, skipping empty items).
+    /// The subprotocols the client offered, in its order of preference: the items of every
+    /// `Sec-WebSocket-Protocol` header, in order, split on commas, without the spaces and tabs
+    /// around them (RFC 9110 5.6.1 lists). Empty items (`a, ,b`) are skipped, as that list rule
+    /// asks; an item that is not UTF-8 is skipped too, as no server can name it. Items are
+    /// returned as sent, tokens or not (RFC 6455 4.1 asks clients for tokens).
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ///     ("Sec-WebSocket-Protocol", "v2.chat , ,v1.chat"),
+    ///     ("Sec-WebSocket-Protocol", "graphql-ws"),
+    /// ];
+    /// let request = Request::new("/", headers)?;
+    /// let offered: Vec<_> = request.protocols().collect();
+    /// assert_eq!(offered, ["v2.chat", "v1.chat", "graphql-ws"]);
+    /// # Ok::<(), shardcast::wire::handshake::HandshakeError>(())
+    /// ```
     pub fn protocols(&self) -> impl Iterator<Item = &'b str> + '_ {
+        self.protocol_items()
+            .filter_map(|item| std::str::from_utf8(item).ok())
+    }
+
+    /// The first subprotocol the client offered, in its order of preference, that `supported`
+    /// holds (compared exactly, case included, as browsers compare the answer with what they
+    /// offered); `None` if the client offered none of them. What the engine answers with when
+    /// the handler leaves the choice to it ([`Builder::protocols`]); a handler can call it with
+    /// a list of its own and pass the result to
+    /// [`Decision::with_protocol`](crate::Decision::with_protocol).
+    ///
+    /// The order of `supported` wins: the first name of `supported` that the client offered,
+    /// as axum's `WebSocketUpgrade::protocols` (and Python's `websockets` and gorilla) choose,
+    /// so that a server lists its preferred subprotocol first (RFC 6455 lets either side
+    /// prefer: the client lists its offers by preference, the server picks one).
+    ///
+    /// [`Builder::protocols`]: crate::Builder::protocols
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    ///     ("Sec-WebSocket-Protocol", "mqtt, v1.chat, v2.chat"),
+    /// ];
+    /// let request = Request::new("/", headers)?;
+    /// assert_eq!(request.select_protocol(&["v2.chat", "v1.chat"]), Some("v2.chat"));
+    /// assert_eq!(request.select_protocol(&["v1.chat", "v2.chat"]), Some("v1.chat"));
+    /// assert_eq!(request.select_protocol(&["graphql-ws"]), None);
+    /// # Ok::<(), shardcast::wire::handshake::HandshakeError>(())
+    /// ```
+    pub fn select_protocol<S: AsRef<str>>(&self, supported: &[S]) -> Option<&'b str> {
+        supported
+            .iter()
+            .find_map(|s| self.protocols().find(|offered| *offered == s.as_ref()))
+    }
+
+    /// Whether the client offered any subprotocol: a non-empty item in a
+    /// `Sec-WebSocket-Protocol` header, UTF-8 or not. A client that did fails a connection
+    /// answered without one (browsers, as the WHATWG WebSockets Standard requires, and
+    /// tungstenite and Node's `ws`).
+    pub(crate) fn offers_protocols(&self) -> bool {
+        self.protocol_items().next().is_some()
+    }
+
+    /// The non-empty items of every `Sec-WebSocket-Protocol` header, trimmed of spaces and
+    /// tabs, in order.
+    fn protocol_items(&self) -> impl Iterator<Item = &'b [u8]> + '_ {
         self.headers
             .iter()
             .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-protocol"))
-            .filter_map(|&(_, value)| std::str::from_utf8(value).ok())
-            .flat_map(|value| value.split(','))
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
+            .flat_map(|&(_, value)| value.split(|&b| b == b','))
+            // Header values hold no CR, LF or form feed, so this trims exactly the optional
+            // whitespace (spaces and tabs) of the list rule.
+            .map(<[u8]>::trim_ascii)
+            .filter(|item| !item.is_empty())
     }
 
     /// The Sec-WebSocket-Key value (24 base64 characters); pass it to [`accept_response`].
@@ -317,6 +387,17 @@ fn is_key(key: &[u8]) -> bool {
     }
 }
 
+/// Whether `name` is an RFC 6455 subprotocol name: a token (RFC 9110 5.6.2), one or more
+/// visible ASCII characters (U+0021 to U+007E) other than the separators
+/// `( ) < > @ , ; : \ " / [ ] ? = { }`; so no space, and nothing a list or a header could
+/// split.
+pub(crate) fn is_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+}
+
 /// The 101 Switching Protocols response, with the chosen subprotocol if any.
 ///
 /// `protocol` should be one the client offered ([`Request::protocols`]); it is written as is.
@@ -415,8 +496,87 @@ fn reason_phrase(status: u16) -> &'static str {
 
 #[cfg(test)]
 mod tests {
-    use super::accept_key;
+    use super::{Request, accept_key, is_token};
     use proptest::prelude::*;
+
+    /// An upgrade request with these `Sec-WebSocket-Protocol` header values (byte strings, so
+    /// that a test can send what is not UTF-8).
+    fn offering<'b>(values: &[&'b [u8]]) -> Request<'b> {
+        let mut headers: Vec<(&str, &[u8])> = vec![
+            ("Upgrade", b"websocket"),
+            ("Connection", b"Upgrade"),
+            ("Sec-WebSocket-Version", b"13"),
+            ("Sec-WebSocket-Key", b"dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        headers.extend(values.iter().map(|v| ("Sec-WebSocket-Protocol", *v)));
+        Request::new("/", headers).expect("a valid upgrade")
+    }
+
+    #[test]
+    fn offered_subprotocols_are_split_on_commas_and_trimmed_across_headers() {
+        let request = offering(&[b" a,b\t,\tc ", b"d"]);
+        assert_eq!(
+            request.protocols().collect::<Vec<_>>(),
+            ["a", "b", "c", "d"]
+        );
+        assert!(request.offers_protocols());
+    }
+
+    #[test]
+    fn empty_list_items_are_skipped_and_a_header_of_only_commas_offers_nothing() {
+        let request = offering(&[b",a,, ,b,"]);
+        assert_eq!(request.protocols().collect::<Vec<_>>(), ["a", "b"]);
+        for nothing in [&b""[..], b" ", b",", b" , ,\t,"] {
+            let request = offering(&[nothing]);
+            assert_eq!(request.protocols().count(), 0, "{nothing:?}");
+            assert!(!request.offers_protocols(), "{nothing:?}");
+        }
+        assert!(!offering(&[]).offers_protocols());
+    }
+
+    #[test]
+    fn an_item_that_is_not_utf8_is_skipped_but_still_counts_as_offered() {
+        let request = offering(&[b"\xff\xfe, v1"]);
+        assert_eq!(request.protocols().collect::<Vec<_>>(), ["v1"]);
+        let only = offering(&[b"\xff\xfe"]);
+        assert_eq!(only.protocols().count(), 0);
+        assert!(only.offers_protocols(), "the client offered something");
+    }
+
+    #[test]
+    fn the_first_name_of_the_servers_list_that_the_client_offered_is_selected() {
+        let request = offering(&[b"a, b", b"c"]);
+        assert_eq!(request.select_protocol(&["b", "a"]), Some("b"));
+        assert_eq!(request.select_protocol(&["c", "b"]), Some("c"));
+        assert_eq!(request.select_protocol(&["d", "b"]), Some("b"));
+        assert_eq!(request.select_protocol(&["c"]), Some("c"));
+        assert_eq!(request.select_protocol(&["d"]), None);
+        assert_eq!(request.select_protocol::<&str>(&[]), None);
+        // Exact comparison: case matters, as it does to browsers.
+        assert_eq!(request.select_protocol(&["A"]), None);
+        // A non-token item is offered as sent, and only a name equal to it matches.
+        let odd = offering(&[b"a b, \"q\""]);
+        assert_eq!(odd.protocols().collect::<Vec<_>>(), ["a b", "\"q\""]);
+        assert_eq!(odd.select_protocol(&["a", "b", "q"]), None);
+    }
+
+    #[test]
+    fn tokens_are_visible_ascii_without_separators() {
+        for good in [
+            "v1.chat",
+            "graphql-transport-ws",
+            "mqtt",
+            "a!#$%&'*+-.^_`|~9",
+        ] {
+            assert!(is_token(good), "{good:?}");
+        }
+        for bad in [
+            "", " ", "a b", "a,b", "a;b", "a/b", "\"a\"", "a=b", "(a)", "[a]", "{a}", "a:b", "a@b",
+            "a?b", "a\\b", "<a>", "a\tb", "é", "a\u{7f}",
+        ] {
+            assert!(!is_token(bad), "{bad:?}");
+        }
+    }
 
     #[test]
     fn the_accept_key_of_the_rfc_6455_example_is_the_one_the_rfc_gives() {

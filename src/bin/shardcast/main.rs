@@ -28,7 +28,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a relay server: every message a client sends is broadcast to every client.
-    Serve(serve::Args),
+    Serve(Box<serve::Args>),
     /// Measure fan-out throughput and latency (default: against an embedded server).
     Bench(Box<bench::Args>),
 }
@@ -53,7 +53,7 @@ pub(crate) fn raise_descriptor_limit() {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Bench(args) => bench::run(*args),
     };
     match result {

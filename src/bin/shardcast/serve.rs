@@ -88,6 +88,16 @@ pub(crate) struct Args {
     /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
+    /// Subprotocols to speak, comma-separated (`--protocols v2.chat,v1.chat`): a client gets
+    /// the first it offered that is listed, in its own order; one that offers only others is
+    /// refused with 400 (a browser would fail the connection anyway). Default: none.
+    #[arg(
+        long,
+        value_name = "NAMES",
+        value_delimiter = ',',
+        conflicts_with = "naive"
+    )]
+    pub(crate) protocols: Vec<String>,
     /// Answer the WebSocket upgrade with axum (`shardcast::axum::Upgrade` on the route `/`)
     /// instead of the engine's own listener: the path an application behind axum takes, for
     /// side-by-side benchmarks (`bench --server axum`).
@@ -198,7 +208,8 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .max_message_size(args.max_message_size)
         .client_queue_bytes_max(queue)
         .slow_consumer(args.slow_consumer.into())
-        .pin_cores(args.pin_cores);
+        .pin_cores(args.pin_cores)
+        .protocols(args.protocols.iter().cloned());
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
@@ -361,6 +372,13 @@ fn driver_from_env() -> Result<Option<Driver>, Box<dyn Error>> {
 
 /// A refused setting named by the flag that set it, not by the engine's field.
 fn flag_error(e: BuildError) -> Box<dyn Error> {
+    if let BuildError::InvalidProtocol(name) = &e {
+        return format!(
+            "invalid --protocols: {name:?} is not a subprotocol name (visible ASCII, no space, \
+             none of ()<>@,;:\\\"/[]?={{}})"
+        )
+        .into();
+    }
     if let BuildError::Invalid { field, reason } = &e {
         let flag = match *field {
             "shards" => Some("--shards"),

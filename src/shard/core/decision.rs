@@ -18,7 +18,7 @@ pub struct Decision(pub(crate) Verdict);
 #[derive(Debug)]
 pub(crate) enum Verdict {
     Accept {
-        protocol: Option<String>,
+        protocol: Protocol,
         principal: Option<Principal>,
         data: Option<ClientData>,
         /// Subscribed at admission, without repeats.
@@ -30,21 +30,78 @@ pub(crate) enum Verdict {
     },
 }
 
+/// Which subprotocol an accepting [`Decision`] answers with.
+#[derive(Debug)]
+pub(crate) enum Protocol {
+    /// The first the client offered that [`Config::protocols`] lists; refused if it offered
+    /// some and none is listed.
+    Negotiated,
+    /// This one, which the client must have offered.
+    Chosen(String),
+    /// None, even if the client offered some.
+    Declined,
+}
+
 impl Decision {
-    /// Accept, with no subprotocol, unauthenticated.
+    /// Accept, unauthenticated, answering with the subprotocol the engine negotiates: the
+    /// first the client offered, in its order, that
+    /// [`Builder::protocols`](crate::Builder::protocols) lists, or none if it offered none.
+    /// A client that offered subprotocols of which none is listed is refused with `400 Bad
+    /// Request` (see `Builder::protocols` for why), unless the handler chooses itself with
+    /// [`Decision::with_protocol`] or [`Decision::without_protocol`].
     pub fn accept() -> Decision {
         Decision(Verdict::Accept {
-            protocol: None,
+            protocol: Protocol::Negotiated,
             principal: None,
             data: None,
             topics: Vec::new(),
         })
     }
 
-    /// Accept and answer with this subprotocol (one the client offered).
+    /// Accept and answer with this subprotocol, whatever
+    /// [`Builder::protocols`](crate::Builder::protocols) lists. It must be one the client
+    /// offered ([`Request::protocols`], compared exactly): a client fails a connection answered
+    /// with a subprotocol it did not offer (RFC 6455 4.1), so the engine refuses such an
+    /// upgrade with `400 Bad Request` instead, naming the subprotocol.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// use shardcast::{ClientData, Decision, Handler};
+    /// use std::net::SocketAddr;
+    ///
+    /// /// Which version of the chat protocol a client speaks, for the other hooks.
+    /// struct Version(&'static str);
+    ///
+    /// /// Chooses itself, v2 before v1, and keeps the choice for the other hooks.
+    /// struct Chat;
+    ///
+    /// impl Handler for Chat {
+    ///     fn on_upgrade(&self, request: &Request<'_>, _peer: Option<SocketAddr>) -> Decision {
+    ///         let offered = |name| request.protocols().any(|p| p == name);
+    ///         match ["v2.chat", "v1.chat"].into_iter().find(|name| offered(*name)) {
+    ///             Some(name) => Decision::accept()
+    ///                 .with_protocol(name)
+    ///                 .with_data(ClientData::new(Version(name))),
+    ///             None => Decision::reject(400, "offer v2.chat or v1.chat"),
+    ///         }
+    ///     }
+    /// }
+    /// ```
     pub fn with_protocol(mut self, protocol: impl Into<String>) -> Decision {
         if let Verdict::Accept { protocol: p, .. } = &mut self.0 {
-            *p = Some(protocol.into());
+            *p = Protocol::Chosen(protocol.into());
+        }
+        self
+    }
+
+    /// Accept and answer without a subprotocol, even if the client offered some: for clients
+    /// known to go on without one (Python's `websockets` does). Browsers, tungstenite and
+    /// Node's `ws` fail such a connection (the WHATWG WebSockets Standard requires it of
+    /// browsers; the page's `close` event then says 1006), which is why
+    /// [`Decision::accept`] refuses it unless told so here.
+    pub fn without_protocol(mut self) -> Decision {
+        if let Verdict::Accept { protocol: p, .. } = &mut self.0 {
+            *p = Protocol::Declined;
         }
         self
     }
@@ -189,8 +246,10 @@ impl Accepted {
 
 /// The upgrade policy, in order: the `Origin` allow-list (403), refusal while the engine shuts
 /// down (503, unless `accepting`), then the handler's decision (`ask`, called only if it comes
-/// to that), whose subscriptions must be within the topic limits (else 400, naming the limit). Both ways a request is decided, the shard's own upgrade and
-/// [`Engine::decide`](crate::Engine::decide), call this, so they cannot drift apart.
+/// to that), whose subscriptions must be within the topic limits (else 400, naming the limit)
+/// and whose subprotocol must be one the client offered (else 400, see [`negotiate`]). Every
+/// way a request is decided, the shard's own upgrade, [`Engine::decide`](crate::Engine::decide)
+/// and the axum extractor (through it), calls this, so they cannot drift apart.
 pub(crate) fn decide(
     config: &Config,
     accepting: bool,
@@ -215,6 +274,7 @@ pub(crate) fn decide(
             topics,
         } => {
             check_topics(config, &topics).map_err(|e| Rejected::new(400, e.to_string()))?;
+            let protocol = negotiate(&config.protocols, request, protocol)?;
             Ok(Accepted {
                 protocol,
                 principal,
@@ -223,6 +283,45 @@ pub(crate) fn decide(
             })
         }
         Verdict::Reject { status, body } => Err(Rejected::new(status, body)),
+    }
+}
+
+/// The subprotocol to answer `request` with, as `choice` says; `supported` is
+/// [`Config::protocols`].
+///
+/// # Errors
+///
+/// `400 Bad Request` when the answer would make the client fail the connection: a subprotocol
+/// it did not offer (RFC 6455 4.1), or none when it offered some (the WHATWG WebSockets
+/// Standard, for browsers) and the choice was left to the engine. The body says which, for the developer reading the browser's network panel.
+fn negotiate(
+    supported: &[String],
+    request: &Request<'_>,
+    choice: Protocol,
+) -> Result<Option<String>, Rejected> {
+    match choice {
+        Protocol::Declined => Ok(None),
+        Protocol::Chosen(name) if request.protocols().any(|offered| offered == name) => {
+            Ok(Some(name))
+        }
+        Protocol::Chosen(name) => Err(Rejected::new(
+            400,
+            format!("subprotocol {name:?} chosen by the server was not offered"),
+        )),
+        Protocol::Negotiated => match request.select_protocol(supported) {
+            Some(name) => Ok(Some(name.to_owned())),
+            None if request.offers_protocols() => {
+                let supported = match supported {
+                    [] => "none".to_owned(),
+                    names => names.join(", "),
+                };
+                Err(Rejected::new(
+                    400,
+                    format!("no offered subprotocol is supported (supported: {supported})"),
+                ))
+            }
+            None => Ok(None),
+        },
     }
 }
 
