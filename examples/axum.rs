@@ -33,8 +33,7 @@ use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use shardcast::axum::Upgrade;
-use shardcast::wire::handshake::Request;
-use shardcast::{Audience, Context, Decision, Engine, Handler, Incoming, Payload};
+use shardcast::{Audience, Context, Engine, Handler, Incoming, Payload};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -49,21 +48,6 @@ struct Site {
 }
 
 impl Handler for Site {
-    /// Subscribes the client to every `topic` of its request's query.
-    fn on_upgrade(&self, request: &Request<'_>, _peer: Option<SocketAddr>) -> Decision {
-        let query = request
-            .path()
-            .split_once('?')
-            .map_or("", |(_, query)| query);
-        let mut decision = Decision::accept();
-        for pair in query.split('&') {
-            if let Some(("topic", topic)) = pair.split_once('=') {
-                decision = decision.subscribe(percent_decode(topic));
-            }
-        }
-        decision
-    }
-
     fn on_message(&self, ctx: &mut Context<'_>, message: Incoming<'_>) {
         if !self.relay {
             return;
@@ -76,9 +60,13 @@ impl Handler for Site {
     }
 }
 
-/// `GET /ws`: the engine decides (`Site::on_upgrade`) and takes the connection.
-async fn ws(upgrade: Upgrade) -> Upgrade {
-    upgrade
+/// `GET /ws[?topic=T&topic=U]`: the engine takes the connection, subscribed to every `topic`
+/// of the query (decoded by axum).
+async fn ws(Query(query): Query<Vec<(String, String)>>, upgrade: Upgrade) -> Upgrade {
+    query
+        .into_iter()
+        .filter(|(name, _)| name == "topic")
+        .fold(upgrade, |upgrade, (_, topic)| upgrade.subscribe(topic))
 }
 
 /// `GET /stats`.
@@ -182,7 +170,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         if args.relay { ", relaying" } else { "" }
     );
     println!("Ctrl-C stops");
-    // `ConnectInfo` gives `Site::on_upgrade` the peer's address.
+    // `ConnectInfo` gives the engine's decision (and its logs) the peer's address.
     let service = app.into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service)
         .with_graceful_shutdown(async {
@@ -192,32 +180,4 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let report = engine.shutdown(Duration::from_secs(2)).await;
     println!("stopped: {report:?}");
     Ok(())
-}
-
-/// Decodes `%XX` escapes and `+` of a query value; a malformed escape stays as it is.
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (b, hex) {
-            (b'%', Some(decoded)) => {
-                out.push(decoded);
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            _ => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }

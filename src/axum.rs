@@ -42,6 +42,17 @@
 //! chosen subprotocol, and once hyper has written it, the connection goes to its shard with
 //! [`Registration::upgraded`].
 //!
+//! # Topics and principal from the route
+//!
+//! The decision runs before the route's code, but the route has the last word on what the
+//! client starts with: [`Upgrade::subscribe`] adds topics and [`Upgrade::authenticated`] sets
+//! who it is, from axum's own extractors (`Query`, `Path`, an `Extension` a middleware put in
+//! the request), so that [`Handler::on_upgrade`](crate::Handler::on_upgrade) need not parse
+//! the request again. Both take effect when the client is registered, before it can miss a
+//! broadcast; a topic past the limits turns the answer into `400 Bad Request`, as it does for
+//! the decision's topics. For a handler that reads the query itself,
+//! [`Request::query_pairs`] decodes it.
+//!
 //! # Subprotocols
 //!
 //! The subprotocol is part of that decision, as on the engine's own listener: the handler's
@@ -80,7 +91,7 @@
 
 use crate::error::{RegisterError, Rejected};
 use crate::wire::handshake::{self, HandshakeError, Request};
-use crate::{Accepted, ClientData, ClientId, Engine, Registration};
+use crate::{Accepted, ClientData, ClientId, Engine, Principal, Registration, Topic};
 use ::axum::body::Body;
 use ::axum::extract::{ConnectInfo, FromRef, FromRequestParts, OriginalUri};
 use ::axum::http::{HeaderValue, Method, StatusCode, Version, header, request::Parts};
@@ -130,7 +141,8 @@ type OnRegistered = Box<dyn FnOnce(Result<ClientId, RegisterError>) + Send>;
 pub struct Upgrade {
     /// Where the connection goes.
     engine: Engine,
-    /// The decision of the engine's policy: subprotocol, principal, data, topics.
+    /// The decision of the engine's policy (subprotocol, principal, data, topics), with the
+    /// topics and principal the route added.
     accepted: Accepted,
     /// The `Sec-WebSocket-Accept` value.
     accept: HeaderValue,
@@ -147,7 +159,8 @@ pub struct Upgrade {
 impl Upgrade {
     /// What the engine's policy decided: the subprotocol (answered in the 101's
     /// `Sec-WebSocket-Protocol`, [`Accepted::protocol`]), principal, data and topics the client
-    /// gets.
+    /// gets, with the topics and principal [`Upgrade::subscribe`] and
+    /// [`Upgrade::authenticated`] added so far.
     pub fn accepted(&self) -> &Accepted {
         &self.accepted
     }
@@ -156,6 +169,86 @@ impl Upgrade {
     /// `into_make_service_with_connect_info::<SocketAddr>()`.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// Subscribes the client to `topic` from the start, besides the topics the decision
+    /// subscribed it to ([`Decision::subscribe`]): it is in the topic's audience from the
+    /// moment it is registered, so it misses no broadcast issued after
+    /// [`Upgrade::on_registered`] learns its id. Call it once per topic (repeats count once),
+    /// with what the route's extractors give (`Query`, a path parameter).
+    ///
+    /// A topic past the limits ([`Config::topic_bytes_max`], empty, or more than
+    /// [`Config::topics_per_client_max`] in all, the decision's included) turns the answer
+    /// into `400 Bad Request` naming the limit instead of the 101, as it does for
+    /// [`Decision::subscribe`]; the connection never reaches the engine.
+    ///
+    /// [`Config::topic_bytes_max`]: crate::Config::topic_bytes_max
+    /// [`Config::topics_per_client_max`]: crate::Config::topics_per_client_max
+    /// [`Decision::subscribe`]: crate::Decision::subscribe
+    ///
+    /// ```
+    /// use axum::{Router, extract::Query, routing::get};
+    /// use shardcast::Engine;
+    /// use shardcast::axum::Upgrade;
+    ///
+    /// /// `/ws?room=A&room=B`: subscribed to every room, decoded by axum.
+    /// async fn ws(Query(query): Query<Vec<(String, String)>>, upgrade: Upgrade) -> Upgrade {
+    ///     query
+    ///         .into_iter()
+    ///         .filter(|(name, _)| name == "room")
+    ///         .fold(upgrade, |upgrade, (_, room)| upgrade.subscribe(room))
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().shards(1).build()?;
+    /// let app: Router = Router::new().route("/ws", get(ws)).with_state(engine.clone());
+    /// # let _ = app;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn subscribe(mut self, topic: impl Into<Topic>) -> Upgrade {
+        self.accepted.subscribe(topic.into());
+        self
+    }
+
+    /// Marks the client authenticated as `principal` from the start (it is in
+    /// [`Audience::AUTHENTICATED`](crate::Audience::AUTHENTICATED) from the moment it is
+    /// registered), replacing the principal of the decision
+    /// ([`Decision::authenticated`](crate::Decision::authenticated)) if it set one: who the
+    /// user is, as the route's extractors tell it (an `Extension` a session middleware put
+    /// in the request).
+    ///
+    /// ```
+    /// use axum::{Router, extract::Extension, routing::get};
+    /// use shardcast::axum::Upgrade;
+    /// use shardcast::{Engine, Principal};
+    ///
+    /// /// Who the session middleware says the user is.
+    /// #[derive(Clone)]
+    /// struct User(String);
+    ///
+    /// async fn ws(user: Option<Extension<User>>, upgrade: Upgrade) -> Upgrade {
+    ///     match user {
+    ///         // `Context::principal` gives it back to every hook of the handler.
+    ///         Some(Extension(User(name))) => upgrade.authenticated(Principal::new(name)),
+    ///         None => upgrade,
+    ///     }
+    /// }
+    ///
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let engine = Engine::builder().shards(1).build()?;
+    /// let app: Router = Router::new().route("/ws", get(ws)).with_state(engine.clone());
+    /// # let _ = app;
+    /// # engine.shutdown(std::time::Duration::from_secs(1)).await;
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn authenticated(mut self, principal: Principal) -> Upgrade {
+        self.accepted.authenticate(principal);
+        self
     }
 
     /// Attaches `data` to the client unless the decision attaches its own, as
@@ -292,6 +385,17 @@ impl IntoResponse for Upgrade {
             data,
             on_registered,
         } = self;
+        // The route's subscriptions, checked as `decide` checked the decision's: before the
+        // 101, so that a refusal is still an answer the client can read.
+        if let Err(rejected) = accepted.check_topics(engine.config()) {
+            tracing::debug!(
+                peer = peer.map(tracing::field::display),
+                status = rejected.status(),
+                reason = rejected.body(),
+                "upgrade refused"
+            );
+            return UpgradeRejection::Refused(rejected).into_response();
+        }
         let protocol = match accepted.protocol().map(HeaderValue::try_from) {
             None => None,
             Some(Ok(protocol)) => Some(protocol),

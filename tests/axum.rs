@@ -7,7 +7,7 @@ mod common;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, Request as HttpRequest, State};
+use axum::extract::{Extension, Query, Request as HttpRequest, State};
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -17,7 +17,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use shardcast::axum::Upgrade;
 use shardcast::wire::handshake::Request;
-use shardcast::{Audience, Context, Decision, Engine, Handler, Incoming, Payload};
+use shardcast::{Audience, Context, Decision, Engine, Handler, Incoming, Payload, Principal};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -560,5 +560,90 @@ async fn on_registered_learns_the_client_id() {
         .expect("registered");
     engine.send(id, Payload::text("just you")).await.unwrap();
     assert_eq!(next_text(&mut ws).await, "just you");
+    shut_down(&engine, ws).await;
+}
+
+/// Who [`authenticate`] says the user is.
+#[derive(Clone)]
+struct User(&'static str);
+
+/// Puts `User("alice")` in the extensions of a request with `x-token: secret`; lets every
+/// request through.
+async fn authenticate(mut request: HttpRequest, next: Next) -> Response {
+    if request.headers().get("x-token") == Some(&HeaderValue::from_static("secret")) {
+        request.extensions_mut().insert(User("alice"));
+    }
+    next.run(request).await
+}
+
+/// `/rooms?room=A&room=B`: subscribed to each room axum decoded, and authenticated as the
+/// `User` the middleware found, if any.
+async fn rooms(
+    Query(query): Query<Vec<(String, String)>>,
+    user: Option<Extension<User>>,
+    upgrade: Upgrade,
+) -> Upgrade {
+    let upgrade = query
+        .into_iter()
+        .filter(|(name, _)| name == "room")
+        .fold(upgrade, |upgrade, (_, room)| upgrade.subscribe(room));
+    match user {
+        Some(Extension(User(name))) => upgrade.authenticated(Principal::new(name)),
+        None => upgrade,
+    }
+}
+
+#[tokio::test]
+async fn the_routes_extractors_subscribe_and_authenticate_the_client() {
+    let (engine, _) = engine();
+    let app = Router::new()
+        .route("/rooms", get(rooms))
+        .layer(middleware::from_fn(authenticate))
+        .with_state(engine.clone());
+    let addr = serve(app).await;
+    let mut request = format!("ws://{addr}/rooms?room=news%2Fsport&room=caf%C3%A9+bar")
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-token", HeaderValue::from_static("secret"));
+    let (mut alice, response) = connect_to(request).await;
+    assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+    eventually(|| engine.client_count() == 1).await;
+    let mut anonymous = ws_connect(&engine, addr, "/rooms?room=other").await;
+
+    broadcast(&engine, "sport", Audience::topic("news/sport")).await;
+    broadcast(&engine, "cafe", Audience::topic("café bar")).await;
+    broadcast(&engine, "members", Audience::AUTHENTICATED).await;
+    broadcast(&engine, "other", Audience::topic("other")).await;
+    for expected in ["sport", "cafe", "members"] {
+        assert_eq!(next_text(&mut alice).await, expected);
+    }
+    // `other` was broadcast last: had `anonymous` received any of the others, it would come
+    // first.
+    assert_eq!(next_text(&mut anonymous).await, "other");
+    let stats = engine.stats().total;
+    assert_eq!((stats.topics, stats.subscriptions), (3, 3));
+    shut_down(&engine, (alice, anonymous)).await;
+}
+
+#[tokio::test]
+async fn a_topic_past_the_limits_from_the_route_is_answered_400_and_registers_nothing() {
+    let (engine, _) = engine();
+    let app = Router::new()
+        .route("/rooms", get(rooms))
+        .with_state(engine.clone());
+    let addr = serve(app).await;
+    let long = "x".repeat(engine.config().topic_bytes_max + 1);
+    for query in [format!("room=ok&room={long}"), "room=".to_owned()] {
+        let response = refusal(format!("ws://{addr}/rooms?{query}")).await;
+        assert_eq!(response.status(), StatusCode::BAD_REQUEST, "{query}");
+        let reason = String::from_utf8_lossy(body(&response)).into_owned();
+        assert!(reason.contains("topic name"), "{reason}");
+    }
+    // Well within the limits, the same route upgrades.
+    let ws = ws_connect(&engine, addr, "/rooms?room=ok").await;
+    assert_eq!(engine.client_count(), 1);
+    assert_eq!(engine.stats().total.handshakes_failed, 0);
     shut_down(&engine, ws).await;
 }

@@ -15,6 +15,7 @@
 //!   one `Host`, no body (so that the bytes after the request are the client's first
 //!   WebSocket frames), and CRLF line endings.
 
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 use smallvec::SmallVec;
@@ -76,9 +77,88 @@ impl<'b> Request<'b> {
         upgrade_request(path, list)
     }
 
-    /// The request target (path and query).
+    /// The request target (path and query), as the client sent it: not percent-decoded. For
+    /// the query's parameters, decoded, see [`Request::query_pairs`].
     pub fn path(&self) -> &'b str {
         self.path
+    }
+
+    /// The query of the request target, as sent (not decoded): what follows the first `?`,
+    /// up to a `#` if any (clients send no fragment, but [`Request::new`] does not check for
+    /// one); `None` if the target has no `?` before any `#`.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    /// ];
+    /// let request = Request::new("/ws?topic=news%2Fsport", headers)?;
+    /// assert_eq!(request.query(), Some("topic=news%2Fsport"));
+    /// assert_eq!(Request::new("/ws", headers)?.query(), None);
+    /// # Ok::<(), shardcast::wire::handshake::HandshakeError>(())
+    /// ```
+    pub fn query(&self) -> Option<&'b str> {
+        let target = self
+            .path
+            .split_once('#')
+            .map_or(self.path, |(target, _)| target);
+        target.split_once('?').map(|(_, query)| query)
+    }
+
+    /// The parameters of the query ([`Request::query`]) as (name, value), in order, decoded
+    /// as browsers decode `URLSearchParams` (the WHATWG `application/x-www-form-urlencoded`
+    /// parser): split on `&`, skipping empty parts; a part's first `=` splits name from value
+    /// (no `=`: the value is empty); `+` is a space; `%XX` is the byte XX, and a `%` not
+    /// followed by two hex digits stays as it is; decoded bytes that are not UTF-8 become
+    /// U+FFFD (lossy, so a parameter is never lost, but two different invalid values may
+    /// decode alike: compare raw values with [`Request::query`] if that matters). Borrowed
+    /// from the request where nothing was decoded. A name may repeat: every pair is returned.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    /// ];
+    /// let request = Request::new("/ws?topic=news%2Fsport&topic=caf%C3%A9+bar&token", headers)?;
+    /// let topics: Vec<_> = request
+    ///     .query_pairs()
+    ///     .filter(|(name, _)| name == "topic")
+    ///     .map(|(_, value)| value)
+    ///     .collect();
+    /// assert_eq!(topics, ["news/sport", "café bar"]);
+    /// assert_eq!(request.query_value("token").as_deref(), Some(""));
+    /// # Ok::<(), shardcast::wire::handshake::HandshakeError>(())
+    /// ```
+    pub fn query_pairs(&self) -> impl Iterator<Item = (Cow<'b, str>, Cow<'b, str>)> + 'b {
+        form_urlencoded::parse(self.query().unwrap_or_default().as_bytes())
+    }
+
+    /// The decoded value of the first query parameter called `name` (decoded names are
+    /// compared exactly), as [`Request::query_pairs`] decodes it; `None` if there is none.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// let headers = [
+    ///     ("Upgrade", "websocket"),
+    ///     ("Connection", "Upgrade"),
+    ///     ("Sec-WebSocket-Version", "13"),
+    ///     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+    /// ];
+    /// let request = Request::new("/ws?room=a+b&room=c", headers)?;
+    /// assert_eq!(request.query_value("room").as_deref(), Some("a b"));
+    /// assert_eq!(request.query_value("token"), None);
+    /// # Ok::<(), shardcast::wire::handshake::HandshakeError>(())
+    /// ```
+    pub fn query_value(&self, name: &str) -> Option<Cow<'b, str>> {
+        self.query_pairs()
+            .find(|(n, _)| n == name)
+            .map(|(_, value)| value)
     }
 
     /// First header with this name (ASCII case-insensitive).
@@ -498,6 +578,7 @@ fn reason_phrase(status: u16) -> &'static str {
 mod tests {
     use super::{Request, accept_key, is_token};
     use proptest::prelude::*;
+    use std::borrow::Cow;
 
     /// An upgrade request with these `Sec-WebSocket-Protocol` header values (byte strings, so
     /// that a test can send what is not UTF-8).
@@ -578,6 +659,88 @@ mod tests {
         }
     }
 
+    /// An upgrade request for `target`.
+    fn to(target: &str) -> Request<'_> {
+        let headers = [
+            ("Upgrade", "websocket"),
+            ("Connection", "Upgrade"),
+            ("Sec-WebSocket-Version", "13"),
+            ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
+        ];
+        Request::new(target, headers).expect("a valid upgrade")
+    }
+
+    /// The decoded query pairs of an upgrade request for `target`.
+    fn pairs(target: &str) -> Vec<(String, String)> {
+        to(target)
+            .query_pairs()
+            .map(|(n, v)| (n.into_owned(), v.into_owned()))
+            .collect()
+    }
+
+    /// `(name, value)` pairs as owned strings.
+    fn owned(list: &[(&str, &str)]) -> Vec<(String, String)> {
+        list.iter()
+            .map(|&(n, v)| (n.to_owned(), v.to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn the_query_is_what_follows_the_first_question_mark_up_to_a_fragment() {
+        assert_eq!(to("/").query(), None);
+        assert_eq!(to("/ws?").query(), Some(""));
+        assert_eq!(to("/ws?a=1?b=2").query(), Some("a=1?b=2"));
+        assert_eq!(to("/ws?a=1#frag").query(), Some("a=1"));
+        assert_eq!(
+            to("/ws#x?y").query(),
+            None,
+            "a `?` in the fragment starts no query"
+        );
+        assert_eq!(to("/a%20b?x").path(), "/a%20b?x", "the path stays raw");
+    }
+
+    #[test]
+    fn empty_parts_are_skipped_and_a_part_without_equals_has_an_empty_value() {
+        assert_eq!(pairs("/?a=1&&b"), owned(&[("a", "1"), ("b", "")]));
+        assert_eq!(pairs("/?=x&&"), owned(&[("", "x")]));
+        assert_eq!(pairs("/?a==b=c"), owned(&[("a", "=b=c")]));
+        assert_eq!(pairs("/"), owned(&[]));
+        assert_eq!(pairs("/?"), owned(&[]));
+    }
+
+    #[test]
+    fn plus_is_a_space_and_percent_escapes_are_decoded_in_names_and_values() {
+        assert_eq!(pairs("/?a+b=c+d"), owned(&[("a b", "c d")]));
+        assert_eq!(pairs("/?%2B=%2b"), owned(&[("+", "+")]));
+        assert_eq!(pairs("/?euro=%E2%82%AC"), owned(&[("euro", "\u{20ac}")]));
+        assert_eq!(
+            pairs("/?t=news%2Fsport%26more"),
+            owned(&[("t", "news/sport&more")])
+        );
+    }
+
+    #[test]
+    fn invalid_escapes_stay_as_sent_and_invalid_utf8_becomes_the_replacement_character() {
+        assert_eq!(
+            pairs("/?a=%zz&b=%4&c=%"),
+            owned(&[("a", "%zz"), ("b", "%4"), ("c", "%")])
+        );
+        assert_eq!(
+            pairs("/?a=%FF&b=%E2%82"),
+            owned(&[("a", "\u{fffd}"), ("b", "\u{fffd}")])
+        );
+    }
+
+    #[test]
+    fn query_value_is_the_first_value_of_that_decoded_name() {
+        let request = to("/?t=a&t%61=b&x&t=c");
+        assert_eq!(request.query_value("t").as_deref(), Some("a"));
+        assert_eq!(request.query_value("ta").as_deref(), Some("b"));
+        assert_eq!(request.query_value("x").as_deref(), Some(""));
+        assert_eq!(request.query_value("y"), None);
+        assert!(matches!(request.query_value("t"), Some(Cow::Borrowed("a"))));
+    }
+
     #[test]
     fn the_accept_key_of_the_rfc_6455_example_is_the_one_the_rfc_gives() {
         // RFC 6455, section 1.3.
@@ -588,6 +751,21 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn any_encoded_name_and_value_decode_to_themselves(name in "\\PC*", value in "\\PC*") {
+            let query: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair(&name, &value)
+                .finish();
+            let target = format!("/?{query}");
+            let decoded = pairs(&target);
+            if name.is_empty() && value.is_empty() {
+                // `=` alone is a part with an empty name and value, kept.
+                prop_assert_eq!(decoded, owned(&[("", "")]));
+            } else {
+                prop_assert_eq!(decoded, vec![(name, value)]);
+            }
+        }
+
         #[test]
         fn the_accept_key_is_the_one_tungstenite_derives(key in "[ -~]{0,64}") {
             prop_assert_eq!(accept_key(&key), tungstenite::handshake::derive_accept_key(key.as_bytes()));

@@ -223,6 +223,28 @@ impl Accepted {
         &self.topics
     }
 
+    /// Adds `topic` to the subscriptions at admission, without repeats, as
+    /// [`Decision::subscribe`] does; unchecked until [`Accepted::check_topics`].
+    #[cfg(feature = "axum")]
+    pub(crate) fn subscribe(&mut self, topic: Topic) {
+        if !self.topics.contains(&topic) {
+            self.topics.push(topic);
+        }
+    }
+
+    /// Authenticates the client as `principal` at admission, replacing the decision's.
+    #[cfg(feature = "axum")]
+    pub(crate) fn authenticate(&mut self, principal: Principal) {
+        self.principal = Some(principal);
+    }
+
+    /// Whether the subscriptions are within `config`'s topic limits: `400 Bad Request` naming
+    /// the limit if not, as [`decide`] answers.
+    #[cfg(feature = "axum")]
+    pub(crate) fn check_topics(&self, config: &Config) -> Result<(), Rejected> {
+        within_limits(config, &self.topics)
+    }
+
     /// Admits the client `id` to `state` as accepted (its 101 answer is out); `data` is used
     /// if the decision attached none. Returns its slot. The one place an accepted upgrade
     /// becomes a client, for streams the shard upgraded and streams upgraded by the embedder.
@@ -273,7 +295,7 @@ pub(crate) fn decide(
             data,
             topics,
         } => {
-            check_topics(config, &topics).map_err(|e| Rejected::new(400, e.to_string()))?;
+            within_limits(config, &topics)?;
             let protocol = negotiate(&config.protocols, request, protocol)?;
             Ok(Accepted {
                 protocol,
@@ -323,6 +345,11 @@ fn negotiate(
             None => Ok(None),
         },
     }
+}
+
+/// [`check_topics`], as the `400 Bad Request` naming the limit that refuses the upgrade.
+fn within_limits(config: &Config, topics: &[Topic]) -> Result<(), Rejected> {
+    check_topics(config, topics).map_err(|e| Rejected::new(400, e.to_string()))
 }
 
 /// Whether a new client may subscribe to all of `topics` (without repeats).
