@@ -121,7 +121,7 @@ pub use error::{
     SubscribeError, TryBroadcastError, TrySendError, UpdateError,
 };
 pub use id::{ClientId, ShardId};
-pub use inbox::{Event, EventKind, Inbox};
+pub use inbox::{Event, EventKind, Inbox, InboxPartition};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Io, Wrap, WrapFuture};

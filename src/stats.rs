@@ -205,8 +205,9 @@ pub struct ShardStats {
     pub inbox_paused: u64,
     /// Clients not read now because their event waits for room in the inbox queue.
     pub inbox_waiting: u64,
-    /// Events lost: not queued because the `Inbox` was dropped or the shard stopped first, or
-    /// still queued when the `Inbox` was dropped.
+    /// Events lost: not queued because the `Inbox` was dropped or the shard stopped first,
+    /// still queued when the `Inbox` was dropped, or taken for an
+    /// [`InboxPartition`](crate::InboxPartition) that was dropped.
     pub inbox_lost: u64,
 }
 
@@ -471,6 +472,7 @@ impl BridgeStats {
 pub(crate) struct InboxTally {
     /// Events taken out of the queue (received, or dropped with the `Inbox`).
     pub(crate) taken: AtomicU64,
-    /// Events still queued when the `Inbox` was dropped: lost, and counted as such.
+    /// Events still queued when the `Inbox` was dropped, or taken for a dropped
+    /// `InboxPartition`: lost, and counted as such.
     pub(crate) dropped: AtomicU64,
 }

@@ -81,7 +81,7 @@ mod name {
 /// | `shardcast_inbox_depth` | gauge | `shard` | events in its inbox queue, not yet read |
 /// | `shardcast_inbox_pauses_total` | counter | `shard` | times a client stopped being read for a full inbox queue |
 /// | `shardcast_inbox_waiting` | gauge | `shard` | clients not read now, their event waiting for the inbox |
-/// | `shardcast_inbox_lost_total` | counter | `shard` | inbox events lost (inbox dropped, shard stopped first) |
+/// | `shardcast_inbox_lost_total` | counter | `shard` | inbox events lost (inbox or its partition dropped, shard stopped first) |
 ///
 /// With a bridge to other nodes ([`Builder::bridge`](crate::Builder::bridge); see
 /// [`BridgeStats`](crate::BridgeStats)):

@@ -1,13 +1,12 @@
-//! `Inbox`: what clients send, and when they come and go, as an async stream read from one
-//! bounded queue per shard. The contract (when to use it rather than a `Handler`, bounds,
-//! back-pressure, ordering, shutdown) is on [`Inbox`], where rustdoc renders it.
+//! `Inbox`: one async stream of client events, read from one bounded queue per shard.
 //!
 //! # Invariants
 //!
 //! - Each shard's queue is a `tokio::sync::mpsc` channel of [`Config::inbox_capacity`] events;
 //!   the shard only ever `try_send`s into it, so no shard thread waits for the consumer. An
 //!   event that finds the queue full waits in the connection it is about (`shard::inlet`).
-//! - [`InboxTally`] is written by the `Inbox` only (its methods take `&mut self`), so each counter is
+//! - [`InboxTally`] is written by the `Inbox` only (its methods take `&mut self`; a partitioned
+//!   inbox calls them with its lock held), so there is one writer at a time and each counter is
 //!   a plain load and store, like the shards' own counters.
 //!
 //! [`Config::inbox_capacity`]: crate::Config::inbox_capacity
@@ -155,6 +154,13 @@ struct Lane {
 /// sent them, then [`EventKind::Removed`], exactly once each. There is no order across
 /// clients.
 ///
+/// One reader handles one event at a time, so an awaited write per message serialises every
+/// client behind it. To await for several clients at once and still keep each client's order,
+/// split the inbox by client with [`Inbox::partition`] and give each [`InboxPartition`] its own
+/// task: every event of a client goes to the same partition, in this order.
+///
+/// [`InboxPartition`]: crate::InboxPartition
+///
 /// # Shutdown and loss
 ///
 /// The stream ends (`None`) once every shard has stopped and every queued event was read. Keep
@@ -214,6 +220,12 @@ impl Inbox {
     /// Polls for the next event: the shards' queues in turn, starting after the last that gave
     /// one, so that every shard gets its share.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Event>> {
+        self.poll_lane(cx).map(|next| next.map(|(_, event)| event))
+    }
+
+    /// [`Inbox::poll_recv`], with the index of the shard whose queue gave the event (where to
+    /// count it if it is lost later: see [`Inbox::lose`]).
+    pub(super) fn poll_lane(&mut self, cx: &mut Context<'_>) -> Poll<Option<(usize, Event)>> {
         let n = self.lanes.len();
         let mut open = false;
         for k in 0..n {
@@ -226,7 +238,7 @@ impl Inbox {
                 Poll::Ready(Some(event)) => {
                     bump(&lane.tally.taken, 1);
                     self.next = (i + 1) % n;
-                    return Poll::Ready(Some(event));
+                    return Poll::Ready(Some((i, event)));
                 }
                 Poll::Ready(None) => lane.rx = None,
                 // The waker is registered with this queue too: any of them wakes the task.
@@ -238,6 +250,23 @@ impl Inbox {
         } else {
             Poll::Ready(None)
         }
+    }
+
+    /// Counts an event taken from shard `lane`'s queue (by [`Inbox::poll_lane`]) as lost: its
+    /// reader is gone.
+    pub(super) fn lose(&mut self, lane: usize) {
+        bump(&self.lanes[lane].tally.dropped, 1);
+    }
+
+    /// Events each shard's queue holds at most ([`Config::inbox_capacity`]).
+    ///
+    /// [`Config::inbox_capacity`]: crate::Config::inbox_capacity
+    pub(super) fn capacity(&self) -> usize {
+        (self.lanes.iter())
+            .filter_map(|lane| lane.rx.as_ref())
+            .map(mpsc::Receiver::max_capacity)
+            .max()
+            .unwrap_or(1)
     }
 }
 
