@@ -88,8 +88,8 @@ pub(crate) struct Args {
     /// The private key of --tls-cert, PEM (PKCS#8, PKCS#1 or SEC1). Needs --tls-cert.
     #[arg(long, value_name = "PEM", requires = "tls_cert")]
     pub(crate) tls_key: Option<PathBuf>,
-    /// Subprotocols to speak, comma-separated (`--protocols v2.chat,v1.chat`): a client gets
-    /// the first it offered that is listed, in its own order; one that offers only others is
+    /// Subprotocols to speak, comma-separated, preferred first (`--protocols v2.chat,v1.chat`):
+    /// a client gets the first of the list that it offered; one that offers only others is
     /// refused with 400 (a browser would fail the connection anyway). Default: none.
     #[arg(
         long,
