@@ -253,8 +253,9 @@ fn row_value(row: &Row) -> Value {
 #[cfg(test)]
 mod tests {
     use super::super::plan::Shape;
-    use super::super::value::parse::{Json, json};
+    use super::super::value::keys;
     use super::*;
+    use serde_json::{Value as Json, json};
 
     /// Row `clients`: the embedded server at 300, 100 and 200 deliveries/s, naive at 100, 100
     /// and 50 (in turns), p99 of each run its rate in µs.
@@ -283,30 +284,29 @@ mod tests {
         for key in path {
             v = v.get(key).unwrap_or_else(|| panic!("no {key} in {path:?}"));
         }
-        v.num()
+        v.as_f64()
             .unwrap_or_else(|| panic!("{path:?} is not a number"))
+    }
+
+    /// `text`, parsed.
+    fn parsed(text: &str) -> Json {
+        serde_json::from_str(text).expect("JSON")
     }
 
     #[test]
     fn the_sweep_json_has_keyed_rows_with_each_servers_figures_and_ratios() {
         let text = sweep_json(&[row(1000), row(10_000)], 3);
-        let sweep = json(&text).expect("JSON");
-        assert_eq!(sweep.keys(), ["baseline", "servers", "repeat", "rows"]);
-        assert_eq!(sweep.get("baseline"), Some(&Json::Str("embedded".into())));
-        assert_eq!(
-            sweep.get("servers"),
-            Some(&Json::Arr(vec![
-                Json::Str("embedded".into()),
-                Json::Str("naive".into())
-            ]))
-        );
-        let Some(Json::Arr(rows)) = sweep.get("rows") else {
+        let sweep = parsed(&text);
+        assert_eq!(keys(&sweep), ["baseline", "servers", "repeat", "rows"]);
+        assert_eq!(sweep.get("baseline"), Some(&json!("embedded")));
+        assert_eq!(sweep.get("servers"), Some(&json!(["embedded", "naive"])));
+        let Some(Json::Array(rows)) = sweep.get("rows") else {
             panic!("no rows in {text}");
         };
         assert_eq!(rows.len(), 2);
         let first = &rows[0];
         assert_eq!(
-            first.keys(),
+            keys(first),
             [
                 "clients",
                 "publishers",
@@ -320,21 +320,21 @@ mod tests {
         assert_eq!(num(&rows[1], &["clients"]), 10_000.0);
         assert_eq!(first.get("topics"), Some(&Json::Null));
         let servers = first.get("servers").expect("servers");
-        assert_eq!(servers.keys(), ["embedded", "naive"]);
+        assert_eq!(keys(servers), ["embedded", "naive"]);
         let embedded = servers.get("embedded").expect("embedded");
-        assert_eq!(embedded.keys(), ["runs", "median", "min", "max"]);
+        assert_eq!(keys(embedded), ["runs", "median", "min", "max"]);
         assert_eq!(num(embedded, &["runs"]), 3.0);
         // Each summary has the keys of a single run's report.
-        let single = json(&run_json(&Report::sample("embedded", 1, 1, 0))).expect("JSON");
+        let single = parsed(&run_json(&Report::sample("embedded", 1, 1, 0)));
         for stat in ["median", "min", "max"] {
-            assert_eq!(embedded.get(stat).expect(stat).keys(), single.keys());
+            assert_eq!(keys(embedded.get(stat).expect(stat)), keys(&single));
         }
         assert_eq!(num(embedded, &["median", "deliveries_per_sec"]), 200.0);
         assert_eq!(num(embedded, &["min", "deliveries_per_sec"]), 100.0);
         assert_eq!(num(embedded, &["max", "latency_us", "p99"]), 300.0);
         // The ratios of the turns side by side: 3, 1 and 4.
         let ratios = first.get("ratios").expect("ratios");
-        assert_eq!(ratios.keys(), ["naive"]);
+        assert_eq!(keys(ratios), ["naive"]);
         let naive = ratios.get("naive").expect("naive");
         assert_eq!(num(naive, &["median", "deliveries_per_sec"]), 3.0);
         assert_eq!(num(naive, &["min", "deliveries_per_sec"]), 1.0);
