@@ -67,6 +67,10 @@ impl Opcode {
     }
 }
 
+/// The RSV1 bit of a frame's first byte: set on the first frame of a compressed message
+/// (permessage-deflate, RFC 7692 6), clear everywhere else.
+pub const RSV1: u8 = 0x40;
+
 /// Longest possible server frame header (2 + 8 bytes).
 pub const HEADER_LEN_MAX: usize = 10;
 

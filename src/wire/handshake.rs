@@ -472,10 +472,12 @@ fn is_key(key: &[u8]) -> bool {
 /// `( ) < > @ , ; : \ " / [ ] ? = { }`; so no space, and nothing a list or a header could
 /// split.
 pub(crate) fn is_token(name: &str) -> bool {
-    !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b))
+    !name.is_empty() && name.bytes().all(is_tchar)
+}
+
+/// Whether `b` may be part of a token (RFC 9110 5.6.2).
+pub(crate) fn is_tchar(b: u8) -> bool {
+    b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
 }
 
 /// The 101 Switching Protocols response, with the chosen subprotocol if any.

@@ -10,6 +10,7 @@
 //!   arrive, never past the end of the message a final frame announces.
 //! - Server frames are always final (FIN) and unmasked; client frames must be masked.
 
+pub mod deflate;
 pub mod envelope;
 pub mod frame;
 pub mod handshake;

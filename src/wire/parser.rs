@@ -34,7 +34,8 @@
 use std::ops::ControlFlow;
 use std::str;
 
-use super::frame::{CONTROL_PAYLOAD_MAX, Opcode};
+use super::deflate::{InflateError, Inflater};
+use super::frame::{CONTROL_PAYLOAD_MAX, Opcode, RSV1};
 use super::utf8::Utf8;
 
 /// Size limits the parser enforces.
@@ -89,9 +90,12 @@ pub enum ParseError {
     /// Text message or close reason not valid UTF-8. Close with 1007.
     #[error("invalid utf-8")]
     InvalidUtf8,
-    /// Frame or message over its limit. Close with 1009.
+    /// Frame or message over its limit (a compressed message: inflated). Close with 1009.
     #[error("message too big")]
     TooBig,
+    /// A compressed message that does not inflate (permessage-deflate). Close with 1007.
+    #[error("invalid compressed data")]
+    Compression,
 }
 
 impl ParseError {
@@ -104,7 +108,7 @@ impl ParseError {
     pub fn close_code(self) -> u16 {
         match self {
             ParseError::Protocol(_) => 1002,
-            ParseError::InvalidUtf8 => 1007,
+            ParseError::InvalidUtf8 | ParseError::Compression => 1007,
             ParseError::TooBig => 1009,
         }
     }
@@ -116,7 +120,8 @@ impl ParseError {
 enum Fault {
     /// The frame's MASK bit is clear.
     Unmasked = 1,
-    /// RSV1..3 set (no extension is negotiated).
+    /// RSV2 or RSV3 set; RSV1 without permessage-deflate, or on a control frame or a
+    /// continuation.
     Reserved,
     /// Opcode 3-7 or B-F.
     UnknownOpcode,
@@ -138,6 +143,8 @@ enum Fault {
     Utf8,
     /// A frame or message over its limit.
     TooBig,
+    /// A compressed message that does not inflate.
+    Corrupt,
 }
 
 impl Fault {
@@ -156,6 +163,7 @@ impl Fault {
             Fault::LengthTopBit => "64-bit payload length with the top bit set",
             Fault::Utf8 => return ParseError::InvalidUtf8,
             Fault::TooBig => return ParseError::TooBig,
+            Fault::Corrupt => return ParseError::Compression,
         };
         ParseError::Protocol(reason)
     }
@@ -217,6 +225,8 @@ struct Header {
     len: usize,
     /// The masking key.
     mask: [u8; 4],
+    /// RSV1: the first frame of a compressed message.
+    compressed: bool,
 }
 
 /// Incremental parser for one connection's inbound frames.
@@ -251,6 +261,9 @@ pub struct Parser {
     utf8: Utf8,
     /// Opcode (Text or Binary) of the open fragmented message, if any.
     open: Option<Opcode>,
+    /// Whether the message being received (the open one, or the frame in progress) is
+    /// compressed: its text is checked once inflated, not as it arrives.
+    compressed: bool,
     /// Open, closed or poisoned.
     status: Status,
 }
@@ -264,6 +277,7 @@ impl Parser {
             stage: Stage::IDLE,
             utf8: Utf8::default(),
             open: None,
+            compressed: false,
             status: Status::Open,
         }
     }
@@ -291,6 +305,48 @@ impl Parser {
     pub fn feed(
         &mut self,
         input: &mut [u8],
+        on: impl FnMut(Inbound<'_>) -> ControlFlow<()>,
+    ) -> Result<usize, ParseError> {
+        self.feed_with(input, None, on)
+    }
+
+    /// [`Parser::feed`] for a connection that negotiated permessage-deflate: a data message
+    /// whose first frame has RSV1 set is compressed, and is delivered inflated by `inflater`
+    /// (a shard's, shared by its connections: nothing of a message stays in it between calls),
+    /// its inflated size bounded by `message_bytes_max` as it inflates (the compressed size
+    /// is bounded by it too, as any message). With `None`, RSV1 is refused as `feed` refuses it.
+    ///
+    /// ```
+    /// use std::ops::ControlFlow;
+    /// use shardcast::wire::deflate::{Deflater, Inflater};
+    /// use shardcast::wire::{Inbound, Limits, Parser, frame};
+    ///
+    /// let text = "compressible ".repeat(20);
+    /// let body = Deflater::new(6, 15).compress(text.as_bytes()).to_vec();
+    /// // A client's frame: FIN, RSV1, text; masked with a zero key.
+    /// let mut wire = vec![0x80 | frame::RSV1 | 0x1, 0x80 | body.len() as u8, 0, 0, 0, 0];
+    /// wire.extend_from_slice(&body);
+    ///
+    /// let mut inflater = Inflater::new();
+    /// let mut got = String::new();
+    /// Parser::new(Limits::default()).feed_with(&mut wire, Some(&mut inflater), |m| {
+    ///     if let Inbound::Text(t) = m {
+    ///         got.push_str(t);
+    ///     }
+    ///     ControlFlow::Continue(())
+    /// })?;
+    /// assert_eq!(got, text);
+    /// # Ok::<(), shardcast::wire::ParseError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// As [`Parser::feed`]; also [`ParseError::Compression`] for a message that does not
+    /// inflate, and [`ParseError::TooBig`] for one that inflates past the limit.
+    pub fn feed_with(
+        &mut self,
+        input: &mut [u8],
+        mut inflater: Option<&mut Inflater>,
         mut on: impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<usize, ParseError> {
         match self.status {
@@ -298,7 +354,7 @@ impl Parser {
             Status::Closed => return Ok(input.len()),
             Status::Failed(fault) => return Err(fault.error()),
         }
-        match self.run(input, &mut on) {
+        match self.run(input, &mut inflater, &mut on) {
             Ok(n) => Ok(n),
             Err(fault) => {
                 self.status = Status::Failed(fault);
@@ -336,26 +392,29 @@ impl Parser {
     fn run(
         &mut self,
         input: &mut [u8],
+        inflater: &mut Option<&mut Inflater>,
         on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<usize, Fault> {
         let mut pos = 0;
+        let deflate = inflater.is_some();
         loop {
             let header = match self.stage {
                 Stage::Payload { .. } => {
-                    let flow = self.resume_payload(input, &mut pos, on)?;
+                    let flow = self.resume_payload(input, &mut pos, inflater, on)?;
                     if flow.is_break() || pos == input.len() {
                         return Ok(pos);
                     }
                     continue;
                 }
                 Stage::Header { len, bytes } => {
-                    let Some(header) = self.read_header(len, bytes, input, &mut pos)? else {
+                    let Some(header) = self.read_header(len, bytes, input, &mut pos, deflate)?
+                    else {
                         return Ok(input.len());
                     };
                     header
                 }
             };
-            let flow = self.frame(header, input, &mut pos, on)?;
+            let flow = self.frame(header, input, &mut pos, inflater, on)?;
             if flow.is_break() {
                 return Ok(pos);
             }
@@ -370,12 +429,13 @@ impl Parser {
         mut bytes: [u8; 14],
         input: &[u8],
         pos: &mut usize,
+        deflate: bool,
     ) -> Result<Option<Header>, Fault> {
         let rest = input.get(*pos..).unwrap_or_default();
         let mut have = usize::from(len);
         // Fast path: nothing stashed and the whole header is in `input`.
         if let (0, &[b0, b1, ..]) = (have, rest) {
-            let need = self.check_head(b0, b1)?;
+            let need = self.check_head(b0, b1, deflate)?;
             if let Some(header) = rest.get(..need) {
                 *pos += need;
                 return self.check_header(header).map(Some);
@@ -403,7 +463,7 @@ impl Parser {
                 return Ok(None);
             }
             if need == 2 {
-                need = self.check_head(bytes[0], bytes[1])?;
+                need = self.check_head(bytes[0], bytes[1], deflate)?;
                 if have < need {
                     continue;
                 }
@@ -417,11 +477,14 @@ impl Parser {
     }
 
     /// Checks the first two header bytes; returns the whole header's length (6, 8 or 14).
-    fn check_head(&self, b0: u8, b1: u8) -> Result<usize, Fault> {
-        if b0 & 0x70 != 0 {
-            return Err(Fault::Reserved);
-        }
+    /// `deflate`: permessage-deflate was negotiated, so RSV1 may start a data message.
+    fn check_head(&self, b0: u8, b1: u8, deflate: bool) -> Result<usize, Fault> {
         let opcode = Opcode::from_u8(b0 & 0x0F).ok_or(Fault::UnknownOpcode)?;
+        match b0 & 0x70 {
+            0 => {}
+            RSV1 if deflate && matches!(opcode, Opcode::Text | Opcode::Binary) => {}
+            _ => return Err(Fault::Reserved),
+        }
         if b1 & 0x80 == 0 {
             return Err(Fault::Unmasked);
         }
@@ -492,6 +555,7 @@ impl Parser {
             fin: b0 & 0x80 != 0,
             len,
             mask,
+            compressed: b0 & RSV1 != 0,
         })
     }
 
@@ -502,6 +566,7 @@ impl Parser {
         header: Header,
         input: &mut [u8],
         pos: &mut usize,
+        inflater: &mut Option<&mut Inflater>,
         on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Fault> {
         let Header {
@@ -509,9 +574,13 @@ impl Parser {
             fin,
             len,
             mask,
+            compressed,
         } = header;
         if opcode == Opcode::Text {
             self.utf8.reset();
+        }
+        if matches!(opcode, Opcode::Text | Opcode::Binary) {
+            self.compressed = compressed;
         }
         if !fin && !opcode.is_control() && opcode != Opcode::Continuation {
             self.open = Some(opcode);
@@ -521,7 +590,7 @@ impl Parser {
             // The whole payload is here.
             *pos += len;
             unmask(payload, mask);
-            return self.complete(opcode, fin, payload, on);
+            return self.complete(opcode, fin, payload, inflater, on);
         }
         // The payload is cut by the end of `input`: keep what arrived.
         *pos += rest.len();
@@ -553,6 +622,7 @@ impl Parser {
         &mut self,
         input: &mut [u8],
         pos: &mut usize,
+        inflater: &mut Option<&mut Inflater>,
         on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Fault> {
         let Stage::Payload {
@@ -597,7 +667,7 @@ impl Parser {
             return Ok(self.after_control(opcode, flow));
         }
         if fin {
-            self.finish_message(opcode, on)
+            self.finish_message(opcode, inflater, on)
         } else {
             Ok(ControlFlow::Continue(()))
         }
@@ -609,12 +679,17 @@ impl Parser {
         opcode: Opcode,
         fin: bool,
         payload: &[u8],
+        inflater: &mut Option<&mut Inflater>,
         on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Fault> {
         match opcode {
             _ if opcode.is_control() => {
                 let flow = deliver_control(opcode, payload, on)?;
                 Ok(self.after_control(opcode, flow))
+            }
+            Opcode::Text | Opcode::Binary if fin && self.compressed => {
+                let kind = opcode;
+                deliver_inflated(kind, payload, self.limits.message_bytes_max, inflater, on)
             }
             // The common case: a whole message in one frame, delivered without a copy.
             Opcode::Text if fin => {
@@ -628,7 +703,7 @@ impl Parser {
                 }
                 self.append(payload, payload.len(), self.ends_buffer(opcode, fin));
                 if fin {
-                    self.finish_message(opcode, on)
+                    self.finish_message(opcode, inflater, on)
                 } else {
                     Ok(ControlFlow::Continue(()))
                 }
@@ -640,6 +715,7 @@ impl Parser {
     fn finish_message(
         &mut self,
         opcode: Opcode,
+        inflater: &mut Option<&mut Inflater>,
         on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
     ) -> Result<ControlFlow<()>, Fault> {
         let kind = if opcode == Opcode::Continuation {
@@ -647,6 +723,13 @@ impl Parser {
         } else {
             Some(opcode)
         };
+        if self.compressed {
+            let kind = kind.unwrap_or(Opcode::Binary);
+            let max = self.limits.message_bytes_max;
+            let flow = deliver_inflated(kind, &self.buf, max, inflater, on);
+            self.buf.clear();
+            return flow;
+        }
         // This pass also validates the final fragment, which `utf8` has not seen, and fails
         // on a message ending inside a sequence.
         let flow = match kind {
@@ -716,10 +799,12 @@ impl Parser {
         }
     }
 
-    /// Whether the payload of a frame with `opcode` is text.
+    /// Whether the payload of a frame with `opcode` is text to check as it arrives: text, and
+    /// not compressed (compressed text is checked once inflated).
     fn is_text(&self, opcode: Opcode) -> bool {
-        opcode == Opcode::Text
-            || (opcode == Opcode::Continuation && self.open == Some(Opcode::Text))
+        !self.compressed
+            && (opcode == Opcode::Text
+                || (opcode == Opcode::Continuation && self.open == Some(Opcode::Text)))
     }
 
     /// After a control frame was delivered: a Close ends the stream.
@@ -731,6 +816,29 @@ impl Parser {
         }
         flow
     }
+}
+
+/// Inflates the compressed message `body` (of `kind`, Text or Binary) within `max` bytes and
+/// delivers it.
+fn deliver_inflated(
+    kind: Opcode,
+    body: &[u8],
+    max: usize,
+    inflater: &mut Option<&mut Inflater>,
+    on: &mut impl FnMut(Inbound<'_>) -> ControlFlow<()>,
+) -> Result<ControlFlow<()>, Fault> {
+    // A compressed frame is accepted only with an inflater (`check_head`).
+    let inflater = inflater.as_deref_mut().ok_or(Fault::Reserved)?;
+    let message = inflater.inflate(body, max).map_err(|e| match e {
+        InflateError::TooBig => Fault::TooBig,
+        InflateError::Corrupt => Fault::Corrupt,
+    })?;
+    Ok(match kind {
+        Opcode::Text => on(Inbound::Text(
+            str::from_utf8(message).map_err(|_| Fault::Utf8)?,
+        )),
+        _ => on(Inbound::Binary(message)),
+    })
 }
 
 /// Delivers a complete control frame.
