@@ -405,6 +405,10 @@ impl IntoResponse for Upgrade {
                 return (StatusCode::INTERNAL_SERVER_ERROR, "invalid subprotocol").into_response();
             }
         };
+        // permessage-deflate, if agreed: made of tokens and digits, always a valid value.
+        let extensions = accepted
+            .extensions()
+            .and_then(|value| HeaderValue::try_from(value).ok());
         tokio::spawn(async move {
             let registered = match on_upgrade.await {
                 Ok(upgraded) => hand_over(&engine, upgraded, accepted, data, peer).await,
@@ -425,6 +429,9 @@ impl IntoResponse for Upgrade {
         headers.insert(header::SEC_WEBSOCKET_ACCEPT, accept);
         if let Some(protocol) = protocol {
             headers.insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+        if let Some(extensions) = extensions {
+            headers.insert(header::SEC_WEBSOCKET_EXTENSIONS, extensions);
         }
         response
     }

@@ -4,6 +4,7 @@
 
 use crate::ShardId;
 use crate::bridge::{Broker, driver};
+use crate::compression::Compression;
 use crate::config::{Coalescing, Config, Driver, SlowConsumerPolicy};
 use crate::engine::{Engine, Inner};
 use crate::error::BuildError;
@@ -114,6 +115,9 @@ impl Builder {
         handshake_bytes_max: usize,
         /// Accept only these `Origin`s. Default: any.
         allowed_origins: Option<Vec<String>>,
+        /// permessage-deflate: whether clients' offers are accepted, from which size and at
+        /// which level messages are compressed. Default: accepted, from 256 bytes, level 6.
+        compression: Compression,
         /// When queued frames are flushed. Default: once per shard tick.
         coalescing: Coalescing,
         /// Send runs of broadcasts as one batch envelope. Default: off.

@@ -7,6 +7,7 @@
 //!
 //! [`Builder::build`]: crate::Builder::build
 
+use crate::compression::Compression;
 use crate::error::BuildError;
 use crate::wire::handshake::is_token;
 use std::time::Duration;
@@ -215,6 +216,9 @@ pub struct Config {
     /// `400 Bad Request` if the client offered subprotocols and none is here. Default: none
     /// (a client that offers none is accepted; one that offers any is refused).
     pub protocols: Vec<String>,
+    /// permessage-deflate: accepted, and which messages are compressed. Default: accepted,
+    /// messages from 256 bytes, level 6 (see [`Compression`]).
+    pub compression: Compression,
     /// When queued frames are written. Default: [`Coalescing::PER_TICK`].
     pub coalescing: Coalescing,
     /// Send runs of two or more broadcasts of one shard tick with the same audience as one binary
@@ -318,6 +322,7 @@ impl Default for Config {
             handshake_bytes_max: 8 << 10,
             allowed_origins: None,
             protocols: Vec::new(),
+            compression: Compression::default(),
             coalescing: Coalescing::PER_TICK,
             batch_envelope: false,
             envelope_bytes_max: 64 << 10,
@@ -484,6 +489,16 @@ impl Config {
                 .is_none_or(|o| !o.is_empty()),
             "allowed_origins",
             "must not be empty (use None to allow any)",
+        )?;
+        require(
+            (1..=9).contains(&config.compression.level),
+            "compression",
+            "level must be 1 to 9",
+        )?;
+        require(
+            config.compression.min_bytes >= 1,
+            "compression",
+            "min_bytes must be at least 1",
         )?;
         if let Some(bad) = config.protocols.iter().find(|p| !is_token(p)) {
             return Err(BuildError::InvalidProtocol(bad.clone()));

@@ -955,10 +955,15 @@ impl Engine {
     }
 
     /// Sends one broadcast through a permit of every shard, and counts it.
-    fn send_all(&self, permits: Permits<'_>, payloads: Payloads, audience: Audience) {
+    fn send_all(&self, permits: Permits<'_>, mut payloads: Payloads, audience: Audience) {
         self.inner
             .published
             .fetch_add(payloads.len() as u64, Relaxed);
+        // Once, here, for every recipient that negotiated permessage-deflate.
+        let inner = &*self.inner;
+        inner
+            .interest
+            .compress(&mut payloads, &inner.config.compression);
         // Offered once the shards have it: local delivery first, then the other nodes.
         let bridged = (self.inner.link.as_ref()).map(|l| (l, payloads.clone(), audience.clone()));
         shard::send_each(permits, payloads, audience);

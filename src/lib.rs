@@ -92,6 +92,7 @@ pub mod axum;
 pub mod bridge;
 mod builder;
 mod client;
+mod compression;
 mod config;
 mod engine;
 mod error;
@@ -114,6 +115,7 @@ pub use audience::Audience;
 pub use bridge::Nats;
 pub use builder::Builder;
 pub use client::{ClientData, ClientInfo, Incoming, Principal, RemoveReason, close_code};
+pub use compression::Compression;
 pub use config::{Coalescing, Config, Driver, FRAME_OVERHEAD_BYTES, SlowConsumerPolicy};
 pub use engine::{Engine, ShutdownReport};
 pub use error::{
@@ -125,7 +127,9 @@ pub use inbox::{Event, EventKind, Inbox, InboxPartition};
 pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Io, Wrap, WrapFuture};
-pub use stats::{BridgeDrops, BridgeStats, Evictions, HandshakeFailures, ShardStats, Stats};
+pub use stats::{
+    BridgeDrops, BridgeStats, DeflateStats, Evictions, HandshakeFailures, ShardStats, Stats,
+};
 #[cfg(feature = "metrics")]
 pub use telemetry::Metrics;
 pub use topic::Topic;

@@ -6,10 +6,18 @@
 //! header_len` payload bytes. Server frames are never masked, so the same bytes are correct for
 //! every recipient: a shard delivers a `Payload` by cloning the `Bytes` (a refcount), never by
 //! copying it.
+//!
+//! `deflated`, when present, holds the same message compressed (permessage-deflate), one
+//! complete frame per window size, each made once and shared like the plain frame. A variant
+//! made with a window of `w` bits suits every client that negotiated `w` bits or more.
 
+use crate::compression::Compression;
 use crate::wire::Opcode;
+use crate::wire::deflate::Deflater;
 use crate::wire::frame;
 use bytes::Bytes;
+use smallvec::SmallVec;
+use std::cell::RefCell;
 use std::sync::Arc;
 
 /// A queued data frame: one pointer (a `Bytes` is four), because under load every client holds
@@ -25,10 +33,12 @@ pub(crate) type Frame = Arc<Bytes>;
 /// assert_eq!(p.body(), b"hello");
 /// assert_eq!(p.frame().len(), 2 + 5); // 2-byte header
 /// ```
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct Payload {
     /// The whole frame, shared by every queue it is delivered to.
     frame: Frame,
+    /// The compressed frames, by window bits (see the module docs); `None` until compressed.
+    deflated: Option<Arc<Deflated>>,
     /// Length of the frame header (2, 4 or 10).
     header_len: u8,
     /// The frame's opcode.
@@ -51,6 +61,7 @@ impl Payload {
         let frame = frame::encode(opcode, body);
         Payload {
             frame: Arc::new(frame),
+            deflated: None,
             header_len: frame::header_len(body.len()) as u8,
             opcode,
         }
@@ -102,6 +113,7 @@ impl Payload {
         }
         Ok(Payload {
             frame: Arc::new(frame),
+            deflated: None,
             // At most HEADER_LEN_MAX (10).
             header_len: header_len as u8,
             opcode,
@@ -116,6 +128,88 @@ impl Payload {
     /// The frame as clients' queues hold it.
     pub(crate) fn shared_frame(&self) -> &Frame {
         &self.frame
+    }
+
+    /// The frame for a client that negotiated windows of `bits` (0: no permessage-deflate):
+    /// the compressed variant with the largest window within `bits`, or the plain frame.
+    pub(crate) fn frame_for(&self, bits: u8) -> &Frame {
+        if bits == 0 {
+            return &self.frame;
+        }
+        self.deflated
+            .as_deref()
+            .and_then(|variants| {
+                variants
+                    .iter()
+                    .filter(|(w, _)| *w <= bits)
+                    .max_by_key(|(w, _)| *w)
+            })
+            .map_or(&self.frame, |(_, f)| f)
+    }
+
+    /// Whether it has a compressed frame.
+    pub(crate) fn is_deflated(&self) -> bool {
+        self.deflated.is_some()
+    }
+
+    /// The compressed frame made for `bits`-bit windows, if there is one (it is smaller than
+    /// the plain frame).
+    ///
+    /// ```
+    /// # use shardcast::{Compression, Payload};
+    /// let json = format!("[{}]", (0..100).map(|i| format!("{{\"n\":{i}}}")).collect::<Vec<_>>().join(","));
+    /// let mut p = Payload::text(&json);
+    /// assert!(p.deflated(15).is_none());
+    /// p.compress(&[15], &Compression::default());
+    /// assert!(p.deflated(15).unwrap().len() < p.len() / 3);
+    /// ```
+    pub fn deflated(&self, bits: u8) -> Option<&Bytes> {
+        let variants = self.deflated.as_deref()?;
+        variants.iter().find(|(w, _)| *w == bits).map(|(_, f)| &**f)
+    }
+
+    /// Compresses the message once for each window size in `windows` (9-15) that it has no
+    /// frame for, as `compression` says: nothing for control frames, for messages under
+    /// `min_bytes`, or when compression is off; a variant is kept only if it is smaller than
+    /// the plain frame. The engine calls this where a broadcast is published, for the windows
+    /// its clients negotiated; an embedder may call it ahead (for a payload it sends many
+    /// times), and the engine then finds the work done.
+    pub fn compress(&mut self, windows: &[u8], compression: &Compression) {
+        if !compression.enabled
+            || self.opcode.is_control()
+            || self.body().len() < compression.min_bytes
+        {
+            return;
+        }
+        for &bits in windows {
+            if self.deflated(bits).is_some() {
+                continue;
+            }
+            let made = DEFLATERS.with(|cache| {
+                let mut cache = cache.borrow_mut();
+                let at = match cache
+                    .iter()
+                    .position(|(l, w, _)| *l == compression.level && *w == bits)
+                {
+                    Some(at) => at,
+                    None => {
+                        cache.push((
+                            compression.level,
+                            bits,
+                            Deflater::new(compression.level, bits),
+                        ));
+                        cache.len() - 1
+                    }
+                };
+                let (_, _, deflater) = &mut cache[at];
+                deflater.frame(self.opcode, self.body())
+            });
+            if let Some(frame) = made {
+                let mut variants = self.deflated.as_deref().cloned().unwrap_or_default();
+                variants.push((bits, Arc::new(frame)));
+                self.deflated = Some(Arc::new(variants));
+            }
+        }
     }
 
     /// The message body (the frame without its header).
@@ -139,6 +233,25 @@ impl Payload {
     pub fn is_empty(&self) -> bool {
         self.frame.is_empty()
     }
+}
+
+impl PartialEq for Payload {
+    /// The same message: the same plain frame (its compressed variants follow from it).
+    fn eq(&self, other: &Payload) -> bool {
+        self.frame == other.frame
+    }
+}
+
+impl Eq for Payload {}
+
+/// The compressed frames of one message, by window bits: one in practice (every browser
+/// negotiates 15 bits).
+type Deflated = SmallVec<[(u8, Frame); 1]>;
+
+thread_local! {
+    /// This thread's compressors, by (level, window bits): one in practice. Each holds zlib's
+    /// state for its window (about 256 KiB at 15 bits), for as long as the thread lives.
+    static DEFLATERS: RefCell<Vec<(u32, u8, Deflater)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// [`crate::Payload::from_frame`] was given bytes that are not one complete server frame.

@@ -80,7 +80,7 @@ impl Registration {
     /// with data as `accepted` says.
     ///
     /// ```
-    /// use shardcast::wire::handshake::{self, Request};
+    /// use shardcast::wire::handshake::Request;
     /// use shardcast::{Engine, Registration};
     ///
     /// # #[tokio::main(flavor = "current_thread")]
@@ -95,7 +95,8 @@ impl Registration {
     /// ];
     /// let request = Request::new("/", headers)?;
     /// let accepted = engine.decide(&request, None)?;
-    /// let answer = handshake::accept_response(request.key(), accepted.protocol());
+    /// // The 101 answer, with the subprotocol and extensions agreed (permessage-deflate).
+    /// let answer = accepted.response(request.key());
     /// # let _ = answer;
     /// // ... the server writes `answer`, then hands over the stream ...
     /// let (_client, server) = tokio::io::duplex(4096);

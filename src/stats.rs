@@ -28,6 +28,18 @@ pub(crate) struct Counters {
     pub(crate) broadcasts_refused: AtomicU64,
     /// Frames appended to a client queue.
     pub(crate) deliveries: AtomicU64,
+    /// Of `deliveries`, compressed frames (permessage-deflate).
+    pub(crate) deliveries_deflated: AtomicU64,
+    /// Bytes the compressed frames delivered saved against their plain frames.
+    pub(crate) deflate_bytes_saved: AtomicU64,
+    /// Clients that negotiated permessage-deflate (gauge).
+    pub(crate) deflate_clients: AtomicU64,
+    /// Compressed messages received and inflated.
+    pub(crate) messages_inflated: AtomicU64,
+    /// Compressed messages refused: inflated past `message_bytes_max` (closed 1009).
+    pub(crate) inflate_too_big: AtomicU64,
+    /// Compressed messages refused: not a valid deflate stream (closed 1007).
+    pub(crate) inflate_corrupt: AtomicU64,
     /// Bytes written to sockets.
     pub(crate) bytes_written: AtomicU64,
     /// `write` / `writev` calls that wrote something.
@@ -114,6 +126,27 @@ pub struct Evictions {
     pub protocol: u64,
 }
 
+/// What permessage-deflate (RFC 7692) did: see [`Compression`](crate::Compression).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DeflateStats {
+    /// Registered clients that negotiated it now.
+    pub clients: u64,
+    /// Compressed frames appended to client queues (the rest of
+    /// [`ShardStats::deliveries`] went out plain).
+    pub deliveries: u64,
+    /// Bytes those compressed frames saved, against the plain frames of the same messages.
+    pub bytes_saved: u64,
+    /// Compressed messages received from clients and inflated.
+    pub inflated: u64,
+    /// Compressed messages refused because they inflate past
+    /// [`Config::message_bytes_max`](crate::Config::message_bytes_max) (decompression bombs,
+    /// stopped at the limit; closed with 1009).
+    pub too_big: u64,
+    /// Compressed messages refused because they do not inflate (closed with 1007).
+    pub corrupt: u64,
+}
+
 /// Upgrades that failed, by cause. Every connection that never became a client counts in
 /// exactly one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -156,6 +189,8 @@ pub struct ShardStats {
     pub broadcasts_refused: u64,
     /// Frames appended to client queues.
     pub deliveries: u64,
+    /// permessage-deflate: compressed deliveries, bytes saved, inflated messages.
+    pub deflate: DeflateStats,
     /// Bytes written to sockets.
     pub bytes_written: u64,
     /// Write system calls that wrote something (with [`Driver::IoUring`], sends that did:
@@ -237,6 +272,14 @@ impl ShardStats {
             broadcasts_refused: c.broadcasts_refused.load(Relaxed),
             clients: c.clients.load(Relaxed),
             deliveries: c.deliveries.load(Relaxed),
+            deflate: DeflateStats {
+                clients: c.deflate_clients.load(Relaxed),
+                deliveries: c.deliveries_deflated.load(Relaxed),
+                bytes_saved: c.deflate_bytes_saved.load(Relaxed),
+                inflated: c.messages_inflated.load(Relaxed),
+                too_big: c.inflate_too_big.load(Relaxed),
+                corrupt: c.inflate_corrupt.load(Relaxed),
+            },
             bytes_written: c.bytes_written.load(Relaxed),
             write_syscalls: c.write_syscalls.load(Relaxed),
             frames_dropped: c.frames_dropped.load(Relaxed),
@@ -284,6 +327,13 @@ impl ShardStats {
         self.broadcasts_published += o.broadcasts_published;
         self.broadcasts_refused += o.broadcasts_refused;
         self.deliveries += o.deliveries;
+        let (d, e) = (&mut self.deflate, &o.deflate);
+        d.clients += e.clients;
+        d.deliveries += e.deliveries;
+        d.bytes_saved += e.bytes_saved;
+        d.inflated += e.inflated;
+        d.too_big += e.too_big;
+        d.corrupt += e.corrupt;
         self.bytes_written += o.bytes_written;
         self.write_syscalls += o.write_syscalls;
         self.frames_dropped += o.frames_dropped;

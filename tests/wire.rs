@@ -1472,6 +1472,7 @@ fn accept_response_carries_the_rfc_sample_accept_key_and_protocol() {
     let resp = String::from_utf8(handshake::accept_response(
         "dGhlIHNhbXBsZSBub25jZQ==",
         Some("chat"),
+        Some("permessage-deflate; server_no_context_takeover"),
     ))
     .unwrap();
     assert!(resp.starts_with("HTTP/1.1 101 Switching Protocols\r\n"));
@@ -1479,9 +1480,13 @@ fn accept_response_carries_the_rfc_sample_accept_key_and_protocol() {
     assert!(resp.contains("\r\nConnection: Upgrade\r\n"));
     assert!(resp.contains("\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
     assert!(resp.contains("\r\nSec-WebSocket-Protocol: chat\r\n"));
+    assert!(resp.contains(
+        "\r\nSec-WebSocket-Extensions: permessage-deflate; server_no_context_takeover\r\n"
+    ));
     assert!(resp.ends_with("\r\n\r\n"));
-    let plain = String::from_utf8(handshake::accept_response("x", None)).unwrap();
+    let plain = String::from_utf8(handshake::accept_response("x", None, None)).unwrap();
     assert!(!plain.contains("Sec-WebSocket-Protocol"));
+    assert!(!plain.contains("Sec-WebSocket-Extensions"));
 }
 
 #[test]
@@ -1512,7 +1517,11 @@ impl Read for OurServer {
                 .ok_or_else(|| io::Error::other("client request incomplete"))?;
             assert_eq!(n, self.request.len());
             let protocol = req.protocols().find(|p| *p == "v2");
-            self.response = Some(Cursor::new(handshake::accept_response(req.key(), protocol)));
+            self.response = Some(Cursor::new(handshake::accept_response(
+                req.key(),
+                protocol,
+                None,
+            )));
         }
         self.response.as_mut().map_or(Ok(0), |r| r.read(buf))
     }

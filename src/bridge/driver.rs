@@ -15,6 +15,7 @@
 //! thread drops its runtime, which closes the connection.
 
 use super::broker::{Broker, Channel, Connection, Inbound, Publication, Received, charge, split};
+use crate::compression::Compression;
 use crate::config::Config;
 use crate::error::BuildError;
 use crate::link::{BROADCASTS_PER_MESSAGE_MAX, Link, Outgoing, Topics, fits_one_message};
@@ -113,7 +114,8 @@ async fn run<B: Broker>(
         }
     };
     let _ = ready.send(Ok(()));
-    let fan_out = tokio::spawn(fan_out(rx, shards, interest, link.clone()));
+    let compression = config.compression;
+    let fan_out = tokio::spawn(fan_out(rx, shards, interest, link.clone(), compression));
     let follow = tokio::spawn(follow_interest(
         connection.clone(),
         link.clone(),
@@ -311,22 +313,26 @@ fn frames_of(run: &[Outgoing]) -> Bytes {
 }
 
 /// Hands each received broadcast to the local shards that may have clients for it (never
-/// back to the broker), waiting for room in their queues.
+/// back to the broker), waiting for room in their queues. The broker carries plain frames;
+/// this node compresses each once, here, for its own clients that negotiated
+/// permessage-deflate (as a local publisher would).
 async fn fan_out(
     mut inbound: mpsc::Receiver<Received>,
     shards: Arc<[Handle]>,
     interest: Arc<Interest>,
     link: Arc<Link>,
+    compression: Compression,
 ) {
     while let Some(received) = inbound.recv().await {
         let broadcasts = received.counted();
         // Within `bridge_inbound_bytes_max` until handed to the shards (whose queues bound
         // them from then on).
         let bytes = charge(&received);
-        let Some((payloads, audience)) = admit(received, &link) else {
+        let Some((mut payloads, audience)) = admit(received, &link) else {
             link.inbound_bytes.give(bytes);
             continue;
         };
+        interest.compress(&mut payloads, &compression);
         let Some(permits) = reserve_wanted(&shards, &interest, &audience).await else {
             // The shards are stopping.
             return;

@@ -79,7 +79,7 @@ pub fn handshake(data: &[u8]) {
 
 /// Checks the 101 response for `key` parses as HTTP/1.1 with the required headers.
 fn check_accept(key: &str, protocol: Option<&str>) {
-    let response = handshake::accept_response(key, protocol);
+    let response = handshake::accept_response(key, protocol, None);
     let mut headers = [httparse::EMPTY_HEADER; 8];
     let mut parsed = httparse::Response::new(&mut headers);
     assert_eq!(

@@ -359,6 +359,21 @@ const KEEP_BYTES: usize = 64 << 10;
 pub struct Inflater {
     decompress: Decompress,
     out: Vec<u8>,
+    /// Messages inflated, refused as too big, refused as corrupt, since the last
+    /// [`Inflater::take_counts`].
+    counts: InflateCounts,
+}
+
+/// What an [`Inflater`] did: messages inflated, and refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InflateCounts {
+    /// Messages inflated within their limit.
+    pub inflated: u64,
+    /// Messages refused because they inflate past their limit.
+    pub too_big: u64,
+    /// Messages refused because they are not a valid deflate stream.
+    pub corrupt: u64,
 }
 
 impl Default for Inflater {
@@ -373,7 +388,13 @@ impl Inflater {
         Inflater {
             decompress: Decompress::new(false),
             out: Vec::new(),
+            counts: InflateCounts::default(),
         }
+    }
+
+    /// What it did since the last call.
+    pub fn take_counts(&mut self) -> InflateCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Inflates one message's compressed body (RFC 7692 7.2.2: the trailer is put back here).
@@ -384,6 +405,18 @@ impl Inflater {
     ///
     /// [`InflateError::TooBig`] past `max`, [`InflateError::Corrupt`] for an invalid stream.
     pub fn inflate(&mut self, compressed: &[u8], max: usize) -> Result<&[u8], InflateError> {
+        let result = self.run(compressed, max);
+        let count = match result {
+            Ok(()) => &mut self.counts.inflated,
+            Err(InflateError::TooBig) => &mut self.counts.too_big,
+            Err(InflateError::Corrupt) => &mut self.counts.corrupt,
+        };
+        *count += 1;
+        result.map(|()| &self.out[..])
+    }
+
+    /// The body of [`Inflater::inflate`]: the message is in `out` when it succeeds.
+    fn run(&mut self, compressed: &[u8], max: usize) -> Result<(), InflateError> {
         self.decompress.reset(false);
         if self.out.capacity() > KEEP_BYTES {
             self.out = Vec::new();
@@ -412,7 +445,7 @@ impl Inflater {
                     return Err(InflateError::TooBig);
                 }
                 match status {
-                    Status::StreamEnd => return Ok(&self.out),
+                    Status::StreamEnd => return Ok(()),
                     // Output full: there may be more to come; room is made above.
                     _ if self.out.len() == self.out.capacity() => {}
                     _ if input.is_empty() => break,
@@ -422,7 +455,7 @@ impl Inflater {
                 }
             }
         }
-        Ok(&self.out)
+        Ok(())
     }
 
     /// Bytes the inflater holds for its output (its zlib state is fixed and not counted).

@@ -238,6 +238,15 @@ impl<'b> Request<'b> {
             .find_map(|s| self.protocols().find(|offered| *offered == s.as_ref()))
     }
 
+    /// The values of the request's `Sec-WebSocket-Extensions` headers, in order: what
+    /// [`deflate::negotiate`](super::deflate::negotiate) reads.
+    pub fn extension_offers(&self) -> impl Iterator<Item = &'b [u8]> + '_ {
+        self.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("sec-websocket-extensions"))
+            .map(|(_, value)| *value)
+    }
+
     /// Whether the client offered any subprotocol: a non-empty item in a
     /// `Sec-WebSocket-Protocol` header, UTF-8 or not. A client that did fails a connection
     /// answered without one (browsers, as the WHATWG WebSockets Standard requires, and
@@ -480,17 +489,21 @@ pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)
 }
 
-/// The 101 Switching Protocols response, with the chosen subprotocol if any.
+/// The 101 Switching Protocols response, with the chosen subprotocol and the agreed extensions
+/// (the `Sec-WebSocket-Extensions` value), if any.
 ///
-/// `protocol` should be one the client offered ([`Request::protocols`]); it is written as is.
+/// `protocol` should be one the client offered ([`Request::protocols`]), `extensions` what was
+/// agreed with it ([`Agreement::response`](super::deflate::Agreement::response)); both are
+/// written as they are. An accepted upgrade has both: [`Accepted::response`](crate::Accepted::response).
 ///
 /// ```
 /// use shardcast::wire::handshake;
-/// let resp = handshake::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None);
+/// let resp = handshake::accept_response("dGhlIHNhbXBsZSBub25jZQ==", None, None);
 /// let text = String::from_utf8(resp).unwrap();
 /// assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+/// assert!(!text.contains("Sec-WebSocket-Extensions"));
 /// ```
-pub fn accept_response(key: &str, protocol: Option<&str>) -> Vec<u8> {
+pub fn accept_response(key: &str, protocol: Option<&str>, extensions: Option<&str>) -> Vec<u8> {
     let accept = accept_key(key);
     let mut out = String::with_capacity(160);
     out.push_str(
@@ -502,6 +515,11 @@ pub fn accept_response(key: &str, protocol: Option<&str>) -> Vec<u8> {
     if let Some(protocol) = protocol {
         out.push_str("Sec-WebSocket-Protocol: ");
         out.push_str(protocol);
+        out.push_str("\r\n");
+    }
+    if let Some(extensions) = extensions {
+        out.push_str("Sec-WebSocket-Extensions: ");
+        out.push_str(extensions);
         out.push_str("\r\n");
     }
     out.push_str("\r\n");

@@ -5,8 +5,8 @@ use crate::observe;
 use crate::topics::TopicRelay;
 use shardcast::Incoming;
 use shardcast::{
-    Audience, BuildError, Context, Driver, Engine, Handler, ListenError, Nats, Payload,
-    SlowConsumerPolicy,
+    Audience, BuildError, Compression, Context, Driver, Engine, Handler, ListenError, Nats,
+    Payload, SlowConsumerPolicy,
 };
 use std::error::Error;
 use std::io::BufRead;
@@ -98,6 +98,18 @@ pub(crate) struct Args {
         conflicts_with = "naive"
     )]
     pub(crate) protocols: Vec<String>,
+    /// Decline permessage-deflate: every client gets plain frames (by default a client's
+    /// offer, which every browser makes, is accepted, and each broadcast compressed once).
+    #[arg(long)]
+    pub(crate) no_deflate: bool,
+    /// permessage-deflate: messages shorter than this go out uncompressed.
+    #[arg(long, value_name = "BYTES", default_value_t = shardcast::Compression::default().min_bytes,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) deflate_min_bytes: usize,
+    /// permessage-deflate: zlib level, 1 (fastest) to 9 (smallest).
+    #[arg(long, value_name = "LEVEL", default_value_t = shardcast::Compression::default().level,
+          value_parser = clap::value_parser!(u32).range(1..=9))]
+    pub(crate) deflate_level: u32,
     /// Answer the WebSocket upgrade with axum (`shardcast::axum::Upgrade` on the route `/`)
     /// instead of the engine's own listener: the path an application behind axum takes, for
     /// side-by-side benchmarks (`bench --server axum`).
@@ -209,7 +221,14 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         .client_queue_bytes_max(queue)
         .slow_consumer(args.slow_consumer.into())
         .pin_cores(args.pin_cores)
-        .protocols(args.protocols.iter().cloned());
+        .protocols(args.protocols.iter().cloned())
+        .compression(if args.no_deflate {
+            Compression::OFF
+        } else {
+            Compression::default()
+                .min_bytes(args.deflate_min_bytes)
+                .level(args.deflate_level)
+        });
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }

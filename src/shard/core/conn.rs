@@ -44,6 +44,7 @@ use super::state::{Phase, Removed, Stage, State};
 use crate::client::{ClientData, Incoming, RemoveReason};
 use crate::inbox::Event;
 use crate::shard::inlet::{Held, Inlet};
+use crate::wire::deflate::Inflater;
 use crate::wire::{Inbound, Parser};
 use crate::{ClientId, ShardId};
 use std::ops::ControlFlow;
@@ -164,6 +165,9 @@ pub(crate) struct Core {
     shard: ShardId,
     /// How long a lingering connection waits for its peer's close (`Config::close_timeout`).
     close_timeout: Duration,
+    /// The shard's one inflater for its clients' compressed messages (permessage-deflate),
+    /// made when the first one arrives.
+    inflater: Option<Box<Inflater>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -196,6 +200,7 @@ impl Core {
             removed: Vec::new(),
             shard,
             close_timeout,
+            inflater: None,
         }
     }
 
@@ -351,10 +356,15 @@ impl Core {
             outbox,
             inlet,
             shards,
+            inflater,
             ..
         } = self;
         let handler = &**handler;
-        let result = parser.feed(input, |message| {
+        let inflater = match state.deflates(slot) {
+            true => Some(&mut **inflater.get_or_insert_with(Box::default)),
+            false => None,
+        };
+        let result = parser.feed_with(input, inflater, |message| {
             let message = match message {
                 Inbound::Ping(ping) => {
                     state.pong(slot, ping);
@@ -396,6 +406,9 @@ impl Core {
             }
             ControlFlow::Continue(())
         });
+        if let Some(inflater) = self.inflater.as_deref_mut() {
+            self.state.count_inflated(inflater.take_counts());
+        }
         result.map_err(|e| e.close_code())
     }
 

@@ -8,7 +8,8 @@ use crate::Topic;
 use crate::client::{ClientData, Principal};
 use crate::config::Config;
 use crate::error::{Rejected, SubscribeError};
-use crate::wire::handshake::Request;
+use crate::wire::deflate::{self, Agreement};
+use crate::wire::handshake::{self, Request};
 use tokio::time::Instant;
 
 /// The answer to an upgrade request, from [`Handler::on_upgrade`](crate::Handler::on_upgrade).
@@ -23,6 +24,8 @@ pub(crate) enum Verdict {
         data: Option<ClientData>,
         /// Subscribed at admission, without repeats.
         topics: Vec<Topic>,
+        /// Whether a permessage-deflate offer may be accepted (if the engine accepts them).
+        compression: bool,
     },
     Reject {
         status: u16,
@@ -55,6 +58,7 @@ impl Decision {
             principal: None,
             data: None,
             topics: Vec::new(),
+            compression: true,
         })
     }
 
@@ -102,6 +106,33 @@ impl Decision {
     pub fn without_protocol(mut self) -> Decision {
         if let Verdict::Accept { protocol: p, .. } = &mut self.0 {
             *p = Protocol::Declined;
+        }
+        self
+    }
+
+    /// Accept without permessage-deflate, even if the client offered it and the engine
+    /// accepts it ([`Config::compression`](crate::Config::compression)): the client gets plain
+    /// frames and may not compress. For the clients known to mishandle it (some Safari
+    /// versions have), recognised by their `User-Agent`, say.
+    ///
+    /// ```
+    /// use shardcast::wire::handshake::Request;
+    /// use shardcast::{Decision, Handler};
+    /// use std::net::SocketAddr;
+    ///
+    /// struct NoDeflateForOldSafari;
+    ///
+    /// impl Handler for NoDeflateForOldSafari {
+    ///     fn on_upgrade(&self, request: &Request<'_>, _peer: Option<SocketAddr>) -> Decision {
+    ///         let agent = request.header("user-agent").unwrap_or_default();
+    ///         let old_safari = agent.windows(11).any(|w| w == b"Version/15.");
+    ///         if old_safari { Decision::accept().without_compression() } else { Decision::accept() }
+    ///     }
+    /// }
+    /// ```
+    pub fn without_compression(mut self) -> Decision {
+        if let Verdict::Accept { compression, .. } = &mut self.0 {
+            *compression = false;
         }
         self
     }
@@ -199,6 +230,8 @@ pub struct Accepted {
     pub(crate) data: Option<ClientData>,
     /// What it is subscribed to from the start (within the limits: `decide` checked them).
     pub(crate) topics: Vec<Topic>,
+    /// The permessage-deflate agreement, if its offer was accepted.
+    pub(crate) deflate: Option<Agreement>,
 }
 
 impl Accepted {
@@ -206,6 +239,19 @@ impl Accepted {
     /// `Sec-WebSocket-Protocol` header of the 101 answer; `None`: answer without one.
     pub fn protocol(&self) -> Option<&str> {
         self.protocol.as_deref()
+    }
+
+    /// The `Sec-WebSocket-Extensions` header value of the 101 answer, if an extension was
+    /// agreed (permessage-deflate): answer with it, or the client cannot read what it gets.
+    pub fn extensions(&self) -> Option<String> {
+        self.deflate.map(|agreement| agreement.response())
+    }
+
+    /// The complete `101 Switching Protocols` answer to the request whose key is `key`: the
+    /// accept key, the subprotocol and the extensions agreed here. What an embedder that
+    /// upgrades streams itself writes before [`Engine::register_with`](crate::Engine::register_with).
+    pub fn response(&self, key: &str) -> Vec<u8> {
+        handshake::accept_response(key, self.protocol(), self.extensions().as_deref())
     }
 
     /// Who the client will be authenticated as, if the handler said so.
@@ -257,6 +303,9 @@ impl Accepted {
     ) -> usize {
         let slot = state.admit(id, self.principal, now);
         state.set_data(slot, self.data.or(data));
+        if let Some(agreement) = self.deflate {
+            state.set_deflate(slot, agreement);
+        }
         for topic in &self.topics {
             // Within the limits (`decide` checked them), and the client is open: this cannot
             // fail, except during shutdown, when the client is closed at once anyway.
@@ -294,14 +343,19 @@ pub(crate) fn decide(
             principal,
             data,
             topics,
+            compression,
         } => {
             within_limits(config, &topics)?;
             let protocol = negotiate(&config.protocols, request, protocol)?;
+            let deflate = (compression && config.compression.enabled)
+                .then(|| deflate::negotiate(request.extension_offers()))
+                .flatten();
             Ok(Accepted {
                 protocol,
                 principal,
                 data,
                 topics,
+                deflate,
             })
         }
         Verdict::Reject { status, body } => Err(Rejected::new(status, body)),

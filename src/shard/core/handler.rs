@@ -229,7 +229,7 @@ impl Context<'_> {
     /// fan-out, from a handler: never waiting). A broadcast to a topic past the limits is
     /// refused and counted: nobody can be subscribed to it, and it cannot cross to other
     /// nodes.
-    fn publish(&mut self, payloads: Payloads, audience: Audience) {
+    fn publish(&mut self, mut payloads: Payloads, audience: Audience) {
         if payloads.is_empty() {
             return;
         }
@@ -243,6 +243,8 @@ impl Context<'_> {
             crate::stats::bump(&self.state.counters().broadcasts_refused, 1);
             return;
         }
+        // Once, here, for every recipient that negotiated permessage-deflate.
+        self.state.compress(&mut payloads);
         let own = self.id.shard().index();
         for index in 0..self.shards {
             if index == own || !self.state.wants(&audience, index) {

@@ -16,7 +16,11 @@
 //! shard, where it is applied after the subscription (the shard's queue is in order).
 
 use crate::audience::Audience;
+use crate::compression::Compression;
+use crate::payload::Payload;
+use crate::wire::deflate::{WINDOW_BITS_MAX, WINDOW_BITS_MIN};
 use crossbeam_utils::CachePadded;
+use smallvec::SmallVec;
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicU64, AtomicUsize};
 
@@ -42,7 +46,17 @@ pub(crate) struct Interest {
     subscriptions: CachePadded<AtomicUsize>,
     /// `Config::subscriptions_max`.
     subscriptions_max: usize,
+    /// Open clients that negotiated permessage-deflate, by the window the server compresses
+    /// for them (index: bits - 9): which compressed variants a broadcast needs. Written at
+    /// admission and close only.
+    deflate: CachePadded<[AtomicUsize; WINDOWS]>,
 }
+
+/// Window sizes a server may compress with: 9 to 15 bits.
+const WINDOWS: usize = (WINDOW_BITS_MAX - WINDOW_BITS_MIN + 1) as usize;
+
+/// The window sizes of [`Interest::deflate_windows`].
+pub(crate) type Windows = SmallVec<[u8; WINDOWS]>;
 
 impl Interest {
     /// A table for `shards` shards, with no interest, and no bound on subscriptions.
@@ -65,6 +79,54 @@ impl Interest {
                 .collect(),
             subscriptions: CachePadded::new(AtomicUsize::new(0)),
             subscriptions_max,
+            deflate: CachePadded::new(Default::default()),
+        }
+    }
+
+    /// The counter of clients compressed for with `bits`-bit windows, if `bits` is one.
+    fn window(&self, bits: u8) -> Option<&AtomicUsize> {
+        self.deflate
+            .get(usize::from(bits.checked_sub(WINDOW_BITS_MIN)?))
+    }
+
+    /// An open client now gets frames compressed with `bits`-bit windows.
+    pub(crate) fn deflate_joined(&self, bits: u8) {
+        if let Some(n) = self.window(bits) {
+            // Relaxed: a broadcast compressed without seeing this client reaches it plain,
+            // which RFC 7692 allows (any message may go uncompressed).
+            n.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// A client counted by [`Interest::deflate_joined`] left.
+    pub(crate) fn deflate_left(&self, bits: u8) {
+        if let Some(n) = self.window(bits) {
+            n.fetch_sub(1, Relaxed);
+        }
+    }
+
+    /// The window sizes some open client negotiated, smallest first: those a broadcast is
+    /// compressed for (none, in an engine without such clients).
+    pub(crate) fn deflate_windows(&self) -> Windows {
+        (WINDOW_BITS_MIN..=WINDOW_BITS_MAX)
+            .zip(self.deflate.iter())
+            .filter(|(_, n)| n.load(Relaxed) > 0)
+            .map(|(bits, _)| bits)
+            .collect()
+    }
+
+    /// Compresses `payloads` once for every window size open clients negotiated, as
+    /// `compression` says: where a broadcast is published, before it reaches the shards.
+    pub(crate) fn compress(&self, payloads: &mut [Payload], compression: &Compression) {
+        if !compression.enabled {
+            return;
+        }
+        let windows = self.deflate_windows();
+        if windows.is_empty() {
+            return;
+        }
+        for payload in payloads {
+            payload.compress(&windows, compression);
         }
     }
 

@@ -29,6 +29,7 @@ use crate::link::Gathered;
 use crate::link::Link;
 use crate::payload::Payloads;
 use crate::stats::{ShardCounters, bump, bump_release, drop_by};
+use crate::wire::deflate::{Agreement, InflateCounts};
 use crate::wire::{Opcode, envelope, frame};
 use crate::{Audience, ClientId, Payload, Topic};
 use smallvec::SmallVec;
@@ -139,6 +140,9 @@ pub(crate) struct Client {
     listed: bool,
     /// Whether it is in `State::backlog` (its queue passed half its cap).
     backlogged: bool,
+    /// permessage-deflate: 0 if not negotiated, else the largest window (bits) of the
+    /// compressed frames it may get (8: negotiated, but it gets plain frames).
+    deflate: u8,
 }
 
 impl Client {
@@ -364,6 +368,7 @@ impl State {
             looped: false,
             listed: false,
             backlogged: false,
+            deflate: 0,
         });
         self.index.insert(id, slot);
         bump(&self.counters.clients, 1);
@@ -371,6 +376,48 @@ impl State {
             self.close(slot, RemoveReason::Shutdown);
         }
         slot
+    }
+
+    /// Records that the open client in `slot` negotiated permessage-deflate with `agreement`:
+    /// it gets compressed frames from now on, and may send compressed messages.
+    pub(crate) fn set_deflate(&mut self, slot: usize, agreement: Agreement) {
+        let Some(client) = self.clients.get_mut(slot) else {
+            return;
+        };
+        if client.phase != Phase::Open || client.deflate != 0 {
+            return;
+        }
+        // 8 when the client's window is too small for zlib: negotiated, sent plain.
+        client.deflate = agreement.window_bits().unwrap_or(8);
+        self.topics.interest().deflate_joined(client.deflate);
+        bump(&self.counters.deflate_clients, 1);
+    }
+
+    /// Compresses `payloads` for every window size the engine's clients negotiated
+    /// (permessage-deflate), as the config says: where a handler publishes a broadcast.
+    pub(crate) fn compress(&self, payloads: &mut [Payload]) {
+        self.topics
+            .interest()
+            .compress(payloads, &self.config.compression);
+    }
+
+    /// Counts what the shard's inflater did.
+    pub(crate) fn count_inflated(&self, counts: InflateCounts) {
+        let c = &*self.counters;
+        for (counter, n) in [
+            (&c.messages_inflated, counts.inflated),
+            (&c.inflate_too_big, counts.too_big),
+            (&c.inflate_corrupt, counts.corrupt),
+        ] {
+            if n > 0 {
+                bump(counter, n);
+            }
+        }
+    }
+
+    /// Whether the client in `slot` negotiated permessage-deflate.
+    pub(crate) fn deflates(&self, slot: usize) -> bool {
+        self.clients.get(slot).is_some_and(|c| c.deflate != 0)
     }
 
     /// The client in `slot`.
@@ -482,7 +529,11 @@ impl State {
             }
             let frame = envelope::encode_frame(run[start..end].iter().map(Payload::body));
             match Payload::from_frame(frame) {
-                Ok(payload) => self.deliver(std::slice::from_ref(&payload), audience, now),
+                Ok(mut payload) => {
+                    // Built here, so compressed here: once per envelope.
+                    self.compress(std::slice::from_mut(&mut payload));
+                    self.deliver(std::slice::from_ref(&payload), audience, now)
+                }
                 Err(_) => self.deliver(&run[start..end], audience, now),
             }
             start = end;
@@ -497,13 +548,25 @@ impl State {
         bump_release(&self.counters.broadcasts_applied, n as u64);
     }
 
-    /// Delivers one payload to one client, if it is open.
+    /// Delivers one payload to one client, if it is open; compressed for it here if it
+    /// negotiated permessage-deflate and the payload has no frame for it yet (one recipient,
+    /// one compression).
     pub(crate) fn send(&mut self, id: ClientId, payload: &Payload, now: Instant) {
         let Some(&slot) = self.index.get(&id) else {
             return;
         };
         let Some(client) = self.clients.get_mut(slot) else {
             return;
+        };
+        let compressed;
+        let payload = match client.deflate {
+            bits @ 9.. if Arc::ptr_eq(payload.frame_for(bits), payload.shared_frame()) => {
+                let mut own = payload.clone();
+                own.compress(&[bits], &self.config.compression);
+                compressed = own;
+                &compressed
+            }
+            _ => payload,
         };
         let mut tally = Tally::default();
         let ok = offer(
@@ -781,6 +844,10 @@ impl State {
         // A clone, not a take: hooks still running for this slot (the rest of its read) see
         // the data too. One reference count per removal.
         self.removed.push((client.id, reason, client.data.clone()));
+        if client.deflate != 0 {
+            self.topics.interest().deflate_left(client.deflate);
+            drop_by(&counters.deflate_clients, 1);
+        }
         self.topics.leave_all(slot);
         self.topic_gauges();
     }
@@ -1068,6 +1135,10 @@ impl State {
 #[derive(Default)]
 struct Tally {
     deliveries: u64,
+    /// Of `deliveries`, those of a compressed frame.
+    deflated: u64,
+    /// Bytes the compressed frames of `deflated` saved against the plain ones.
+    deflate_saved: u64,
     dropped: u64,
     queued: u64,
     unqueued: u64,
@@ -1077,6 +1148,10 @@ impl Tally {
     fn publish(&self, counters: &ShardCounters) {
         if self.deliveries > 0 {
             bump(&counters.deliveries, self.deliveries);
+        }
+        if self.deflated > 0 {
+            bump(&counters.deliveries_deflated, self.deflated);
+            bump(&counters.deflate_bytes_saved, self.deflate_saved);
         }
         if self.dropped > 0 {
             bump(&counters.frames_dropped, self.dropped);
@@ -1099,6 +1174,13 @@ fn offer(
     tally: &mut Tally,
 ) -> bool {
     let cap = config.client_queue_bytes_max;
+    // A client that negotiated permessage-deflate gets the compressed frames there are.
+    let deflate = client.deflate;
+    let total = if deflate == 0 || payloads.iter().all(|p| !p.is_deflated()) {
+        total
+    } else {
+        payloads.iter().map(|p| p.frame_for(deflate).len()).sum()
+    };
     let charge = total + payloads.len() * FRAME_OVERHEAD_BYTES;
     if client.out.charge() + charge > cap {
         match config.slow_consumer {
@@ -1121,7 +1203,12 @@ fn offer(
         }
     }
     for payload in payloads {
-        client.out.push(payload.shared_frame().clone());
+        let frame = payload.frame_for(deflate);
+        if !Arc::ptr_eq(frame, payload.shared_frame()) {
+            tally.deflated += 1;
+            tally.deflate_saved += (payload.len() - frame.len()) as u64;
+        }
+        client.out.push(frame.clone());
     }
     tally.deliveries += payloads.len() as u64;
     tally.queued += total as u64;

@@ -156,6 +156,11 @@ impl TopicIndex {
         }
     }
 
+    /// The engine-wide interest table.
+    pub(crate) fn interest(&self) -> &Interest {
+        &self.interest
+    }
+
     /// Whether shard `shard` may have clients in `audience`.
     pub(crate) fn wants(&self, audience: &crate::Audience, shard: usize) -> bool {
         self.interest.wants(audience, shard)

@@ -304,7 +304,7 @@ async fn upgrade(
                 Err(Failure::Refused)
             }
             Ok(accepted) => {
-                let response = handshake::accept_response(request.key(), accepted.protocol());
+                let response = accepted.response(request.key());
                 let pending = buf.get(used..).unwrap_or_default().to_vec();
                 // Admitted in the same poll in which the 101 is fully written (and flushed, for
                 // a stream that buffers, as TLS does), so no broadcast can fall between the
