@@ -7,6 +7,7 @@ Each seed is laid out as the target's body in src/fuzzing/<target>.rs reads (see
 
 import os
 import struct
+import zlib
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
 MASK = b"\x37\xfa\x21\x3d"
@@ -322,3 +323,118 @@ write("broker_message", "bad_utf8", bytes([1, 16]) + sf(1, b"\xff\xfe"))
 write("broker_message", "a_ping", bytes([1, 16]) + sf(9))
 write("broker_message", "truncated", bytes([1, 16]) + sf(1, b"hello")[:4])
 write("broker_message", "count_out_of_range", bytes([65, 16]) + sf(1, b"a"))
+
+
+# --- deflate_offer: Sec-WebSocket-Extensions values, one per line ------------------------------
+
+def offer(name, *values):
+    write("deflate_offer", name, b"\n".join(v if isinstance(v, bytes) else v.encode() for v in values))
+
+
+offer("chrome", "permessage-deflate; client_max_window_bits")
+offer("firefox", "permessage-deflate")
+offer("autobahn_server_window_9", "permessage-deflate; server_no_context_takeover; server_max_window_bits=9")
+offer("autobahn_windows_15", "permessage-deflate; client_no_context_takeover; client_max_window_bits=15; "
+      "server_max_window_bits=15")
+offer("server_window_8_quoted", 'permessage-deflate; server_max_window_bits="8"; client_max_window_bits="10"')
+offer("first_fit_in_one_header",
+      "x-webkit-deflate-frame, permessage-deflate; bogus, permessage-deflate; server_max_window_bits=12, "
+      "permessage-deflate")
+offer("first_fit_across_headers", "permessage-deflate; server_max_window_bits",
+      "foo; a=\"b\"; c, , Permessage-Deflate\t;\tSERVER_MAX_WINDOW_BITS = 11", "permessage-deflate")
+offer("duplicates",
+      "permessage-deflate; client_no_context_takeover; client_no_context_takeover, "
+      "permessage-deflate; client_max_window_bits; client_max_window_bits=10")
+offer("bad_numbers", "permessage-deflate; server_max_window_bits=016",
+      "permessage-deflate; server_max_window_bits=16, permessage-deflate; server_max_window_bits=7",
+      "permessage-deflate; client_max_window_bits=1a, permessage-deflate; server_max_window_bits=+9")
+offer("malformed", 'permessage-deflate; server_max_window_bits="1\\0"', "permessage-deflate;;",
+      '"permessage-deflate"', 'permessage-deflate; server_max_window_bits="10', b"permessage-deflate; \xff",
+      "permessage-deflate server_no_context_takeover")
+
+# --- compressed_frames: [limit u16 le, plan_len | pause << 3, plan.., items..] ------------------
+# items: 0 deflated, 1 raw, 2 bomb, 3 plain: [kind, flags, n, cuts[n].., pings, content] (n + 1 frames)
+#          deflated content: [level | (window - 8) << 4, unit_len, unit.., total u16 le]
+#          (total: plaintext bytes, at most 256 past the limit; LONG adds 64 KiB)
+#          raw content: [len u16 le, body..]; bomb: none; plain: [unit_len, unit.., total u16 le]
+#        4 control: [4, which (0 ping, 1 pong, 2 close) | rsv << 2 (0 RSV1, 1 RSV2, 2 RSV3, 3+ none),
+#          len, payload..]
+#        5 bytes: [5, len, bytes..]
+TEXT, KEEP_TRAILER, FINAL_BLOCK, RAW_TEXT, LONG = 0x01, 0x02, 0x04, 0x40, 0x80
+RSV1_ON_CONTINUATION, RSV1_ON_PING, RSV2_ON_FIRST = 1 << 3, 2 << 3, 3 << 3  # one at most
+AFTER = 0x80  # pings: one after the message
+
+
+def deflated(flags=0, cuts=(), pings=0, level=6, window=15, unit=b"", total=0):
+    return (bytes([0, flags, len(cuts)]) + bytes(cuts) + bytes([pings, level | (window - 8) << 4, len(unit)])
+            + unit + struct.pack("<H", total))
+
+
+def raw(body, flags=0, cuts=(), pings=0):
+    return bytes([1, flags, len(cuts)]) + bytes(cuts) + bytes([pings]) + struct.pack("<H", len(body)) + body
+
+
+def bomb(flags=0, cuts=(), pings=0):
+    return bytes([2, flags, len(cuts)]) + bytes(cuts) + bytes([pings])
+
+
+def plain(flags=0, cuts=(), pings=0, unit=b"", total=0):
+    return bytes([3, flags, len(cuts)]) + bytes(cuts) + bytes([pings, len(unit)]) + unit + struct.pack("<H", total)
+
+
+def control(which, payload=b"", rsv=3):
+    return bytes([4, which | rsv << 2, len(payload)]) + payload
+
+
+def raw_deflate(data, final=False):
+    """A raw deflate stream (RFC 7692 7.2.1): sync-flushed, its 4-byte trailer removed (or, with
+    `final`, a final block and the 0x00 of RFC 7692 7.2.3.4). The bytes depend on the zlib Python
+    was built with; any valid stream serves."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    if final:
+        return c.compress(data) + c.flush(zlib.Z_FINISH) + b"\x00"
+    out = c.compress(data) + c.flush(zlib.Z_SYNC_FLUSH)
+    assert out.endswith(b"\x00\x00\xff\xff")
+    return out[:-4]
+
+
+def compressed(name, limit, *items, plan=(), pause=False):
+    write("compressed_frames", name,
+          struct.pack("<H", limit) + bytes([len(plan) | (8 if pause else 0)]) + bytes(plan) + b"".join(items))
+
+
+compressed("text_whole", 4096, deflated(TEXT, unit=b"Hello, compressed world! ", total=250))
+compressed("binary_fragmented_with_pings_in_reads", 4096,
+           deflated(0, cuts=(60, 128, 200), pings=0b101 | AFTER, level=1, window=9, unit=bytes(range(40)),
+                    total=3000),
+           plan=(0, 6, 30))
+compressed("levels_windows_trailer_and_final_block", 0xFFFF,
+           deflated(TEXT, level=0, unit=b"stored ", total=700),
+           deflated(KEEP_TRAILER, cuts=(1,), level=15, window=8, unit=b"\x00\x01\x02\x03", total=60000),
+           deflated(TEXT | FINAL_BLOCK, cuts=(100, 100), pings=0b10, level=9, unit="ünïcödé ".encode(), total=5000),
+           deflated(FINAL_BLOCK | KEEP_TRAILER, total=0),
+           deflated(TEXT, total=0), plan=(4, 200), pause=True)
+compressed("inflated_over_the_limit", 1000, deflated(0, unit=b"z", total=5000))
+compressed("compressed_size_over_the_limit", 100, deflated(0, level=0, unit=b"abc", total=99))
+compressed("bomb", 1024, deflated(0, unit=b"ok", total=10), bomb(cuts=(128,), pings=1))
+compressed("rsv1_on_continuation", 4096, deflated(TEXT | RSV1_ON_CONTINUATION, cuts=(50,), unit=b"abc", total=300))
+compressed("rsv1_on_ping_inside", 4096, deflated(RSV1_ON_PING, cuts=(80, 160), pings=0b11, unit=b"x", total=400))
+compressed("rsv2_on_first", 4096, deflated(0, unit=b"y", total=40), plain(TEXT | RSV2_ON_FIRST, unit=b"z", total=3))
+compressed("rsv_on_controls", 4096, control(0, b"ping"), control(1, b"", rsv=2), control(0, b"late"))
+compressed("rsv1_on_close", 4096, plain(TEXT, unit=b"plain", total=5), control(2, rsv=0))
+compressed("raw_streams", 4096,
+           raw(raw_deflate(b"hello hello hello hello"), TEXT),
+           raw(raw_deflate(b"\x00\x01" * 300, final=True) + b"junk after the end", cuts=(30,)),
+           raw(raw_deflate(b"a truncated stream, cut before its end " * 4)[:25]))
+# "ok" is valid; block type 3 is reserved.
+compressed("raw_corrupt", 4096, raw(raw_deflate(b"ok")), raw(b"\xff\xff"))
+compressed("invalid_utf8_compressed_text", 4096, deflated(TEXT | RAW_TEXT, unit=b"ok\xff\xfe", total=12))
+compressed("plain_and_compressed_then_close", 2048,
+           plain(TEXT, cuts=(3, 9), pings=0b01, unit="é, ".encode(), total=40),
+           deflated(0, unit=b"binary", total=1500), control(2), deflated(0, unit=b"after the close", total=20),
+           plan=(2,))
+# Hand-made frames after a compressed message: RSV1 on a continuation of a plain message.
+compressed("bytes_rsv1_on_plain_continuation", 4096, deflated(TEXT, unit=b"first", total=30),
+           bytes([5, 16]) + bytes([0x01, 0x82, 0, 0, 0, 0]) + b"ab" + bytes([0xC0, 0x82, 0, 0, 0, 0]) + b"cd")
+# The input ends inside a message's cuts: fewer frames, the last one final (an empty raw body).
+compressed("cuts_cut_by_the_end", 4096, bytes([1, 0, 7]) + b"\x10\x80")

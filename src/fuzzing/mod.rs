@@ -12,6 +12,8 @@
 //! | [`broker_message`](fn@broker_message)    | bytes as a message from another node     | the bridge's slicing of what passes |
 //! | [`handshake`](fn@handshake)              | bytes to `handshake::parse`              | httparse on the responses          |
 //! | [`shard_ops`](fn@shard_ops)              | operation sequences to the shard's core  | a model: a list of clients         |
+//! | [`deflate_offer`](fn@deflate_offer)      | bytes as `Sec-WebSocket-Extensions`      | a plain reading of RFC 7692        |
+//! | [`compressed_frames`](fn@compressed_frames) | compressed messages to `wire::Parser` | a model of the stream; zlib        |
 //!
 //! Each target lives in the file of its name. Beside them: `reader` (the byte `Reader`),
 //! `oracle` (messages as both sides see them, and tungstenite's reading of a stream, shared by
@@ -25,6 +27,8 @@
 mod batch_envelope;
 mod broker_message;
 mod client_frames;
+mod compressed_frames;
+mod deflate_offer;
 mod handshake;
 mod model;
 mod oracle;
@@ -37,6 +41,8 @@ mod shard_ops;
 pub use batch_envelope::batch_envelope;
 pub use broker_message::broker_message;
 pub use client_frames::client_frames;
+pub use compressed_frames::compressed_frames;
+pub use deflate_offer::deflate_offer;
 pub use handshake::handshake;
 pub use server_frames::server_frames;
 pub use shard_ops::shard_ops;

@@ -53,6 +53,16 @@ fn shard_ops_seeds_pass() {
     replay("shard_ops", super::shard_ops);
 }
 
+#[test]
+fn deflate_offer_seeds_pass() {
+    replay("deflate_offer", super::deflate_offer);
+}
+
+#[test]
+fn compressed_frames_seeds_pass() {
+    replay("compressed_frames", super::compressed_frames);
+}
+
 proptest::proptest! {
     #![proptest_config(proptest::prelude::ProptestConfig { cases: 512, ..Default::default() })]
 
