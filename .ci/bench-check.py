@@ -23,12 +23,20 @@ SERVER_DATA_SEGMENTS_PER_DELIVERY_MAX = 2
 # Write calls (or io_uring sends) per delivery: at most one per client per round, and a round
 # carries one or more deliveries; 2 leaves room for a frame split over two writes.
 WRITE_SYSCALLS_PER_DELIVERY_MAX = 2
+# Bytes the clients read per delivery beyond the payload: a frame header (2 to 14 bytes), with
+# wss a TLS record's 22 to 29 (per write, which often carries several deliveries), and the pongs
+# to the clients' pings now and then.
+WIRE_OVERHEAD_MAX = 64
+# A JSON document (`--payload-json B`) is at most B bytes and at least B - 100.
+JSON_SHORT_MAX = 100
 # The figures every report must hold (as a key; its value may be null where noted below).
 REQUIRED = (
     "server_cpu_ns_per_publication",
     "tcp_segments_per_delivery",
     "write_syscalls_per_delivery",
     "server_data_segments_per_delivery",
+    "wire_bytes_per_delivery",
+    "deflate",
 )
 
 
@@ -76,6 +84,35 @@ def check(report, linux):
     needed = has_engine_counters(report["server"])
     if (needed or writes is not None) and not in_range(writes, WRITE_SYSCALLS_PER_DELIVERY_MAX):
         return f"{label}: {writes} write calls per delivery"
+    return check_wire(report, label)
+
+
+def check_wire(report, label):
+    """What is wrong with the bytes on the wire and the deflate section of `report`, or None.
+
+    Plain frames carry the whole payload and a header; compressed ones (`--deflate`, where the
+    server accepted it) may take fewer bytes than the payload, never more than plain ones."""
+    deflate = report["deflate"]
+    compressed = 0
+    if deflate is not None:
+        negotiated, compressed = deflate.get("negotiated"), deflate.get("compressed_deliveries")
+        counts = (negotiated, compressed)
+        if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in counts):
+            return f"{label}: deflate negotiated {negotiated}, compressed {compressed}"
+        if negotiated > report["clients"] or compressed > report["deliveries"]:
+            return (f"{label}: deflate negotiated by {negotiated} of {report['clients']} clients, "
+                    f"{compressed} of {report['deliveries']} deliveries compressed")
+        if negotiated == 0 and compressed > 0:
+            return f"{label}: {compressed} deliveries compressed, none negotiated"
+    payload = report["payload_bytes"]
+    wire = report["wire_bytes_per_delivery"]
+    if not in_range(wire, payload + WIRE_OVERHEAD_MAX):
+        return f"{label}: {wire} wire bytes per delivery for {payload} B payloads"
+    if compressed == 0:
+        smallest = payload - (JSON_SHORT_MAX if report.get("payload") == "json" else 0)
+        if wire < smallest + 2:
+            return (f"{label}: {wire} wire bytes per delivery of plain frames, whose payloads "
+                    f"have at least {smallest} B")
     return None
 
 
@@ -87,7 +124,8 @@ def self_test():
         "latency_us": {"p50": 500, "p90": 800, "p99": 900, "p999": 1000, "max": 1000},
         "server_cpu_ns_per_publication": 150000.0, "write_syscalls_per_delivery": 0.25,
         "tcp_segments_per_delivery": 0.51, "server_data_segments_per_delivery": 0.25,
-        "topics": None,
+        "payload_bytes": 32, "payload": "binary", "wire_bytes_per_delivery": 34.0,
+        "topics": None, "deflate": None,
     }
     topics = dict(good, deliveries=2000, topics={
         "topics": 10, "subscriptions": 2, "expected_deliveries": 2000})
@@ -102,7 +140,12 @@ def self_test():
                 report[key] = value
         return report
 
-    accepted = [good, topics, naive, dict(good, server="embedded x2 nats")]
+    json_deflated = dict(good, payload="json", payload_bytes=1024, wire_bytes_per_delivery=340.0,
+                         deflate={"negotiated": 50, "compressed_deliveries": 10000})
+    json_declined = dict(json_deflated, wire_bytes_per_delivery=970.0,
+                         deflate={"negotiated": 0, "compressed_deliveries": 0})
+    accepted = [good, topics, naive, dict(good, server="embedded x2 nats"), json_deflated,
+                json_declined, dict(good, server="embedded-tls", wire_bytes_per_delivery=39.5)]
     rejected = {
         "no write calls key": doctored(good, write_syscalls_per_delivery=KeyError),
         "no segments key": doctored(good, server_data_segments_per_delivery=KeyError),
@@ -122,6 +165,20 @@ def self_test():
         "topics mismatch": doctored(topics, deliveries=1999),
         "topics counted as a broadcast": doctored(topics, deliveries=10000),
         "broadcast mismatch": doctored(good, deliveries=9999),
+        "no wire bytes key": doctored(good, wire_bytes_per_delivery=KeyError),
+        "no deflate key": doctored(good, deflate=KeyError),
+        "null wire bytes": doctored(good, wire_bytes_per_delivery=None),
+        "zero wire bytes": doctored(good, wire_bytes_per_delivery=0),
+        "wire bytes per publication": doctored(good, wire_bytes_per_delivery=34.0 * 50),
+        "plain frames smaller than their payload": doctored(good, wire_bytes_per_delivery=20.0),
+        "plain JSON far smaller than asked": doctored(json_declined, wire_bytes_per_delivery=500.0),
+        "more compressed than delivered": doctored(
+            json_deflated, deflate={"negotiated": 50, "compressed_deliveries": 10001}),
+        "more negotiated than clients": doctored(
+            json_deflated, deflate={"negotiated": 51, "compressed_deliveries": 10000}),
+        "compressed without negotiating": doctored(
+            json_declined, deflate={"negotiated": 0, "compressed_deliveries": 3}),
+        "deflate counts missing": doctored(json_deflated, deflate={}),
     }
     failures = [f"accepted {name}" for name, report in rejected.items() if not check(report, True)]
     failures += [f"rejected a good report: {check(r, True)}" for r in accepted if check(r, True)]
@@ -155,7 +212,9 @@ def main():
           f"server CPU {report.get('server_cpu_ns_per_publication')} ns/publication, "
           f"{report.get('tcp_segments_per_delivery')} TCP segments/delivery (machine), "
           f"{report.get('server_data_segments_per_delivery')} data segments/delivery (server), "
-          f"{report.get('write_syscalls_per_delivery')} write calls/delivery")
+          f"{report.get('write_syscalls_per_delivery')} write calls/delivery, "
+          f"{report.get('wire_bytes_per_delivery')} wire bytes/delivery, "
+          f"deflate {report.get('deflate')}")
     problem = check(report, sys.platform.startswith("linux"))
     if problem:
         sys.exit(problem)

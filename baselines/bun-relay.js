@@ -12,12 +12,19 @@
 //   --exclude-sender);
 // - a topic name is not empty and has no space; anything else closes that client with 1008.
 //
-//   PORT=0 node_modules/.bin/bun bun-relay.js [--topics [--exclude-sender]]
+// With --deflate (`shardcast bench --deflate`) it accepts permessage-deflate (perMessageDeflate:
+// true, uWebSockets' shared compressor: it answers server_no_context_takeover and
+// client_no_context_takeover) and publishes every message with compress = true, so each client
+// that negotiated the extension gets it compressed (uWebSockets deflates it once per
+// subscriber); the others get it plain.
+//
+//   PORT=0 node_modules/.bin/bun bun-relay.js [--topics [--exclude-sender]] [--deflate]
 //
 // The first line of output is the address, `ws://127.0.0.1:PORT/`; the bench reads it.
 
 const TOPICS = process.argv.includes("--topics");
 const EXCLUDE_SENDER = process.argv.includes("--exclude-sender");
+const DEFLATE = process.argv.includes("--deflate");
 const SPACE = 0x20;
 
 // A client's message as { verb, topic, body }, or { error } (the close reason).
@@ -59,7 +66,7 @@ const server = Bun.serve({
     return new Response("WebSocket only\n", { status: 426 });
   },
   websocket: {
-    perMessageDeflate: false,
+    perMessageDeflate: DEFLATE,
     maxPayloadLength: 64 * 1024,
     backpressureLimit: 1024 * 1024,
     idleTimeout: 120,
@@ -76,7 +83,7 @@ const server = Bun.serve({
     },
     message(ws, message) {
       if (!TOPICS) {
-        server.publish("all", message);
+        server.publish("all", message, DEFLATE);
         return;
       }
       const request = parse(message);
@@ -84,8 +91,8 @@ const server = Bun.serve({
       else if (request.verb === "sub") ws.subscribe(request.topic);
       else if (request.verb === "unsub") ws.unsubscribe(request.topic);
       // ws.publish leaves the sender out; server.publish does not.
-      else if (EXCLUDE_SENDER) ws.publish(request.topic, request.body);
-      else server.publish(request.topic, request.body);
+      else if (EXCLUDE_SENDER) ws.publish(request.topic, request.body, DEFLATE);
+      else server.publish(request.topic, request.body, DEFLATE);
     },
   },
 });

@@ -5,6 +5,9 @@
 //! are there and in range, and null where the bench cannot know them. Each test of an external baseline
 //! is skipped when `npm ci --prefix baselines` has not installed it (CI installs them): it then
 //! passes having checked nothing, so it says so on the terminal, past the test harness's capture.
+//! With `--payload-json` and `--deflate`: JSON documents arrive whole and in order, compressed
+//! by Bun and inflated by the bench's clients, and the report says how many bytes each
+//! delivery took on the wire.
 
 mod common;
 
@@ -358,5 +361,103 @@ fn bench_against_an_external_target_has_no_server_cpu_but_counts_its_loopback_se
     assert!(
         number(&report, "tcp_segments_per_delivery").is_some_and(|s| s > 0.0),
         "{report}"
+    );
+}
+
+/// A small run of JSON documents of about 1 KiB (at most 1024 B): 20 clients, 20 rounds of 4.
+const JSON_RUN: [&str; 8] = [
+    "--clients",
+    "20",
+    "--window",
+    "4",
+    "--rounds",
+    "20",
+    "--payload-json",
+    "1024",
+];
+
+/// The deliveries of [`JSON_RUN`].
+const JSON_DELIVERIES: u64 = 20 * 20 * 4;
+
+/// The report of `bench server args`, parsed.
+fn parsed(server: &str, args: &[&str]) -> serde_json::Value {
+    let report = bench(server, args);
+    serde_json::from_str(&report).unwrap_or_else(|e| panic!("{e}: {report}"))
+}
+
+/// The number at `path` of `report`; panics if it is missing or not a number.
+fn at(report: &serde_json::Value, path: &[&str]) -> f64 {
+    path.iter()
+        .fold(report, |v, key| &v[key])
+        .as_f64()
+        .unwrap_or_else(|| panic!("{path:?} is not a number in {report}"))
+}
+
+/// Checks that `report` is of [`JSON_RUN`]: JSON payloads, every delivery made, nothing lost.
+fn json_run_lost_nothing(report: &serde_json::Value) {
+    assert_eq!(report["payload"], "json", "{report}");
+    assert_eq!(at(report, &["payload_bytes"]), 1024.0, "{report}");
+    assert_eq!(at(report, &["lost"]), 0.0, "{report}");
+    assert_eq!(at(report, &["closed"]), 0.0, "{report}");
+    assert_eq!(
+        at(report, &["deliveries"]),
+        JSON_DELIVERIES as f64,
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_with_json_payloads_delivers_them_whole_and_reports_their_bytes_on_the_wire() {
+    let report = parsed("embedded", &JSON_RUN);
+    json_run_lost_nothing(&report);
+    // Plain: a document of 924 to 1024 B and a 4-byte frame header per delivery (and a pong
+    // or two over the run).
+    let wire = at(&report, &["wire_bytes_per_delivery"]);
+    assert!(
+        (928.0..=1040.0).contains(&wire),
+        "{wire} B per delivery: {report}"
+    );
+    assert!(report["deflate"].is_null(), "{report}");
+}
+
+#[test]
+fn bench_with_deflate_against_the_embedded_server_gets_every_delivery_compressed() {
+    let report = parsed("embedded", &[&JSON_RUN[..], &["--deflate"]].concat());
+    json_run_lost_nothing(&report);
+    // Every client negotiates it, and every document (924 to 1024 B, over the 256-byte
+    // threshold) goes out compressed, once per broadcast.
+    assert_eq!(at(&report, &["deflate", "negotiated"]), 20.0, "{report}");
+    assert_eq!(
+        at(&report, &["deflate", "compressed_deliveries"]),
+        JSON_DELIVERIES as f64,
+        "{report}"
+    );
+    // Order-book JSON deflates to about a third.
+    let wire = at(&report, &["wire_bytes_per_delivery"]);
+    assert!(
+        wire > 0.0 && wire < 0.5 * 1024.0,
+        "{wire} B per delivery: {report}"
+    );
+}
+
+#[test]
+fn bench_with_deflate_against_bun_inflates_every_delivery_and_loses_nothing() {
+    let test = "bench_with_deflate_against_bun_inflates_every_delivery_and_loses_nothing";
+    if !installed(test, "bun", "node_modules/.bin/bun") {
+        return;
+    }
+    let report = parsed("bun", &[&JSON_RUN[..], &["--deflate"]].concat());
+    json_run_lost_nothing(&report);
+    assert_eq!(at(&report, &["deflate", "negotiated"]), 20.0, "{report}");
+    assert_eq!(
+        at(&report, &["deflate", "compressed_deliveries"]),
+        JSON_DELIVERIES as f64,
+        "{report}"
+    );
+    // Order-book JSON deflates to about a third (0.35 measured).
+    let wire = at(&report, &["wire_bytes_per_delivery"]);
+    assert!(
+        wire > 0.0 && wire < 0.5 * 1024.0,
+        "{wire} B per delivery: {report}"
     );
 }

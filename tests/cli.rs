@@ -305,6 +305,11 @@ fn bench_refuses_flags_with_exit_status_2_naming_them() {
         (&["bench", "--sweep", "--clients", "10"], "--clients"),
         (&["bench", "--rounds", "0"], "--rounds"),
         (&["bench", "--max-p99", "5"], "--max-p99"),
+        (&["bench", "--payload-json", "100"], "--payload-json"),
+        (
+            &["bench", "--payload-json", "1024", "--payload", "64"],
+            "--payload",
+        ),
     ] {
         let (status, stderr) = run(flags);
         assert_eq!(status.code(), Some(2), "shardcast {flags:?}: {stderr}");

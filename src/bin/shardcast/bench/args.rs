@@ -6,8 +6,10 @@
 //! starts takes (`--server`, `--shards`, `--client-queue-bytes`, `--slow-consumer`,
 //! `--repeat`, `--sweep`) with `--target`; `--shards`, `--client-queue-bytes` and
 //! `--slow-consumer` when no server of the run takes them; `--nats-server` without `--nodes`;
-//! `--tls` with `--nodes`; a server or a node count named twice; `--json` with `--csv`.
+//! `--tls` with `--nodes`; a server or a node count named twice; `--json` with `--csv`;
+//! `--payload-json` with `--payload` or `--sweep`.
 
+use super::payload::{self, Format};
 use super::server::{Kind, Policy};
 use super::topics::{self, Layout};
 use std::path::PathBuf;
@@ -29,6 +31,20 @@ pub(crate) struct Args {
     /// --sweep-payloads).
     #[arg(long, default_value_t = 32, conflicts_with = "sweep", value_parser = clap::value_parser!(u64).range(16..=16_777_216))]
     pub(crate) payload: u64,
+    /// Send JSON instead, in text frames: a realistic document of about BYTES bytes (at most
+    /// BYTES, at least 256), an order-book update whose keys repeat as real JSON's do and
+    /// whose numbers vary per message (a PRNG seeded by the message), its first member the
+    /// stamp the clients check (not with --payload or --sweep).
+    #[arg(long, value_name = "BYTES", conflicts_with_all = ["payload", "sweep"], value_parser = clap::value_parser!(u64).range(payload::JSON_MIN_BYTES..=16_777_216))]
+    pub(crate) payload_json: Option<u64>,
+    /// Offer permessage-deflate (RFC 7692) on every connection as Chrome does
+    /// (`permessage-deflate; client_max_window_bits`), and inflate the compressed frames
+    /// received before checking them. The report says how many clients the server accepted it
+    /// for and how many deliveries came compressed; a server that declines sends plain frames,
+    /// which is fine. With --server bun, Bun runs with perMessageDeflate and publishes
+    /// compressed. Publishers send plain frames.
+    #[arg(long)]
+    pub(crate) deflate: bool,
     /// Seconds of load, more than 0 and at most 86400 (not with --rounds).
     #[arg(long, default_value_t = 5.0, conflicts_with = "rounds")]
     pub(crate) duration: f64,
@@ -208,6 +224,15 @@ impl Args {
         Ok(())
     }
 
+    /// The payloads' format: JSON with `--payload-json`, else binary.
+    pub(crate) fn format(&self) -> Format {
+        if self.payload_json.is_some() {
+            Format::Json
+        } else {
+            Format::Binary
+        }
+    }
+
     /// The slow-consumer policy of the engines the bench starts (`--slow-consumer`).
     pub(crate) fn policy(&self) -> Policy {
         self.slow_consumer.unwrap_or(Policy::Disconnect)
@@ -362,12 +387,20 @@ mod tests {
             &["--nats-server", "/bin/true"],
             &["--tls", "--nodes", "2"],
             &["--json", "--csv"],
+            &["--payload-json", "1024", "--payload", "64"],
+            &["--payload-json", "1024", "--sweep"],
+            &["--payload-json", "255"],
         ] {
             let err = parse(flags).expect_err(&format!("{flags:?} refused"));
             assert_eq!(err.exit_code(), 2, "{flags:?}");
         }
         // Their defaults go with anything.
         assert!(parse(&["--sweep", "--repeat", "2"]).is_ok());
+        assert!(parse(&["--sweep", "--deflate"]).is_ok());
+        let json =
+            parse(&["--payload-json", "1024", "--deflate", "--topics", "10"]).expect("parses");
+        assert_eq!((json.format(), json.deflate), (Format::Json, true));
+        assert_eq!(json.check(), Ok(()));
         assert!(parse(&["--target", "ws://127.0.0.1:1/", "--rounds", "3"]).is_ok());
     }
 

@@ -15,12 +15,17 @@ use std::process::Command;
 const DIR_VAR: &str = "SHARDCAST_BASELINES";
 
 /// `bun bun-relay.js`: Bun.serve, every message published to every client through
-/// uWebSockets' pub/sub (with `topics`, `ws.subscribe` and `server.publish` per topic).
-pub(crate) fn bun(topics: bool) -> Result<Command, String> {
+/// uWebSockets' pub/sub (with `topics`, `ws.subscribe` and `server.publish` per topic); with
+/// `deflate` (`--deflate`), `perMessageDeflate` on and every publication compressed.
+pub(crate) fn bun(topics: bool, deflate: bool) -> Result<Command, String> {
     let dir = dir()?;
     let bun = dir.join("node_modules/.bin/bun");
     installed(&dir, &bun)?;
-    relay(&dir, &bun, "bun-relay.js", topics)
+    let mut cmd = relay(&dir, &bun, "bun-relay.js", topics)?;
+    if deflate {
+        cmd.arg("--deflate");
+    }
+    Ok(cmd)
 }
 
 /// `node ws-relay.js`: a `ws` WebSocketServer, every message sent to each of its clients (with

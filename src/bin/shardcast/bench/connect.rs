@@ -38,6 +38,8 @@ pub(crate) struct Connections {
     /// The measured clients' sockets by address, to read what they received; `None` if an
     /// address cannot be read.
     pub(crate) receivers: Option<Receivers>,
+    /// The measured clients whose server accepted permessage-deflate (`--deflate`).
+    pub(crate) deflate_negotiated: u64,
 }
 
 /// Connects `shape.clients` clients and `--publishers` publishers to `target`, spread over its
@@ -67,6 +69,7 @@ pub(crate) fn connect(
         |i: u64| (((i + 1) as f64 * args.stall) as u64) > ((i as f64 * args.stall) as u64);
     let mut stalled = Vec::new();
     let mut fanout = vec![0u64; layout.map_or(1, |l| l.topics() as usize)];
+    let mut deflate_negotiated = 0u64;
     for i in 0..shape.clients as usize {
         let node = target.node_of(i);
         let (addr, host) = &target.nodes[node];
@@ -82,7 +85,7 @@ pub(crate) fn connect(
             }
             None => (vec![0], Cow::Borrowed(target.path.as_str())),
         };
-        let (link, leftover) = loadgen::connect(
+        let upgraded = loadgen::connect(
             *addr,
             host,
             &path,
@@ -90,8 +93,10 @@ pub(crate) fn connect(
             CONNECT_TIMEOUT,
             recv_buffer,
             target.tls.as_ref(),
+            args.deflate,
         )
         .map_err(|e| format!("client {i} cannot connect to {addr}: {e}"))?;
+        let link = upgraded.link;
         if layout.is_some() {
             node_topics[node].extend(topics.iter().copied());
         }
@@ -101,12 +106,14 @@ pub(crate) fn connect(
             for &t in &topics {
                 fanout[t as usize] += 1;
             }
+            deflate_negotiated += u64::from(upgraded.deflate);
             groups[i % threads].push(Connected {
                 link,
-                leftover,
+                leftover: upgraded.leftover,
                 measured: true,
                 topics,
                 node,
+                deflate: upgraded.deflate,
             });
         }
         connecting.inc(1);
@@ -117,7 +124,9 @@ pub(crate) fn connect(
         // Publisher p is on node p mod nodes, as the receivers reckon.
         let node = target.node_of(p);
         let (addr, host) = &target.nodes[node];
-        let (link, leftover) = loadgen::connect(
+        // Publishers offer deflate too, as a browser would; what they send stays plain, which
+        // RFC 7692 allows, and their echoes are drained unread.
+        let upgraded = loadgen::connect(
             *addr,
             host,
             &target.path,
@@ -125,8 +134,10 @@ pub(crate) fn connect(
             CONNECT_TIMEOUT,
             None,
             target.tls.as_ref(),
+            args.deflate,
         )
         .map_err(|e| format!("publisher {p} cannot connect to {addr}: {e}"))?;
+        let link = upgraded.link;
         // Its echoes are read (and drained) by a receiver thread; its TLS session is shared.
         let reader = Link {
             stream: link.stream.try_clone()?,
@@ -134,10 +145,11 @@ pub(crate) fn connect(
         };
         groups[p % threads].push(Connected {
             link: reader,
-            leftover,
+            leftover: upgraded.leftover,
             measured: false,
             topics: Vec::new(),
             node,
+            deflate: upgraded.deflate,
         });
         publishers.push(link);
         connecting.inc(1);
@@ -155,6 +167,7 @@ pub(crate) fn connect(
         fanout,
         healthy,
         receivers,
+        deflate_negotiated,
     })
 }
 

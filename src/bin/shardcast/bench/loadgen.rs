@@ -1,20 +1,31 @@
 //! The load generator's clients: raw TCP (with TLS for `wss`, see [`super::wss`]), our own
 //! server-frame parser, large reads, no allocation per frame, one `mio` poll loop per thread.
 //!
-//! Every data frame the bench sends carries `u64le send time (ns since the bench epoch) | u32le
-//! publisher | u32le sequence`, and with `--topics` then `u32le topic` (see [`super::topics`]);
-//! a receiver checks that each (publisher, topic)'s sequence numbers arrive consecutively (a
-//! gap, a duplicate, a reordering or a topic it did not subscribe to counts as lost) and records
-//! the latency.
+//! Every data frame the bench sends carries a stamp: send time (ns since the bench epoch),
+//! publisher, sequence and, with `--topics`, topic, in binary or at the start of a JSON
+//! document (see [`super::payload`]); a receiver checks that each (publisher, topic)'s sequence
+//! numbers arrive consecutively (a gap, a duplicate, a reordering, a topic it did not subscribe
+//! to or a stamp it cannot read counts as lost) and records the latency.
+//!
+//! With `--deflate` every connection offers permessage-deflate as Chrome does
+//! ([`DEFLATE_OFFER`]), and a client whose server accepted inflates the compressed (RSV1)
+//! frames it receives before it checks them, with its receiver thread's [`Inflating`]: one
+//! inflater per thread, which the server's `server_no_context_takeover` allows (a server that
+//! keeps its context is refused at the upgrade). A client whose server declined must get plain
+//! frames only: a compressed one counts as lost. Each thread also counts the bytes its measured
+//! clients read off their sockets, frames' headers included (TLS records with `wss`).
 
 use super::super::tls::Trust;
+use super::payload::{self, Format};
 use super::topics;
 use super::wss::{ReadWrite, Session};
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
+use shardcast::wire::deflate::{self, Inflater};
 use shardcast::wire::{Opcode, frame};
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -22,8 +33,14 @@ use std::sync::{Arc, OnceLock};
 use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Bytes of the stamp at the start of every bench payload (without topics).
-pub(crate) const STAMP_BYTES: usize = 16;
+/// Bytes of the stamp at the start of every binary bench payload (without topics).
+pub(crate) const STAMP_BYTES: usize = payload::BINARY_STAMP_BYTES;
+/// The `Sec-WebSocket-Extensions` offer of `--deflate`: Chrome's.
+pub(crate) const DEFLATE_OFFER: &str = "permessage-deflate; client_max_window_bits";
+/// The largest message a client inflates (the largest `--payload-json`, and then some).
+const INFLATED_MAX: usize = 32 << 20;
+/// Bytes of distinct messages (compressed and inflated) a receiver thread keeps inflated.
+const INFLATED_KEPT_BYTES: usize = 64 << 20;
 /// Size of each receiver thread's read buffer.
 const READ_BUFFER_BYTES: usize = 256 << 10;
 /// How often each client pings the server, so the heartbeat never evicts it.
@@ -40,6 +57,10 @@ pub(crate) struct Shared {
     pub(crate) lost: AtomicU64,
     /// Connections the server closed or reset.
     pub(crate) closed: AtomicU64,
+    /// Bytes the measured clients read off their sockets (frames' headers included).
+    pub(crate) wire_bytes: AtomicU64,
+    /// Deliveries that came compressed (RSV1).
+    pub(crate) compressed: AtomicU64,
     /// The publisher is woken when `delivered` reaches this.
     pub(crate) target: AtomicU64,
     /// Receivers stop when set.
@@ -56,6 +77,8 @@ impl Shared {
             delivered: CachePadded::new(AtomicU64::new(0)),
             lost: AtomicU64::new(0),
             closed: AtomicU64::new(0),
+            wire_bytes: AtomicU64::new(0),
+            compressed: AtomicU64::new(0),
             target: AtomicU64::new(u64::MAX),
             stop: AtomicBool::new(false),
             publisher: OnceLock::new(),
@@ -101,10 +124,32 @@ pub(crate) struct Connected {
     pub(crate) topics: Vec<u32>,
     /// The node it is connected to (`--nodes`; 0 otherwise).
     pub(crate) node: usize,
+    /// Whether permessage-deflate was negotiated: then the server may send it compressed
+    /// frames.
+    pub(crate) deflate: bool,
+}
+
+/// A connection just upgraded.
+#[derive(Debug)]
+pub(crate) struct Upgraded {
+    /// The socket and its TLS session.
+    pub(crate) link: Link,
+    /// Bytes (plaintext) after the 101 response: the start of the first frames.
+    pub(crate) leftover: Vec<u8>,
+    /// Whether the server accepted the permessage-deflate offer.
+    pub(crate) deflate: bool,
 }
 
 /// Opens a TCP connection from `source` (if given), with TLS if `tls` says whom to trust, and
-/// performs the WebSocket upgrade. Returns the link and the bytes that came after the 101.
+/// performs the WebSocket upgrade, offering permessage-deflate if `offer_deflate`. Returns the
+/// link, the bytes that came after the 101 and whether deflate was agreed.
+///
+/// # Errors
+///
+/// When the connection or the upgrade fails, and when the server's answer to the offer is one
+/// a client must refuse (RFC 7692 section 5), or keeps its compression context (the bench
+/// inflates each message on its own).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn connect(
     addr: SocketAddr,
     host: &str,
@@ -113,7 +158,8 @@ pub(crate) fn connect(
     timeout: Duration,
     recv_buffer: Option<usize>,
     tls: Option<&Trust>,
-) -> io::Result<(Link, Vec<u8>)> {
+    offer_deflate: bool,
+) -> io::Result<Upgraded> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, None)?;
     if let Some(bytes) = recv_buffer {
@@ -127,25 +173,40 @@ pub(crate) fn connect(
     socket.set_tcp_nodelay(true)?;
     let mut stream: std::net::TcpStream = socket.into();
     stream.set_read_timeout(Some(timeout))?;
+    let offer = if offer_deflate {
+        format!("Sec-WebSocket-Extensions: {DEFLATE_OFFER}\r\n")
+    } else {
+        String::new()
+    };
     let request = format!(
         "GET {path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
     );
-    let (tls, leftover) = match tls {
-        None => (None, upgrade(&mut stream, &request)?),
+    let handshake = |s: &mut dyn ReadWrite| upgrade(s, &request, offer_deflate);
+    let (tls, (leftover, deflate)) = match tls {
+        None => (None, handshake(&mut stream)?),
         Some(trust) => {
             let session = Session::new(trust)?;
-            let mut leftover = session.blocking(&mut stream, |tls| upgrade(tls, &request))?;
-            session.take_plaintext(&mut leftover)?;
-            (Some(session), leftover)
+            let mut after = session.blocking(&mut stream, handshake)?;
+            session.take_plaintext(&mut after.0)?;
+            (Some(session), after)
         }
     };
     stream.set_read_timeout(None)?;
-    Ok((Link { stream, tls }, leftover))
+    Ok(Upgraded {
+        link: Link { stream, tls },
+        leftover,
+        deflate,
+    })
 }
 
-/// Sends the upgrade `request` and reads the response; returns what came after it.
-fn upgrade(stream: &mut dyn ReadWrite, request: &str) -> io::Result<Vec<u8>> {
+/// Sends the upgrade `request` and reads the response; returns what came after it, and
+/// whether the server accepted permessage-deflate (which it may only if `offered`).
+fn upgrade(
+    stream: &mut dyn ReadWrite,
+    request: &str,
+    offered: bool,
+) -> io::Result<(Vec<u8>, bool)> {
     stream.write_all(request.as_bytes())?;
     stream.flush()?;
     let mut response = Vec::with_capacity(256);
@@ -177,7 +238,72 @@ fn upgrade(stream: &mut dyn ReadWrite, request: &str) -> io::Result<Vec<u8>> {
             format!("upgrade refused: {line}"),
         ));
     }
-    Ok(response.split_off(end))
+    let invalid = |why: String| io::Error::new(io::ErrorKind::InvalidData, why);
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut parsed = httparse::Response::new(&mut headers);
+    match parsed.parse(&response[..end]) {
+        Ok(httparse::Status::Complete(_)) => {}
+        Ok(httparse::Status::Partial) => return Err(invalid("upgrade response cut short".into())),
+        Err(e) => return Err(invalid(format!("malformed upgrade response: {e}"))),
+    }
+    let answers: Vec<&[u8]> = parsed
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("Sec-WebSocket-Extensions"))
+        .map(|h| h.value)
+        .collect();
+    let deflate = deflate_answer(&answers, offered).map_err(invalid)?;
+    Ok((response.split_off(end), deflate))
+}
+
+/// Whether the `Sec-WebSocket-Extensions` values of a 101 (`answers`) accept the
+/// permessage-deflate offer (if `offered`); `Err` for an answer a client must refuse: an
+/// extension not offered, more than one, or an invalid permessage-deflate answer (RFC 7692
+/// section 5: unknown, repeated or malformed parameters; [`deflate::negotiate`] says which are
+/// valid); also for one without `server_no_context_takeover`, whose frames depend on earlier
+/// ones, which the bench's inflater, one per thread, cannot follow.
+fn deflate_answer(answers: &[&[u8]], offered: bool) -> Result<bool, String> {
+    let text = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
+    let values: Vec<&[u8]> = answers
+        .iter()
+        .copied()
+        .filter(|v| !v.iter().all(u8::is_ascii_whitespace))
+        .collect();
+    let value = match values[..] {
+        [] => return Ok(false),
+        [value] if offered && !value.contains(&b',') => value,
+        _ if !offered => {
+            return Err(format!(
+                "the server answered extensions that were not offered: {:?}",
+                values.iter().map(|v| text(v)).collect::<Vec<_>>()
+            ));
+        }
+        _ => {
+            return Err(format!(
+                "the server answered more than the one extension offered: {:?}",
+                values.iter().map(|v| text(v)).collect::<Vec<_>>()
+            ));
+        }
+    };
+    if deflate::negotiate([value]).is_none() {
+        return Err(format!(
+            "invalid answer to the permessage-deflate offer: {:?}",
+            text(value)
+        ));
+    }
+    let no_context_takeover = text(value)
+        .split(';')
+        .skip(1)
+        .any(|p| p.trim().eq_ignore_ascii_case("server_no_context_takeover"));
+    if !no_context_takeover {
+        return Err(format!(
+            "the server keeps its compression context ({:?}, without \
+             server_no_context_takeover): the bench inflates each message on its own; \
+             measure it without --deflate",
+            text(value)
+        ));
+    }
+    Ok(true)
 }
 
 /// The source address of the `i`-th connection: spread over 127.0.0.1-127.0.0.32 when the
@@ -207,6 +333,118 @@ struct Client {
     open: bool,
     /// The node it is connected to.
     node: usize,
+    /// Whether it negotiated permessage-deflate.
+    deflate: bool,
+}
+
+/// How a receiver thread reads its clients' frames.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reading {
+    /// Publishers of the run: each client keeps a next sequence number per publisher (and
+    /// topic).
+    pub(crate) publishers: usize,
+    /// Whether payloads carry their topic (`--topics`); else every one is of topic 0.
+    pub(crate) named_topics: bool,
+    /// Nodes the connections are spread over; publisher p is on node p mod `nodes`.
+    pub(crate) nodes: usize,
+    /// The payloads' format.
+    pub(crate) format: Format,
+    /// Distinct messages the publishers may have in flight at once (publishers x window, or
+    /// more in open loop): how many inflated messages are worth keeping.
+    pub(crate) in_flight: usize,
+    /// Bytes of a payload (its largest size, for JSON).
+    pub(crate) payload: usize,
+    /// Poll without sleeping while frames keep coming.
+    pub(crate) busy_poll: bool,
+}
+
+/// A receiver thread's inflater, and the messages it inflated last.
+///
+/// A server that answered `server_no_context_takeover` compresses each message on its own, so
+/// the same compressed bytes always inflate to the same message: each distinct compressed
+/// message is inflated once per thread and kept (up to `capacity` of them, the oldest
+/// replaced first), and a client that receives the very same bytes (compared in full) reads
+/// the message kept. A broadcast to N clients costs one inflate per thread, not N: the load
+/// generator measures the server, not zlib. Every delivery is still checked (stamp, sequence)
+/// on the inflated bytes.
+#[derive(Debug)]
+pub(crate) struct Inflating {
+    inflater: Inflater,
+    /// `(compressed, inflated)` of the messages kept, in a ring.
+    kept: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Where the next message goes in `kept`.
+    next: usize,
+    /// How many messages `kept` may hold.
+    capacity: usize,
+    /// Index of `kept` by a hash of the compressed bytes.
+    index: HashMap<u64, usize>,
+    /// Messages inflated (not found in `kept`).
+    pub(crate) inflated: u64,
+}
+
+impl Inflating {
+    /// Keeps the last `in_flight` x 2 distinct messages (at least 16), within
+    /// [`INFLATED_KEPT_BYTES`] for messages of `payload` bytes.
+    fn new(in_flight: usize, payload: usize) -> Inflating {
+        let by_bytes = INFLATED_KEPT_BYTES / payload.max(1).saturating_mul(2);
+        Inflating {
+            inflater: Inflater::new(),
+            kept: Vec::new(),
+            next: 0,
+            capacity: in_flight
+                .saturating_mul(2)
+                .clamp(16, 4096)
+                .min(by_bytes.max(1)),
+            index: HashMap::new(),
+            inflated: 0,
+        }
+    }
+
+    /// The message `compressed` (a compressed frame's payload) inflates to; `None` if it does
+    /// not inflate (or past [`INFLATED_MAX`]).
+    fn inflate(&mut self, compressed: &[u8]) -> Option<&[u8]> {
+        let key = fingerprint(compressed);
+        if let Some(&i) = self.index.get(&key)
+            && self.kept[i].0 == compressed
+        {
+            return Some(&self.kept[i].1);
+        }
+        let plain = self.inflater.inflate(compressed, INFLATED_MAX).ok()?;
+        self.inflated += 1;
+        let i = self.next;
+        self.next = (i + 1) % self.capacity;
+        if i == self.kept.len() {
+            self.kept.push((compressed.to_vec(), plain.to_vec()));
+        } else {
+            let old = fingerprint(&self.kept[i].0);
+            if self.index.get(&old) == Some(&i) {
+                self.index.remove(&old);
+            }
+            let (c, p) = &mut self.kept[i];
+            c.clear();
+            c.extend_from_slice(compressed);
+            p.clear();
+            p.extend_from_slice(plain);
+        }
+        self.index.insert(key, i);
+        Some(&self.kept[i].1)
+    }
+}
+
+/// A hash of `bytes` (FNV-1a over 8-byte words), to find a kept message by.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64 ^ bytes.len() as u64;
+    let mut chunks = bytes.chunks_exact(8);
+    for chunk in &mut chunks {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        h = (h ^ u64::from_le_bytes(word)).wrapping_mul(0x0100_0000_01b3);
+        h ^= h >> 29;
+    }
+    for &b in chunks.remainder() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h
 }
 
 /// What a receiver thread measured.
@@ -217,19 +455,24 @@ pub(crate) struct Received {
     pub(crate) latency_us: [Histogram<u64>; 2],
 }
 
-/// Runs a receiver thread over `clients` until `shared.stop`; with `busy_poll`, it polls
-/// without sleeping while frames keep coming.
 /// Empty polls in a row after which a busy-polling receiver sleeps in `epoll_wait` again.
 const BUSY_POLLS_MAX: u32 = 2000;
 
+/// Runs a receiver thread over `clients` until `shared.stop`, reading as `reading` says; with
+/// `busy_poll`, it polls without sleeping while frames keep coming.
 pub(crate) fn receive(
     clients: Vec<Connected>,
-    publishers: usize,
-    named_topics: bool,
-    nodes: usize,
+    reading: Reading,
     shared: Arc<Shared>,
-    busy_poll: bool,
 ) -> io::Result<Received> {
+    let Reading {
+        publishers,
+        named_topics,
+        nodes,
+        format,
+        busy_poll,
+        ..
+    } = reading;
     let mut poll = Poll::new()?;
     let mut conns = Vec::with_capacity(clients.len());
     for (i, c) in clients.into_iter().enumerate() {
@@ -246,6 +489,7 @@ pub(crate) fn receive(
             measured: c.measured,
             open: true,
             node: c.node,
+            deflate: c.deflate,
         });
     }
     let histogram = || Histogram::<u64>::new_with_bounds(1, 120_000_000, 3);
@@ -263,12 +507,22 @@ pub(crate) fn receive(
     let mut tally = Tally {
         named_topics,
         nodes: nodes.max(1),
+        format,
         ..Tally::default()
+    };
+    let mut inflating = Inflating::new(reading.in_flight, reading.payload);
+    let mut at = Reader {
+        hist: &mut latency_us,
+        tally: &mut tally,
+        inflating: &mut inflating,
     };
     let now = shared.now_ns();
     for c in conns.iter_mut() {
         let partial = std::mem::take(&mut c.partial);
-        ingest(c, &partial, now, &mut latency_us, &mut tally);
+        if c.measured {
+            at.tally.wire_bytes += partial.len() as u64;
+        }
+        ingest(c, &partial, now, &mut at);
     }
     let mut idle_polls = 0u32;
     while !shared.stop.load(Relaxed) {
@@ -292,18 +546,20 @@ pub(crate) fn receive(
             };
             while c.open {
                 match c.stream.read(&mut buf) {
-                    Ok(0) => close(c, &mut tally),
+                    Ok(0) => close(c, at.tally),
                     Ok(n) => {
                         let now = shared.now_ns();
+                        if c.measured {
+                            at.tally.wire_bytes += n as u64;
+                        }
                         match c.tls.take() {
-                            None => ingest(c, &buf[..n], now, &mut latency_us, &mut tally),
+                            None => ingest(c, &buf[..n], now, &mut at),
                             Some(tls) => {
-                                let open = tls.decrypt(&buf[..n], |plain| {
-                                    ingest(c, plain, now, &mut latency_us, &mut tally)
-                                });
+                                let open =
+                                    tls.decrypt(&buf[..n], |plain| ingest(c, plain, now, &mut at));
                                 c.tls = Some(tls);
                                 if !matches!(open, Ok(true)) {
-                                    close(c, &mut tally);
+                                    close(c, at.tally);
                                 }
                             }
                         }
@@ -315,11 +571,11 @@ pub(crate) fn receive(
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(_) => close(c, &mut tally),
+                    Err(_) => close(c, at.tally),
                 }
             }
         }
-        tally.publish(&shared);
+        at.tally.publish(&shared);
         // Each client pings once per period, the clients spread evenly over it: pings from
         // every client at once (and their pongs) would make one round slow and show up in the
         // latency tail as if the server had stalled.
@@ -340,15 +596,45 @@ pub(crate) fn receive(
     Ok(Received { latency_us })
 }
 
-#[derive(Default)]
+/// What a receiver thread counted since it last added it to [`Shared`], and how it reads.
+#[derive(Debug)]
 struct Tally {
     delivered: u64,
     lost: u64,
     closed: u64,
+    /// Bytes the measured clients read off their sockets.
+    wire_bytes: u64,
+    /// Deliveries that came compressed.
+    compressed: u64,
     /// Whether payloads carry their topic (`--topics`); else every one is of topic 0.
     named_topics: bool,
     /// Nodes the connections are spread over; publisher p is on node p mod `nodes`.
     nodes: usize,
+    /// The payloads' format.
+    format: Format,
+}
+
+impl Default for Tally {
+    fn default() -> Tally {
+        Tally {
+            delivered: 0,
+            lost: 0,
+            closed: 0,
+            wire_bytes: 0,
+            compressed: 0,
+            named_topics: false,
+            nodes: 1,
+            format: Format::Binary,
+        }
+    }
+}
+
+/// What a receiver thread reads frames with: where it records, counts and inflates.
+struct Reader<'a> {
+    /// Latency of the measured deliveries: same node, other node.
+    hist: &'a mut [Histogram<u64>; 2],
+    tally: &'a mut Tally,
+    inflating: &'a mut Inflating,
 }
 
 impl Tally {
@@ -367,9 +653,16 @@ impl Tally {
         if self.closed > 0 {
             shared.closed.fetch_add(self.closed, Relaxed);
         }
+        if self.wire_bytes > 0 {
+            shared.wire_bytes.fetch_add(self.wire_bytes, Relaxed);
+        }
+        if self.compressed > 0 {
+            shared.compressed.fetch_add(self.compressed, Relaxed);
+        }
         *self = Tally {
             named_topics: self.named_topics,
             nodes: self.nodes,
+            format: self.format,
             ..Tally::default()
         };
     }
@@ -384,89 +677,188 @@ fn close(c: &mut Client, tally: &mut Tally) {
 }
 
 /// Parses server frames from `data` (after any partial frame kept from the last read).
-fn ingest(
-    c: &mut Client,
-    data: &[u8],
-    now_ns: u64,
-    hist: &mut [Histogram<u64>; 2],
-    tally: &mut Tally,
-) {
+fn ingest(c: &mut Client, data: &[u8], now_ns: u64, at: &mut Reader<'_>) {
     if c.partial.is_empty() {
-        let used = parse(c, data, now_ns, hist, tally);
+        let used = parse(c, data, now_ns, at);
         c.partial.extend_from_slice(&data[used..]);
     } else {
         let mut joined = std::mem::take(&mut c.partial);
         joined.extend_from_slice(data);
-        let used = parse(c, &joined, now_ns, hist, tally);
+        let used = parse(c, &joined, now_ns, at);
         joined.drain(..used);
         c.partial = joined;
     }
 }
 
 /// Parses every complete frame of `data`; returns the bytes used.
-fn parse(
-    c: &mut Client,
-    data: &[u8],
-    now_ns: u64,
-    hist: &mut [Histogram<u64>; 2],
-    tally: &mut Tally,
-) -> usize {
-    let mut at = 0;
+fn parse(c: &mut Client, data: &[u8], now_ns: u64, at: &mut Reader<'_>) -> usize {
+    let mut used = 0;
     loop {
-        let rest = &data[at..];
+        let rest = &data[used..];
         let Some(&b0) = rest.first() else {
-            return at;
+            return used;
         };
         let Some((header, len)) = shardcast::wire::frame::lengths(rest) else {
-            return at;
+            return used;
         };
         let len = usize::try_from(len).unwrap_or(usize::MAX);
         let Some(payload) = rest.get(header..header.saturating_add(len)) else {
-            return at;
+            return used;
         };
-        at += header + len;
-        let stamp_bytes = if tally.named_topics {
-            topics::STAMP_BYTES
-        } else {
-            STAMP_BYTES
-        };
+        used += header + len;
         match b0 & 0x0f {
-            0x1 | 0x2 if c.measured && payload.len() >= stamp_bytes => {
-                let field = |r: std::ops::Range<usize>| -> u64 {
-                    payload[r]
-                        .iter()
-                        .rev()
-                        .fold(0u64, |v, &b| (v << 8) | u64::from(b))
-                };
-                let sent = field(0..8);
-                let publisher = field(8..12) as usize;
-                let seq = field(12..16) as u32;
-                let topic = if tally.named_topics {
-                    field(16..20) as u32
-                } else {
-                    0
-                };
-                // `None` for a topic the client did not subscribe to: lost, as a gap would be.
-                let slot = c
-                    .topics
-                    .binary_search(&topic)
-                    .ok()
-                    .map(|i| publisher.saturating_mul(c.topics.len()).saturating_add(i));
-                match slot.and_then(|slot| c.next_seq.get_mut(slot)) {
-                    Some(next) if *next == seq => *next = seq.wrapping_add(1),
-                    Some(next) => {
-                        tally.lost += 1;
-                        *next = seq.wrapping_add(1);
-                    }
-                    None => tally.lost += 1,
-                }
-                tally.delivered += 1;
-                let cross = publisher % tally.nodes != c.node;
-                hist[usize::from(cross)]
-                    .saturating_record((now_ns.saturating_sub(sent) / 1000).max(1));
-            }
-            0x8 => close(c, tally),
+            0x1 | 0x2 if c.measured => deliver(c, b0 & frame::RSV1 != 0, payload, now_ns, at),
+            0x8 => close(c, at.tally),
             _ => {}
         }
+    }
+}
+
+/// Checks and records the delivery of a data frame's `payload` (`compressed` if RSV1) to a
+/// measured client.
+fn deliver(c: &mut Client, compressed: bool, payload: &[u8], now_ns: u64, at: &mut Reader<'_>) {
+    let tally = &mut *at.tally;
+    let message = match (compressed, c.deflate) {
+        (false, _) => Some(payload),
+        (true, true) => {
+            tally.compressed += 1;
+            at.inflating.inflate(payload)
+        }
+        // RSV1 without the extension: a protocol error, and nothing to read.
+        (true, false) => None,
+    };
+    let stamp = match (message, tally.format) {
+        (None, _) => None,
+        (Some(m), Format::Json) => payload::read_json(m),
+        (Some(m), Format::Binary) => {
+            let stamp_bytes = if tally.named_topics {
+                topics::STAMP_BYTES
+            } else {
+                STAMP_BYTES
+            };
+            if m.len() < stamp_bytes && !compressed {
+                // Not one of the bench's frames.
+                return;
+            }
+            payload::read_binary(m, tally.named_topics)
+        }
+    };
+    tally.delivered += 1;
+    let Some(stamp) = stamp else {
+        // Unreadable: lost, as a gap would be.
+        tally.lost += 1;
+        return;
+    };
+    let publisher = stamp.publisher as usize;
+    // `None` for a topic the client did not subscribe to: lost, as a gap would be.
+    let slot = c
+        .topics
+        .binary_search(&stamp.topic)
+        .ok()
+        .map(|i| publisher.saturating_mul(c.topics.len()).saturating_add(i));
+    match slot.and_then(|slot| c.next_seq.get_mut(slot)) {
+        Some(next) if *next == stamp.seq => *next = stamp.seq.wrapping_add(1),
+        Some(next) => {
+            tally.lost += 1;
+            *next = stamp.seq.wrapping_add(1);
+        }
+        None => tally.lost += 1,
+    }
+    let cross = publisher % tally.nodes != c.node;
+    at.hist[usize::from(cross)]
+        .saturating_record((now_ns.saturating_sub(stamp.sent) / 1000).max(1));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shardcast::wire::deflate::Deflater;
+
+    fn answer(values: &[&str], offered: bool) -> Result<bool, String> {
+        let values: Vec<&[u8]> = values.iter().map(|v| v.as_bytes()).collect();
+        deflate_answer(&values, offered)
+    }
+
+    #[test]
+    fn the_answer_to_the_deflate_offer_is_accepted_only_when_a_client_may_take_it() {
+        // Declined: no header (or an empty one).
+        assert_eq!(answer(&[], true), Ok(false));
+        assert_eq!(answer(&[""], true), Ok(false));
+        assert_eq!(answer(&[], false), Ok(false));
+        // shardcast's and Bun's answers.
+        for ok in [
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
+            "permessage-deflate; client_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate;server_no_context_takeover; server_max_window_bits=10",
+            "permessage-deflate; server_no_context_takeover; client_max_window_bits=12",
+        ] {
+            assert_eq!(answer(&[ok], true), Ok(true), "{ok}");
+        }
+        for refused in [
+            // Not offered.
+            ("permessage-deflate; server_no_context_takeover", false),
+            // Its context kept: the frames depend on each other.
+            ("permessage-deflate", true),
+            ("permessage-deflate; client_no_context_takeover", true),
+            // Invalid parameters, another extension, more than one.
+            (
+                "permessage-deflate; server_no_context_takeover; mystery",
+                true,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+                true,
+            ),
+            (
+                "permessage-deflate; server_no_context_takeover; server_max_window_bits=16",
+                true,
+            ),
+            ("x-webkit-deflate-frame; server_no_context_takeover", true),
+            (
+                "permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover",
+                true,
+            ),
+        ] {
+            assert!(answer(&[refused.0], refused.1).is_err(), "{refused:?}");
+        }
+        let two = [
+            "permessage-deflate; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover",
+        ];
+        assert!(answer(&two, true).is_err());
+    }
+
+    #[test]
+    fn each_distinct_compressed_message_is_inflated_once_and_checked_in_full() {
+        let mut deflater = Deflater::new(6, 15);
+        let message = |i: u32| format!("{{\"n\":{i},\"pad\":\"{}\"}}", "ab".repeat(50));
+        let compressed: Vec<Vec<u8>> = (0..40)
+            .map(|i| deflater.compress(message(i).as_bytes()).to_vec())
+            .collect();
+        let mut inflating = Inflating::new(8, 1024);
+        assert_eq!(inflating.capacity, 16);
+        // Three clients receive messages 0-7, as a window of 8: inflated once each.
+        for _client in 0..3 {
+            for (i, c) in compressed.iter().enumerate().take(8) {
+                let plain = inflating.inflate(c).expect("inflates");
+                assert_eq!(plain, message(i as u32).as_bytes());
+            }
+        }
+        assert_eq!(inflating.inflated, 8);
+        // More than it keeps: the oldest are replaced, every message still reads right.
+        for (i, c) in compressed.iter().enumerate() {
+            assert_eq!(inflating.inflate(c), Some(message(i as u32).as_bytes()));
+        }
+        assert_eq!(inflating.kept.len(), 16);
+        assert_eq!(
+            inflating.inflate(&compressed[0]),
+            Some(message(0).as_bytes())
+        );
+        // A corrupt message is refused, and so is a kept one changed in a byte.
+        assert_eq!(inflating.inflate(&[0xff, 0xff]), None);
+        let mut changed = compressed[39].clone();
+        let last = changed.len() - 1;
+        changed[last] ^= 0x55;
+        assert_ne!(inflating.inflate(&changed), Some(message(39).as_bytes()));
     }
 }

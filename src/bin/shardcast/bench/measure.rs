@@ -54,13 +54,14 @@ pub(crate) fn measure(
         stalled: connections.stalled.len() as u64,
         rss_before,
         rss_idle: server::settled_rss(&pids, Duration::from_secs(3)),
+        deflate_negotiated: connections.deflate_negotiated,
     };
 
     let shared = Arc::new(Shared::new());
     // The receiver threads take their groups; the rest of the connections stay here until
     // `stop`.
     let groups = std::mem::take(&mut connections.groups);
-    let receivers = start_receivers(args, layout, target.nodes.len(), groups, &shared)?;
+    let receivers = start_receivers(args, shape, layout, target.nodes.len(), groups, &shared)?;
     let window = load(
         args,
         shape,
@@ -80,6 +81,7 @@ pub(crate) fn measure(
 /// Starts a receiver thread per group of connections.
 fn start_receivers(
     args: &Args,
+    shape: Shape,
     layout: Option<Layout>,
     nodes: usize,
     groups: Vec<Vec<Connected>>,
@@ -87,18 +89,22 @@ fn start_receivers(
 ) -> Result<Vec<Receiver>, Box<dyn std::error::Error>> {
     // The receivers wake this thread, the publishers', when a round is delivered.
     let _ = shared.publisher.set(std::thread::current());
+    let reading = loadgen::Reading {
+        publishers: args.publishers as usize,
+        named_topics: layout.is_some(),
+        nodes,
+        format: args.format(),
+        in_flight: (args.publishers * shape.window) as usize,
+        payload: shape.payload as usize,
+        busy_poll: args.busy_poll,
+    };
     let mut receivers = Vec::new();
     for group in groups {
         let shared = shared.clone();
-        let publishers = args.publishers as usize;
-        let busy_poll = args.busy_poll;
-        let named_topics = layout.is_some();
         receivers.push(
             std::thread::Builder::new()
                 .name("bench-recv".into())
-                .spawn(move || {
-                    loadgen::receive(group, publishers, named_topics, nodes, shared, busy_poll)
-                })?,
+                .spawn(move || loadgen::receive(group, reading, shared))?,
         );
     }
     Ok(receivers)
@@ -198,6 +204,7 @@ fn load(
         named_topics: layout.is_some(),
         window: shape.window as usize,
         payload: shape.payload as usize,
+        format: args.format(),
         length,
         rate: args.rate,
     };
@@ -309,6 +316,8 @@ struct Before {
     rss_before: Option<u64>,
     /// Their resident memory with every client connected, before the load.
     rss_idle: Option<u64>,
+    /// The measured clients whose server accepted permessage-deflate.
+    deflate_negotiated: u64,
 }
 
 /// The report of a run: what was in place `before` it, what its `window` counted, and the
@@ -346,6 +355,7 @@ fn figures(
         publishers: args.publishers,
         window: shape.window,
         payload_bytes: shape.payload,
+        payload_format: args.format(),
         duration_s: window.published.elapsed.as_secs_f64(),
         deliveries: delivered,
         publishes: window.published.frames,
@@ -363,6 +373,11 @@ fn figures(
         rss_before: before.rss_before,
         rss_idle: before.rss_idle,
         rss_loaded: window.rss_loaded,
+        wire_bytes: Some(shared.wire_bytes.load(Relaxed)),
+        deflate: args.deflate.then(|| report::Deflate {
+            negotiated: before.deflate_negotiated,
+            compressed_deliveries: shared.compressed.load(Relaxed),
+        }),
         write_syscalls_per_delivery: syscalls,
         io_uring_submissions_per_delivery: submissions,
         rss_samples: window.watched.rss_samples,

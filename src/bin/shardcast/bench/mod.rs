@@ -18,6 +18,7 @@ mod export;
 mod gate;
 mod loadgen;
 mod measure;
+mod payload;
 mod plan;
 mod publish;
 mod report;

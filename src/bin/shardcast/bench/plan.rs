@@ -16,7 +16,8 @@ pub(crate) struct Shape {
     pub(crate) clients: u64,
     /// Frames each publisher sends per round (`--window`).
     pub(crate) window: u64,
-    /// Payload bytes per frame (`--payload`).
+    /// Payload bytes per frame (`--payload`), or of each JSON document at most
+    /// (`--payload-json`).
     pub(crate) payload: u64,
 }
 
@@ -47,6 +48,7 @@ pub(crate) fn options(args: &Args, single: Kind) -> Result<ServerOptions, String
     };
     Ok(ServerOptions {
         topics: args.topics.is_some(),
+        deflate: args.deflate,
         shards: args.shards,
         client_queue_bytes: args.client_queue_bytes,
         slow_consumer: args.policy(),
@@ -124,11 +126,11 @@ pub(crate) fn shapes(args: &Args) -> Vec<Shape> {
     shapes
 }
 
-/// The shape of `--clients`, `--window` and `--payload`.
+/// The shape of `--clients`, `--window` and `--payload` (or `--payload-json`).
 pub(crate) fn single_shape(args: &Args) -> Shape {
     Shape {
         clients: args.clients,
         window: args.window,
-        payload: args.payload,
+        payload: args.payload_json.unwrap_or(args.payload),
     }
 }

@@ -3,9 +3,13 @@
 //!
 //! Without `--topics` a frame is the stamped payload, which the server relays to everyone; with
 //! it, a frame is `pub tN <stamped payload>`, which it relays to `tN`'s subscribers: the topics
-//! and the deliveries each publication makes follow [`super::topics`].
+//! and the deliveries each publication makes follow [`super::topics`]. The payload is binary
+//! (binary frames) or, with `--payload-json`, a JSON document made for each message (text
+//! frames; see [`super::payload`]). Frames always go out plain, even where permessage-deflate
+//! was negotiated: RFC 7692 lets a client send uncompressed messages.
 
 use super::loadgen::{Link, MASK, STAMP_BYTES, Shared};
+use super::payload::{self, Format, Stamp};
 use super::topics::{self, Rotation};
 use shardcast::wire::{Opcode, frame};
 use std::io::{self, Write};
@@ -36,8 +40,10 @@ pub(crate) struct Load<'a> {
     pub(crate) named_topics: bool,
     /// Frames per publisher per round.
     pub(crate) window: usize,
-    /// Bytes per frame payload (at least the stamp).
+    /// Bytes per frame payload (at least the stamp); with JSON, of each document at most.
     pub(crate) payload: usize,
+    /// The payloads' format.
+    pub(crate) format: Format,
     /// When to stop.
     pub(crate) length: Length,
     /// Open loop: frames per second over all publishers.
@@ -59,32 +65,48 @@ pub(crate) struct Published {
 
 /// Reused buffers for building frames: they allocate only while they grow.
 struct Frames {
-    /// The payload, whose stamp each frame overwrites.
+    /// The payload: binary, whose stamp each frame overwrites; or the JSON document, made
+    /// anew for each frame.
     payload: Vec<u8>,
     /// `pub tN <payload>`, with topics.
     message: Vec<u8>,
     /// Whether frames name their topic.
     named_topics: bool,
+    /// The payloads' format.
+    format: Format,
+    /// Bytes of a JSON document at most.
+    json_bytes: usize,
 }
 
 impl Frames {
     /// Appends one stamped frame for `publisher`'s publication `seq` to `topic` to `out`.
     fn put(&mut self, out: &mut Vec<u8>, now_ns: u64, publisher: usize, (topic, seq): (u32, u32)) {
-        let payload = &mut self.payload;
-        payload[0..8].copy_from_slice(&now_ns.to_le_bytes());
-        payload[8..12].copy_from_slice(&(publisher as u32).to_le_bytes());
-        payload[12..16].copy_from_slice(&seq.to_le_bytes());
+        let stamp = Stamp {
+            sent: now_ns,
+            publisher: publisher as u32,
+            seq,
+            topic,
+        };
+        let opcode = match self.format {
+            Format::Binary => {
+                payload::binary(&mut self.payload, stamp, self.named_topics);
+                Opcode::Binary
+            }
+            Format::Json => {
+                payload::json(&mut self.payload, self.json_bytes, stamp);
+                Opcode::Text
+            }
+        };
         if !self.named_topics {
-            frame::put_masked(out, Opcode::Binary, payload, MASK);
+            frame::put_masked(out, opcode, &self.payload, MASK);
             return;
         }
-        payload[16..20].copy_from_slice(&topic.to_le_bytes());
         let message = &mut self.message;
         message.clear();
         // Into a `Vec`, which cannot fail; formatting an integer does not allocate.
         let _ = write!(message, "pub t{topic} ");
-        message.extend_from_slice(payload);
-        frame::put_masked(out, Opcode::Binary, message, MASK);
+        message.extend_from_slice(&self.payload);
+        frame::put_masked(out, opcode, message, MASK);
     }
 }
 
@@ -101,9 +123,14 @@ pub(crate) fn run(
         STAMP_BYTES
     };
     let mut frames_buf = Frames {
-        payload: vec![0xabu8; load.payload.max(stamp_bytes)],
+        payload: match load.format {
+            Format::Binary => vec![0xabu8; load.payload.max(stamp_bytes)],
+            Format::Json => Vec::with_capacity(load.payload),
+        },
         message: Vec::new(),
         named_topics: load.named_topics,
+        format: load.format,
+        json_bytes: load.payload,
     };
     // Publications each publisher sent so far.
     let mut sent = vec![0u64; streams.len()];

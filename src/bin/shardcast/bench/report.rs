@@ -1,6 +1,7 @@
 //! What a run measured, as a readable summary, as figures for machines (see [`super::export`]),
 //! or as a row of the sweep table.
 
+use super::payload::Format;
 use super::plan::Shape;
 use super::value::Value;
 use hdrhistogram::Histogram;
@@ -23,6 +24,9 @@ pub(crate) struct Report {
     pub(crate) publishers: u64,
     pub(crate) window: u64,
     pub(crate) payload_bytes: u64,
+    /// The payloads' format: binary frames, or JSON documents in text frames
+    /// (`--payload-json`, of `payload_bytes` at most).
+    pub(crate) payload_format: Format,
     pub(crate) duration_s: f64,
     pub(crate) deliveries: u64,
     pub(crate) publishes: u64,
@@ -45,6 +49,12 @@ pub(crate) struct Report {
     /// `tcpi_data_segs_in` summed over their sockets (see [`super::tcp_info`]). Exact, and
     /// unaffected by other traffic; `None` off Linux or where the kernel cannot say.
     pub(crate) server_data_segments: Option<u64>,
+    /// Bytes the measured clients read off their sockets, frames' headers included (and the
+    /// pongs to their pings; with `wss`, the TLS records): what the deliveries cost on the
+    /// wire, compressed or not as they came.
+    pub(crate) wire_bytes: Option<u64>,
+    /// permessage-deflate, with `--deflate`.
+    pub(crate) deflate: Option<Deflate>,
     pub(crate) rss_before: Option<u64>,
     pub(crate) rss_idle: Option<u64>,
     pub(crate) rss_loaded: Option<u64>,
@@ -99,6 +109,15 @@ fn quantile(h: &Histogram<u64>, q: f64) -> u64 {
     } else {
         h.value_at_quantile(q)
     }
+}
+
+/// permessage-deflate in a `--deflate` run.
+#[derive(Debug)]
+pub(crate) struct Deflate {
+    /// Measured clients whose server accepted the offer (the others get plain frames).
+    pub(crate) negotiated: u64,
+    /// Deliveries that came compressed (RSV1), inflated by the clients.
+    pub(crate) compressed_deliveries: u64,
 }
 
 /// The topics of a `--topics` run.
@@ -163,6 +182,28 @@ impl Report {
         self.per_delivery(self.server_data_segments)
     }
 
+    /// Bytes the measured clients read off their sockets per delivery (see
+    /// [`Report::wire_bytes`]).
+    fn wire_bytes_per_delivery(&self) -> Option<f64> {
+        self.per_delivery(self.wire_bytes)
+    }
+
+    /// The "deflate" line of the summary, with `--deflate`.
+    fn deflate_summary(&self) -> Option<String> {
+        let d = self.deflate.as_ref()?;
+        if d.negotiated == 0 && d.compressed_deliveries == 0 {
+            return Some("offered; the server declined it: every frame plain".into());
+        }
+        Some(format!(
+            "negotiated by {} of {} clients; {} of {} deliveries compressed ({:.1}%)",
+            d.negotiated,
+            self.clients,
+            d.compressed_deliveries,
+            self.deliveries,
+            d.compressed_deliveries as f64 / self.deliveries.max(1) as f64 * 100.0
+        ))
+    }
+
     /// The "TCP segments" line of the summary: the server's, then the machine's.
     fn segments_summary(&self) -> String {
         let server = self.server_data_segments_per_delivery().map(|d| {
@@ -221,12 +262,16 @@ impl Report {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "shardcast bench: {} server, {} clients, {} publisher(s), window {}, {} B payload, {:.1} s",
+            "shardcast bench: {} server, {} clients, {} publisher(s), window {}, {} B {}payload, {:.1} s",
             self.server,
             self.clients,
             self.publishers,
             self.window,
             self.payload_bytes,
+            match self.payload_format {
+                Format::Binary => "",
+                Format::Json => "JSON ",
+            },
             self.duration_s
         );
         let _ = writeln!(
@@ -235,6 +280,14 @@ impl Report {
             thousands(self.deliveries_per_sec()),
             thousands(self.publishes_per_sec())
         );
+        let _ = writeln!(
+            s,
+            "  wire bytes     {} per delivery read by the clients (frames' headers included)",
+            opt(self.wire_bytes_per_delivery(), 1)
+        );
+        if let Some(line) = self.deflate_summary() {
+            let _ = writeln!(s, "  deflate        {line}");
+        }
         if let Some(t) = &self.topics {
             let _ = writeln!(
                 s,
@@ -343,13 +396,15 @@ impl Report {
                 ("count", Value::int(h.map(Histogram::len))),
             ])
         };
-        let (topics, stall, cluster) = (&self.topics, &self.stall, &self.cluster);
+        let (topics, stall, cluster, deflate) =
+            (&self.topics, &self.stall, &self.cluster, &self.deflate);
         Value::obj([
             ("server", Value::Str(self.server.clone())),
             ("clients", Value::Int(self.clients)),
             ("publishers", Value::Int(self.publishers)),
             ("window", Value::Int(self.window)),
             ("payload_bytes", Value::Int(self.payload_bytes)),
+            ("payload", Value::Str(self.payload_format.name().into())),
             ("duration_s", Value::Num(self.duration_s, 3)),
             ("deliveries", Value::Int(self.deliveries)),
             (
@@ -408,6 +463,10 @@ impl Report {
             (
                 "server_data_segments_per_delivery",
                 Value::num(self.server_data_segments_per_delivery()),
+            ),
+            (
+                "wire_bytes_per_delivery",
+                Value::num(self.wire_bytes_per_delivery()),
             ),
             (
                 "rss_growth_after_first_minute_pct",
@@ -478,6 +537,22 @@ impl Report {
                     ],
                 ),
             ),
+            (
+                "deflate",
+                Value::section(
+                    deflate.is_some(),
+                    [
+                        (
+                            "negotiated",
+                            Value::int(deflate.as_ref().map(|d| d.negotiated)),
+                        ),
+                        (
+                            "compressed_deliveries",
+                            Value::int(deflate.as_ref().map(|d| d.compressed_deliveries)),
+                        ),
+                    ],
+                ),
+            ),
         ])
     }
 }
@@ -504,11 +579,12 @@ pub(crate) fn sweep_progress(row: &[Report]) -> String {
 }
 
 /// Columns of each server in the sweep table.
-const SERVER_COLUMNS: usize = 7;
+const SERVER_COLUMNS: usize = 8;
 
 /// The sweep as a Markdown table: each server's deliveries/s (median of the repeats, with
 /// their range), p99, CPU per delivery, server CPU per publication, TCP segments per delivery
-/// (the server's data segments to its subscribers / the machine's) and memory per connection (of the median run) and lost (over all runs), and the first
+/// (the server's data segments to its subscribers / the machine's), wire bytes per delivery
+/// and memory per connection (of the median run) and lost (over all runs), and the first
 /// server's ratio to each other one (of the medians, with the range of the ratios of runs side
 /// by side).
 pub(crate) fn sweep_table(rows: &[Row]) -> String {
@@ -522,7 +598,7 @@ pub(crate) fn sweep_table(rows: &[Row]) -> String {
     for runs in first {
         let _ = write!(
             s,
-            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery, server data / machine | {0} B/connection, idle / loaded |",
+            " {0} deliveries/s | {0} p99 | {0} lost | {0} CPU ns/delivery, server / machine | {0} server CPU ns/publication | {0} TCP segments/delivery, server data / machine | {0} wire B/delivery | {0} B/connection, idle / loaded |",
             name(runs)
         );
     }
@@ -559,7 +635,7 @@ pub(crate) fn sweep_table(rows: &[Row]) -> String {
             };
             let _ = write!(
                 s,
-                " {}{} | {} | {} | {} / {} | {} | {} / {} | {} / {} |",
+                " {}{} | {} | {} | {} / {} | {} | {} / {} | {} | {} / {} |",
                 thousands(median.deliveries_per_sec()),
                 spread(&rates, thousands),
                 p99,
@@ -569,6 +645,7 @@ pub(crate) fn sweep_table(rows: &[Row]) -> String {
                 opt(median.server_cpu_per_publication(), 0),
                 opt(median.server_data_segments_per_delivery(), 3),
                 opt(median.tcp_segments_per_delivery(), 3),
+                opt(median.wire_bytes_per_delivery(), 1),
                 opt(median.rss_per_conn(), 0),
                 opt(median.rss_per_conn_loaded(), 0),
             );
@@ -697,6 +774,7 @@ impl Report {
             publishers: 1,
             window: 16,
             payload_bytes: 32,
+            payload_format: Format::Binary,
             duration_s: 1.0,
             deliveries,
             publishes: deliveries / 100,
@@ -709,6 +787,8 @@ impl Report {
             loadgen_cpu_share: Some(0.25),
             tcp_segments: Some(deliveries / 2),
             server_data_segments: Some(deliveries / 4),
+            wire_bytes: Some(deliveries * 38),
+            deflate: None,
             rss_before: Some(10 << 20),
             rss_idle: Some(11 << 20),
             rss_loaded: Some(12 << 20),
@@ -759,6 +839,7 @@ mod tests {
                 "publishers",
                 "window",
                 "payload_bytes",
+                "payload",
                 "duration_s",
                 "deliveries",
                 "deliveries_per_sec",
@@ -779,20 +860,23 @@ mod tests {
                 "io_uring_submissions_per_delivery",
                 "tcp_segments_per_delivery",
                 "server_data_segments_per_delivery",
+                "wire_bytes_per_delivery",
                 "rss_growth_after_first_minute_pct",
                 "topics",
                 "stall",
                 "cluster",
+                "deflate",
             ]
         );
         assert!(json.starts_with(
-            r#"{"server":"embedded","clients":100,"publishers":1,"window":16,"payload_bytes":32,"duration_s":1.000,"deliveries":100000,"deliveries_per_sec":100000.0,"#
+            r#"{"server":"embedded","clients":100,"publishers":1,"window":16,"payload_bytes":32,"payload":"binary","duration_s":1.000,"deliveries":100000,"deliveries_per_sec":100000.0,"#
         ));
         assert!(json.contains(r#""lost":0,"closed":0,"latency_us":{"p50":800,"#));
         assert!(json.contains(
             r#""write_syscalls_per_delivery":0.250,"io_uring_submissions_per_delivery":null,"#
         ));
-        assert!(json.ends_with(r#""topics":null,"stall":null,"cluster":null}"#));
+        assert!(json.contains(r#""wire_bytes_per_delivery":38.000,"#));
+        assert!(json.ends_with(r#""topics":null,"stall":null,"cluster":null,"deflate":null}"#));
     }
 
     #[test]
@@ -827,5 +911,40 @@ mod tests {
         assert!(json.contains(
             r#""cluster":{"nodes":2,"same_node_latency_us":{"p50":0,"p99":0,"count":0},"#
         ));
+    }
+
+    #[test]
+    fn a_deflate_run_says_how_many_clients_negotiated_and_what_came_compressed() {
+        let mut report = Report::sample("bun", 1000, 50, 0);
+        report.payload_format = Format::Json;
+        report.payload_bytes = 1024;
+        report.deflate = Some(Deflate {
+            negotiated: 100,
+            compressed_deliveries: 1000,
+        });
+        let json = report.figures().json();
+        assert!(json.contains(r#""payload_bytes":1024,"payload":"json","#));
+        assert!(json.ends_with(r#""deflate":{"negotiated":100,"compressed_deliveries":1000}}"#));
+        let human = report.human();
+        assert!(human.contains("1024 B JSON payload"), "{human}");
+        assert!(
+            human.contains("deflate        negotiated by 100 of 100 clients; 1000 of 1000 deliveries compressed (100.0%)"),
+            "{human}"
+        );
+        assert!(
+            human.contains("wire bytes     38.0 per delivery"),
+            "{human}"
+        );
+        report.deflate = Some(Deflate {
+            negotiated: 0,
+            compressed_deliveries: 0,
+        });
+        assert!(
+            report
+                .human()
+                .contains("offered; the server declined it: every frame plain"),
+            "{}",
+            report.human()
+        );
     }
 }

@@ -96,11 +96,15 @@ impl Kind {
     }
 }
 
-/// How the bench starts its server (the baselines take `topics` only).
+/// How the bench starts its server (the baselines take `topics` only, and Bun `deflate`).
 #[derive(Clone, Debug)]
 pub(crate) struct ServerOptions {
     /// Speak the topics protocol (`--topics`), every server alike.
     pub(crate) topics: bool,
+    /// The clients offer permessage-deflate (`--deflate`): Bun is started with
+    /// `perMessageDeflate` and publishes compressed. (shardcast's own server answers the offer
+    /// by itself; Node `ws` and the naive baseline decline it.)
+    pub(crate) deflate: bool,
     /// Shards (threads).
     pub(crate) shards: Option<usize>,
     /// Each client's queue cap (embedded only).
@@ -181,7 +185,7 @@ impl Server {
         nats: Option<&str>,
     ) -> Result<(Server, SocketAddr), String> {
         let mut cmd = match kind {
-            Kind::Bun => baselines::bun(options.topics)?,
+            Kind::Bun => baselines::bun(options.topics, options.deflate)?,
             Kind::NodeWs => baselines::node_ws(options.topics)?,
             // Every other kind is ours (`Kind::is_shardcast`).
             _ => serve_command(kind, options, nats)?,
