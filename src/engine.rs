@@ -1169,7 +1169,9 @@ impl Engine {
         let bridge = (self.inner.link.as_ref()).map_or_else(BridgeStats::default, |link| {
             BridgeStats::read(&link.counters)
         });
-        Stats::from_shards(per_shard, self.inner.published.load(Relaxed), bridge)
+        let inner = &*self.inner;
+        let published = inner.published.load(Relaxed);
+        Stats::from_shards(per_shard, published, inner.interest.compressions(), bridge)
     }
 
     /// The [`Inbox`]: clients' messages and lifecycle events as an async stream, for code that

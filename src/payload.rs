@@ -173,13 +173,15 @@ impl Payload {
     /// `min_bytes`, or when compression is off; a variant is kept only if it is smaller than
     /// the plain frame. The engine calls this where a broadcast is published, for the windows
     /// its clients negotiated; an embedder may call it ahead (for a payload it sends many
-    /// times), and the engine then finds the work done.
-    pub fn compress(&mut self, windows: &[u8], compression: &Compression) {
+    /// times), and the engine then finds the work done. Returns the number of compressions run
+    /// (a variant that would not be smaller is compressed, then not kept).
+    pub fn compress(&mut self, windows: &[u8], compression: &Compression) -> usize {
+        let mut runs = 0;
         if !compression.enabled
             || self.opcode.is_control()
             || self.body().len() < compression.min_bytes
         {
-            return;
+            return runs;
         }
         for &bits in windows {
             if self.deflated(bits).is_some() {
@@ -204,12 +206,14 @@ impl Payload {
                 let (_, _, deflater) = &mut cache[at];
                 deflater.frame(self.opcode, self.body())
             });
+            runs += 1;
             if let Some(frame) = made {
                 let mut variants = self.deflated.as_deref().cloned().unwrap_or_default();
                 variants.push((bits, Arc::new(frame)));
                 self.deflated = Some(Arc::new(variants));
             }
         }
+        runs
     }
 
     /// The message body (the frame without its header).

@@ -255,6 +255,10 @@ pub struct Stats {
     /// Counted when accepted, so it may run ahead of `total.broadcasts_applied`, which counts
     /// each broadcast once per shard, after its effects.
     pub broadcasts: u64,
+    /// Messages compressed for permessage-deflate (a broadcast once per window size its
+    /// recipients negotiated, in practice once, however many they are; a `send` once for its
+    /// client): compare with `total.deflate.deliveries`, the compressed frames delivered.
+    pub compressions: u64,
     /// One entry per shard, by shard index.
     pub shards: Vec<ShardStats>,
     /// The sum over shards.
@@ -369,6 +373,7 @@ impl Stats {
     pub(crate) fn from_shards(
         shards: Vec<ShardStats>,
         published: u64,
+        compressions: u64,
         bridge: BridgeStats,
     ) -> Stats {
         let mut total = ShardStats::default();
@@ -377,6 +382,7 @@ impl Stats {
         }
         Stats {
             broadcasts: published + total.broadcasts_published,
+            compressions,
             shards,
             total,
             bridge,

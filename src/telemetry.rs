@@ -24,6 +24,11 @@ mod name {
     pub(super) const BROADCASTS_PUBLISHED: &str = "shardcast_broadcasts_published_total";
     pub(super) const BROADCASTS_REFUSED: &str = "shardcast_broadcasts_refused_total";
     pub(super) const DELIVERIES: &str = "shardcast_deliveries_total";
+    pub(super) const DEFLATE_CLIENTS: &str = "shardcast_deflate_clients";
+    pub(super) const DEFLATE_DELIVERIES: &str = "shardcast_deflate_deliveries_total";
+    pub(super) const DEFLATE_SAVED_BYTES: &str = "shardcast_deflate_saved_bytes_total";
+    pub(super) const INFLATED_MESSAGES: &str = "shardcast_inflated_messages_total";
+    pub(super) const INFLATE_REFUSED: &str = "shardcast_inflate_refused_total";
     pub(super) const WRITTEN_BYTES: &str = "shardcast_written_bytes_total";
     pub(super) const WRITE_CALLS: &str = "shardcast_write_calls_total";
     pub(super) const FRAMES_DROPPED: &str = "shardcast_frames_dropped_total";
@@ -67,6 +72,11 @@ mod name {
 /// | `shardcast_broadcasts_published_total` | counter | `shard` | broadcasts its handlers published |
 /// | `shardcast_broadcasts_refused_total` | counter | `shard` | broadcasts its handlers published to a topic past the limits |
 /// | `shardcast_deliveries_total` | counter | `shard` | frames appended to client queues |
+/// | `shardcast_deflate_clients` | gauge | `shard` | clients that negotiated permessage-deflate |
+/// | `shardcast_deflate_deliveries_total` | counter | `shard` | of the deliveries, compressed frames |
+/// | `shardcast_deflate_saved_bytes_total` | counter | `shard` | bytes those compressed frames saved against plain ones |
+/// | `shardcast_inflated_messages_total` | counter | `shard` | compressed messages received and inflated |
+/// | `shardcast_inflate_refused_total` | counter | `shard`, `reason` | compressed messages refused: `too_big` (inflated past the limit, a bomb), `corrupt` |
 /// | `shardcast_written_bytes_total` | counter | `shard` | bytes written to sockets |
 /// | `shardcast_write_calls_total` | counter | `shard` | `write`/`writev` calls that wrote |
 /// | `shardcast_frames_dropped_total` | counter | `shard` | frames dropped by the drop policy |
@@ -214,6 +224,16 @@ struct ShardMetrics {
     broadcasts_refused: Counter,
     /// `shardcast_deliveries_total`.
     deliveries: Counter,
+    /// `shardcast_deflate_clients`.
+    deflate_clients: Gauge,
+    /// `shardcast_deflate_deliveries_total`.
+    deflate_deliveries: Counter,
+    /// `shardcast_deflate_saved_bytes_total`.
+    deflate_saved: Counter,
+    /// `shardcast_inflated_messages_total`.
+    inflated: Counter,
+    /// `shardcast_inflate_refused_total`: `too_big`, `corrupt`.
+    inflate_refused: [Counter; 2],
     /// `shardcast_written_bytes_total`.
     written_bytes: Counter,
     /// `shardcast_write_calls_total`.
@@ -328,6 +348,13 @@ impl ShardMetrics {
             broadcasts_published: counter!(name::BROADCASTS_PUBLISHED, "shard" => shard.clone()),
             broadcasts_refused: counter!(name::BROADCASTS_REFUSED, "shard" => shard.clone()),
             deliveries: counter!(name::DELIVERIES, "shard" => shard.clone()),
+            deflate_clients: gauge!(name::DEFLATE_CLIENTS, "shard" => shard.clone()),
+            deflate_deliveries: counter!(name::DEFLATE_DELIVERIES, "shard" => shard.clone()),
+            deflate_saved: counter!(name::DEFLATE_SAVED_BYTES, "shard" => shard.clone()),
+            inflated: counter!(name::INFLATED_MESSAGES, "shard" => shard.clone()),
+            inflate_refused: ["too_big", "corrupt"].map(|reason| {
+                counter!(name::INFLATE_REFUSED, "shard" => shard.clone(), "reason" => reason)
+            }),
             written_bytes: counter!(name::WRITTEN_BYTES, "shard" => shard.clone()),
             write_calls: counter!(name::WRITE_CALLS, "shard" => shard.clone()),
             frames_dropped: counter!(name::FRAMES_DROPPED, "shard" => shard.clone()),
@@ -355,6 +382,13 @@ impl ShardMetrics {
         self.broadcasts_published.absolute(s.broadcasts_published);
         self.broadcasts_refused.absolute(s.broadcasts_refused);
         self.deliveries.absolute(s.deliveries);
+        let d = &s.deflate;
+        self.deflate_clients.set(d.clients as f64);
+        self.deflate_deliveries.absolute(d.deliveries);
+        self.deflate_saved.absolute(d.bytes_saved);
+        self.inflated.absolute(d.inflated);
+        self.inflate_refused[0].absolute(d.too_big);
+        self.inflate_refused[1].absolute(d.corrupt);
         self.written_bytes.absolute(s.bytes_written);
         self.write_calls.absolute(s.write_syscalls);
         self.frames_dropped.absolute(s.frames_dropped);
@@ -415,6 +449,27 @@ fn describe() {
         "Broadcasts the shard's handlers published to a topic past the topic limits, refused."
     );
     describe_counter!(name::DELIVERIES, "Frames appended to client queues.");
+    describe_gauge!(
+        name::DEFLATE_CLIENTS,
+        "Clients that negotiated permessage-deflate."
+    );
+    describe_counter!(
+        name::DEFLATE_DELIVERIES,
+        "Of the deliveries, compressed frames (permessage-deflate)."
+    );
+    describe_counter!(
+        name::DEFLATE_SAVED_BYTES,
+        Unit::Bytes,
+        "Bytes the compressed frames delivered saved against the plain ones."
+    );
+    describe_counter!(
+        name::INFLATED_MESSAGES,
+        "Compressed messages received from clients and inflated."
+    );
+    describe_counter!(
+        name::INFLATE_REFUSED,
+        "Compressed messages refused: inflated past the limit (too_big), or corrupt."
+    );
     describe_counter!(
         name::WRITTEN_BYTES,
         Unit::Bytes,

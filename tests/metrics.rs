@@ -82,6 +82,20 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
             5.0
         );
         written += value(&format!("shardcast_written_bytes_total{{shard=\"{i}\"}}"));
+        // These clients did not offer permessage-deflate: its families are there, at zero.
+        for series in [
+            "shardcast_deflate_clients",
+            "shardcast_deflate_deliveries_total",
+            "shardcast_deflate_saved_bytes_total",
+            "shardcast_inflated_messages_total",
+        ] {
+            assert_eq!(value(&format!("{series}{{shard=\"{i}\"}}")), 0.0);
+        }
+        for reason in ["too_big", "corrupt"] {
+            let series =
+                format!("shardcast_inflate_refused_total{{shard=\"{i}\",reason=\"{reason}\"}}");
+            assert_eq!(value(&series), 0.0);
+        }
         for reason in [
             "slow_consumer",
             "write_deadline",

@@ -120,6 +120,7 @@ fn pong(payload: &[u8]) -> RawFrame {
     RawFrame {
         fin: true,
         opcode: 0xa,
+        rsv1: false,
         payload: payload.to_vec(),
     }
 }

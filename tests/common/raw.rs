@@ -48,6 +48,8 @@ pub struct RawFrame {
     pub fin: bool,
     /// The opcode (low 4 bits of the first byte).
     pub opcode: u8,
+    /// RSV1: a compressed message (permessage-deflate).
+    pub rsv1: bool,
     /// The payload.
     pub payload: Vec<u8>,
 }
@@ -99,6 +101,23 @@ impl RawClient {
         let head = client.read_http_head().await;
         assert!(head.starts_with("HTTP/1.1 101 "), "upgrade refused: {head}");
         client
+    }
+
+    /// Connects and sends [`UPGRADE_REQUEST`] with `headers` (whole lines, each ending in
+    /// CRLF) added, and returns the client and the response head, whatever it says.
+    pub async fn connect_with(addr: SocketAddr, headers: &str) -> (RawClient, String) {
+        let stream = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+            .await
+            .expect("connect in time")
+            .expect("connect");
+        let mut client = RawClient::new(stream);
+        let request = UPGRADE_REQUEST.replacen("\r\n\r\n", &format!("\r\n{headers}\r\n"), 1);
+        client
+            .send(request.as_bytes())
+            .await
+            .expect("send upgrade request");
+        let head = client.read_http_head().await;
+        (client, head)
     }
 
     /// Reads an HTTP response head (through the blank line); keeps what follows it.
@@ -180,7 +199,7 @@ pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
     let (&b0, rest) = buf.split_first()?;
     let (&b1, rest) = rest.split_first()?;
     assert_eq!(b1 & 0x80, 0, "server frames are never masked");
-    assert_eq!(b0 & 0x70, 0, "server frames have no reserved bits");
+    assert_eq!(b0 & 0x30, 0, "server frames have no RSV2 or RSV3");
     let (len, header) = match b1 & 0x7f {
         126 => (
             u16::from_be_bytes(rest.get(..2)?.try_into().ok()?) as usize,
@@ -197,6 +216,7 @@ pub fn parse_server_frame(buf: &[u8]) -> Option<(RawFrame, usize)> {
         RawFrame {
             fin: b0 & 0x80 != 0,
             opcode: b0 & 0x0f,
+            rsv1: b0 & 0x40 != 0,
             payload,
         },
         header + len,

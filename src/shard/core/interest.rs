@@ -50,6 +50,8 @@ pub(crate) struct Interest {
     /// for them (index: bits - 9): which compressed variants a broadcast needs. Written at
     /// admission and close only.
     deflate: CachePadded<[AtomicUsize; WINDOWS]>,
+    /// Messages compressed, by any thread ([`Stats::compressions`](crate::Stats::compressions)).
+    compressions: CachePadded<AtomicU64>,
 }
 
 /// Window sizes a server may compress with: 9 to 15 bits.
@@ -80,6 +82,7 @@ impl Interest {
             subscriptions: CachePadded::new(AtomicUsize::new(0)),
             subscriptions_max,
             deflate: CachePadded::new(Default::default()),
+            compressions: CachePadded::new(AtomicU64::new(0)),
         }
     }
 
@@ -125,9 +128,23 @@ impl Interest {
         if windows.is_empty() {
             return;
         }
-        for payload in payloads {
-            payload.compress(&windows, compression);
+        let made: usize = payloads
+            .iter_mut()
+            .map(|p| p.compress(&windows, compression))
+            .sum();
+        self.count_compressions(made);
+    }
+
+    /// Counts `n` messages compressed.
+    pub(crate) fn count_compressions(&self, n: usize) {
+        if n > 0 {
+            self.compressions.fetch_add(n as u64, Relaxed);
         }
+    }
+
+    /// Messages compressed so far.
+    pub(crate) fn compressions(&self) -> u64 {
+        self.compressions.load(Relaxed)
     }
 
     /// Takes room for one subscription, engine-wide; `Err(max)` if there is none.

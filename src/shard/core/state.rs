@@ -562,7 +562,8 @@ impl State {
         let payload = match client.deflate {
             bits @ 9.. if Arc::ptr_eq(payload.frame_for(bits), payload.shared_frame()) => {
                 let mut own = payload.clone();
-                own.compress(&[bits], &self.config.compression);
+                let made = own.compress(&[bits], &self.config.compression);
+                self.topics.interest().count_compressions(made);
                 compressed = own;
                 &compressed
             }
