@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs the Autobahn|Testsuite cases (outside permessage-deflate: 12.*, 13.*) against
+# Runs every Autobahn|Testsuite case (517, permessage-deflate's 12.* and 13.* included) against
 # `shardcast serve --echo` on loopback, and compares the result with expected-results.json.
 # Usage: autobahn/run.sh [path/to/shardcast]   (default: target/debug/shardcast)
 set -euo pipefail
@@ -13,6 +13,8 @@ if [ ! -x "$venv/bin/kosoku" ]; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install --quiet --disable-pip-version-check kosoku==0.1.0
 fi
+# kosoku 0.1.0 hands the deflate cases an uncompressed message as a str: see kosoku_fix.py.
+"$venv/bin/python" autobahn/kosoku_fix.py
 
 "$bin" serve --echo --max-message-size 67108864 --addr "127.0.0.1:$port" > target/autobahn-server.log 2>&1 &
 server=$!
@@ -23,7 +25,7 @@ for _ in $(seq 50); do
 done
 
 rm -rf "$reports"
-timeout 900 "$venv/bin/kosoku" "127.0.0.1:$port" -x '12.*' -x '13.*' -p 4 -o "$reports" > target/autobahn-run.log 2>&1 || {
+timeout 900 "$venv/bin/kosoku" "127.0.0.1:$port" -p 4 -o "$reports" > target/autobahn-run.log 2>&1 || {
     tail -20 target/autobahn-run.log
     exit 1
 }
