@@ -16,7 +16,14 @@
 //!   routine, and both check UTF-8 on text. Building the parser or the `WebSocket` (and cloning
 //!   the input for it) is setup, outside the timing.
 //!
-//! Throughput is body bytes (encode) or wire bytes (parse), identical for both contenders.
+//! - `deflate/<size>` (1 KiB and 16 KiB of order-book JSON): what permessage-deflate costs
+//!   once per broadcast, `compress_level_N` (the compressed frame, [`Deflater::frame`], at zlib
+//!   levels 1, 6 and 9), and once per received message, `inflate` ([`Inflater::inflate`] of
+//!   the level-6 body). The compressed sizes are printed once per size, as criterion measures
+//!   time only.
+//!
+//! Throughput is body bytes (encode, deflate) or wire bytes (parse), identical for both
+//! contenders.
 //!
 //! Reading the 16 KiB encode figures: both encoders copy the body right after a 4-byte header,
 //! and glibc copies that much with `rep movsb`, which some AMD Zen parts run many times slower
@@ -26,7 +33,8 @@
 use bytes::Bytes;
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_main};
 use shardcast::Payload;
-use shardcast::wire::{Inbound, Limits, Parser, frame};
+use shardcast::wire::deflate::{Deflater, Inflater};
+use shardcast::wire::{Inbound, Limits, Opcode, Parser, frame};
 use std::hint::black_box;
 use std::io::Cursor;
 use std::ops::ControlFlow;
@@ -216,6 +224,63 @@ fn parse(c: &mut Criterion) {
     }
 }
 
+/// About `len` bytes of order-book JSON, numbers varying as in a real feed.
+fn json(len: usize) -> Vec<u8> {
+    let mut out = String::from("{\"type\":\"book\",\"levels\":[");
+    let mut i = 0u64;
+    while out.len() + 64 < len {
+        let price = 1_000_000 + i.wrapping_mul(7919) % 50_000;
+        let qty = i.wrapping_mul(2_654_435_761) % 100_000;
+        out.push_str(&format!(
+            "{{\"p\":\"{}.{:02}\",\"q\":\"{}.{:03}\",\"n\":{}}},",
+            price / 100,
+            price % 100,
+            qty / 1000,
+            qty % 1000,
+            i % 17 + 1
+        ));
+        i += 1;
+    }
+    out.pop();
+    out.push_str("]}");
+    out.into_bytes()
+}
+
+/// `deflate/<size>`: compressing once per broadcast, at three levels, and inflating.
+fn deflate(c: &mut Criterion) {
+    for (size, label) in [(1024, "1KiB"), (16 * 1024, "16KiB")] {
+        let body = json(size);
+        let mut group = c.benchmark_group(format!("deflate/{label}"));
+        group
+            .throughput(Throughput::Bytes(body.len() as u64))
+            .warm_up_time(Duration::from_millis(500))
+            .measurement_time(Duration::from_secs(2));
+        for level in [1, 6, 9] {
+            let mut deflater = Deflater::new(level, 15);
+            let frame_len = deflater.frame(Opcode::Text, &body).map_or(0, |f| f.len());
+            eprintln!(
+                "deflate/{label}: {} B of JSON, level {level}: a {frame_len}-byte frame ({:.2})",
+                body.len(),
+                frame_len as f64 / body.len() as f64
+            );
+            group.bench_function(
+                BenchmarkId::new(format!("compress_level_{level}"), label),
+                |b| b.iter(|| deflater.frame(Opcode::Text, black_box(&body))),
+            );
+        }
+        let compressed = Deflater::new(6, 15).compress(&body).to_vec();
+        let mut inflater = Inflater::new();
+        group.bench_function(BenchmarkId::new("inflate", label), |b| {
+            b.iter(|| {
+                inflater
+                    .inflate(black_box(&compressed), 1 << 20)
+                    .map(<[u8]>::len)
+            })
+        });
+        group.finish();
+    }
+}
+
 /// Every benchmark of this file, with the settings given on the command line.
 ///
 /// Written out rather than with `criterion_group!`, whose `pub fn` cannot carry a doc.
@@ -227,6 +292,7 @@ fn benches() {
         .configure_from_args();
     encode(&mut criterion);
     parse(&mut criterion);
+    deflate(&mut criterion);
 }
 
 criterion_main!(benches);

@@ -326,3 +326,38 @@ async fn metrics_show_what_crossed_nodes_and_every_reason_for_a_loss() {
     a.shutdown(Duration::from_secs(5)).await;
     b.shutdown(Duration::from_secs(5)).await;
 }
+
+#[tokio::test]
+async fn the_broker_carries_plain_frames_and_each_node_compresses_once_for_its_own_clients() {
+    let hub = Hub::default();
+    let (a, _) = node(&hub).await;
+    let (b, b_addr) = node(&hub).await;
+    let (mut far, head) = RawClient::connect_with(
+        b_addr,
+        "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n",
+    )
+    .await;
+    assert!(head.contains("permessage-deflate"), "{head}");
+    eventually(|| b.client_count() == 1).await;
+    let doc = format!(
+        "[{}]",
+        (0..100)
+            .map(|i| format!("{{\"n\":{i},\"v\":{}}}", i * 37 % 101))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    a.broadcast(Payload::text(&doc), Audience::ALL)
+        .await
+        .expect("broadcast");
+    let got = far.read_frame().await.expect("a frame");
+    assert!(got.rsv1, "B's client negotiated it: {got:?}");
+    assert!(got.payload.len() < doc.len() / 2);
+    let mut inflater = shardcast::wire::deflate::Inflater::new();
+    assert_eq!(inflater.inflate(&got.payload, 1 << 20), Ok(doc.as_bytes()));
+    // A has no client that negotiated it: it compressed nothing, and the broker carried the
+    // plain frame; B compressed it once, on its bridge thread.
+    assert_eq!(a.stats().compressions, 0);
+    assert_eq!(b.stats().compressions, 1);
+    a.shutdown(Duration::from_secs(5)).await;
+    b.shutdown(Duration::from_secs(5)).await;
+}
