@@ -6,6 +6,13 @@
 //! answers `client_no_context_takeover` too (RFC 7692 7.1.1.1 lets a server add it unasked),
 //! so a client's messages inflate with one inflater per shard and no state per connection.
 //!
+//! There is no per-connection inflater for a client that would keep its window: RFC 7692 makes
+//! `client_no_context_takeover` a parameter every client must accept in an answer, so no
+//! conforming client refuses it, and one that ignores it sends a message referring to an
+//! earlier one, which does not inflate on its own: it is closed with 1007 and counted as
+//! corrupt. Declining such clients costs nothing; serving them would cost a 32 KiB window and
+//! about 7 KiB of state per connection, several times what a connection costs otherwise.
+//!
 //! # Invariants
 //!
 //! - [`negotiate`] accepts the first `permessage-deflate` offer whose parameters are all
@@ -17,6 +24,8 @@
 //!   `None`); the client gets plain frames, which RFC 7692 always allows.
 //! - An [`Inflater`] never holds more than `max + 1` output bytes, whatever the input: a
 //!   message that would inflate past `max` is refused as soon as its `max + 1`th byte is out.
+//!   Its buffer's capacity is at most the larger of `max + 1` and the 64 KiB it keeps between
+//!   messages (the latter only after a message under a larger limit: a shard uses one limit).
 
 use super::frame::{self, Opcode};
 use bytes::{BufMut, Bytes, BytesMut};
