@@ -115,7 +115,8 @@ pub(crate) struct Args {
     /// side-by-side benchmarks (`bench --server axum`).
     #[arg(long, conflicts_with = "naive")]
     pub(crate) axum: bool,
-    /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`).
+    /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`
+    /// and tests/browser.rs): a flat object of integers, `deflate_*` for permessage-deflate.
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
 }
@@ -281,8 +282,9 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                 let stats = engine.stats();
                 let (t, b) = (stats.total, stats.bridge);
                 let d = b.dropped;
+                let z = t.deflate;
                 format!(
-                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"io_uring_submissions\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_messages\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
+                    "{{\"clients\":{},\"deliveries\":{},\"write_syscalls\":{},\"io_uring_submissions\":{},\"bytes_written\":{},\"frames_dropped\":{},\"evicted\":{},\"protocol_errors\":{},\"handshakes_failed\":{},\"deflate_clients\":{},\"deflate_deliveries\":{},\"deflate_bytes_saved\":{},\"deflate_inflated\":{},\"deflate_too_big\":{},\"deflate_corrupt\":{},\"bridge_connected\":{},\"bridge_subscriptions\":{},\"bridge_published\":{},\"bridge_messages\":{},\"bridge_received\":{},\"bridge_dropped\":{}}}",
                     t.clients,
                     t.deliveries,
                     t.write_syscalls,
@@ -291,6 +293,14 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
                     t.frames_dropped,
                     t.evicted.slow_consumer + t.evicted.write_deadline + t.evicted.heartbeat
                         + t.evicted.auth_deadline + t.evicted.protocol,
+                    t.evicted.protocol,
+                    t.handshakes_failed,
+                    z.clients,
+                    z.deliveries,
+                    z.bytes_saved,
+                    z.inflated,
+                    z.too_big,
+                    z.corrupt,
                     u8::from(b.connected),
                     b.subscriptions,
                     b.published,
