@@ -16,7 +16,7 @@
 //!   routine, and both check UTF-8 on text. Building the parser or the `WebSocket` (and cloning
 //!   the input for it) is setup, outside the timing.
 //!
-//! - `deflate/<size>` (1 KiB and 16 KiB of order-book JSON): what permessage-deflate costs
+//! - `deflate/<size>` (256 B, 1 KiB and 16 KiB of order-book JSON): what permessage-deflate costs
 //!   once per broadcast, `compress_level_N` (the compressed frame, [`Deflater::frame`], at zlib
 //!   levels 1, 6 and 9), and once per received message, `inflate` ([`Inflater::inflate`] of
 //!   the level-6 body). The compressed sizes are printed once per size, as criterion measures
@@ -248,7 +248,7 @@ fn json(len: usize) -> Vec<u8> {
 
 /// `deflate/<size>`: compressing once per broadcast, at three levels, and inflating.
 fn deflate(c: &mut Criterion) {
-    for (size, label) in [(1024, "1KiB"), (16 * 1024, "16KiB")] {
+    for (size, label) in [(256, "256B"), (1024, "1KiB"), (16 * 1024, "16KiB")] {
         let body = json(size);
         let mut group = c.benchmark_group(format!("deflate/{label}"));
         group
