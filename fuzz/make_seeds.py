@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the hand-made seed inputs under fuzz/seeds/<target>/.
+"""Writes the hand-made seed inputs under tests/fuzz_seeds/<target>/.
 
 Each seed is laid out as the target's body in src/fuzzing/<target>.rs reads (see the docs of each
 `shardcast::fuzzing::<target>`). Run from anywhere: `python3 fuzz/make_seeds.py`.
@@ -9,7 +9,9 @@ import os
 import struct
 import zlib
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "seeds")
+# Under tests/, not fuzz/: cargo leaves a directory with its own Cargo.toml (fuzz/) out of the
+# published package, and the seeds must be in it for `cargo test` to replay them there.
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fuzz_seeds")
 MASK = b"\x37\xfa\x21\x3d"
 
 

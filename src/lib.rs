@@ -85,9 +85,12 @@
 //!   listener or an accept fails. Unless a subscriber enables them, a connection's task
 //!   carries no span at all.
 #![forbid(unsafe_code)]
+// docs.rs (nightly rustdoc, `--cfg docsrs`): each feature-gated item says which feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 mod audience;
 #[cfg(feature = "axum")]
+#[cfg_attr(docsrs, doc(cfg(feature = "axum")))]
 pub mod axum;
 pub mod bridge;
 mod builder;
@@ -112,6 +115,7 @@ pub mod wire;
 
 pub use audience::Audience;
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use bridge::Nats;
 pub use builder::Builder;
 pub use client::{ClientData, ClientInfo, Incoming, Principal, RemoveReason, close_code};
@@ -131,5 +135,6 @@ pub use stats::{
     BridgeDrops, BridgeStats, DeflateStats, Evictions, HandshakeFailures, ShardStats, Stats,
 };
 #[cfg(feature = "metrics")]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub use telemetry::Metrics;
 pub use topic::Topic;

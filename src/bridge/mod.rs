@@ -84,9 +84,11 @@ mod subject;
 pub use crate::link::{BROADCASTS_PER_MESSAGE_MAX, FRAMES_PER_MESSAGE_MAX, MESSAGE_BYTES_MAX};
 /// The NATS client the bridge uses, for [`Nats::options`] (`async_nats::ConnectOptions`).
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use async_nats;
 pub use broker::{Broker, Channel, Connection, Inbound, Publication, Received};
 #[cfg(any(test, fuzzing))]
 pub(crate) use broker::{charge, check, split};
 #[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
 pub use nats::{Nats, NatsConnection};

@@ -21,7 +21,7 @@
 //!
 //! # Replay
 //!
-//! The inputs committed under `fuzz/seeds/<target>/` are replayed by this module's tests, so
+//! The inputs committed under `tests/fuzz_seeds/<target>/` are replayed by this module's tests, so
 //! plain `cargo test` (stable) runs every target on them.
 
 mod batch_envelope;

@@ -1,11 +1,11 @@
-//! Seed replay: every target on the inputs committed under `fuzz/seeds/<target>/`, so that
+//! Seed replay: every target on the inputs committed under `tests/fuzz_seeds/<target>/`, so that
 //! plain `cargo test` (stable) runs them.
 
 use std::path::Path;
 
-/// Runs `target` on every file in `fuzz/seeds/<name>/`; fails if there is none.
+/// Runs `target` on every file in `tests/fuzz_seeds/<name>/`; fails if there is none.
 fn replay(name: &str, target: fn(&[u8])) {
-    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/seeds")).join(name);
+    let dir = Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fuzz_seeds")).join(name);
     let mut paths: Vec<_> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .map(|entry| entry.expect("directory entry").path())
