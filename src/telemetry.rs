@@ -81,7 +81,7 @@ mod name {
 /// | `shardcast_write_calls_total` | counter | `shard` | `write`/`writev` calls that wrote |
 /// | `shardcast_frames_dropped_total` | counter | `shard` | frames dropped by the drop policy |
 /// | `shardcast_evictions_total` | counter | `shard`, `reason` | clients closed by policy: `slow_consumer`, `write_deadline`, `heartbeat`, `auth_deadline`, `protocol` |
-/// | `shardcast_handshake_failures_total` | counter | `shard`, `cause` | upgrades that failed: `malformed`, `refused`, `timed_out`, `wrap_failed`, `abandoned` |
+/// | `shardcast_handshake_failures_total` | counter | `shard`, `reason` | upgrades that failed: `malformed`, `refused`, `timed_out`, `wrap_failed`, `abandoned` |
 /// | `shardcast_queue_depth` | gauge | `shard` | commands waiting in the shard's queue |
 /// | `shardcast_queued_bytes` | gauge | `shard` | bytes waiting in its client queues |
 /// | `shardcast_topics` | gauge | `shard` | topics with subscribers on the shard |
@@ -266,7 +266,8 @@ struct ShardMetrics {
     inbox_lost: Counter,
 }
 
-/// The `cause` label of `shardcast_handshake_failures_total`, one per field of
+/// The `reason` label of `shardcast_handshake_failures_total` (the key every family with a
+/// cause uses), one per field of
 /// [`HandshakeFailures`](crate::HandshakeFailures).
 const HANDSHAKE_CAUSES: [&str; 5] = [
     "malformed",
@@ -360,7 +361,7 @@ impl ShardMetrics {
             frames_dropped: counter!(name::FRAMES_DROPPED, "shard" => shard.clone()),
             evictions,
             handshake_failures: HANDSHAKE_CAUSES.map(|cause| {
-                counter!(name::HANDSHAKE_FAILURES, "shard" => shard.clone(), "cause" => cause)
+                counter!(name::HANDSHAKE_FAILURES, "shard" => shard.clone(), "reason" => cause)
             }),
             queue_depth: gauge!(name::QUEUE_DEPTH, "shard" => shard.clone()),
             queued_bytes: gauge!(name::QUEUED_BYTES, "shard" => shard.clone()),

@@ -120,14 +120,14 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
         "{text}"
     );
     assert!(text.contains("# TYPE shardcast_clients gauge"), "{text}");
-    // Labels are shards, reasons and causes only: never a client or a topic.
+    // Labels are shards and reasons only: never a client or a topic.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         if let Some((_, labels)) = line.split_once('{') {
             let labels = labels.split_once('}').expect("closed labels").0;
             for label in labels.split(',') {
                 let key = label.split_once('=').expect("key=value").0;
                 assert!(
-                    ["shard", "reason", "cause"].contains(&key),
+                    ["shard", "reason"].contains(&key),
                     "label {key} in {line}"
                 );
             }

@@ -193,10 +193,10 @@ async fn serve_with_a_certificate_speaks_the_topics_protocol_and_echoes() {
     assert_eq!(next_text(&mut b).await, "yours");
 }
 
-/// The handshake failures by `cause`, summed over the shards, from `GET /metrics` (0 if none
+/// The handshake failures by `reason`, summed over the shards, from `GET /metrics` (0 if none
 /// is reported yet).
 async fn handshake_failures(metrics: &str, cause: &str) -> f64 {
-    let label = format!("cause=\"{cause}\"");
+    let label = format!("reason=\"{cause}\"");
     scrape(metrics)
         .await
         .lines()
