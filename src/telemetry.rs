@@ -17,6 +17,7 @@ use std::time::Duration;
 
 /// The metrics [`Metrics`] records, by name: Prometheus names, `_total` for counters.
 mod name {
+    pub(super) const BUILD_INFO: &str = "shardcast_build_info";
     pub(super) const BROADCASTS: &str = "shardcast_broadcasts_total";
     pub(super) const CONNECTIONS: &str = "shardcast_connections";
     pub(super) const CLIENTS: &str = "shardcast_clients";
@@ -65,6 +66,7 @@ mod name {
 ///
 /// | name | kind | labels | what |
 /// | --- | --- | --- | --- |
+/// | `shardcast_build_info` | gauge | `version` | always 1: the crate version serving (join on it to tell nodes apart during a rollout) |
 /// | `shardcast_broadcasts_total` | counter | | broadcasts published ([`Stats::broadcasts`]) |
 /// | `shardcast_connections` | gauge | | connections, upgrades included ([`Engine::connection_count`]) |
 /// | `shardcast_clients` | gauge | `shard` | registered clients |
@@ -292,6 +294,7 @@ impl Metrics {
     /// now, and keeps their handles; records nothing yet.
     pub fn new(engine: &Engine) -> Metrics {
         describe();
+        gauge!(name::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
         let shards = (0..engine.shard_count())
             .map(|i| ShardMetrics::new(i.to_string()))
             .collect();
@@ -431,6 +434,10 @@ impl ShardMetrics {
 
 /// Describes every metric (unit and help text) to the recorder installed now.
 fn describe() {
+    describe_gauge!(
+        name::BUILD_INFO,
+        "Always 1, labelled with the shardcast version serving."
+    );
     describe_counter!(name::BROADCASTS, "Broadcast payloads published, once each.");
     describe_gauge!(
         name::CONNECTIONS,

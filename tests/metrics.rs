@@ -65,6 +65,11 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
 
     let stats = engine.stats();
     assert_eq!(value("shardcast_broadcasts_total"), 5.0);
+    let build = format!(
+        "shardcast_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(value(&build), 1.0);
     assert_eq!(value("shardcast_connections"), 3.0);
     let mut clients_total = 0.0;
     let mut deliveries_total = 0.0;
@@ -120,14 +125,14 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
         "{text}"
     );
     assert!(text.contains("# TYPE shardcast_clients gauge"), "{text}");
-    // Labels are shards and reasons only: never a client or a topic.
+    // Labels are shards and reasons only (and the version, once): never a client or a topic.
     for line in text.lines().filter(|l| !l.starts_with('#')) {
         if let Some((_, labels)) = line.split_once('{') {
             let labels = labels.split_once('}').expect("closed labels").0;
             for label in labels.split(',') {
                 let key = label.split_once('=').expect("key=value").0;
                 assert!(
-                    ["shard", "reason"].contains(&key),
+                    ["shard", "reason"].contains(&key) || line.starts_with("shardcast_build_info{"),
                     "label {key} in {line}"
                 );
             }
