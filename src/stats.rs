@@ -112,6 +112,7 @@ pub(crate) type ShardCounters = CachePadded<Counters>;
 
 /// Evictions, by reason.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Evictions {
     /// Outbound queue overflowed (policy `Disconnect`).
@@ -128,6 +129,7 @@ pub struct Evictions {
 
 /// What permessage-deflate (RFC 7692) did: see [`Compression`](crate::Compression).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct DeflateStats {
     /// Registered clients that negotiated it now.
@@ -150,6 +152,7 @@ pub struct DeflateStats {
 /// Upgrades that failed, by cause. Every connection that never became a client counts in
 /// exactly one.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct HandshakeFailures {
     /// The request was not a valid WebSocket upgrade, or too large (answered 4xx).
@@ -175,6 +178,7 @@ impl HandshakeFailures {
 
 /// Counters of one shard, or their sum.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct ShardStats {
     /// Registered clients now.
@@ -246,8 +250,21 @@ pub struct ShardStats {
     pub inbox_lost: u64,
 }
 
-/// Every shard's counters and their total, from [`crate::Engine::stats`].
+/// Every shard's counters and their total, from [`crate::Engine::stats`]. With the feature
+/// `serde`, it (and every part of it) is `serde::Serialize`, for an admin endpoint:
+///
+/// ```
+/// # #[cfg(feature = "serde")]
+/// # {
+/// let engine = shardcast::Engine::builder().shards(2).build()?;
+/// let json = serde_json::to_value(engine.stats()).unwrap();
+/// assert_eq!(json["shards"].as_array().unwrap().len(), 2);
+/// assert_eq!(json["total"]["deflate"]["clients"], 0);
+/// # }
+/// # Ok::<(), shardcast::BuildError>(())
+/// ```
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct Stats {
     /// Broadcast payloads published, each counted once however many shards apply it (a batch
@@ -439,6 +456,7 @@ pub(crate) fn add(counter: &AtomicU64, n: u64) {
 /// What was lost between this node and the others, by reason. Every loss is counted here;
 /// none is silent.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct BridgeDrops {
     /// Local broadcasts not published: the outbound queue
@@ -466,6 +484,7 @@ pub struct BridgeDrops {
 
 /// What this node exchanged with the other nodes through its bridge (all zero without one).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
 #[non_exhaustive]
 pub struct BridgeStats {
     /// Whether the broker connection is up now.
