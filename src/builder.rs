@@ -459,6 +459,7 @@ impl Builder {
             shards: ArcSwap::from_pointee(handles),
             counters,
             published: CachePadded::new(AtomicU64::new(0)),
+            decide_refused: CachePadded::new(AtomicU64::new(0)),
             admission,
             interest,
             next_shard: AtomicUsize::new(0),

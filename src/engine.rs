@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     pub(crate) counters: Vec<Arc<ShardCounters>>,
     /// Broadcast payloads published through this API (handlers count theirs on their shard).
     pub(crate) published: CachePadded<AtomicU64>,
+    /// Upgrades [`Engine::decide`] refused: the axum extractor's and those of embedders that
+    /// upgrade streams themselves, which no shard sees.
+    pub(crate) decide_refused: CachePadded<AtomicU64>,
     /// Connection count and id sequence.
     pub(crate) admission: Arc<Admission>,
     /// Which shards have subscribers of which topics.
@@ -340,9 +343,13 @@ impl Engine {
         peer: Option<SocketAddr>,
     ) -> Result<Accepted, Rejected> {
         let accepting = !self.shards().is_empty();
-        shard::decide(&self.inner.config, accepting, request, || {
+        let decided = shard::decide(&self.inner.config, accepting, request, || {
             self.inner.handler.on_upgrade(request, peer)
-        })
+        });
+        if decided.is_err() {
+            self.inner.decide_refused.fetch_add(1, Relaxed);
+        }
+        decided
     }
 
     /// Listens on `addr` with one `SO_REUSEPORT` listener per shard, so connections are
@@ -1171,7 +1178,10 @@ impl Engine {
         });
         let inner = &*self.inner;
         let published = inner.published.load(Relaxed);
-        Stats::from_shards(per_shard, published, inner.interest.compressions(), bridge)
+        let mut stats =
+            Stats::from_shards(per_shard, published, inner.interest.compressions(), bridge);
+        stats.upgrades_refused_by_decide = inner.decide_refused.load(Relaxed);
+        stats
     }
 
     /// The [`Inbox`]: clients' messages and lifecycle events as an async stream, for code that

@@ -276,6 +276,11 @@ pub struct Stats {
     /// recipients negotiated, in practice once, however many they are; a `send` once for its
     /// client): compare with `total.deflate.deliveries`, the compressed frames delivered.
     pub compressions: u64,
+    /// Upgrades [`Engine::decide`](crate::Engine::decide) refused: those of the axum
+    /// extractor and of embedders that upgrade streams themselves. No shard saw them, so they
+    /// are not in `total.handshake_failures` (which counts what the shards' own listeners
+    /// refused).
+    pub upgrades_refused_by_decide: u64,
     /// One entry per shard, by shard index.
     pub shards: Vec<ShardStats>,
     /// The sum over shards.
@@ -400,6 +405,7 @@ impl Stats {
         Stats {
             broadcasts: published + total.broadcasts_published,
             compressions,
+            upgrades_refused_by_decide: 0,
             shards,
             total,
             bridge,

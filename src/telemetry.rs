@@ -19,6 +19,7 @@ use std::time::Duration;
 mod name {
     pub(super) const BUILD_INFO: &str = "shardcast_build_info";
     pub(super) const BROADCASTS: &str = "shardcast_broadcasts_total";
+    pub(super) const DECIDE_REFUSED: &str = "shardcast_upgrades_refused_by_decide_total";
     pub(super) const CONNECTIONS: &str = "shardcast_connections";
     pub(super) const CLIENTS: &str = "shardcast_clients";
     pub(super) const BROADCASTS_APPLIED: &str = "shardcast_broadcasts_applied_total";
@@ -68,6 +69,7 @@ mod name {
 /// | --- | --- | --- | --- |
 /// | `shardcast_build_info` | gauge | `version` | always 1: the crate version serving (join on it to tell nodes apart during a rollout) |
 /// | `shardcast_broadcasts_total` | counter | | broadcasts published ([`Stats::broadcasts`]) |
+/// | `shardcast_upgrades_refused_by_decide_total` | counter | | upgrades [`Engine::decide`] refused (the axum extractor's, an embedder's own upgrades) |
 /// | `shardcast_connections` | gauge | | connections, upgrades included ([`Engine::connection_count`]) |
 /// | `shardcast_clients` | gauge | `shard` | registered clients |
 /// | `shardcast_broadcasts_applied_total` | counter | `shard` | broadcasts the shard applied |
@@ -138,6 +140,8 @@ pub struct Metrics {
     engine: Engine,
     /// `shardcast_broadcasts_total`.
     broadcasts: Counter,
+    /// `shardcast_upgrades_refused_by_decide_total`.
+    decide_refused: Counter,
     /// `shardcast_connections`.
     connections: Gauge,
     /// One set per shard, by shard index.
@@ -301,6 +305,7 @@ impl Metrics {
         Metrics {
             engine: engine.clone(),
             broadcasts: counter!(name::BROADCASTS),
+            decide_refused: counter!(name::DECIDE_REFUSED),
             connections: gauge!(name::CONNECTIONS),
             shards,
             bridge: engine.bridged().then(BridgeMetrics::new),
@@ -316,6 +321,8 @@ impl Metrics {
     /// Records `stats` and `connections`.
     fn record_stats(&self, stats: &Stats, connections: usize) {
         self.broadcasts.absolute(stats.broadcasts);
+        self.decide_refused
+            .absolute(stats.upgrades_refused_by_decide);
         self.connections.set(connections as f64);
         for (metrics, shard) in self.shards.iter().zip(&stats.shards) {
             metrics.record(shard);
@@ -439,6 +446,10 @@ fn describe() {
         "Always 1, labelled with the shardcast version serving."
     );
     describe_counter!(name::BROADCASTS, "Broadcast payloads published, once each.");
+    describe_counter!(
+        name::DECIDE_REFUSED,
+        "Upgrades Engine::decide refused (axum, an embedder's own upgrades)."
+    );
     describe_gauge!(
         name::CONNECTIONS,
         "Connections now, those still in their upgrade included."

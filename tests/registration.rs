@@ -374,3 +374,24 @@ fn request_new_refuses_what_parse_refuses_with_the_same_error() {
         Some(HandshakeError::TooLarge)
     );
 }
+
+#[tokio::test]
+async fn upgrades_engine_decide_refuses_are_counted_apart_from_the_shards() {
+    let engine = Engine::builder()
+        .shards(1)
+        .allowed_origins(Some(vec!["https://app.example".to_owned()]))
+        .build()
+        .expect("build");
+    let with_origin = |origin: &'static str| {
+        let mut headers = UPGRADE_HEADERS.to_vec();
+        headers.push(("Origin", origin));
+        Request::new("/", headers).expect("valid request")
+    };
+    let refused = engine.decide(&with_origin("https://evil.example"), None);
+    assert_eq!(refused.expect_err("refused").status(), 403);
+    assert!(engine.decide(&with_origin("https://app.example"), None).is_ok());
+    let stats = engine.stats();
+    assert_eq!(stats.upgrades_refused_by_decide, 1);
+    assert_eq!(stats.total.handshake_failures.refused, 0, "no shard saw it");
+    engine.shutdown(WAIT).await;
+}
