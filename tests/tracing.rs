@@ -148,6 +148,12 @@ async fn a_connection_has_a_span_and_registered_removed_and_evicted_events_with_
     let leaving_id = registered.field("client").expect("client field").to_owned();
     let shard = registered.field("shard").expect("shard field").to_owned();
     assert!(shard == "0" || shard == "1", "shard {shard}");
+    // The id as `ClientId` displays it (sequence@shard), the same in every span and event.
+    assert_eq!(
+        leaving_id.rsplit_once('@').map(|(_, s)| s),
+        Some(shard.as_str()),
+        "{leaving_id}"
+    );
     let span = lock(&log.spans)
         .iter()
         .find(|s| s.name == "connection" && s.field("client") == Some(&leaving_id))

@@ -651,8 +651,8 @@ fn departed(shard: ShardId, id: ClientId, reason: RemoveReason) {
             | RemoveReason::AuthDeadline
     );
     if evicted {
-        tracing::debug!(client = id.as_u64(), shard = shard.0, ?reason, "evicted");
+        tracing::debug!(client = %id, shard = shard.0, ?reason, "evicted");
     } else {
-        tracing::debug!(client = id.as_u64(), shard = shard.0, ?reason, "removed");
+        tracing::debug!(client = %id, shard = shard.0, ?reason, "removed");
     }
 }

@@ -239,7 +239,7 @@ impl Context<'_> {
                 .map(|t| self.check_topic(t))
                 .find(Result::is_err)
         {
-            tracing::debug!(client = self.id.as_u64(), error = %e, "broadcast refused");
+            tracing::debug!(client = %self.id, error = %e, "broadcast refused");
             crate::stats::bump(&self.state.counters().broadcasts_refused, 1);
             return;
         }

@@ -45,7 +45,7 @@ pub(crate) fn spawn(
 ) {
     let span = tracing::debug_span!(
         "connection",
-        client = id.as_u64(),
+        client = %id,
         peer = peer.map(tracing::field::display),
         shard = shared.id.0,
     );
@@ -198,7 +198,7 @@ async fn open(
         Err(failure) => {
             failure.count(shared);
             tracing::debug!(
-                client = id.as_u64(),
+                client = %id,
                 shard = shared.id.0,
                 ?failure,
                 "handshake failed: the stream could not be wrapped"
@@ -223,7 +223,7 @@ async fn open(
     };
     tenure.registered(slot);
     tracing::debug!(
-        client = id.as_u64(),
+        client = %id,
         shard = shared.id.0,
         peer = peer.map(tracing::field::display),
         "registered"
@@ -351,7 +351,7 @@ async fn time_out(shared: &Shared, id: ClientId, io: &mut dyn Io, received: &[u8
 /// count is in `handshakes_failed`).
 fn refused(shared: &Shared, id: ClientId, status: u16, reason: &dyn std::fmt::Display) {
     tracing::debug!(
-        client = id.as_u64(),
+        client = %id,
         shard = shared.id.0,
         status,
         reason = %reason,
