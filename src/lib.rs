@@ -132,7 +132,7 @@ pub use payload::Payload;
 pub use registration::Registration;
 pub use shard::{Accepted, Context, Decision, Handler, Io, Wrap, WrapFuture};
 pub use stats::{
-    BridgeDrops, BridgeStats, DeflateStats, Evictions, HandshakeFailures, ShardStats, Stats,
+    BridgeDrops, BridgeStats, Closes, DeflateStats, Evictions, HandshakeFailures, ShardStats, Stats,
 };
 #[cfg(feature = "metrics")]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]

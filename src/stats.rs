@@ -56,6 +56,19 @@ pub(crate) struct Counters {
     pub(crate) evicted_auth_deadline: AtomicU64,
     /// Clients closed for a protocol violation (1002, 1007, 1009).
     pub(crate) protocol_errors: AtomicU64,
+    /// Clients registered (upgrades that completed), ever.
+    pub(crate) registered: AtomicU64,
+    /// Data messages received from clients (reassembled, inflated), and the bytes read off
+    /// their sockets after the upgrade.
+    pub(crate) messages_received: AtomicU64,
+    pub(crate) bytes_received: AtomicU64,
+    /// Clients closed other than by policy, by reason: the embedder removed it, it sent a
+    /// close frame, its connection ended without one, its handler closed it, shutdown.
+    pub(crate) closed_removed: AtomicU64,
+    pub(crate) closed_by_client: AtomicU64,
+    pub(crate) closed_disconnected: AtomicU64,
+    pub(crate) closed_by_handler: AtomicU64,
+    pub(crate) closed_shutdown: AtomicU64,
     /// Upgrades that failed: not a valid request (see [`HandshakeFailures`] for each cause).
     pub(crate) handshakes_malformed: AtomicU64,
     /// Refused by the policy.
@@ -125,6 +138,23 @@ pub struct Evictions {
     pub auth_deadline: u64,
     /// Protocol violations (1002, 1007, 1009).
     pub protocol: u64,
+}
+
+/// Clients that left other than by policy (those are [`Evictions`]), by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize))]
+#[non_exhaustive]
+pub struct Closes {
+    /// The embedder removed it ([`Engine::remove`](crate::Engine::remove)).
+    pub removed: u64,
+    /// It sent a close frame.
+    pub by_client: u64,
+    /// Its connection ended without a close frame (EOF, reset).
+    pub disconnected: u64,
+    /// Its handler closed it ([`Context::close`](crate::Context::close)).
+    pub by_handler: u64,
+    /// The engine shut down.
+    pub shutdown: u64,
 }
 
 /// What permessage-deflate (RFC 7692) did: see [`Compression`](crate::Compression).
@@ -206,6 +236,14 @@ pub struct ShardStats {
     pub frames_dropped: u64,
     /// Clients evicted, by reason.
     pub evicted: Evictions,
+    /// Clients registered (upgrades that completed) since the start.
+    pub registered: u64,
+    /// Data messages (text and binary) received from clients, whole (reassembled, inflated).
+    pub messages_received: u64,
+    /// Bytes read off clients' sockets after their upgrade (frames, headers included).
+    pub bytes_received: u64,
+    /// Clients that left other than by eviction, by reason.
+    pub closed: Closes,
     /// Upgrades that failed, whatever the cause (the sum of `handshake_failures`).
     pub handshakes_failed: u64,
     /// Upgrades that failed, by cause.
@@ -316,6 +354,16 @@ impl ShardStats {
                 auth_deadline: c.evicted_auth_deadline.load(Relaxed),
                 protocol: c.protocol_errors.load(Relaxed),
             },
+            registered: c.registered.load(Relaxed),
+            messages_received: c.messages_received.load(Relaxed),
+            bytes_received: c.bytes_received.load(Relaxed),
+            closed: Closes {
+                removed: c.closed_removed.load(Relaxed),
+                by_client: c.closed_by_client.load(Relaxed),
+                disconnected: c.closed_disconnected.load(Relaxed),
+                by_handler: c.closed_by_handler.load(Relaxed),
+                shutdown: c.closed_shutdown.load(Relaxed),
+            },
             handshakes_failed: 0,
             handshake_failures: HandshakeFailures {
                 malformed: c.handshakes_malformed.load(Relaxed),
@@ -368,6 +416,15 @@ impl ShardStats {
         self.evicted.heartbeat += o.evicted.heartbeat;
         self.evicted.auth_deadline += o.evicted.auth_deadline;
         self.evicted.protocol += o.evicted.protocol;
+        self.registered += o.registered;
+        self.messages_received += o.messages_received;
+        self.bytes_received += o.bytes_received;
+        let (c, d) = (&mut self.closed, &o.closed);
+        c.removed += d.removed;
+        c.by_client += d.by_client;
+        c.disconnected += d.disconnected;
+        c.by_handler += d.by_handler;
+        c.shutdown += d.shutdown;
         self.handshakes_failed += o.handshakes_failed;
         let (f, g) = (&mut self.handshake_failures, &o.handshake_failures);
         f.malformed += g.malformed;

@@ -26,6 +26,10 @@ mod name {
     pub(super) const BROADCASTS_PUBLISHED: &str = "shardcast_broadcasts_published_total";
     pub(super) const BROADCASTS_REFUSED: &str = "shardcast_broadcasts_refused_total";
     pub(super) const DELIVERIES: &str = "shardcast_deliveries_total";
+    pub(super) const REGISTERED: &str = "shardcast_registered_total";
+    pub(super) const CLOSES: &str = "shardcast_closes_total";
+    pub(super) const MESSAGES_RECEIVED: &str = "shardcast_messages_received_total";
+    pub(super) const RECEIVED_BYTES: &str = "shardcast_received_bytes_total";
     pub(super) const DEFLATE_CLIENTS: &str = "shardcast_deflate_clients";
     pub(super) const DEFLATE_DELIVERIES: &str = "shardcast_deflate_deliveries_total";
     pub(super) const DEFLATE_SAVED_BYTES: &str = "shardcast_deflate_saved_bytes_total";
@@ -76,6 +80,10 @@ mod name {
 /// | `shardcast_broadcasts_published_total` | counter | `shard` | broadcasts its handlers published |
 /// | `shardcast_broadcasts_refused_total` | counter | `shard` | broadcasts its handlers published to a topic past the limits |
 /// | `shardcast_deliveries_total` | counter | `shard` | frames appended to client queues |
+/// | `shardcast_registered_total` | counter | `shard` | clients registered (upgrades completed) |
+/// | `shardcast_closes_total` | counter | `shard`, `reason` | clients that left other than by eviction: `removed`, `by_client`, `disconnected`, `by_handler`, `shutdown` |
+/// | `shardcast_messages_received_total` | counter | `shard` | data messages received from clients |
+/// | `shardcast_received_bytes_total` | counter | `shard` | bytes read off clients' sockets after their upgrade |
 /// | `shardcast_deflate_clients` | gauge | `shard` | clients that negotiated permessage-deflate |
 /// | `shardcast_deflate_deliveries_total` | counter | `shard` | of the deliveries, compressed frames |
 /// | `shardcast_deflate_saved_bytes_total` | counter | `shard` | bytes those compressed frames saved against plain ones |
@@ -230,6 +238,14 @@ struct ShardMetrics {
     broadcasts_refused: Counter,
     /// `shardcast_deliveries_total`.
     deliveries: Counter,
+    /// `shardcast_registered_total`.
+    registered: Counter,
+    /// `shardcast_closes_total`, in the order of [`CLOSE_REASONS`].
+    closes: [Counter; 5],
+    /// `shardcast_messages_received_total`.
+    messages_received: Counter,
+    /// `shardcast_received_bytes_total`.
+    received_bytes: Counter,
     /// `shardcast_deflate_clients`.
     deflate_clients: Gauge,
     /// `shardcast_deflate_deliveries_total`.
@@ -271,6 +287,16 @@ struct ShardMetrics {
     /// `shardcast_inbox_lost_total`.
     inbox_lost: Counter,
 }
+
+/// The `reason` label of `shardcast_closes_total`, one per field of
+/// [`Closes`](crate::Closes).
+const CLOSE_REASONS: [&str; 5] = [
+    "removed",
+    "by_client",
+    "disconnected",
+    "by_handler",
+    "shutdown",
+];
 
 /// The `reason` label of `shardcast_handshake_failures_total` (the key every family with a
 /// cause uses), one per field of
@@ -359,6 +385,12 @@ impl ShardMetrics {
             broadcasts_published: counter!(name::BROADCASTS_PUBLISHED, "shard" => shard.clone()),
             broadcasts_refused: counter!(name::BROADCASTS_REFUSED, "shard" => shard.clone()),
             deliveries: counter!(name::DELIVERIES, "shard" => shard.clone()),
+            registered: counter!(name::REGISTERED, "shard" => shard.clone()),
+            closes: CLOSE_REASONS.map(|reason| {
+                counter!(name::CLOSES, "shard" => shard.clone(), "reason" => reason)
+            }),
+            messages_received: counter!(name::MESSAGES_RECEIVED, "shard" => shard.clone()),
+            received_bytes: counter!(name::RECEIVED_BYTES, "shard" => shard.clone()),
             deflate_clients: gauge!(name::DEFLATE_CLIENTS, "shard" => shard.clone()),
             deflate_deliveries: counter!(name::DEFLATE_DELIVERIES, "shard" => shard.clone()),
             deflate_saved: counter!(name::DEFLATE_SAVED_BYTES, "shard" => shard.clone()),
@@ -393,6 +425,20 @@ impl ShardMetrics {
         self.broadcasts_published.absolute(s.broadcasts_published);
         self.broadcasts_refused.absolute(s.broadcasts_refused);
         self.deliveries.absolute(s.deliveries);
+        self.registered.absolute(s.registered);
+        let c = &s.closed;
+        let closes = [
+            c.removed,
+            c.by_client,
+            c.disconnected,
+            c.by_handler,
+            c.shutdown,
+        ];
+        for (counter, n) in self.closes.iter().zip(closes) {
+            counter.absolute(n);
+        }
+        self.messages_received.absolute(s.messages_received);
+        self.received_bytes.absolute(s.bytes_received);
         let d = &s.deflate;
         self.deflate_clients.set(d.clients as f64);
         self.deflate_deliveries.absolute(d.deliveries);
@@ -468,6 +514,23 @@ fn describe() {
         "Broadcasts the shard's handlers published to a topic past the topic limits, refused."
     );
     describe_counter!(name::DELIVERIES, "Frames appended to client queues.");
+    describe_counter!(
+        name::REGISTERED,
+        "Clients registered (upgrades that completed)."
+    );
+    describe_counter!(
+        name::CLOSES,
+        "Clients that left other than by eviction, by reason."
+    );
+    describe_counter!(
+        name::MESSAGES_RECEIVED,
+        "Data messages received from clients (whole: reassembled, inflated)."
+    );
+    describe_counter!(
+        name::RECEIVED_BYTES,
+        Unit::Bytes,
+        "Bytes read off clients' sockets after their upgrade."
+    );
     describe_gauge!(
         name::DEFLATE_CLIENTS,
         "Clients that negotiated permessage-deflate."

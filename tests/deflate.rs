@@ -223,6 +223,10 @@ async fn compressed_messages_are_inflated_and_a_bomb_closes_only_its_sender_with
         || format!("{:?}", engine.stats().total.deflate),
     )
     .await;
+    // Two whole messages (the bomb was refused), and every byte the sender wrote was read.
+    let total = engine.stats().total;
+    assert_eq!(total.messages_received, 2);
+    assert!(total.bytes_received as usize > 2 * body.len() + bomb.len());
     engine.shutdown(WAIT).await;
 }
 

@@ -144,6 +144,18 @@ async fn metrics_record_clients_broadcasts_and_deliveries_by_shard() {
     eventually(|| engine.client_count() == 0).await;
     metrics.record();
     let exposition = Exposition::render(&handle);
+    let sum = |series: &str| -> f64 {
+        (0..2)
+            .map(|i| exposition.value(&series.replace("SHARD", &i.to_string())))
+            .sum()
+    };
+    assert_eq!(sum("shardcast_registered_total{shard=\"SHARD\"}"), 3.0);
+    // Dropped without a close frame: their connections ended.
+    assert_eq!(
+        sum("shardcast_closes_total{shard=\"SHARD\",reason=\"disconnected\"}")
+            + sum("shardcast_closes_total{shard=\"SHARD\",reason=\"by_client\"}"),
+        3.0
+    );
     assert_eq!(exposition.value("shardcast_clients{shard=\"0\"}"), 0.0);
     assert_eq!(exposition.value("shardcast_clients{shard=\"1\"}"), 0.0);
     assert_eq!(exposition.value("shardcast_broadcasts_total"), 5.0);

@@ -328,6 +328,7 @@ impl Core {
                 input.len()
             }
         };
+        crate::stats::bump(&self.state.counters().bytes_received, consumed as u64);
         if parser.buffered_bytes() == 0 {
             parser.shrink();
         }
@@ -364,6 +365,7 @@ impl Core {
             true => Some(&mut **inflater.get_or_insert_with(Box::default)),
             false => None,
         };
+        let mut messages = 0u64;
         let result = parser.feed_with(input, inflater, |message| {
             let message = match message {
                 Inbound::Ping(ping) => {
@@ -378,6 +380,7 @@ impl Core {
                 Inbound::Text(text) => Incoming::Text(text),
                 Inbound::Binary(bytes) => Incoming::Binary(bytes),
             };
+            messages += 1;
             let mut ctx = Context {
                 id,
                 slot: Some(slot),
@@ -408,6 +411,9 @@ impl Core {
         });
         if let Some(inflater) = self.inflater.as_deref_mut() {
             self.state.count_inflated(inflater.take_counts());
+        }
+        if messages > 0 {
+            crate::stats::bump(&self.state.counters().messages_received, messages);
         }
         result.map_err(|e| e.close_code())
     }

@@ -372,6 +372,7 @@ impl State {
         });
         self.index.insert(id, slot);
         bump(&self.counters.clients, 1);
+        bump(&self.counters.registered, 1);
         if self.shutting_down {
             self.close(slot, RemoveReason::Shutdown);
         }
@@ -821,7 +822,11 @@ impl State {
             RemoveReason::AuthDeadline => bump(&counters.evicted_auth_deadline, 1),
             RemoveReason::WriteDeadline => bump(&counters.evicted_write_deadline, 1),
             RemoveReason::Protocol(_) => bump(&counters.protocol_errors, 1),
-            _ => {}
+            RemoveReason::Removed => bump(&counters.closed_removed, 1),
+            RemoveReason::ClientClosed(_) => bump(&counters.closed_by_client, 1),
+            RemoveReason::Disconnected => bump(&counters.closed_disconnected, 1),
+            RemoveReason::Closed(_) => bump(&counters.closed_by_handler, 1),
+            RemoveReason::Shutdown => bump(&counters.closed_shutdown, 1),
         }
         if !keep_data {
             drop_by(&counters.queued_bytes, client.out.clear_unstarted() as u64);
