@@ -287,7 +287,7 @@ impl Builder {
     }
 
     /// Shares this node's broadcasts and topics with other nodes through `broker` (a
-    /// [`Nats`](crate::Nats) server, feature `nats`): see the [`bridge`](crate::bridge) module
+    /// `Nats` server, feature `nats`): see the [`bridge`](crate::bridge) module
     /// for what travels, interest routing, ordering and what can be lost. `build` connects
     /// (on a thread of the bridge's own, where the connection lives as long as the engine)
     /// and fails if the broker cannot be reached, unless [`Builder::bridge_optional`].
@@ -295,7 +295,7 @@ impl Builder {
     /// The broker is attached here rather than connected by the caller because its connection
     /// must live on a runtime that lives as long as the engine, which the engine owns; and a
     /// broker value (`Nats::new(url)`) says where and how, so `build` can report an unreachable
-    /// broker like any other setting it cannot use. See [`Nats`](crate::Nats) for an example.
+    /// broker like any other setting it cannot use. See `Nats` (feature `nats`) for an example.
     pub fn bridge<B: Broker>(mut self, broker: B) -> Self {
         self.bridge = Some(Box::new(move |startup| driver::spawn(broker, startup)));
         self

@@ -68,7 +68,7 @@
 //!
 //! # Behind a web framework
 //!
-//! Feature `axum`: [`axum::Upgrade`](crate::axum), an extractor that answers a WebSocket
+//! Feature `axum`: `axum::Upgrade`, an extractor that answers a WebSocket
 //! upgrade on an axum route with the engine's own decision and hands the connection, socket
 //! and all, to its shard. Any other HTTP server can do the same with [`Engine::decide`] and
 //! [`Registration::upgraded`].

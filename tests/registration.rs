@@ -389,7 +389,11 @@ async fn upgrades_engine_decide_refuses_are_counted_apart_from_the_shards() {
     };
     let refused = engine.decide(&with_origin("https://evil.example"), None);
     assert_eq!(refused.expect_err("refused").status(), 403);
-    assert!(engine.decide(&with_origin("https://app.example"), None).is_ok());
+    assert!(
+        engine
+            .decide(&with_origin("https://app.example"), None)
+            .is_ok()
+    );
     let stats = engine.stats();
     assert_eq!(stats.upgrades_refused_by_decide, 1);
     assert_eq!(stats.total.handshake_failures.refused, 0, "no shard saw it");

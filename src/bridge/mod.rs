@@ -14,7 +14,7 @@
 //! # What travels
 //!
 //! A broadcast is published once: on the channel of everyone, or once on each topic of its
-//! audience (NATS: `{prefix}.all`, `{prefix}.t.{bucket}.{token}`, see [`Nats::prefix`](crate::Nats)). Its
+//! audience (NATS: `{prefix}.all`, `{prefix}.t.{bucket}.{token}`, see `Nats::prefix`). Its
 //! body is the complete WebSocket frame ([`Payload::frame`](crate::Payload::frame)) that local
 //! clients received, so a receiving node hands the bytes to its shards as they are: no
 //! re-encoding, no copy (a batch's frames are copied once, at the origin, into one message).
