@@ -190,3 +190,49 @@ async fn metrics_show_the_inbox_queue_and_the_clients_it_pauses() {
     })
     .await;
 }
+
+/// Every `shardcast_*` name in `text`.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("shardcast_") {
+        let tail = &rest[at..];
+        let len = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.insert(tail[..len].to_owned());
+        rest = &tail[len..];
+    }
+    names
+}
+
+#[test]
+fn the_grafana_dashboard_refers_only_to_metrics_that_exist() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let dashboard =
+        std::fs::read_to_string(format!("{root}/examples/deploy/grafana-dashboard.json"))
+            .expect("the dashboard");
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("valid JSON");
+    let mut exprs = Vec::new();
+    for panel in json["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            exprs.push(target["expr"].as_str().expect("an expr").to_owned());
+        }
+    }
+    assert!(exprs.len() >= 19, "{exprs:?}");
+    // The names the recorder registers: the `name` module of src/telemetry.rs.
+    let telemetry = std::fs::read_to_string(format!("{root}/src/telemetry.rs")).expect("source");
+    let module = telemetry
+        .split_once("mod name {")
+        .and_then(|(_, rest)| rest.split_once('}'))
+        .expect("the name module")
+        .0;
+    let exported = metric_names(module);
+    assert!(exported.len() >= 30, "{exported:?}");
+    let used = metric_names(&exprs.join("\n"));
+    let unknown: Vec<_> = used.difference(&exported).collect();
+    assert!(unknown.is_empty(), "the dashboard refers to {unknown:?}");
+    // And every family the engine exports is on it.
+    let unshown: Vec<_> = exported.difference(&used).collect();
+    assert!(unshown.is_empty(), "not on the dashboard: {unshown:?}");
+}
