@@ -8,6 +8,13 @@
 //! negotiated and everything still arrives, plain. This is the test that says browsers work,
 //! where the rest of the suite checks our own clients and tungstenite.
 //!
+//! The same relay over wss (`--tls-cert`/`--tls-key`, a certificate made at test time, which
+//! the browser is told not to check); subprotocols (`--protocols`: the one the page asked for is
+//! chosen, and a page asking only for others is refused and counted); topics from the query
+//! string (`--topics`: only a topic's subscriber receives what is published to it); and
+//! `examples/axum.rs`, the application an embedder writes (its `/ws?topic=` route, and its
+//! `POST /publish` called by the page with `fetch`). Each test launches Chromium once.
+//!
 //! Without `/usr/bin/chromium` (`CHROMIUM` overrides the path), `node`, or `npm ci --prefix
 //! baselines`, each test says why on the terminal and passes, unless
 //! `SHARDCAST_REQUIRE_BROWSER=1` (as .ci/run sets, having installed them), where it fails.
@@ -43,12 +50,24 @@ async fn chromium_negotiates_deflate_and_gets_json_relayed_compressed_and_intact
     };
     let started = Instant::now();
     let mut server = ControlledServe::start(&[]);
-    let report = browser.run(&server.url(), test);
+    let report = browser.run(&server.url(), test, "relay");
     let stats = server.stats_once_all_left().await;
     let (status, log) = server.stop().await;
     eprintln!("{test}: page {report}\nserver {stats}\nserver log:\n{log}");
 
-    everything_arrived(&report);
+    relayed_compressed(&report, &stats);
+    assert!(
+        status.success(),
+        "the server stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+/// What the page and the server's counters say when the defaults (deflate) relayed the page's
+/// three messages: see [`everything_arrived`]; deflate negotiated on both sockets, the two
+/// documents sent compressed, what Chromium sent inflated, and no error.
+fn relayed_compressed(report: &Value, stats: &Value) {
+    everything_arrived(report);
     for extensions in strings(&report["extensions"]) {
         assert!(
             extensions.contains("permessage-deflate"),
@@ -59,11 +78,11 @@ async fn chromium_negotiates_deflate_and_gets_json_relayed_compressed_and_intact
     // Three messages relayed to two clients. The two documents (3 and 17 KiB of JSON) went out
     // compressed, once each whoever receives them; the small one (under `--deflate-min-bytes`)
     // plain.
-    assert_eq!(field(&stats, "deliveries"), 6, "{stats}");
-    assert_eq!(field(&stats, "deflate_deliveries"), 4, "{stats}");
+    assert_eq!(field(stats, "deliveries"), 6, "{stats}");
+    assert_eq!(field(stats, "deflate_deliveries"), 4, "{stats}");
     let sent = &report["sent"];
     let plain = field(sent, "doc") + field(sent, "binary");
-    let saved = field(&stats, "deflate_bytes_saved");
+    let saved = field(stats, "deflate_bytes_saved");
     assert!(
         saved > plain,
         "the compressed documents saved more than half their size for their two recipients \
@@ -71,17 +90,12 @@ async fn chromium_negotiates_deflate_and_gets_json_relayed_compressed_and_intact
     );
     // Chromium compresses what it sends once deflate is negotiated (version 156 all three
     // messages, the small one too), and the server inflated it: the relayed copies are intact.
-    let inflated = field(&stats, "deflate_inflated");
+    let inflated = field(stats, "deflate_inflated");
     assert!(
         (1..=3).contains(&inflated),
         "Chromium's compressed messages inflated: {stats}"
     );
-    no_errors(&stats);
-    assert!(
-        status.success(),
-        "the server stops cleanly on SIGTERM: {status}\n{log}"
-    );
-    eprintln!("{test}: {:?}", started.elapsed());
+    no_errors(stats);
 }
 
 #[tokio::test]
@@ -93,7 +107,7 @@ async fn chromium_without_deflate_gets_the_same_messages_plain() {
     };
     let started = Instant::now();
     let mut server = ControlledServe::start(&["--no-deflate"]);
-    let report = browser.run(&server.url(), test);
+    let report = browser.run(&server.url(), test, "relay");
     let stats = server.stats_once_all_left().await;
     let (status, log) = server.stop().await;
     eprintln!("{test}: page {report}\nserver {stats}\nserver log:\n{log}");
@@ -118,6 +132,309 @@ async fn chromium_without_deflate_gets_the_same_messages_plain() {
         "the server stops cleanly on SIGTERM: {status}\n{log}"
     );
     eprintln!("{test}: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn chromium_over_wss_with_a_generated_certificate_gets_json_relayed_compressed() {
+    let test = "chromium_over_wss_with_a_generated_certificate_gets_json_relayed_compressed";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::find(test) else {
+        return;
+    };
+    let started = Instant::now();
+    let certificate = Certificate::new(test);
+    let mut server = ControlledServe::start_scheme(
+        "wss",
+        &[
+            "--tls-cert",
+            certificate.cert.to_str().expect("a UTF-8 path"),
+            "--tls-key",
+            certificate.key.to_str().expect("a UTF-8 path"),
+        ],
+    );
+    let url = server.url();
+    assert!(url.starts_with("wss://127.0.0.1:"), "{url}");
+    let report = browser.run(&url, test, "relay");
+    let stats = server.stats_once_all_left().await;
+    let (status, log) = server.stop().await;
+    eprintln!("{test}: page {report}\nserver {stats}\nserver log:\n{log}");
+
+    // The same as over ws://: deflate inside TLS, everything relayed intact.
+    relayed_compressed(&report, &stats);
+    assert!(
+        status.success(),
+        "the server stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn chromium_gets_the_subprotocol_it_asked_for_and_is_refused_without_one() {
+    let test = "chromium_gets_the_subprotocol_it_asked_for_and_is_refused_without_one";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::find(test) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut server = ControlledServe::start(&["--protocols", "v2.chat,v1.chat"]);
+    let report = browser.run(&server.url(), test, "protocols");
+    let stats = server.stats_once_all_left().await;
+    let (status, log) = server.stop().await;
+    eprintln!("{test}: page {report}\nserver {stats}\nserver log:\n{log}");
+
+    assert_eq!(
+        report["opened"],
+        serde_json::json!({"a": true, "b": true, "refused": false}),
+        "{report}"
+    );
+    // The first of the server's list that the client offered (as axum chooses): `b` offered
+    // v1.chat first, but the server lists v2.chat first.
+    assert_eq!(
+        report["protocols"],
+        serde_json::json!({"a": "v1.chat", "b": "v2.chat", "refused": ""}),
+        "{report}"
+    );
+    // Refused (400): the page sees an error, then an abnormal close, never an open.
+    assert_eq!(report["refused"]["error"], true, "{report}");
+    assert_eq!(report["refused"]["close"]["code"], 1006, "{report}");
+    assert_eq!(report["refused"]["close"]["clean"], false, "{report}");
+    // Messages flow with a subprotocol: `a`'s text and `b`'s bytes, each to both.
+    let both = serde_json::json!(["hello v1", "binary:000102feff"]);
+    assert_eq!(
+        report["received"],
+        serde_json::json!({"a": both, "b": both}),
+        "{report}"
+    );
+    assert_eq!(report["unexpected"], serde_json::json!([0, 0]), "{report}");
+    closed_cleanly(&report, &["a", "b"]);
+    // The refusal is counted; nothing else failed.
+    assert_eq!(field(&stats, "handshakes_failed"), 1, "{stats}");
+    assert_eq!(field(&stats, "deliveries"), 4, "{stats}");
+    let mut stats = stats;
+    stats["handshakes_failed"] = 0.into();
+    no_errors(&stats);
+    assert!(
+        status.success(),
+        "the server stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn chromium_subscribes_from_the_query_string_and_gets_only_its_topic() {
+    let test = "chromium_subscribes_from_the_query_string_and_gets_only_its_topic";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::find(test) else {
+        return;
+    };
+    let started = Instant::now();
+    let mut server = ControlledServe::start(&["--topics"]);
+    let report = browser.run(&server.url(), test, "topics");
+    let stats = server.stats_once_all_left().await;
+    let (status, log) = server.stop().await;
+    eprintln!("{test}: page {report}\nserver {stats}\nserver log:\n{log}");
+
+    assert_eq!(report["opened"], serde_json::json!([true, true, true]));
+    // `?sub=caf%C3%A9%2Fnews` subscribed to `café/news`, decoded: what `pub café/news` sends.
+    assert_eq!(
+        report["received"],
+        serde_json::json!({"news": ["hello news", "end"], "sport": ["hello sport", "end"]}),
+        "{report}"
+    );
+    assert_eq!(
+        report["unexpected"],
+        serde_json::json!([0, 0, 0]),
+        "{report}"
+    );
+    closed_cleanly(&report, &["news", "sport", "publisher"]);
+    assert_eq!(field(&stats, "deliveries"), 4, "{stats}");
+    no_errors(&stats);
+    assert!(
+        status.success(),
+        "the server stops cleanly on SIGTERM: {status}\n{log}"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+#[tokio::test]
+async fn chromium_against_the_axum_example_gets_what_it_publishes() {
+    let test = "chromium_against_the_axum_example_gets_what_it_publishes";
+    let _one = ONE_AT_A_TIME.lock().await;
+    let Some(browser) = Browser::find(test) else {
+        return;
+    };
+    let Some(example) = axum_example(test) else {
+        return;
+    };
+    let started = Instant::now();
+    let app = AxumExample::start(&example);
+    let report = browser.run(&app.url, test, "axum");
+    let (status, stdout, log) = app.stop().await;
+    eprintln!("{test}: page {report}\nexample's output:\n{stdout}\nexample's log:\n{log}");
+
+    assert_eq!(
+        report["opened"],
+        serde_json::json!([true, true]),
+        "{report}"
+    );
+    assert_eq!(
+        report["published"],
+        serde_json::json!([200, 200, 200, 200]),
+        "{report}"
+    );
+    // `/ws?topic=news` got the topic's message too; `/ws` only what went to everyone.
+    assert_eq!(
+        report["received"],
+        serde_json::json!({
+            "news": ["hello everyone", "hello news", "binary:ff0080", "end"],
+            "all": ["hello everyone", "binary:ff0080", "end"],
+        }),
+        "{report}"
+    );
+    assert_eq!(report["unexpected"], serde_json::json!([0, 0]), "{report}");
+    closed_cleanly(&report, &["news", "all"]);
+    let stats = &report["stats"];
+    for (key, value) in [
+        ("broadcasts", 4),
+        ("handshakes_failed", 0),
+        ("frames_dropped", 0),
+    ] {
+        assert_eq!(field(stats, key), value, "{key}: {stats}");
+    }
+    assert!(
+        status.success(),
+        "the example stops cleanly on SIGINT: {status}\n{log}"
+    );
+    eprintln!("{test}: {:?}", started.elapsed());
+}
+
+/// The page's sockets `names` closed with 1000, cleanly (the server answered their close).
+fn closed_cleanly(report: &Value, names: &[&str]) {
+    for name in names {
+        let close = &report["closes"][name];
+        assert_eq!(
+            (&close["code"], &close["clean"]),
+            (&Value::from(1000), &Value::from(true)),
+            "socket {name} closes cleanly: {report}"
+        );
+    }
+}
+
+/// A self-signed certificate for 127.0.0.1 and localhost, made with rcgen, and its key, as PEM
+/// files in a folder of their own (removed on drop).
+struct Certificate {
+    dir: PathBuf,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Certificate {
+    fn new(test: &str) -> Certificate {
+        let made = rcgen::generate_simple_self_signed(vec!["127.0.0.1".into(), "localhost".into()])
+            .expect("a self-signed certificate");
+        let dir = std::env::temp_dir().join(format!(
+            "shardcast-browser-{}-{test}-tls",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("create the certificate's folder");
+        let cert = dir.join("cert.pem");
+        let key = dir.join("key.pem");
+        std::fs::write(&cert, made.cert.pem()).expect("write the certificate");
+        std::fs::write(&key, made.signing_key.serialize_pem()).expect("write the key");
+        Certificate { dir, cert, key }
+    }
+}
+
+impl Drop for Certificate {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// examples/axum.rs as `cargo test` builds it (`target/debug/examples/axum`, beside this test's
+/// `deps/`), or `None` (having said so) if it is not there: a failure instead with
+/// `SHARDCAST_REQUIRE_BROWSER=1`. `cargo test` with no target chosen builds it; `cargo test
+/// --test browser` does not (`cargo build --example axum` first).
+fn axum_example(test: &str) -> Option<PathBuf> {
+    let exe = std::env::current_exe().expect("this test's path");
+    let example = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|debug| debug.join("examples").join("axum"))
+        .filter(|path| path.is_file());
+    if example.is_none() {
+        let missing = format!(
+            "no examples/axum beside {} (`cargo build --example axum`)",
+            exe.display()
+        );
+        assert!(
+            std::env::var_os("SHARDCAST_REQUIRE_BROWSER").is_none_or(|v| v != "1"),
+            "{test}: {missing}, and SHARDCAST_REQUIRE_BROWSER=1"
+        );
+        skipped(&format!("{test}: {missing}"));
+    }
+    example
+}
+
+/// examples/axum.rs running on a loopback port with 2 shards (killed on drop).
+struct AxumExample {
+    process: Serve,
+    /// Its address, `http://IP:PORT/`.
+    url: String,
+    /// The lines of its standard output after the first.
+    lines: Receiver<String>,
+}
+
+impl AxumExample {
+    fn start(example: &Path) -> AxumExample {
+        let mut command = Command::new(example);
+        command
+            .args(["--addr", "127.0.0.1:0", "--shards", "2"])
+            .env("RUST_LOG", "shardcast=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut process = Serve::spawn(&mut command);
+        let stdout = process.child.stdout.take().expect("piped stdout");
+        let (tx, lines) = std::sync::mpsc::sync_channel(16);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let first = lines
+            .recv_timeout(WAIT)
+            .expect("the example announces its address in time");
+        // `http://ADDR/ (WebSocket: ws://ADDR/ws), 2 shards`
+        let url = first
+            .split_once(' ')
+            .map(|(url, _)| url.to_owned())
+            .filter(|url| url.starts_with("http://127.0.0.1:") && first.ends_with(", 2 shards"))
+            .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
+        process.addr = url.clone();
+        AxumExample {
+            process,
+            url,
+            lines,
+        }
+    }
+
+    /// Stops it as Ctrl-C does (SIGINT); its exit status, the rest of its standard output, and
+    /// what it logged.
+    async fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = Command::new("kill")
+            .args(["-INT", &self.process.child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -INT failed");
+        let (status, log) = self.process.exit_status().await;
+        let stdout = self.lines.try_iter().collect::<Vec<_>>().join("\n");
+        (status, stdout, log)
+    }
 }
 
 /// What the page must have seen whatever was negotiated: Chromium offering permessage-deflate
@@ -244,7 +561,8 @@ impl Browser {
     }
 
     /// Runs the page against `url` in a fresh profile (removed after); what the page reported.
-    fn run(&self, url: &str, test: &str) -> Value {
+    /// `scenario` is the page's (see tests/browser/check.mjs).
+    fn run(&self, url: &str, test: &str, scenario: &str) -> Value {
         let profile =
             std::env::temp_dir().join(format!("shardcast-browser-{}-{test}", std::process::id()));
         let _ = std::fs::remove_dir_all(&profile);
@@ -256,6 +574,7 @@ impl Browser {
             .arg(url)
             .arg(&profile)
             .arg(&self.baselines)
+            .arg(scenario)
             .env("CHROMIUM", &self.chromium)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -330,6 +649,8 @@ struct ControlledServe {
     stdin: ChildStdin,
     /// The lines of its standard output.
     lines: Receiver<String>,
+    /// `ws`, or `wss`.
+    scheme: &'static str,
 }
 
 impl ControlledServe {
@@ -337,6 +658,12 @@ impl ControlledServe {
     /// and `flags`, logging each connection (`RUST_LOG=shardcast=debug`), and reads its address
     /// from its announcement.
     fn start(flags: &[&str]) -> ControlledServe {
+        ControlledServe::start_scheme("ws", flags)
+    }
+
+    /// Like [`ControlledServe::start`], with flags that make it serve `scheme` (`wss` with
+    /// `--tls-cert` and `--tls-key`).
+    fn start_scheme(scheme: &'static str, flags: &[&str]) -> ControlledServe {
         let mut command = shardcast([
             "serve",
             "--addr",
@@ -366,7 +693,7 @@ impl ControlledServe {
             .recv_timeout(WAIT)
             .expect("the server announces its address in time");
         let addr = first
-            .strip_prefix("shardcast serving on ws://")
+            .strip_prefix(&format!("shardcast serving on {scheme}://"))
             .and_then(|rest| rest.strip_suffix("/ with 2 shards"))
             .unwrap_or_else(|| panic!("unexpected first line: {first:?}"));
         serve.addr = addr.to_owned();
@@ -374,12 +701,13 @@ impl ControlledServe {
             serve,
             stdin,
             lines,
+            scheme,
         }
     }
 
     /// The URL a browser connects to.
     fn url(&self) -> String {
-        format!("ws://{}/", self.serve.addr)
+        format!("{}://{}/", self.scheme, self.serve.addr)
     }
 
     /// Its counters (`stats`), read once no client is left (the page closed its sockets, and

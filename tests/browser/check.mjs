@@ -1,8 +1,12 @@
 // Drives headless Chromium against a running `shardcast serve` for tests/browser.rs.
 //
-//   node tests/browser/check.mjs WS_URL PROFILE_DIR BASELINES_DIR
+//   node tests/browser/check.mjs WS_URL PROFILE_DIR BASELINES_DIR [SCENARIO]
 //
-// A page (about:blank) opens two WebSockets to WS_URL and reports what Chromium negotiated
+// SCENARIO (default `relay`) is what the page does; each is described at its function below:
+// `relay` (also over wss://: the certificate, made at test time, is not checked), `protocols`,
+// `topics`, and `axum` (WS_URL is then the examples/axum.rs server's http:// address).
+//
+// `relay`: a page (about:blank) opens two WebSockets to WS_URL and reports what Chromium negotiated
 // (`ws.extensions`). Socket A sends a JSON document of a few KiB as text, socket B a small JSON
 // text, socket A a larger JSON document as binary; the relay sends each message to both, so
 // each socket must receive the three, in order, byte for byte, and the JSON must parse back to
@@ -16,9 +20,10 @@
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
 
-const [url, profile, baselines] = process.argv.slice(2);
-if (!url || !profile || !baselines) {
-  console.error('usage: check.mjs WS_URL PROFILE_DIR BASELINES_DIR');
+const [url, profile, baselines, scenario = 'relay'] = process.argv.slice(2);
+const scenarios = { relay: inPage, protocols: protocolsInPage, topics: topicsInPage, axum: axumInPage };
+if (!url || !profile || !baselines || !scenarios[scenario]) {
+  console.error('usage: check.mjs WS_URL PROFILE_DIR BASELINES_DIR [relay|protocols|topics|axum]');
   process.exit(2);
 }
 const executablePath = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -48,6 +53,9 @@ try {
     executablePath,
     headless: true,
     timeout: 30_000,
+    // For wss:// with the test's own certificate (no CA the browser knows): not checked. The
+    // flag below does it for the WebSocket's handshake; this, for Playwright's own requests.
+    ignoreHTTPSErrors: url.startsWith('wss:'),
     // A closed network: nothing that would call home, wait on a network, or need a GPU or a
     // sandbox that a container lacks. /dev/shm may be small there too.
     args: [
@@ -60,6 +68,7 @@ try {
       '--disable-component-update',
       '--disable-sync',
       '--disable-dev-shm-usage',
+      ...(url.startsWith('wss:') ? ['--ignore-certificate-errors'] : []),
     ],
   });
   const browserVersion = context.browser()?.version() ?? null;
@@ -71,17 +80,30 @@ try {
   const handshakes = new Map();
   const cdp = await context.newCDPSession(page);
   cdp.on('Network.webSocketWillSendHandshakeRequest', (e) => {
-    handshakes.set(e.requestId, { offer: header(e.request.headers, 'sec-websocket-extensions') });
+    handshakes.set(e.requestId, {
+      offer: header(e.request.headers, 'sec-websocket-extensions'),
+      protocols: header(e.request.headers, 'sec-websocket-protocol'),
+    });
   });
   cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
     const h = handshakes.get(e.requestId) ?? {};
     h.status = e.response.status;
     h.answer = header(e.response.headers, 'sec-websocket-extensions');
+    h.protocol = header(e.response.headers, 'sec-websocket-protocol');
     handshakes.set(e.requestId, h);
   });
   await cdp.send('Network.enable');
-  log(`browser ${browserVersion} up; the page connects to ${url}`);
-  const report = await page.evaluate(inPage, { url, stepMs: STEP_MS });
+  let pageUrl = url;
+  if (scenario === 'axum') {
+    // A page of the application's own origin, so that its fetch() calls are same-origin.
+    await page.goto(new URL('/health', url).href, { timeout: STEP_MS });
+    pageUrl = `ws://${new URL(url).host}/ws`;
+  }
+  log(`browser ${browserVersion} up; the page (${scenario}) connects to ${pageUrl}`);
+  // The helpers every scenario but `relay` uses, defined in the page first.
+  if (scenario !== 'relay') await page.evaluate(helpersInPage, { stepMs: STEP_MS });
+  const report = await page.evaluate(scenarios[scenario], { url: pageUrl, stepMs: STEP_MS });
+  report.scenario = scenario;
   report.handshakes = [...handshakes.values()];
   report.browser = browserVersion;
   report.user_agent = await page.evaluate(() => navigator.userAgent);
@@ -249,5 +271,154 @@ async function inPage({ url, stepMs }) {
   report.unexpected = sockets.map((s) => s.pending());
   for (const s of sockets) report.closes[s.name] = await s.close();
   report.elapsed_ms = Math.round(performance.now() - t0);
+  return report;
+}
+
+// Defines `window.t` in the page (plain browser JavaScript): `within`, and `socket`, a
+// WebSocket whose messages queue up until read and whose failure is reported, not thrown.
+function helpersInPage({ stepMs }) {
+  const within = (promise, what) =>
+    Promise.race([
+      promise,
+      new Promise((_, reject) =>
+        setTimeout(() => reject(new Error(`no ${what} within ${stepMs} ms`)), stepMs),
+      ),
+    ]);
+  // What a message was: text as is, binary as `binary:` and its bytes in hex.
+  const describe = (data) =>
+    typeof data === 'string'
+      ? data
+      : `binary:${[...new Uint8Array(data)].map((x) => x.toString(16).padStart(2, '0')).join('')}`;
+  const socket = (url, name, protocols) => {
+    const ws = protocols === undefined ? new WebSocket(url) : new WebSocket(url, protocols);
+    ws.binaryType = 'arraybuffer';
+    const inbox = [];
+    const readers = [];
+    const state = { name, ws, error: false, closed: null };
+    const closedOnce = new Promise((resolve) => {
+      ws.onclose = (e) => {
+        state.closed = { code: e.code, reason: e.reason, clean: e.wasClean };
+        for (const r of readers.splice(0)) r.reject(new Error(`${name} closed: ${e.code}`));
+        resolve(state.closed);
+      };
+    });
+    ws.onmessage = (e) => {
+      const reader = readers.shift();
+      if (reader) reader.resolve(describe(e.data));
+      else inbox.push(describe(e.data));
+    };
+    // True once open; false if it failed first (an error, then a close).
+    state.opened = within(
+      new Promise((resolve) => {
+        ws.onopen = () => resolve(true);
+        ws.addEventListener('error', () => {
+          state.error = true;
+          resolve(false);
+        });
+      }),
+      `${name} open`,
+    );
+    state.failed = () => within(closedOnce, `close of ${name} after its failure`);
+    state.next = () => {
+      if (inbox.length) return Promise.resolve(inbox.shift());
+      if (state.closed) return Promise.reject(new Error(`${name} closed: ${state.closed.code}`));
+      return within(
+        new Promise((resolve, reject) => readers.push({ resolve, reject })),
+        `message on ${name}`,
+      );
+    };
+    // Reads until `last` (included): every message received on the way, in order.
+    state.until = async (last) => {
+      const got = [];
+      for (;;) {
+        const m = await state.next();
+        got.push(m);
+        if (m === last) return got;
+      }
+    };
+    state.close = () => {
+      ws.close(1000, 'done');
+      return within(closedOnce, `close of ${name}`);
+    };
+    state.pending = () => inbox.length;
+    return state;
+  };
+  window.t = { within, socket };
+}
+
+// `protocols`, against `serve --protocols v2.chat,v1.chat`: socket `a` asks for ["v1.chat"],
+// socket `b` for ["v1.chat", "v2.chat"] (both listed: the server's first is chosen), and both
+// must open; `a` sends a text, `b` a binary message, each relayed to both. Socket `refused`
+// asks for ["other"] only: the server refuses it, and the page sees an error and a close
+// (1006), never an open.
+async function protocolsInPage({ url }) {
+  const { socket } = window.t;
+  const a = socket(url, 'a', ['v1.chat']);
+  const b = socket(url, 'b', ['v1.chat', 'v2.chat']);
+  const refused = socket(url, 'refused', ['other']);
+  const report = {
+    opened: { a: await a.opened, b: await b.opened, refused: await refused.opened },
+  };
+  report.protocols = { a: a.ws.protocol, b: b.ws.protocol, refused: refused.ws.protocol };
+  report.refused = { error: refused.error, close: await refused.failed() };
+  a.ws.send('hello v1');
+  const bytes = new Uint8Array([0, 1, 2, 0xfe, 0xff]);
+  report.received = { a: [await a.next()], b: [await b.next()] };
+  b.ws.send(bytes);
+  report.received.a.push(await a.next());
+  report.received.b.push(await b.next());
+  report.unexpected = [a.pending(), b.pending()];
+  report.closes = { a: await a.close(), b: await b.close() };
+  return report;
+}
+
+// `topics`, against `serve --topics`: socket `news` subscribes at its upgrade to `café/news`
+// (`?sub=caf%C3%A9%2Fnews`: a space is not possible in a topic of that protocol), `sport` to
+// `sport`, and `publisher` to nothing. The publisher sends `pub café/news ...` and `pub sport
+// ...`, then an `end` to each topic; each subscriber reports everything it received up to its
+// `end` (a message of the other topic would have come before it: one publisher, in order).
+async function topicsInPage({ url }) {
+  const { socket } = window.t;
+  const news = socket(`${url}?sub=caf%C3%A9%2Fnews`, 'news');
+  const sport = socket(`${url}?sub=sport`, 'sport');
+  const publisher = socket(url, 'publisher');
+  const report = {
+    opened: [await news.opened, await sport.opened, await publisher.opened],
+  };
+  publisher.ws.send('pub café/news hello news');
+  publisher.ws.send('pub sport hello sport');
+  publisher.ws.send('pub café/news end');
+  publisher.ws.send('pub sport end');
+  report.received = { news: await news.until('end'), sport: await sport.until('end') };
+  report.unexpected = [news.pending(), sport.pending(), publisher.pending()];
+  report.closes = {
+    news: await news.close(),
+    sport: await sport.close(),
+    publisher: await publisher.close(),
+  };
+  return report;
+}
+
+// `axum`, against examples/axum.rs (the page is its `/health`, so the fetches are same-origin):
+// socket `news` opens `/ws?topic=news`, socket `all` `/ws`. The page POSTs to `/publish` a text
+// for everyone, a text for topic `news`, bytes that are not UTF-8 (binary) for everyone, and
+// `end` for everyone; each socket reports what it received up to `end`. Then `GET /stats`.
+async function axumInPage({ url }) {
+  const { socket } = window.t;
+  const news = socket(`${url}?topic=news`, 'news');
+  const all = socket(url, 'all');
+  const report = { opened: [await news.opened, await all.opened], published: [] };
+  const publish = async (query, body) => {
+    const response = await fetch(`/publish${query}`, { method: 'POST', body });
+    report.published.push(response.status);
+  };
+  await publish('', 'hello everyone');
+  await publish('?topic=news', 'hello news');
+  await publish('', new Uint8Array([0xff, 0x00, 0x80]));
+  await publish('', 'end');
+  report.received = { news: await news.until('end'), all: await all.until('end') };
+  report.unexpected = [news.pending(), all.pending()];
+  report.closes = { news: await news.close(), all: await all.close() };
+  report.stats = await (await fetch('/stats')).json();
   return report;
 }
