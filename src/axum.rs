@@ -57,8 +57,8 @@
 //!
 //! The subprotocol is part of that decision, as on the engine's own listener: the handler's
 //! choice ([`Decision::with_protocol`](crate::Decision::with_protocol)), or else the first
-//! the client offered, in its order, that [`Builder::protocols`](crate::Builder::protocols)
-//! lists, answered in the 101's `Sec-WebSocket-Protocol`. A client that offered subprotocols
+//! of [`Builder::protocols`](crate::Builder::protocols), in that list's order, that the
+//! client offered, answered in the 101's `Sec-WebSocket-Protocol`. A client that offered subprotocols
 //! of which none is chosen is refused with `400 Bad Request` and a body naming the supported
 //! ones (logged at debug), since a browser would fail the connection anyway (see
 //! `Builder::protocols`). There is no per-route list on [`Upgrade`] as on axum's

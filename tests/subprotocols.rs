@@ -1,5 +1,5 @@
-//! Subprotocol negotiation (`Sec-WebSocket-Protocol`): the first subprotocol the client offered,
-//! in its order, that `Builder::protocols` lists is answered; a handler's `Decision` can choose
+//! Subprotocol negotiation (`Sec-WebSocket-Protocol`): the first subprotocol of
+//! `Builder::protocols`, in that list's order, that the client offered is answered; a handler's `Decision` can choose
 //! itself; a client that offered subprotocols and would get none is refused with 400 and a
 //! reason, and counted, never accepted into a connection it would fail (a browser's 1006). On
 //! the engine's own listener, through `Engine::decide`, through axum, and through `shardcast

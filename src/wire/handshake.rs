@@ -203,8 +203,8 @@ impl<'b> Request<'b> {
             .filter_map(|item| std::str::from_utf8(item).ok())
     }
 
-    /// The first subprotocol the client offered, in its order of preference, that `supported`
-    /// holds (compared exactly, case included, as browsers compare the answer with what they
+    /// The first subprotocol of `supported`, in its order, that the client offered (compared
+    /// exactly, case included, as browsers compare the answer with what they
     /// offered); `None` if the client offered none of them. What the engine answers with when
     /// the handler leaves the choice to it ([`Builder::protocols`]); a handler can call it with
     /// a list of its own and pass the result to

@@ -47,8 +47,8 @@ pub(crate) enum Protocol {
 
 impl Decision {
     /// Accept, unauthenticated, answering with the subprotocol the engine negotiates: the
-    /// first the client offered, in its order, that
-    /// [`Builder::protocols`](crate::Builder::protocols) lists, or none if it offered none.
+    /// first of [`Builder::protocols`](crate::Builder::protocols), in that list's order, that
+    /// the client offered, or none if it offered none.
     /// A client that offered subprotocols of which none is listed is refused with `400 Bad
     /// Request` (see `Builder::protocols` for why), unless the handler chooses itself with
     /// [`Decision::with_protocol`] or [`Decision::without_protocol`].
