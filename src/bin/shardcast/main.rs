@@ -13,6 +13,7 @@ mod scrape;
 mod serve;
 mod tls;
 mod topics;
+mod units;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -60,7 +61,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("shardcast: {e}");
-            ExitCode::FAILURE
+            // Flags refused after parsing exit as clap's own refusals do.
+            if e.is::<serve::Usage>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }

@@ -3,6 +3,7 @@
 //!
 //! Standard output stays the server's announcement, which scripts parse; logs never go there.
 
+use crate::serve::LogFormat;
 use metrics_exporter_prometheus::PrometheusBuilder;
 use shardcast::{Engine, Metrics, Stats};
 use std::error::Error;
@@ -16,15 +17,18 @@ use tracing_subscriber::EnvFilter;
 const RECORD_EVERY: Duration = Duration::from_secs(1);
 
 /// Installs the log subscriber: `RUST_LOG` if set (e.g. `RUST_LOG=shardcast=debug` for a line
-/// per connection), else `info`; to standard error, in colour only on a terminal.
-pub(crate) fn install_logging() {
+/// per connection), else `info`; to standard error, as text (in colour only on a terminal) or
+/// as one JSON object per line (`timestamp`, `level`, `target`, `fields`, and the spans).
+pub(crate) fn install_logging(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    // Fails only if a subscriber is already installed, and then that one logs.
-    let _ = tracing_subscriber::fmt()
+    let fmt = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .try_init();
+        .with_writer(std::io::stderr);
+    // Either fails only if a subscriber is already installed, and then that one logs.
+    let _ = match format {
+        LogFormat::Text => fmt.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        LogFormat::Json => fmt.json().with_ansi(false).try_init(),
+    };
 }
 
 /// Serves `engine`'s metrics at `http://addr/metrics` in the Prometheus text format, recorded

@@ -115,11 +115,76 @@ pub(crate) struct Args {
     /// side-by-side benchmarks (`bench --server axum`).
     #[arg(long, conflicts_with = "naive")]
     pub(crate) axum: bool,
+    /// Accept upgrades only from this origin (the `Origin` header as browsers send it, e.g.
+    /// `https://app.example.com`): repeat the flag, or separate origins with commas. Others, and
+    /// requests without `Origin`, are refused with 403. Default: any origin (a page of any site
+    /// may connect; `serve` warns at start when it listens beyond loopback without this flag).
+    #[arg(
+        long = "allowed-origin",
+        value_name = "ORIGIN",
+        value_delimiter = ',',
+        conflicts_with = "naive"
+    )]
+    pub(crate) allowed_origins: Vec<String>,
+    /// Ping a client that has been silent for this long (`10s`, `500ms`), or `off` (no server
+    /// pings: clients keep themselves alive). Must be shorter than --heartbeat-timeout.
+    /// Default: 10s, or half --heartbeat-timeout if that is shorter.
+    #[arg(long, value_name = "DURATION", value_parser = ping_interval, conflicts_with = "naive")]
+    pub(crate) ping_interval: Option<PingInterval>,
+    /// Close a client silent for longer than this (`30s`, `1500ms`) with 4002. Default: 20s.
+    #[arg(long, value_name = "DURATION", value_parser = crate::units::duration,
+          conflicts_with = "naive")]
+    pub(crate) heartbeat_timeout: Option<Duration>,
+    /// Most connections (upgraded or upgrading) at once: past it, a new connection is closed
+    /// at once, before its upgrade (with --axum: answered 503). Default: 1048576.
+    #[arg(long, value_name = "N", conflicts_with = "naive",
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub(crate) max_connections: Option<usize>,
+    /// Log format on standard error: `text` (one readable line per event) or `json` (one JSON
+    /// object per line, for log collectors). `RUST_LOG` filters either.
+    #[arg(long, value_enum, value_name = "FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
     /// Answer `stats` lines on standard input with one JSON line of counters (used by `bench`
     /// and tests/browser.rs): a flat object of integers, `deflate_*` for permessage-deflate.
     #[arg(long, hide = true)]
     pub(crate) control_stdin: bool,
 }
+
+/// `--ping-interval`: a duration, or `off` (`None`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PingInterval(Option<Duration>);
+
+/// Parses `--ping-interval`: `off`, or a duration with its unit.
+fn ping_interval(text: &str) -> Result<PingInterval, String> {
+    if text.trim().eq_ignore_ascii_case("off") {
+        return Ok(PingInterval(None));
+    }
+    crate::units::duration(text)
+        .map(|d| PingInterval(Some(d)))
+        .map_err(|e| format!("{e} (or `off`)"))
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Flags refused after clap parsed them (a combination, or a value the engine refuses):
+/// `main` exits with status 2, as clap does with the flags it refuses itself.
+#[derive(Debug)]
+pub(crate) struct Usage(pub(crate) String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl Error for Usage {}
 
 /// `SlowConsumerPolicy`, as a command-line value.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -191,7 +256,7 @@ impl Handler for Relay {
 }
 
 pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
-    observe::install_logging();
+    observe::install_logging(args.log_format);
     // Many connections need many descriptors; take what the hard limit allows.
     crate::raise_descriptor_limit();
     let addr = resolve(&args.addr)?;
@@ -233,6 +298,17 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
     if let Some(shards) = args.shards {
         builder = builder.shards(shards);
     }
+    builder = builder.allowed_origins(allowed_origins(&args.allowed_origins)?);
+    check_heartbeat(&args)?;
+    if let Some(timeout) = args.heartbeat_timeout {
+        builder = builder.heartbeat_timeout(timeout);
+    }
+    if let Some(PingInterval(interval)) = args.ping_interval {
+        builder = builder.ping_interval(interval);
+    }
+    if let Some(max) = args.max_connections {
+        builder = builder.clients_max(max);
+    }
     if let Some(driver) = args.driver.map(Driver::from).or(driver_from_env()?) {
         builder = builder.driver(driver);
     }
@@ -272,6 +348,13 @@ pub(crate) fn run(args: Args) -> Result<(), Box<dyn Error>> {
         }
         println!("shardcast serving on {scheme}://{addr}/ with {} shards", engine.shard_count());
         tracing::info!("serving {scheme}://{addr}/ with {} shards", engine.shard_count());
+        if args.allowed_origins.is_empty() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "listening on {addr} and accepting upgrades from any origin: a page of any web \
+                 site can connect from its visitors' browsers (cross-site WebSocket hijacking); \
+                 pass --allowed-origin to list the sites that may"
+            );
+        }
         if let Some(url) = &args.nats {
             let up = if engine.stats().bridge.connected { "connected" } else { "not connected yet" };
             tracing::info!("sharing through NATS at {url}, prefix {} ({up})", args.nats_prefix);
@@ -399,13 +482,55 @@ fn driver_from_env() -> Result<Option<Driver>, Box<dyn Error>> {
     }
 }
 
-/// A refused setting named by the flag that set it, not by the engine's field.
+/// `--allowed-origin`: `None` (any origin) when not given; each origin trimmed, and an empty one
+/// refused.
+fn allowed_origins(flags: &[String]) -> Result<Option<Vec<String>>, Usage> {
+    if flags.is_empty() {
+        return Ok(None);
+    }
+    let origins: Vec<String> = flags.iter().map(|o| o.trim().to_owned()).collect();
+    if let Some(bad) = origins
+        .iter()
+        .find(|o| o.is_empty() || o.chars().any(|c| c.is_whitespace() || c.is_control()))
+    {
+        return Err(Usage(format!(
+            "invalid --allowed-origin {bad:?}: give an origin as browsers send it, like \
+             https://app.example.com (scheme, host and any port, no path)"
+        )));
+    }
+    Ok(Some(origins))
+}
+
+/// `--ping-interval` must be shorter than the heartbeat timeout (the given one, or the
+/// engine's default), or no silent client would be pinged before it is closed.
+fn check_heartbeat(args: &Args) -> Result<(), Usage> {
+    let Some(PingInterval(Some(ping))) = args.ping_interval else {
+        return Ok(());
+    };
+    let (timeout, named) = match args.heartbeat_timeout {
+        Some(t) => (t, "--heartbeat-timeout"),
+        None => (
+            shardcast::Config::default().heartbeat_timeout,
+            "the default --heartbeat-timeout",
+        ),
+    };
+    if ping >= timeout {
+        return Err(Usage(format!(
+            "invalid --ping-interval {ping:?}: must be shorter than {named} ({timeout:?}), \
+             so that a silent client is pinged before it is closed (or pass --ping-interval off)"
+        )));
+    }
+    Ok(())
+}
+
+/// A refused setting named by the flag that set it, not by the engine's field (a [`Usage`]
+/// error when a flag is to blame).
 fn flag_error(e: BuildError) -> Box<dyn Error> {
     if let BuildError::InvalidProtocol(name) = &e {
-        return format!(
+        return Usage(format!(
             "invalid --protocols: {name:?} is not a subprotocol name (visible ASCII, no space, \
              none of ()<>@,;:\\\"/[]?={{}})"
-        )
+        ))
         .into();
     }
     if let BuildError::Invalid { field, reason } = &e {
@@ -414,10 +539,14 @@ fn flag_error(e: BuildError) -> Box<dyn Error> {
             // `--max-message-size` sets both.
             "frame_bytes_max" | "message_bytes_max" => Some("--max-message-size"),
             "client_queue_bytes_max" => Some("--client-queue-bytes"),
+            "ping_interval" => Some("--ping-interval"),
+            "heartbeat_timeout" => Some("--heartbeat-timeout"),
+            "clients_max" => Some("--max-connections"),
+            "allowed_origins" => Some("--allowed-origin"),
             _ => None,
         };
         if let Some(flag) = flag {
-            return format!("invalid {flag}: {reason}").into();
+            return Usage(format!("invalid {flag}: {reason}")).into();
         }
     }
     e.into()
